@@ -1,0 +1,183 @@
+"""The ``packager`` command: parse, call the library, map errors to exit codes.
+
+Exit codes come from the exception classes (see ``packager.errors``); 0 means every requested
+step succeeded. Expected errors print one line of cause and what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from packager.errors import PackagerError, ParityError, UsageError
+from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
+
+log = logging.getLogger("packager")
+_NOISY = ("transformers", "sentence_transformers", "mlflow", "alembic", "urllib3", "httpx", "torch", "onnxscript",
+          "huggingface_hub", "filelock")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose - args.quiet)
+    # A build must never reach a model hub: sources are folders or already-cached model ids.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        return args.run(args)
+    except PackagerError as e:
+        print(f"packager: error: {e}", file=sys.stderr)
+        _write_report(getattr(args, "report", None), _failure(e))
+        return e.exit_code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="packager", description=__doc__.splitlines()[0])
+    _add_verbosity(parser, default=0)
+    # The same flags after the command name; SUPPRESS keeps them from resetting the top-level count.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_verbosity(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", parents=[common], help="export, validate and optionally register a saved chain")
+    build.add_argument("source", help="a folder with modules.json, or a model id in the local Hugging Face cache")
+    build.add_argument("--format", default="onnx", help="comma-separated: " + ",".join(f.value for f in Format))
+    build.add_argument("--precision", default="fp32", help="comma-separated: " + ",".join(p.value for p in Precision))
+    build.add_argument("--out", type=Path, default=Path("dist"), help="directory for artifacts (default: dist)")
+    build.add_argument("--name", help="artifact name (default: the source folder or model name)")
+    build.add_argument("--revision", help="revision of a cached Hugging Face model id")
+    build.add_argument("--register", metavar="MODEL_NAME", help="register each artifact under this registry name")
+    build.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    _add_validation_options(build)
+    build.add_argument("--token-embeddings", action="store_true", help="also export token_embeddings")
+    build.add_argument("--allow-parity-failure", action="store_true",
+                       help="publish and register even if the parity gate fails (recorded in the manifest)")
+    build.add_argument("--report", type=Path, help="write the machine-readable result (JSON) here")
+    build.set_defaults(run=_build)
+
+    inspect = commands.add_parser("inspect", parents=[common], help="describe a saved chain or a built artifact")
+    inspect.add_argument("path", help="a saved chain (folder or cached model id) or an artifact directory")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    _add_source_options(inspect)
+    inspect.set_defaults(run=_inspect)
+
+    validate = commands.add_parser("validate", parents=[common], help="re-run the parity gate of an artifact against its reference")
+    validate.add_argument("artifact", type=Path)
+    validate.add_argument("--reference", required=True, help="the saved chain the artifact was built from")
+    _add_validation_options(validate)
+    validate.add_argument("--report", type=Path, help="write the parity report (JSON) here")
+    validate.set_defaults(run=_validate)
+    return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    parser.add_argument("-q", "--quiet", action="count", default=default, help="less output (warnings and errors only)")
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="more output")
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow module types outside sentence-transformers' own (runs code from the folder)")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (*.bin, *.pt)")
+
+
+def _add_validation_options(parser: argparse.ArgumentParser) -> None:
+    _add_source_options(parser)
+    parser.add_argument("--validation-data", type=Path,
+                        help="extra parity texts: one per line, or JSON Lines (.jsonl) of strings or {\"text\": ...}")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from packager.build import BuildOptions, build
+
+    options = BuildOptions(
+        formats=_enum_list(Format, args.format, "--format"), precisions=_enum_list(Precision, args.precision,
+                                                                                      "--precision"),
+        out=args.out, name=args.name, revision=args.revision, register=args.register, tracking_uri=args.tracking_uri,
+        validation_data=args.validation_data, token_embeddings=args.token_embeddings,
+        allow_parity_failure=args.allow_parity_failure, trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )
+    result = build(args.source, options)
+    for variant in result.variants:
+        registered = f", registered {variant.registered.model_uri} @{variant.registered.alias}" if variant.registered else ""
+        status = "passed" if variant.parity.passed else "FAILED (published anyway: --allow-parity-failure)"
+        metrics = variant.parity.metrics
+        print(f"{variant.artifact}: parity {status} (min cosine {metrics['min_cosine']:.10f}, max abs diff "
+              f"{metrics['max_abs_diff']:.1e}), built in {variant.seconds:.1f} s{registered}")
+    _write_report(args.report, {"status": "ok", "exit_code": 0, **result.to_dict()})
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from packager.describe import describe_artifact, describe_source
+
+    path = Path(args.path)
+    if (path / MANIFEST_FILE).is_file():
+        info, text = describe_artifact(path)
+    else:
+        info, text = describe_source(args.path, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    print(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from packager.build import validate
+
+    report = validate(args.artifact, args.reference, validation_data=args.validation_data,
+                      trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    print(report.describe())
+    _write_report(args.report, {"status": "ok" if report.passed else "failed", "parity": report.to_dict(),
+                                "exit_code": 0 if report.passed else ParityError.exit_code})
+    return 0 if report.passed else ParityError.exit_code
+
+
+def _enum_list(enum: Any, text: str, option: str) -> tuple[Any, ...]:
+    values = []
+    for item in (part.strip().lower() for part in text.split(",")):
+        try:
+            values.append(enum(item))
+        except ValueError:
+            raise UsageError(f"{option}: unknown value {item!r}; choose from {', '.join(e.value for e in enum)}") from None
+    return tuple(dict.fromkeys(values))
+
+
+def _failure(error: PackagerError) -> dict[str, Any]:
+    report = {"status": "failed", "exit_code": error.exit_code,
+              "error": {"type": type(error).__name__, "message": str(error)}}
+    if isinstance(error, ParityError):
+        report["parity"] = error.report.to_dict()
+    return report
+
+
+def _write_report(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("packager: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity > 1 else logging.ERROR)
+    if verbosity <= 1:  # read by those libraries when they are imported, after this
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""What ``packager inspect`` shows: a saved chain, or a built artifact. Each function returns a
+JSON-able dict and the same information as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packager.chain import check_compilable, load_reference, read_chain, resolve_tokenizer
+from packager.errors import UnsupportedModuleError
+from packager.runtime.integrity import verify_artifact
+from packager.runtime.manifest import read_manifest, to_jsonable
+
+
+def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> tuple[dict, str]:
+    """The chain as the build would see it: kind, modules, tokenizer settings resolved from the
+    torch reference, prompts, similarity, and whether this version can compile it."""
+    chain = read_chain(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    try:
+        check_compilable(chain)
+        compilable = "yes"
+    except UnsupportedModuleError as e:
+        compilable = str(e)
+    reference = load_reference(chain)
+    tokenizer, _ = resolve_tokenizer(reference[0])
+    info = {
+        "source": {"kind": chain.source.kind, "location": chain.source.location, "revision": chain.source.revision},
+        "chain_kind": chain.kind.value,
+        "modules": [{"idx": m.idx, "name": m.name, "path": m.path, "type": m.type, "kind": m.kind.value}
+                    for m in chain.modules],
+        "routes": ["default"],
+        "tokenizer": to_jsonable(tokenizer),
+        "prompts": dict(reference.prompts), "default_prompt_name": reference.default_prompt_name,
+        "similarity": reference.similarity_fn_name, "compilable": compilable,
+    }
+    lines = [f"{chain.source.location} ({chain.source.kind}{', revision ' + chain.source.revision if chain.source.revision else ''})",
+             f"chain kind: {chain.kind.value}", "modules:"]
+    lines += [f"  {m.idx}: {m.kind.value:<22} {m.type} (path {m.path!r})" for m in chain.modules]
+    lines += ["routes: default", "tokenizer: " + ", ".join(f"{k}={v}" for k, v in info["tokenizer"].items()),
+              f"prompts: {info['prompts']} (default: {info['default_prompt_name']})",
+              f"similarity: {info['similarity']}", f"compilable: {compilable}"]
+    return info, "\n".join(lines)
+
+
+def describe_artifact(path: Path) -> tuple[dict, str]:
+    """The manifest, and whether the files still match it (an integrity failure raises)."""
+    manifest = read_manifest(path)
+    verify_artifact(path, manifest)
+    info = to_jsonable(manifest)
+    parity = manifest.parity
+    lines = [f"{manifest.name}: {manifest.chain_kind.value} as {manifest.format.value}/{manifest.precision.value}, "
+             f"schema {manifest.schema_version}, built {manifest.built_at}",
+             f"source: {manifest.source.location} (sha256 {manifest.source.sha256})",
+             "modules: " + " -> ".join(f"{m.kind}" for m in manifest.modules)]
+    for route in manifest.routes:
+        lines.append(f"route {route.name}: {route.graph} inputs={list(route.inputs)} "
+                     f"outputs={[f'{o.name}{list(o.shape)}' for o in route.outputs]}")
+        lines.append("  tokenizer: " + ", ".join(f"{k}={v}" for k, v in to_jsonable(route.tokenizer).items()))
+    lines.append(f"parity: {parity.status.value} over {parity.texts} texts; "
+                 + ", ".join(f"{k}={v:.8g}" for k, v in sorted(parity.metrics.items())))
+    lines.append(f"files ({len(manifest.files)}, all sha256-verified):")
+    lines += [f"  {f.sha256[:16]}  {f.size:>12}  {f.path}" for f in manifest.files]
+    return info, "\n".join(lines)

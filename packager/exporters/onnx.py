@@ -1,0 +1,85 @@
+"""Whole-chain ONNX export: torch.onnx's dynamo exporter, then onnxscript's ORT fusions.
+
+The legacy TorchScript exporter fails on transformers 5 models; the dynamo exporter traces the
+chain's real forward with dynamic batch and sequence axes.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from packager.errors import ExportError
+from packager.graph import RouteGraph
+from packager.runtime.manifest import Format, Precision
+
+log = logging.getLogger(__name__)
+
+# A protobuf message cannot exceed 2 GiB; above this, weights go to an external data file that
+# is hashed, moved and loaded together with the graph.
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
+
+
+class OnnxFp32:
+    format = Format.ONNX
+    precision = Precision.FP32
+
+    def export(self, graph: RouteGraph, dest: Path, *, stem: str) -> list[str]:
+        path = dest / f"{stem}.onnx"
+        external = graph.parameter_bytes > EXTERNAL_DATA_THRESHOLD
+        fusions = export_onnx(graph, path, external_data=external)
+        log.info("fused for onnxruntime: %s", ", ".join(f"{k}={v}" for k, v in sorted(fusions.items()) if v) or "none")
+        check_loads(path)
+        return [path.name, f"{path.name}.data"] if external else [path.name]
+
+
+def export_onnx(graph: RouteGraph, path: Path, *, external_data: bool) -> dict[str, int]:
+    """Export, fuse (attention, SkipLayerNorm, GELU...) and save; returns the fusion counts."""
+    import onnx_ir as ir
+    import torch
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs.
+    dynamic_shapes = (tuple({0: batch, 1: sequence} for _ in graph.input_names),)
+    try:
+        with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph.module, graph.sample_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
+                input_names=list(graph.input_names), output_names=[o.name for o in graph.outputs],
+                optimize=True, verbose=False,
+            )
+            model, fusions = optimize_for_ort(program.model)
+            ir.save(model, path, external_data=f"{path.name}.data" if external_data else None)
+    except Exception as e:
+        raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {type(e).__name__}: {e}") from e
+    return fusions
+
+
+def check_loads(path: Path) -> None:
+    """Fail at export time, not in the parity gate, if onnxruntime cannot load the graph."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"onnxruntime cannot load the exported graph {path.name}: {e}") from e
+
+
+class _quiet:
+    """Lower the exporter's loggers to errors for the duration of an export."""
+
+    def __init__(self, *names: str) -> None:
+        self._loggers = [logging.getLogger(n) for n in names]
+        self._levels: list[int] = []
+
+    def __enter__(self) -> None:
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)

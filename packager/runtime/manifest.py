@@ -1,0 +1,299 @@
+"""The manifest: the only contract between build time and run time.
+
+Everything the loader needs is resolved at build time and written here as frozen dataclasses,
+serialised as sorted JSON with a ``schema_version``. Parsing is strict: unknown fields, missing
+fields, wrong types and unknown schema versions are refused, because a loader that guesses is a
+loader that silently drifts from the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Any, Union
+
+from .errors import ArtifactIntegrityError
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ChainKind(str, Enum):
+    SENTENCE_TRANSFORMER = "SentenceTransformer"
+    CROSS_ENCODER = "CrossEncoder"
+    SPARSE_ENCODER = "SparseEncoder"
+
+
+class Format(str, Enum):
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class Similarity(str, Enum):
+    COSINE = "cosine"
+    DOT = "dot"
+    EUCLIDEAN = "euclidean"
+    MANHATTAN = "manhattan"
+
+
+class OutputMeaning(str, Enum):
+    SENTENCE_EMBEDDING = "sentence_embedding"
+    TOKEN_EMBEDDINGS = "token_embeddings"
+
+
+class Side(str, Enum):
+    LEFT = "left"
+    RIGHT = "right"
+
+
+class ParityStatus(str, Enum):
+    PENDING = "pending"  # only while the artifact is staged and its gate is running
+    PASSED = "passed"
+    FAILED_ALLOWED = "failed-allowed"  # the gate failed and the user published it anyway
+
+
+def check_relative_path(path: str) -> None:
+    """Refuse paths that could leave the artifact directory."""
+    pure = PurePosixPath(path)
+    if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or pure.parts[0] in ("", "."):
+        raise ArtifactIntegrityError(f"manifest: path {path!r} must be relative, '/'-separated and stay inside the artifact")
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    path: str
+    sha256: str
+    size: int
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.path)
+        if not _SHA256.match(self.sha256) or self.size < 0:
+            raise ArtifactIntegrityError(f"manifest: bad digest for {self.path!r}")
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How texts become graph inputs. ``lowercase`` is informational: when true the lowercasing
+    is already part of the tokenizer file's normalizer, exactly as the reference applies it."""
+
+    file: str
+    max_length: int
+    truncation_side: Side
+    padding_side: Side
+    pad_id: int
+    pad_token: str
+    pad_type_id: int
+    pad_to_multiple_of: int | None
+    lowercase: bool
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.file)
+        if self.max_length < 1:
+            raise ArtifactIntegrityError(f"manifest: tokenizer max_length must be positive, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    meaning: OutputMeaning
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One graph and the tokenizer that feeds it. Chains without a Router have one route."""
+
+    name: str
+    graph: str
+    inputs: tuple[str, ...]
+    outputs: tuple[OutputSpec, ...]
+    tokenizer: TokenizerSpec
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.graph)
+        if "input_ids" not in self.inputs:
+            raise ArtifactIntegrityError(f"manifest: route {self.name!r} has no input_ids input")
+
+    def output(self, meaning: OutputMeaning) -> OutputSpec | None:
+        return next((o for o in self.outputs if o.meaning is meaning), None)
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One module of the source chain, as read from its modules.json (descriptive)."""
+
+    name: str
+    kind: str
+    type: str
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # "path" or "hub"
+    location: str
+    revision: str | None
+    sha256: str
+    files: tuple[FileDigest, ...]
+
+
+@dataclass(frozen=True)
+class ParitySummary:
+    status: ParityStatus
+    texts: int
+    texts_sha256: str
+    gate: dict[str, float]
+    metrics: dict[str, float]
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    name: str
+    chain_kind: ChainKind
+    format: Format
+    precision: Precision
+    modules: tuple[ModuleEntry, ...]
+    routes: tuple[RouteSpec, ...]
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+    similarity: Similarity
+    embedding_dimension: int
+    source: SourceSpec
+    tools: dict[str, str]
+    parity: ParitySummary
+    built_at: str
+    files: tuple[FileDigest, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ArtifactIntegrityError(_schema_message(self.schema_version))
+        if not self.routes:
+            raise ArtifactIntegrityError("manifest: no routes")
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ArtifactIntegrityError(f"manifest: duplicate route names {names}")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the prompts")
+
+    def route(self, name: str) -> RouteSpec:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise ArtifactIntegrityError(f"manifest: no route {name!r}; routes: {[r.name for r in self.routes]}")
+
+    def to_json(self) -> str:
+        return json.dumps(to_jsonable(self), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArtifactIntegrityError(f"manifest: not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise ArtifactIntegrityError("manifest: top level must be an object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ArtifactIntegrityError(_schema_message(version))
+        return _from_jsonable(cls, data, "manifest")
+
+
+def read_manifest(artifact_dir: str | Path) -> Manifest:
+    path = Path(artifact_dir) / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ArtifactIntegrityError(f"{artifact_dir}: no {MANIFEST_FILE}; this is not a packaged artifact") from e
+    return Manifest.from_json(text)
+
+
+def _schema_message(version: Any) -> str:
+    return (
+        f"manifest: unknown schema_version {version!r}; this loader reads version {SCHEMA_VERSION}. "
+        "Rebuild the artifact with this packager version, or load it with the loader shipped inside it."
+    )
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _from_jsonable(tp: Any, value: Any, where: str) -> Any:
+    """Parse ``value`` as type ``tp`` strictly; ``where`` names the field in error messages."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _from_jsonable(option, value, where)
+            except ArtifactIntegrityError as e:
+                errors.append(str(e))
+        raise ArtifactIntegrityError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {options}")
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_from_jsonable(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError as e:
+            raise ArtifactIntegrityError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from e
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ArtifactIntegrityError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_type, _ellipsis) = typing.get_args(tp)
+        return tuple(_from_jsonable(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_type, item_type = typing.get_args(tp)
+        if not isinstance(value, dict) or not all(isinstance(k, key_type) for k in value):
+            raise ArtifactIntegrityError(f"{where}: expected an object with {key_type.__name__} keys")
+        return {k: _from_jsonable(item_type, v, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ArtifactIntegrityError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")
+
+
+def _dataclass_from_jsonable(cls: Any, value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise ArtifactIntegrityError(f"{where}: expected an object, got {type(value).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ArtifactIntegrityError(f"{where}: unknown fields {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _from_jsonable(hints[name], value[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ArtifactIntegrityError(f"{where}: missing field {name!r}")
+    return cls(**kwargs)

@@ -1,0 +1,56 @@
+"""Texts to graph inputs, exactly as the reference pipeline tokenizes them.
+
+Truncation and padding come from the manifest, never from tokenizer.json's own (often stale)
+truncation/padding sections: transformers overrides those at call time, so the file's values are
+not what the reference used (fastembed #531 is this bug).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MissingDependencyError
+from .manifest import Side, TokenizerSpec
+
+
+class TextEncoder:
+    """Tokenizes batches of texts and pads them into the graph's int64 inputs."""
+
+    def __init__(self, root: Path, spec: TokenizerSpec, input_names: tuple[str, ...]) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise MissingDependencyError("the loader needs the tokenizers package: pip install tokenizers") from e
+        tokenizer = Tokenizer.from_file(str(root / spec.file))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(spec.max_length, strategy="longest_first", direction=spec.truncation_side.value)
+        self._tokenizer = tokenizer
+        self._spec = spec
+        self._input_names = input_names
+
+    def tokenize(self, texts: list[str]) -> list[Any]:
+        """Truncated, unpadded encodings (special tokens added), one per text."""
+        return self._tokenizer.encode_batch(texts, add_special_tokens=True)
+
+    def pad(self, encodings: list[Any]) -> dict[str, np.ndarray]:
+        """Pad one batch to its longest member on the side the reference pads."""
+        spec = self._spec
+        width = max(len(e.ids) for e in encodings)
+        if spec.pad_to_multiple_of:
+            width = -(-width // spec.pad_to_multiple_of) * spec.pad_to_multiple_of
+        shape = (len(encodings), width)
+        arrays = {
+            "input_ids": np.full(shape, spec.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros(shape, dtype=np.int64),
+            "token_type_ids": np.full(shape, spec.pad_type_id, dtype=np.int64),
+        }
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            cols = slice(0, n) if spec.padding_side is Side.RIGHT else slice(width - n, width)
+            arrays["input_ids"][row, cols] = encoding.ids
+            arrays["attention_mask"][row, cols] = 1
+            arrays["token_type_ids"][row, cols] = encoding.type_ids
+        return {name: arrays[name] for name in self._input_names}

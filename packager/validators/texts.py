@@ -1,0 +1,126 @@
+"""Texts for the parity gate: the built-in probe set and user-supplied validation data.
+
+Real text comes from a corpus every CPython ships: ``pydoc_data.topics``, the Python language
+reference (about 465k characters of English prose). Hand-written lines are added only for
+what no shipped corpus covers reliably: empty and whitespace input, and non-Latin scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from packager.errors import UsageError
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+_HEADING_RULE = re.compile(r"^[*=\-~^]{3,}$")
+
+# Scripts, normalisation and segmentation cases: each line exercises a tokenizer path that
+# English prose does not (combining marks, CJK without spaces, right-to-left, ZWJ emoji,
+# full-width forms, zero-width and control characters).
+UNICODE_PROBES = (
+    "Café, naïve, façade: résumé written with precomposed accents.",
+    "Cafe\u0301 and nai\u0308ve written with combining accents.",
+    "机器学习模型的部署需要可靠的工具链。",
+    "機械学習モデルを本番環境にデプロイする。",
+    "기계 학습 모델을 배포합니다.",
+    "Развёртывание моделей машинного обучения в продакшене.",
+    "Η ανάπτυξη μοντέλων μηχανικής μάθησης.",
+    "نشر نماذج التعلم الآلي في بيئة الإنتاج.",
+    "פריסת מודלים של למידת מכונה.",
+    "मशीन लर्निंग मॉडल को उत्पादन में लगाना।",
+    "การปรับใช้โมเดลการเรียนรู้ของเครื่อง",
+    "Deploy the 模型 в production with ñ, ß and 🚀 in one line.",
+    "Family emoji 👩\u200d👩\u200d👧\u200d👦 and flags 🇫🇷🇯🇵 joined by ZWJ.",
+    "ＦＵＬＬＷＩＤＴＨ ｌｅｔｔｅｒｓ and ①②③ circled digits.",
+    "zero\u200bwidth\u200bspaces, no\u00a0break\u00a0spaces and a soft\u00adhyphen.",
+    "tabs\tand\nnewlines\r\nand a bell \x07 control character.",
+    "∑ᵢ xᵢ² ≤ ∞ — maths, arrows → and quotes «like these».",
+)
+EDGE_PROBES = ("", " ", "a", "OK", "?", "...", "12345")
+
+
+@lru_cache(maxsize=1)
+def real_sentences() -> tuple[str, ...]:
+    """Sentences of 4 to 60 words from the Python language reference, in a fixed order."""
+    from pydoc_data.topics import topics
+
+    sentences = []
+    for key in sorted(topics):
+        for paragraph in _prose_paragraphs(topics[key]):
+            for sentence in _SENTENCE_END.split(paragraph):
+                if 4 <= len(sentence.split()) <= 60:
+                    sentences.append(sentence)
+    return tuple(dict.fromkeys(sentences))  # de-duplicated, order kept
+
+
+def _prose_paragraphs(text: str) -> list[str]:
+    """Paragraphs of running text: no indented code blocks, no headings."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [ln for ln in block.splitlines() if ln.strip()]
+        if not lines or lines[0].startswith(" ") or any(_HEADING_RULE.match(ln.strip()) for ln in lines):
+            continue
+        paragraphs.append(" ".join(ln.strip() for ln in lines))
+    return paragraphs
+
+
+def probe_texts(count_tokens: Callable[[str], int], max_length: int) -> list[str]:
+    """The built-in parity probes: edge cases, typical sentences, texts exactly at and around
+    ``max_length`` tokens (special tokens included), texts far beyond it, and other scripts."""
+    sentences = real_sentences()
+    typical = list(sentences[:: max(1, len(sentences) // 48)][:48])
+    long_texts = [" ".join(sentences[i : i + n]) for i, n in ((100, 40), (300, 120))]
+    return [*EDGE_PROBES, *typical, *_boundary_texts(sentences, count_tokens, max_length), *long_texts,
+            *UNICODE_PROBES]
+
+
+def _boundary_texts(sentences: tuple[str, ...], count_tokens: Callable[[str], int], max_length: int) -> list[str]:
+    """Real text cut to max_length - 1, max_length and max_length + 1 tokens: the off-by-one
+    cases of truncation."""
+    words = " ".join(sentences[500:]).split()
+    texts = []
+    for target in (max_length - 1, max_length, max_length + 1):
+        low, high = 1, min(len(words), 4 * target)
+        while low < high:  # the fewest words that reach the target token count
+            mid = (low + high) // 2
+            if count_tokens(" ".join(words[:mid])) >= target:
+                high = mid
+            else:
+                low = mid + 1
+        text = " ".join(words[: low - 1])
+        for _ in range(8):  # top up with one-token words to land exactly on the target
+            if count_tokens(text) >= target:
+                break
+            text += " a"
+        texts.append(text)
+    return texts
+
+
+def read_texts(path: Path) -> list[str]:
+    """Validation texts from a file: JSON Lines (``.jsonl``: each line a string or an object with
+    "text"), or plain text with one text per line. Blank lines are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read validation data {path}: {e}") from e
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    texts = [_jsonl_text(path, n, line) for n, line in numbered] if path.suffix in (".jsonl", ".ndjson") else [
+        line for _, line in numbered]
+    if not texts:
+        raise UsageError(f"{path}: no texts")
+    return texts
+
+
+def _jsonl_text(path: Path, number: int, line: str) -> str:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}:{number}: not valid JSON ({e})") from None
+    text = item.get("text") if isinstance(item, dict) else item
+    if not isinstance(text, str):
+        raise UsageError(f"{path}:{number}: expected a string or an object with a string \"text\"")
+    return text

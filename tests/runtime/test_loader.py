@@ -1,0 +1,122 @@
+"""The runtime loader: integrity checks, encode behaviour, threads."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from packager.runtime import ArtifactIntegrityError, InvalidInputError, load
+from packager.validators.texts import real_sentences
+
+
+@pytest.fixture(scope="module")
+def model(tiny_artifacts):
+    return load(tiny_artifacts["mean"])
+
+
+def test_tampered_graph_byte_is_refused(copy_artifact):
+    artifact = copy_artifact()
+    graph = artifact / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="model.onnx: sha256 does not match"):
+        load(artifact)
+
+
+@pytest.mark.parametrize("tamper,match", [
+    (lambda a: (a / "tokenizer.json").write_text((a / "tokenizer.json").read_text().replace("[UNK]", "[UNX]")),
+     "tokenizer.json: sha256 does not match"),
+    (lambda a: (a / "extra.py").write_text("print('hi')"), "extra.py: not listed"),
+    (lambda a: (a / "parity.json").unlink(), "parity.json: missing"),
+    (lambda a: (a / "loader" / "model.py").write_text("raise SystemExit"), "loader/model.py"),
+])
+def test_tampered_artifacts_are_refused(copy_artifact, tamper, match):
+    artifact = copy_artifact()
+    tamper(artifact)
+    with pytest.raises(ArtifactIntegrityError, match=match):
+        load(artifact)
+
+
+def test_every_problem_is_listed_at_once(copy_artifact):
+    artifact = copy_artifact()
+    (artifact / "parity.json").unlink()
+    (artifact / "README.md").write_text("changed")
+    with pytest.raises(ArtifactIntegrityError) as error:
+        load(artifact)
+    assert "parity.json: missing" in str(error.value) and "README.md: size" in str(error.value)
+
+
+def test_bytecode_from_importing_the_loader_is_not_tampering(copy_artifact):
+    artifact = copy_artifact()
+    (artifact / "loader" / "__pycache__").mkdir()
+    (artifact / "loader" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    load(artifact)
+
+
+def test_encode_shapes_types_and_order(model):
+    texts = list(real_sentences()[:40])
+    embeddings = model.encode(texts, batch_size=7)
+    assert embeddings.shape == (40, 32) and embeddings.dtype == np.float32
+    one_by_one = np.stack([model.encode(t) for t in texts])
+    np.testing.assert_allclose(embeddings, one_by_one, atol=1e-5)
+    assert model.encode(texts[3]).shape == (32,)
+
+
+def test_encode_empty_list_and_normalize(model):
+    assert model.encode([]).shape == (0, 32)
+    unit = model.encode(["a text", "another text"], normalize_embeddings=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+
+
+def test_over_long_text_is_truncated_not_rejected(model):
+    long = " ".join(real_sentences()[:200])
+    prefix = long[: len(long) // 3]
+    # Both exceed max_length (48 tokens), so both are cut to the same first 48 tokens.
+    np.testing.assert_allclose(model.encode(long), model.encode(prefix), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (["ok", 3], "item 1 is int"),
+    (["ok", None], "item 1 is NoneType"),
+    (None, "got NoneType"),
+    (42, "got int"),
+    (b"bytes", "got bytes"),
+])
+def test_non_string_inputs_are_rejected_clearly(model, bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        model.encode(bad)
+
+
+def test_bad_options_are_rejected_clearly(model):
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        model.encode(["x"], batch_size=0)
+    with pytest.raises(InvalidInputError, match="token_embeddings"):
+        model.encode(["x"], output_value="token_embeddings")
+    with pytest.raises(InvalidInputError, match="prompt_name 'nope'"):
+        model.encode(["x"], prompt_name="nope")
+
+
+def test_prompts_are_prepended(model):
+    np.testing.assert_allclose(model.encode("query: where"), model.encode("where", prompt="query: "), atol=1e-6)
+
+
+def test_concurrent_encode_matches_single_threaded(model):
+    texts = list(real_sentences()[:64])
+    expected = model.encode(texts, batch_size=8)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda i: model.encode(texts[i:] + texts[:i], batch_size=8), range(16)))
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result, np.roll(expected, -i, axis=0), atol=1e-5)
+
+
+def test_loader_reads_settings_from_the_manifest_only(copy_artifact):
+    """The tokenizer file's own truncation/padding sections are ignored: the manifest rules."""
+    artifact = copy_artifact()
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["routes"][0]["tokenizer"]["max_length"] == 48
+    tokenizer = json.loads((artifact / "tokenizer.json").read_text())
+    assert tokenizer["truncation"] is None and tokenizer["padding"] is None

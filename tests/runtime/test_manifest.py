@@ -1,0 +1,72 @@
+"""The manifest: strict round trip, validation, schema version."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from packager.runtime.errors import ArtifactIntegrityError
+from packager.runtime.manifest import FileDigest, Manifest, read_manifest
+
+
+@pytest.fixture(scope="module")
+def manifest_text(tiny_artifacts) -> str:
+    return (tiny_artifacts["mean"] / "manifest.json").read_text()
+
+
+def test_round_trip_is_exact_and_sorted(manifest_text):
+    manifest = Manifest.from_json(manifest_text)
+    assert manifest.to_json() == manifest_text
+    data = json.loads(manifest_text)
+    assert list(data) == sorted(data)
+    assert data["schema_version"] == 1
+
+
+def test_manifest_describes_what_the_runtime_needs(manifest_text):
+    manifest = Manifest.from_json(manifest_text)
+    route = manifest.route("default")
+    assert route.inputs == ("input_ids", "attention_mask", "token_type_ids")
+    assert [o.name for o in route.outputs] == ["sentence_embedding"]
+    assert route.tokenizer.max_length == 48 and route.tokenizer.file == "tokenizer.json"
+    assert manifest.similarity.value == "cosine" and manifest.embedding_dimension == 32
+    assert manifest.parity.status.value == "passed" and manifest.parity.metrics["min_cosine"] >= 0.99999
+    assert manifest.source.kind == "path" and len(manifest.source.sha256) == 64
+    assert {"torch", "onnxruntime", "sentence-transformers", "tokenizers"} <= set(manifest.tools)
+    assert {f.path for f in manifest.files} >= {"model.onnx", "tokenizer.json", "parity.json", "README.md",
+                                               "loader/__init__.py"}
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d.update(schema_version=2), "unknown schema_version 2"),
+    (lambda d: d.pop("schema_version"), "unknown schema_version None"),
+    (lambda d: d.update(surprise=1), r"unknown fields \['surprise'\]"),
+    (lambda d: d["routes"][0].update(extra=True), "unknown fields"),
+    (lambda d: d.pop("format"), "missing field 'format'"),
+    (lambda d: d.update(format="tflite"), "'tflite' is not one of"),
+    (lambda d: d.update(embedding_dimension="32"), "expected int"),
+    (lambda d: d["routes"][0].update(graph="../model.onnx"), "stay inside"),
+    (lambda d: d["files"][0].update(path="/etc/passwd"), "stay inside"),
+    (lambda d: d.update(routes=[]), "no routes"),
+])
+def test_invalid_manifests_are_refused(manifest_text, edit, match):
+    data = json.loads(manifest_text)
+    edit(data)
+    with pytest.raises(ArtifactIntegrityError, match=match):
+        Manifest.from_json(json.dumps(data))
+
+
+def test_not_json_and_missing_manifest(tmp_path):
+    with pytest.raises(ArtifactIntegrityError, match="not valid JSON"):
+        Manifest.from_json("{")
+    with pytest.raises(ArtifactIntegrityError, match="not a packaged artifact"):
+        read_manifest(tmp_path)
+
+
+def test_dataclasses_are_frozen(manifest_text):
+    manifest = Manifest.from_json(manifest_text)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        manifest.name = "other"  # type: ignore[misc]
+    with pytest.raises(ArtifactIntegrityError):
+        FileDigest(path="a", sha256="not-a-digest", size=1)

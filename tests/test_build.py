@@ -1,0 +1,192 @@
+"""The whole path through the CLI on tiny chains: build, parity gate, artifact, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_CHAINS
+from packager.cli import main
+from packager.runtime.manifest import read_manifest
+from packager.validators.texts import real_sentences
+
+# Texts the parity gate did not see: the loader must agree with sentence-transformers on them too.
+UNSEEN = [s.upper() for s in real_sentences()[-40:]]
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CHAINS))
+def test_tiny_chain_artifact_reproduces_sentence_transformers(name, tiny_chains, tiny_artifacts):
+    from sentence_transformers import SentenceTransformer
+
+    from packager.artifact import import_loader
+
+    artifact = tiny_artifacts[name]
+    manifest = read_manifest(artifact)
+    assert manifest.parity.status.value == "passed"
+    assert manifest.parity.metrics["min_cosine"] >= 0.99999
+    assert json.loads((artifact / "parity.json").read_text())["passed"] is True
+    model = import_loader(artifact).load(artifact)
+    expected = SentenceTransformer(str(tiny_chains[name]), device="cpu").encode(UNSEEN, batch_size=16)
+    np.testing.assert_allclose(model.encode(UNSEEN, batch_size=16), expected, atol=2e-5)
+
+
+def test_build_report_and_validation_data(tmp_path, tiny_chains):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t}) for t in UNSEEN[:5]))
+    report = tmp_path / "report.json"
+    code = main(["build", str(tiny_chains["cls-dense"]), "--out", str(tmp_path / "dist"), "--validation-data",
+                 str(data), "--report", str(report), "-q"])
+    assert code == 0
+    result = json.loads(report.read_text())
+    assert result["status"] == "ok" and result["exit_code"] == 0
+    (variant,) = result["variants"]
+    assert variant["format"] == "onnx" and variant["precision"] == "fp32"
+    assert variant["parity"]["passed"] and variant["parity"]["texts"] == len(_probe_count(tiny_chains)) + 5
+    assert Path(variant["artifact"]).name == "cls-dense-onnx-fp32"
+
+
+def _probe_count(tiny_chains):
+    from packager.build import _parity_texts
+    from packager.chain import load_reference, read_chain
+
+    return _parity_texts(load_reference(read_chain(str(tiny_chains["cls-dense"]))), [])
+
+
+def test_wrong_max_length_fails_the_gate_and_publishes_nothing(tmp_path, tiny_chains, monkeypatch):
+    """A deliberately broken candidate: the manifest tells the loader to truncate at 16 tokens
+    while the reference truncates at 48."""
+    import dataclasses
+
+    import packager.build
+
+    real = packager.build.resolve_tokenizer
+
+    def broken(transformer):
+        spec, tokenizer_json = real(transformer)
+        return dataclasses.replace(spec, max_length=16), tokenizer_json
+
+    monkeypatch.setattr(packager.build, "resolve_tokenizer", broken)
+    out, report, db = tmp_path / "dist", tmp_path / "report.json", tmp_path / "mlflow.db"
+    code = main(["build", str(tiny_chains["mean"]), "--out", str(out), "--report", str(report),
+                 "--register", "tiny", "--tracking-uri", f"sqlite:///{db}", "-q"])
+    assert code == 6
+    assert list(out.iterdir()) == []  # no artifact, no leftover staging directory
+    result = json.loads(report.read_text())
+    assert result["status"] == "failed" and result["error"]["type"] == "ParityError"
+    assert result["parity"]["passed"] is False
+    assert any("min_cosine" in failure for failure in result["parity"]["failures"])
+    from mlflow import MlflowClient
+
+    assert MlflowClient(f"sqlite:///{db}").search_registered_models() == []
+
+
+def test_allowed_parity_failure_is_published_and_says_so(tmp_path, tiny_chains, monkeypatch):
+    import dataclasses
+
+    import packager.build
+
+    real = packager.build.resolve_tokenizer
+    monkeypatch.setattr(packager.build, "resolve_tokenizer",
+                        lambda t: (dataclasses.replace(real(t)[0], max_length=16), real(t)[1]))
+    code = main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--allow-parity-failure", "-q"])
+    assert code == 0
+    manifest = read_manifest(tmp_path / "mean-onnx-fp32")
+    assert manifest.parity.status.value == "failed-allowed" and manifest.parity.failures
+
+
+def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chains, tmp_path, capsys):
+    artifact = copy_artifact("mean")
+    assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"])]) == 0
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["routes"][0]["tokenizer"]["max_length"] = 16
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    report = tmp_path / "validate.json"
+    assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"]), "--report", str(report)]) == 6
+    assert "FAIL min_cosine" in capsys.readouterr().out
+    assert json.loads(report.read_text())["parity"]["passed"] is False
+
+
+def test_rebuild_replaces_the_artifact_and_cleans_stale_stages(tmp_path, tiny_chains):
+    out = tmp_path / "dist"
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 0
+    first = read_manifest(out / "mean-onnx-fp32").built_at
+    stale = out / ".stage-999999999-mean-onnx-fp32-abc"  # a build killed long ago
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"partial")
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mean-onnx-fp32"]
+    assert read_manifest(out / "mean-onnx-fp32").built_at >= first
+
+
+def test_token_embeddings_are_exported_only_when_asked(tmp_path, tiny_chains):
+    from sentence_transformers import SentenceTransformer
+
+    from packager.runtime import load
+
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--token-embeddings", "-q"]) == 0
+    model = load(tmp_path / "mean-onnx-fp32")
+    assert "token_min_cosine" in model.manifest.parity.metrics
+    tokens = model.encode(UNSEEN[:4], output_value="token_embeddings")
+    expected = SentenceTransformer(str(tiny_chains["mean"]), device="cpu").encode(
+        UNSEEN[:4], output_value="token_embeddings")
+    for got, want in zip(tokens, expected):
+        np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize("argv,code", [
+    (["build", "{chain}", "--format", "tflite"], 2),
+    (["build", "{chain}", "--precision", "int8"], 2),
+    (["build", "{missing}"], 3),
+    (["build", "{chain}", "--validation-data", "{missing}"], 2),
+])
+def test_cli_exit_codes(argv, code, tiny_chains, tmp_path):
+    argv = [a.format(chain=tiny_chains["mean"], missing=tmp_path / "missing") for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "dist")]) == code
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+
+
+def test_unsafe_and_unsupported_sources_exit_4_through_the_console_script(tmp_path, tiny_chains):
+    import shutil
+
+    chain = Path(shutil.copytree(tiny_chains["mean"], tmp_path / "chain"))
+    modules = json.loads((chain / "modules.json").read_text())
+    modules[1]["path"] = "../../etc"
+    (chain / "modules.json").write_text(json.dumps(modules))
+    packager = Path(sys.executable).with_name("packager")
+    result = subprocess.run([str(packager), "build", str(chain), "--out", str(tmp_path / "dist")],
+                            capture_output=True, text=True)
+    assert result.returncode == 4
+    assert "leaves the model folder" in result.stderr and "Traceback" not in result.stderr
+    modules[1] = {**modules[1], "path": "1_Pooling", "type": "evil.Module"}
+    (chain / "modules.json").write_text(json.dumps(modules))
+    assert main(["build", str(chain), "--out", str(tmp_path / "dist")]) == 4
+    assert main(["inspect", str(chain)]) == 4
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as error:
+        main(["build"])
+    assert error.value.code == 2
+
+
+def test_inspect_source_and_artifact(tiny_chains, tiny_artifacts, capsys):
+    assert main(["inspect", str(tiny_chains["cls-dense"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["chain_kind"] == "SentenceTransformer" and info["compilable"] == "yes"
+    assert [m["kind"] for m in info["modules"]] == ["Transformer", "Pooling", "Dense"]
+    assert info["tokenizer"]["max_length"] == 48
+    assert main(["inspect", str(tiny_artifacts["cls-dense"])]) == 0
+    text = capsys.readouterr().out
+    assert "parity: passed" in text and "all sha256-verified" in text
+
+
+def test_inspect_refuses_a_tampered_artifact(copy_artifact, capsys):
+    artifact = copy_artifact("mean")
+    (artifact / "tokenizer.json").write_text("{}")
+    assert main(["inspect", str(artifact)]) == 8
+    assert "tokenizer.json" in capsys.readouterr().err

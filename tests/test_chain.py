@@ -1,0 +1,186 @@
+"""Reading saved chains safely: classification, allow-list, paths, pickle, hub ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from packager.chain import MODULE_TYPES, ModuleKind, check_compilable, read_chain, resolve_tokenizer
+from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleError
+from packager.runtime.manifest import ChainKind
+
+
+@pytest.fixture
+def chain_copy(tmp_path, tiny_chains) -> Path:
+    """A private copy of the tiny mean-pooling chain."""
+    return Path(shutil.copytree(tiny_chains["mean"], tmp_path / "chain"))
+
+
+def _modules(folder: Path) -> list[dict]:
+    return json.loads((folder / "modules.json").read_text())
+
+
+def _write_modules(folder: Path, entries: list[dict]) -> Path:
+    (folder / "modules.json").write_text(json.dumps(entries))
+    return folder
+
+
+def test_reads_and_classifies_a_saved_chain(tiny_chains):
+    chain = read_chain(str(tiny_chains["max-dense-layernorm-normalize"]))
+    assert chain.kind is ChainKind.SENTENCE_TRANSFORMER
+    assert [m.kind for m in chain.modules] == [ModuleKind.TRANSFORMER, ModuleKind.POOLING, ModuleKind.DENSE,
+                                               ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE]
+    assert chain.modules[1].config["pooling_mode"] == "max"
+    assert chain.source.kind == "path" and chain.source.revision is None
+    paths = {f.path for f in chain.files}
+    assert {"modules.json", "model.safetensors", "tokenizer.json"} <= paths
+    check_compilable(chain)
+
+
+@pytest.mark.parametrize("type_path,kind", [
+    ("sentence_transformers.models.Transformer", ModuleKind.TRANSFORMER),
+    ("sentence_transformers.models.Pooling", ModuleKind.POOLING),
+    ("sentence_transformers.models.Normalize", ModuleKind.NORMALIZE),
+    ("sentence_transformers.base.modules.transformer.Transformer", ModuleKind.TRANSFORMER),
+    ("sentence_transformers.sentence_transformer.modules.pooling.Pooling", ModuleKind.POOLING),
+    ("sentence_transformers.base.modules.normalize.Normalize", ModuleKind.NORMALIZE),
+    ("sentence_transformers.sentence_transformer.modules.normalize.Normalize", ModuleKind.NORMALIZE),
+    ("sentence_transformers.base.modules.dense.Dense", ModuleKind.DENSE),
+    ("sentence_transformers.sentence_transformer.modules.layer_norm.LayerNorm", ModuleKind.LAYER_NORM),
+    ("sentence_transformers.sparse_encoder.models.SpladePooling", ModuleKind.SPLADE_POOLING),
+    ("sentence_transformers.sparse_encoder.modules.mlm_transformer.MLMTransformer", ModuleKind.MLM_TRANSFORMER),
+    ("sentence_transformers.cross_encoder.modules.logit_score.LogitScore", ModuleKind.LOGIT_SCORE),
+    ("sentence_transformers.base.modules.router.Router", ModuleKind.ROUTER),
+])
+def test_allow_list_accepts_old_and_new_type_paths(type_path, kind):
+    assert MODULE_TYPES[type_path] is kind
+
+
+def test_old_type_paths_read_like_new_ones(chain_copy):
+    entries = _modules(chain_copy)
+    entries[0]["type"] = "sentence_transformers.models.Transformer"
+    entries[1]["type"] = "sentence_transformers.models.Pooling"
+    chain = read_chain(str(_write_modules(chain_copy, entries)))
+    assert [m.kind for m in chain.modules] == [ModuleKind.TRANSFORMER, ModuleKind.POOLING]
+
+
+def test_unknown_module_type_is_refused_with_the_supported_list(chain_copy):
+    entries = _modules(chain_copy)
+    entries[1]["type"] = "my_package.modules.EvilPooling"
+    with pytest.raises(UnsupportedModuleError) as error:
+        read_chain(str(_write_modules(chain_copy, entries)))
+    message = str(error.value)
+    assert "my_package.modules.EvilPooling" in message and "Pooling" in message and "--trust-remote-code" in message
+
+
+def test_unknown_module_type_is_custom_with_trust_remote_code(chain_copy):
+    entries = _modules(chain_copy)
+    entries[1]["type"] = "custom_pooling.MyPooling"
+    chain = read_chain(str(_write_modules(chain_copy, entries)), trust_remote_code=True)
+    assert chain.modules[1].kind is ModuleKind.CUSTOM
+    with pytest.raises(UnsupportedModuleError, match="custom_pooling.MyPooling"):
+        check_compilable(chain)
+
+
+@pytest.mark.parametrize("bad_path", ["../outside", "/etc", "1_Pooling/../../x", "..\\x"])
+def test_module_paths_leaving_the_folder_are_refused(chain_copy, bad_path):
+    entries = _modules(chain_copy)
+    entries[1]["path"] = bad_path
+    with pytest.raises(UnsafeSourceError, match="leaves the model folder"):
+        read_chain(str(_write_modules(chain_copy, entries)))
+
+
+def test_module_path_symlinked_outside_is_refused(chain_copy, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (chain_copy / "evil").symlink_to(outside, target_is_directory=True)
+    entries = _modules(chain_copy)
+    entries[1]["path"] = "evil"
+    with pytest.raises(UnsafeSourceError, match="outside"):
+        read_chain(str(_write_modules(chain_copy, entries)))
+
+
+def test_file_symlinked_outside_is_refused(chain_copy, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    (chain_copy / "notes.txt").symlink_to(secret)
+    with pytest.raises(UnsafeSourceError, match="links outside"):
+        read_chain(str(chain_copy))
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not valid JSON"),
+    ("{}", "non-empty list"),
+    ("[]", "non-empty list"),
+    ('[{"idx": "0", "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]', "'idx' must be"),
+    ('[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},'
+     ' {"idx": 1, "name": "0", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]', "duplicate name"),
+])
+def test_malformed_modules_json_is_refused(chain_copy, content, match):
+    (chain_copy / "modules.json").write_text(content)
+    with pytest.raises(SourceError, match=match):
+        read_chain(str(chain_copy))
+
+
+def test_folder_without_modules_json_is_not_a_chain(tmp_path):
+    with pytest.raises(SourceError, match="no modules.json"):
+        read_chain(str(tmp_path))
+
+
+def test_pickle_only_weights_are_refused_unless_allowed(chain_copy):
+    (chain_copy / "model.safetensors").rename(chain_copy / "pytorch_model.bin")
+    with pytest.raises(UnsafeSourceError, match="pickle weights only.*--allow-pickle"):
+        read_chain(str(chain_copy))
+    assert read_chain(str(chain_copy), allow_pickle=True).allow_pickle
+
+
+def test_pickle_beside_safetensors_is_not_pickle_only(chain_copy):
+    (chain_copy / "training_args.bin").write_bytes(b"\x80\x04N.")
+    read_chain(str(chain_copy))
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError, match="no such folder"):
+        read_chain(str(tmp_path / "nope" / "../x y"))
+    with pytest.raises(SourceError, match="local Hugging Face cache"):
+        read_chain("some-org/not-cached-model")
+
+
+def test_hub_id_resolves_from_the_local_cache(tmp_path, tiny_chains, monkeypatch):
+    """A cache laid out as huggingface_hub writes it: snapshot files are symlinks into blobs/."""
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    for file in Path(tiny_chains["mean"]).rglob("*"):
+        if file.is_file():
+            rel = file.relative_to(tiny_chains["mean"])
+            blob = repo / "blobs" / str(abs(hash(rel.as_posix())))
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(file, blob)
+            (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / rel).symlink_to(os.path.relpath(blob, (snapshot / rel).parent))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    chain = read_chain("acme/tiny")
+    assert chain.source.kind == "hub" and chain.source.revision == commit
+    assert chain.source.folder == snapshot
+    assert [m.kind for m in chain.modules] == [ModuleKind.TRANSFORMER, ModuleKind.POOLING]
+
+
+def test_resolve_tokenizer_uses_max_seq_length_not_model_max_length(tiny_chains):
+    from packager.chain import load_reference
+
+    reference = load_reference(read_chain(str(tiny_chains["mean"])))
+    spec, tokenizer_json = resolve_tokenizer(reference[0])
+    assert spec.max_length == 48  # sentence_bert_config.json, not the tokenizer's own limit
+    assert spec.padding_side.value == "right" and spec.truncation_side.value == "right"
+    assert spec.lowercase is True and spec.pad_token == "[PAD]"
+    assert '"model"' in tokenizer_json
