@@ -1,12 +1,13 @@
 """Artifact directories on disk: staged next to their target, sealed with a manifest written
-last, swapped into place by rename. A reader sees the previous complete artifact or the new
-complete one, never a half-written directory.
+last, synced, and swapped into place by rename. A reader sees the previous complete artifact or
+the new complete one, never a half-written directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -14,16 +15,18 @@ import tempfile
 import uuid
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import packager.runtime
-from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.integrity import artifact_files, digest_files, verify_artifact
-from packager.runtime.manifest import MANIFEST_FILE, Manifest
+from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
 
 LOADER_DIR = "loader"
 README_FILE = "README.md"
+PARITY_FILE = "parity.json"
+# Work in progress and artifacts set aside during a swap: "<prefix><pid>-<name>-<random>".
 _STAGE_PREFIX = ".stage-"
-_OLD_MARKER = "-old-"
+_OLD_PREFIX = ".old-"
 
 
 def new_stage(out: Path, name: str) -> Path:
@@ -33,22 +36,25 @@ def new_stage(out: Path, name: str) -> Path:
     stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-{name}-", dir=out))
     umask = os.umask(0)
     os.umask(umask)
-    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should read like any directory
+    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; an artifact should read like any directory
     return stage
 
 
 def remove_stale_stages(out: Path) -> None:
     """Clean up after builds that were killed (their process is gone): remove their staging
     directories, and put back a previous artifact caught between the two renames of a swap."""
-    for stage in out.glob(f"{_STAGE_PREFIX}*"):
-        pid, _, rest = stage.name[len(_STAGE_PREFIX):].partition("-")
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        target_name, marker, _ = rest.rpartition(_OLD_MARKER)
-        if marker and not (out / target_name).exists():
-            os.rename(stage, out / target_name)
-        else:
-            shutil.rmtree(stage, ignore_errors=True)
+    for path in out.iterdir():
+        for prefix in (_STAGE_PREFIX, _OLD_PREFIX):
+            if not path.name.startswith(prefix):
+                continue
+            pid, _, rest = path.name[len(prefix):].partition("-")
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            target = out / rest.rpartition("-")[0]
+            if prefix == _OLD_PREFIX and not target.exists():
+                os.rename(path, target)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -56,8 +62,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
@@ -77,45 +83,81 @@ def seal(stage: Path, manifest: Manifest) -> Manifest:
 
 
 def publish(stage: Path, target: Path, manifest: Manifest) -> None:
-    """Verify the staged artifact, then swap it into ``target``; a previous artifact there is
-    replaced only now, after the new one is complete."""
+    """Verify and sync the staged artifact, then swap it into ``target``. A previous artifact
+    there is set aside only now, and put back if the swap fails."""
     verify_artifact(stage, manifest)
+    _sync_tree(stage)
     if not target.exists():
         os.rename(stage, target)
+        _sync_dir(target.parent)
         return
-    old = target.with_name(f"{_STAGE_PREFIX}{os.getpid()}-{target.name}{_OLD_MARKER}{uuid.uuid4().hex[:8]}")
+    old = target.with_name(f"{_OLD_PREFIX}{os.getpid()}-{target.name}-{uuid.uuid4().hex[:8]}")
     os.rename(target, old)
-    os.rename(stage, target)
+    try:
+        os.rename(stage, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    _sync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _sync_tree(root: Path) -> None:
+    """fsync every file and directory, so a power loss after the rename cannot leave truncated files."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            _sync_dir(path)
+    _sync_dir(root)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def import_loader(artifact: Path) -> ModuleType:
-    """The artifact's own ``loader`` package, imported by path under a unique module name.
-    (``registry/pyfunc.py`` holds the same few lines: it runs where ``packager`` is absent.)"""
-    package = artifact / LOADER_DIR
-    if not (package / "__init__.py").is_file() or not (artifact / MANIFEST_FILE).is_file():
-        raise ArtifactIntegrityError(f"{artifact}: not a packaged artifact (no {MANIFEST_FILE} or {LOADER_DIR}/)")
+    """The artifact's own ``loader`` package, imported by path under a unique module name, after
+    its files were verified by *this* (trusted) runtime: a tampered loader must not get to run
+    before the check. Bytecode caches next to it are ignored and none are written there.
+    (``registry/pyfunc.py`` holds a variant of these lines: it runs where ``packager`` is absent.)"""
+    manifest_path, package = artifact / MANIFEST_FILE, artifact / LOADER_DIR
+    if not manifest_path.is_file() or not (package / "__init__.py").is_file():
+        raise packager.runtime.ArtifactIntegrityError(
+            f"{artifact}: not a packaged artifact (no {MANIFEST_FILE} or {LOADER_DIR}/)")
+    verify_artifact(artifact, read_manifest(artifact))
     spec = importlib.util.spec_from_file_location(
         f"packager_loader_{uuid.uuid4().hex}", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the artifact
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = writes_bytecode
+    saved = sys.pycache_prefix, sys.dont_write_bytecode
+    with tempfile.TemporaryDirectory(prefix="packager-pycache-") as cache:
+        sys.pycache_prefix, sys.dont_write_bytecode = cache, True
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.pycache_prefix, sys.dont_write_bytecode = saved
     return module
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def readme_text(manifest: Manifest) -> str:
     """A short model card: what the artifact is, how it was checked, how to load it."""
     route = manifest.routes[0]
     parity = manifest.parity
-    metrics = "\n".join(f"| {k} | {v:.8g} |" for k, v in sorted(parity.metrics.items())) or "| (pending) | |"
+    metrics = "\n".join(f"| {k} | {v:.10g} |" for k, v in sorted(parity.metrics.items())) or "| (pending) | |"
     return f"""# {manifest.name}
 
-A {manifest.chain_kind.value} chain ({" -> ".join(m.kind for m in manifest.modules)}) compiled into one
+A {manifest.chain_kind.value} chain ({" -> ".join(m.kind.value for m in manifest.modules)}) compiled into one
 {manifest.format.value} graph ({manifest.precision.value}) by chain-packager. Source: `{manifest.source.location}`
 (sha256 of its files `{manifest.source.sha256[:16]}...`). Built {manifest.built_at}.
 
@@ -144,4 +186,9 @@ embeddings = model.encode(["some text"], batch_size=32)
 
 With chain-packager installed, `packager.runtime.load(path)` does the same; a registered version
 loads with `mlflow.pyfunc.load_model("models:/NAME@champion").predict(["some text"])`.
+
+The loader checks the files against `manifest.json`, which catches corruption and edits; it cannot
+vouch for itself. Where the directory could have been changed on purpose, verify it with a trusted
+copy first (`packager inspect {manifest.name}`, or `packager.runtime.load`), and run with
+`PYTHONPYCACHEPREFIX` set so Python ignores bytecode caches inside the artifact.
 """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import platform
 import re
@@ -20,9 +19,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from packager.artifact import copy_loader, import_loader, new_stage, publish, seal
-from packager.chain import ChainSpec, check_compilable, load_reference, read_chain, resolve_tokenizer
-from packager.errors import ParityError
+from packager.artifact import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal, write_json
+from packager.chain import TOKENIZER_FILE, ChainSpec, check_compilable, load_reference, read_chain, resolve_tokenizer
+from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Recipe
 from packager.registry import ModelStore, RegisteredVersion, open_store
 from packager.runtime.manifest import (
@@ -35,8 +34,7 @@ from packager.validators.texts import probe_texts, read_texts
 
 log = logging.getLogger(__name__)
 
-PARITY_FILE = "parity.json"
-TOKENIZER_FILE = "tokenizer.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 DEFAULT_GATES = {Precision.FP32: Gate(min_cosine=0.99999)}
 _TOOLS = ("chain-packager", "torch", "transformers", "sentence-transformers", "onnx", "onnxscript", "onnxruntime",
           "tokenizers", "numpy")
@@ -56,6 +54,12 @@ class BuildOptions:
     allow_parity_failure: bool = False
     trust_remote_code: bool = False
     allow_pickle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not _NAME.fullmatch(self.name):
+            raise UsageError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-' (not first)")
+        if not self.formats or not self.precisions:
+            raise UsageError("at least one format and one precision are needed")
 
 
 @dataclass
@@ -155,7 +159,10 @@ def _build_variant(prep: _Prepared, recipe: Recipe, options: BuildOptions) -> Va
     started = time.perf_counter()
     name = f"{prep.name}-{recipe.format.value}-{recipe.precision.value}"
     gate = DEFAULT_GATES.get(recipe.precision, Gate())
-    stage = new_stage(options.out, name)
+    try:
+        stage = new_stage(options.out, name)
+    except OSError as e:
+        raise ExportError(f"cannot create a staging directory in {options.out}: {e}") from e
     try:
         log.info("%s: exporting the whole chain (%s)", name, ", ".join(m.kind.value for m in prep.chain.modules))
         graph_file = recipe.export(prep.route, stage, stem="model")[0]
@@ -170,10 +177,12 @@ def _build_variant(prep: _Prepared, recipe: Recipe, options: BuildOptions) -> Va
         if not report.passed and not options.allow_parity_failure:
             raise ParityError(f"{name}: the artifact does not reproduce the reference; nothing was published.\n"
                               f"{report.describe()}", report)
-        _write_json(stage / PARITY_FILE, report.to_dict())
+        write_json(stage / PARITY_FILE, report.to_dict())
         final = seal(stage, dataclasses.replace(draft, parity=report.summary(gate)))
         target = options.out / name
         publish(stage, target, final)
+    except OSError as e:  # disk full, permissions: nothing half-written is left behind
+        raise ExportError(f"{name}: writing the artifact failed: {e}") from e
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     seconds = time.perf_counter() - started
@@ -188,7 +197,7 @@ def _manifest(prep: _Prepared, recipe: Recipe, graph_file: str, name: str) -> Ma
     return Manifest(
         schema_version=SCHEMA_VERSION, name=name, chain_kind=chain.kind, format=recipe.format,
         precision=recipe.precision,
-        modules=tuple(ModuleEntry(name=m.name, kind=m.kind.value, type=m.type) for m in chain.modules),
+        modules=tuple(ModuleEntry(name=m.name, kind=m.kind, type=m.type) for m in chain.modules),
         routes=(RouteSpec(name=prep.route.name, graph=graph_file, inputs=prep.route.input_names,
                           outputs=prep.route.outputs, tokenizer=prep.tokenizer),),
         prompts=dict(reference.prompts), default_prompt_name=reference.default_prompt_name,
@@ -218,7 +227,3 @@ def tool_versions() -> dict[str, str]:
 def _default_name(chain: ChainSpec) -> str:
     stem = chain.source.location.rstrip("/").split("/")[-1]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")

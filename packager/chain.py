@@ -13,37 +13,25 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager.errors import MissingDependencyError, SourceError, UnsafeSourceError, UnsupportedModuleError
 from packager.runtime.integrity import digest_files
-from packager.runtime.manifest import ChainKind, FileDigest, Side, TokenizerSpec
+from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind, Side, SourceKind, TokenizerSpec
 
 log = logging.getLogger(__name__)
 
+TOKENIZER_FILE = "tokenizer.json"
+
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
+# What sentence-transformers and transformers load instead of pickle weights when present.
+SAFE_WEIGHTS = frozenset({"model.safetensors", "model.safetensors.index.json"})
 _SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__"})
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
                         "sentence_camembert_config.json", "sentence_albert_config.json",
                         "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
-
-
-class ModuleKind(str, Enum):
-    TRANSFORMER = "Transformer"
-    POOLING = "Pooling"
-    DENSE = "Dense"
-    NORMALIZE = "Normalize"
-    LAYER_NORM = "LayerNorm"
-    LOGIT_SCORE = "LogitScore"
-    MLM_TRANSFORMER = "MLMTransformer"
-    SPLADE_POOLING = "SpladePooling"
-    SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
-    SPARSE_AUTO_ENCODER = "SparseAutoEncoder"
-    ROUTER = "Router"
-    CUSTOM = "custom"  # only with --trust-remote-code
 
 
 def _type_paths(kind: ModuleKind, class_name: str, *modules: str) -> dict[str, ModuleKind]:
@@ -62,8 +50,8 @@ MODULE_TYPES: dict[str, ModuleKind] = {
     **_type_paths(ModuleKind.POOLING, "Pooling", "models", "sentence_transformer.modules",
                   "sentence_transformer.modules.pooling"),
     **_type_paths(ModuleKind.DENSE, "Dense", "models", "base.modules", "base.modules.dense",
-                  "sentence_transformer.modules", "sentence_transformer.modules.dense", "cross_encoder.modules",
-                  "sparse_encoder.modules", "sparse_encoder.models"),
+                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules",
+                  "sparse_encoder.models"),
     **_type_paths(ModuleKind.NORMALIZE, "Normalize", "models", "base.modules", "base.modules.normalize",
                   "sentence_transformer.modules", "sentence_transformer.modules.normalize"),
     **_type_paths(ModuleKind.LAYER_NORM, "LayerNorm", "models", "sentence_transformer.modules",
@@ -94,7 +82,7 @@ class Source:
     the folder itself, or for a Hugging Face cache entry the repo's cache directory (its snapshot
     files are symlinks into ``blobs/``)."""
 
-    kind: str  # "path" or "hub"
+    kind: SourceKind
     location: str
     folder: Path
     boundary: Path
@@ -128,7 +116,7 @@ def resolve_source(source: str, *, revision: str | None = None) -> Source:
         if not path.is_dir():
             raise SourceError(f"{source} is a file; pass the folder that holds modules.json")
         folder = path.resolve()
-        return Source(kind="path", location=str(folder), folder=folder, boundary=folder)
+        return Source(kind=SourceKind.PATH, location=str(folder), folder=folder, boundary=folder)
     if not _REPO_ID.match(source):
         raise SourceError(f"{source}: no such folder")
     try:
@@ -143,7 +131,7 @@ def resolve_source(source: str, *, revision: str | None = None) -> Source:
             f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}). "
             f"Download it first (`hf download {source}`) or pass a local folder. ({type(e).__name__})"
         ) from None
-    return Source(kind="hub", location=source, folder=snapshot, boundary=snapshot.parent.parent.resolve(),
+    return Source(kind=SourceKind.HUB, location=source, folder=snapshot, boundary=snapshot.parent.parent.resolve(),
                   revision=snapshot.name)
 
 
@@ -170,6 +158,8 @@ def check_compilable(chain: ChainSpec) -> None:
         reasons.append(f"chain kind {chain.kind.value} is not compiled yet (supported: SentenceTransformer)")
     if first.kind is not ModuleKind.TRANSFORMER or first.config.get("transformer_task", "feature-extraction") != "feature-extraction":
         reasons.append(f"module {first.name!r} ({first.type}) must be a feature-extraction Transformer")
+    if not rest or rest[0].kind is not ModuleKind.POOLING:
+        reasons.append("a Pooling module must follow the Transformer (it makes the sentence embedding)")
     for module in rest:
         if module.kind not in _COMPILABLE_AFTER_TRANSFORMER:
             reasons.append(f"module {module.name!r} ({module.type}, {module.kind.value}) is not compiled yet")
@@ -179,7 +169,7 @@ def check_compilable(chain: ChainSpec) -> None:
         supported = ", ".join(k.value for k in sorted(_COMPILABLE_AFTER_TRANSFORMER, key=lambda k: k.value))
         raise UnsupportedModuleError(
             "this chain cannot be compiled:\n  " + "\n  ".join(reasons)
-            + f"\nSupported chains: a feature-extraction Transformer followed by any of {supported}."
+            + f"\nSupported chains: a feature-extraction Transformer, a Pooling, then any of {supported}."
         )
 
 
@@ -267,12 +257,13 @@ def _module_spec(src: Source, entry: dict[str, Any], trust_remote_code: bool) ->
 
 
 def _refuse_pickle_only(src: Source, modules: tuple[ModuleSpec, ...], files: list[str]) -> None:
-    """A module directory whose weights are pickle files only would run code when loaded."""
+    """A module directory with pickle files and no model.safetensors would have them loaded, and
+    loading pickle can run code."""
     for module in modules:
         prefix = PurePosixPath(module.path)
         here = [PurePosixPath(f) for f in files if PurePosixPath(f).parent == prefix]
         pickles = [p.name for p in here if p.suffix in PICKLE_SUFFIXES]
-        if pickles and not any(p.suffix == ".safetensors" for p in here):
+        if pickles and not SAFE_WEIGHTS.intersection(p.name for p in here):
             raise UnsafeSourceError(
                 f"module {module.name!r} has pickle weights only ({', '.join(sorted(pickles))}); loading pickle can "
                 "run arbitrary code. Convert them to safetensors, or pass --allow-pickle if you trust this folder."
@@ -332,15 +323,16 @@ def resolve_tokenizer(transformer: Any) -> tuple[TokenizerSpec, str]:
         raise UnsupportedModuleError(
             f"the Transformer sets processing_kwargs {sorted(overrides)}; call-time tokenizer overrides are not compiled yet"
         )
+    if not isinstance(transformer.max_seq_length, int):
+        raise UnsupportedModuleError("the Transformer has no max_seq_length; set one in sentence_bert_config.json")
     spec = TokenizerSpec(
-        file="tokenizer.json",
-        max_length=int(transformer.max_seq_length),
+        file=TOKENIZER_FILE,
+        max_length=transformer.max_seq_length,
         truncation_side=Side(tokenizer.truncation_side),
         padding_side=Side(tokenizer.padding_side),
         pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
-        pad_token=str(tokenizer.pad_token or ""),
         pad_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-        pad_to_multiple_of=None,  # sentence-transformers pads to the longest text of the batch
+        pad_token=str(tokenizer.pad_token or ""),
         lowercase=_lowercases(backend.normalizer),
     )
     return spec, _without_call_settings(backend)

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from packager.errors import PackagerError, ParityError, UsageError
+from packager.artifact import write_json
+from packager.errors import ParityError, UsageError
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
+from packager.validators.report import ParityReport
 
 log = logging.getLogger("packager")
 _NOISY = ("transformers", "sentence_transformers", "mlflow", "alembic", "urllib3", "httpx", "torch", "onnxscript",
@@ -31,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         return args.run(args)
-    except PackagerError as e:
+    except Exception as e:
+        # Our errors, and the same classes as defined by an artifact's own copy of the runtime
+        # (its loader runs in the parity gate), carry their exit code; anything else is a bug.
+        code = getattr(e, "exit_code", None)
+        if not isinstance(code, int):
+            raise
         print(f"packager: error: {e}", file=sys.stderr)
-        _write_report(getattr(args, "report", None), _failure(e))
-        return e.exit_code
+        _write_report(getattr(args, "report", None), _failure(e, code), failing=True)
+        return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +103,7 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace) -> int:
     from packager.build import BuildOptions, build
 
+    _check_report_path(args.report)
     options = BuildOptions(
         formats=_enum_list(Format, args.format, "--format"), precisions=_enum_list(Precision, args.precision,
                                                                                       "--precision"),
@@ -107,12 +115,16 @@ def _build(args: argparse.Namespace) -> int:
     result = build(args.source, options)
     for variant in result.variants:
         registered = f", registered {variant.registered.model_uri} @{variant.registered.alias}" if variant.registered else ""
-        status = "passed" if variant.parity.passed else "FAILED (published anyway: --allow-parity-failure)"
-        metrics = variant.parity.metrics
-        print(f"{variant.artifact}: parity {status} (min cosine {metrics['min_cosine']:.10f}, max abs diff "
-              f"{metrics['max_abs_diff']:.1e}), built in {variant.seconds:.1f} s{registered}")
+        print(f"{variant.artifact}: {_parity_line(variant.parity)}, built in {variant.seconds:.1f} s{registered}")
     _write_report(args.report, {"status": "ok", "exit_code": 0, **result.to_dict()})
     return 0
+
+
+def _parity_line(report: ParityReport) -> str:
+    if report.passed:
+        return (f"parity passed (min cosine {report.metrics['min_cosine']:.10f}, "
+                f"max abs diff {report.metrics['max_abs_diff']:.1e})")
+    return "parity FAILED, published anyway (--allow-parity-failure): " + "; ".join(report.failures)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -130,6 +142,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from packager.build import validate
 
+    _check_report_path(args.report)
     report = validate(args.artifact, args.reference, validation_data=args.validation_data,
                       trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     print(report.describe())
@@ -148,18 +161,31 @@ def _enum_list(enum: Any, text: str, option: str) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def _failure(error: PackagerError) -> dict[str, Any]:
-    report = {"status": "failed", "exit_code": error.exit_code,
-              "error": {"type": type(error).__name__, "message": str(error)}}
+def _failure(error: Exception, code: int) -> dict[str, Any]:
+    report = {"status": "failed", "exit_code": code, "error": {"type": type(error).__name__, "message": str(error)}}
     if isinstance(error, ParityError):
         report["parity"] = error.report.to_dict()
     return report
 
 
-def _write_report(path: Path | None, data: dict[str, Any]) -> None:
-    if path is not None:
+def _check_report_path(path: Path | None) -> None:
+    """Refuse an unusable --report path before any work, not after a long build."""
+    if path is not None and (path.is_dir() or (path.parent.exists() and not os.access(path.parent, os.W_OK))):
+        raise UsageError(f"--report {path}: not a writable file path")
+
+
+def _write_report(path: Path | None, data: dict[str, Any], *, failing: bool = False) -> None:
+    """Write the report; a report that cannot be written fails a successful run (CI reads it),
+    and only warns when the run already failed for another reason."""
+    if path is None:
+        return
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(path, data)
+    except OSError as e:
+        if not failing:
+            raise UsageError(f"cannot write the report to {path}: {e}") from e
+        print(f"packager: warning: cannot write the report to {path}: {e}", file=sys.stderr)
 
 
 def _configure_logging(verbosity: int) -> None:

@@ -23,7 +23,8 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
     reference = load_reference(chain)
     tokenizer, _ = resolve_tokenizer(reference[0])
     info = {
-        "source": {"kind": chain.source.kind, "location": chain.source.location, "revision": chain.source.revision},
+        "source": {"kind": chain.source.kind.value, "location": chain.source.location,
+                   "revision": chain.source.revision},
         "chain_kind": chain.kind.value,
         "modules": [{"idx": m.idx, "name": m.name, "path": m.path, "type": m.type, "kind": m.kind.value}
                     for m in chain.modules],
@@ -32,7 +33,8 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
         "prompts": dict(reference.prompts), "default_prompt_name": reference.default_prompt_name,
         "similarity": reference.similarity_fn_name, "compilable": compilable,
     }
-    lines = [f"{chain.source.location} ({chain.source.kind}{', revision ' + chain.source.revision if chain.source.revision else ''})",
+    revision = f", revision {chain.source.revision}" if chain.source.revision else ""
+    lines = [f"{chain.source.location} ({chain.source.kind.value}{revision})",
              f"chain kind: {chain.kind.value}", "modules:"]
     lines += [f"  {m.idx}: {m.kind.value:<22} {m.type} (path {m.path!r})" for m in chain.modules]
     lines += ["routes: default", "tokenizer: " + ", ".join(f"{k}={v}" for k, v in info["tokenizer"].items()),
@@ -50,7 +52,7 @@ def describe_artifact(path: Path) -> tuple[dict, str]:
     lines = [f"{manifest.name}: {manifest.chain_kind.value} as {manifest.format.value}/{manifest.precision.value}, "
              f"schema {manifest.schema_version}, built {manifest.built_at}",
              f"source: {manifest.source.location} (sha256 {manifest.source.sha256})",
-             "modules: " + " -> ".join(f"{m.kind}" for m in manifest.modules)]
+             "modules: " + " -> ".join(m.kind.value for m in manifest.modules)]
     for route in manifest.routes:
         lines.append(f"route {route.name}: {route.graph} inputs={list(route.inputs)} "
                      f"outputs={[f'{o.name}{list(o.shape)}' for o in route.outputs]}")

@@ -15,7 +15,7 @@ echo "== build: export, parity gate, publish, register"
 .venv/bin/packager build "$model" --name all-MiniLM-L6-v2 --out dist --register all-MiniLM-L6-v2 \
     --report dist/report.json
 echo "== inspect the artifact"
-.venv/bin/packager inspect "$artifact" | head -8
+.venv/bin/packager inspect "$artifact"
 echo "== validate it again against the reference"
 .venv/bin/packager validate "$artifact" --reference "$model"
 

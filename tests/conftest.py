@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import save_chain, save_tiny_bert
+from tiny_models import save_chain, save_tiny_bert, save_tiny_roberta
 
 # Tests never reach a network or a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -33,6 +33,11 @@ TINY_CHAINS = {
     "weightedmean": dict(pooling="weightedmean"),
     "lasttoken": dict(pooling="lasttoken"),
     "cls-mean-max-normalize": dict(pooling=("cls", "mean", "max"), normalize=True),
+    # Saved prompts with a default one: every encode call gets "query: " unless told otherwise.
+    "prompts": dict(pooling="mean", prompts={"query": "query: ", "document": "passage: "},
+                    default_prompt_name="query"),
+    # A byte-level BPE tokenizer that makes no token_type_ids (RoBERTa): the graph must not take them.
+    "roberta-mean": dict(pooling="mean", backbone="roberta"),
 }
 
 
@@ -44,7 +49,12 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_chains(tmp_path_factory, tiny_bert) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("chains")
-    return {name: save_chain(root / name, tiny_bert, **options) for name, options in TINY_CHAINS.items()}
+    backbones = {"bert": tiny_bert, "roberta": save_tiny_roberta(root / "roberta")}
+    chains = {}
+    for name, options in TINY_CHAINS.items():
+        options = dict(options)
+        chains[name] = save_chain(root / name, backbones[options.pop("backbone", "bert")], **options)
+    return chains
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,16 @@ def test_allowed_parity_failure_is_published_and_says_so(tmp_path, tiny_chains, 
     assert manifest.parity.status.value == "failed-allowed" and manifest.parity.failures
 
 
+def test_validate_never_runs_a_tampered_loader(copy_artifact, tiny_chains, tmp_path, capsys):
+    artifact = copy_artifact("mean")
+    ran = tmp_path / "payload-ran"
+    with open(artifact / "loader" / "__init__.py", "a") as f:
+        f.write(f"\nopen({str(ran)!r}, 'w').close()\n")
+    assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"])]) == 8
+    assert not ran.exists()
+    assert "loader/__init__.py: s" in capsys.readouterr().err
+
+
 def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chains, tmp_path, capsys):
     artifact = copy_artifact("mean")
     assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"])]) == 0
@@ -114,13 +124,15 @@ def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chai
 def test_rebuild_replaces_the_artifact_and_cleans_stale_stages(tmp_path, tiny_chains):
     out = tmp_path / "dist"
     assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 0
-    first = read_manifest(out / "mean-onnx-fp32").built_at
+    marker = out / "mean-onnx-fp32" / "from-the-first-build"
+    marker.write_text("the rebuild must replace the whole directory")
     stale = out / ".stage-999999999-mean-onnx-fp32-abc"  # a build killed long ago
     stale.mkdir()
     (stale / "model.onnx").write_bytes(b"partial")
     assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["mean-onnx-fp32"]
-    assert read_manifest(out / "mean-onnx-fp32").built_at >= first
+    assert not marker.exists()
+    read_manifest(out / "mean-onnx-fp32")
 
 
 def test_token_embeddings_are_exported_only_when_asked(tmp_path, tiny_chains):
@@ -143,9 +155,11 @@ def test_token_embeddings_are_exported_only_when_asked(tmp_path, tiny_chains):
     (["build", "{chain}", "--precision", "int8"], 2),
     (["build", "{missing}"], 3),
     (["build", "{chain}", "--validation-data", "{missing}"], 2),
+    (["build", "{chain}", "--name", "../escape"], 2),
+    (["build", "{chain}", "--report", "{tmp}"], 2),
 ])
 def test_cli_exit_codes(argv, code, tiny_chains, tmp_path):
-    argv = [a.format(chain=tiny_chains["mean"], missing=tmp_path / "missing") for a in argv]
+    argv = [a.format(chain=tiny_chains["mean"], missing=tmp_path / "missing", tmp=tmp_path) for a in argv]
     assert main([*argv, "--out", str(tmp_path / "dist")]) == code
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
 
@@ -190,3 +204,52 @@ def test_inspect_refuses_a_tampered_artifact(copy_artifact, capsys):
     (artifact / "tokenizer.json").write_text("{}")
     assert main(["inspect", str(artifact)]) == 8
     assert "tokenizer.json" in capsys.readouterr().err
+
+
+def test_external_data_travels_with_the_graph(tmp_path, tiny_chains, monkeypatch):
+    """Above the protobuf limit the weights go to model.onnx.data; force that path on a tiny model."""
+    import shutil
+
+    import packager.exporters.onnx
+    from packager.runtime import load
+
+    monkeypatch.setattr(packager.exporters.onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path / "dist"), "-q"]) == 0
+    artifact = tmp_path / "dist" / "mean-onnx-fp32"
+    assert {"model.onnx", "model.onnx.data"} <= {f.path for f in read_manifest(artifact).files}
+    # Zipped, moved and unpacked elsewhere, it still loads: nothing in it points outside it.
+    archive = shutil.make_archive(str(tmp_path / "moved"), "zip", artifact)
+    shutil.rmtree(tmp_path / "dist")
+    shutil.unpack_archive(archive, tmp_path / "elsewhere")
+    model = load(tmp_path / "elsewhere")
+    assert model.encode(UNSEEN[:3]).shape == (3, 32)
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, tiny_chains, capsys):
+    out = tmp_path / "not-a-directory"
+    out.write_text("a file where the output directory should be")
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 5
+    assert "staging directory" in capsys.readouterr().err
+    assert out.read_text() == "a file where the output directory should be"
+
+
+def test_saved_prompts_apply_as_in_sentence_transformers(tiny_chains, tiny_artifacts):
+    from sentence_transformers import SentenceTransformer
+
+    from packager.runtime import load
+
+    model = load(tiny_artifacts["prompts"])
+    assert model.manifest.prompts == {"query": "query: ", "document": "passage: "}
+    assert model.manifest.default_prompt_name == "query"
+    reference = SentenceTransformer(str(tiny_chains["prompts"]), device="cpu")
+    for kwargs in ({}, {"prompt_name": "document"}, {"prompt": "custom: "}):
+        np.testing.assert_allclose(model.encode(UNSEEN[:8], **kwargs), reference.encode(UNSEEN[:8], **kwargs),
+                                   atol=2e-5, err_msg=str(kwargs))
+    # The default prompt really is applied: without it the numbers differ.
+    assert not np.allclose(model.encode(UNSEEN[0]), model.encode(UNSEEN[0], prompt=""), atol=1e-3)
+
+
+def test_graph_takes_token_type_ids_only_when_the_tokenizer_makes_them(tiny_artifacts):
+    assert read_manifest(tiny_artifacts["roberta-mean"]).route("default").inputs == ("input_ids", "attention_mask")
+    assert read_manifest(tiny_artifacts["mean"]).route("default").inputs == (
+        "input_ids", "attention_mask", "token_type_ids")

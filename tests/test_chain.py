@@ -41,23 +41,18 @@ def test_reads_and_classifies_a_saved_chain(tiny_chains):
     check_compilable(chain)
 
 
-@pytest.mark.parametrize("type_path,kind", [
-    ("sentence_transformers.models.Transformer", ModuleKind.TRANSFORMER),
-    ("sentence_transformers.models.Pooling", ModuleKind.POOLING),
-    ("sentence_transformers.models.Normalize", ModuleKind.NORMALIZE),
-    ("sentence_transformers.base.modules.transformer.Transformer", ModuleKind.TRANSFORMER),
-    ("sentence_transformers.sentence_transformer.modules.pooling.Pooling", ModuleKind.POOLING),
-    ("sentence_transformers.base.modules.normalize.Normalize", ModuleKind.NORMALIZE),
-    ("sentence_transformers.sentence_transformer.modules.normalize.Normalize", ModuleKind.NORMALIZE),
-    ("sentence_transformers.base.modules.dense.Dense", ModuleKind.DENSE),
-    ("sentence_transformers.sentence_transformer.modules.layer_norm.LayerNorm", ModuleKind.LAYER_NORM),
-    ("sentence_transformers.sparse_encoder.models.SpladePooling", ModuleKind.SPLADE_POOLING),
-    ("sentence_transformers.sparse_encoder.modules.mlm_transformer.MLMTransformer", ModuleKind.MLM_TRANSFORMER),
-    ("sentence_transformers.cross_encoder.modules.logit_score.LogitScore", ModuleKind.LOGIT_SCORE),
-    ("sentence_transformers.base.modules.router.Router", ModuleKind.ROUTER),
-])
-def test_allow_list_accepts_old_and_new_type_paths(type_path, kind):
-    assert MODULE_TYPES[type_path] is kind
+def test_every_allow_listed_type_is_a_real_sentence_transformers_class():
+    """Each spelling must resolve (through sentence-transformers' own import, deprecated aliases
+    included) to the class its kind names; Asym is Router's old name."""
+    from sentence_transformers.util.misc import import_from_string
+
+    for type_path, kind in MODULE_TYPES.items():
+        assert import_from_string(type_path).__name__ == kind.value, type_path
+    spellings = {kind: [t for t, k in MODULE_TYPES.items() if k is kind] for kind in set(MODULE_TYPES.values())}
+    assert "sentence_transformers.models.Pooling" in spellings[ModuleKind.POOLING]
+    assert "sentence_transformers.sentence_transformer.modules.pooling.Pooling" in spellings[ModuleKind.POOLING]
+    assert "sentence_transformers.base.modules.normalize.Normalize" in spellings[ModuleKind.NORMALIZE]
+    assert "sentence_transformers.sentence_transformer.modules.normalize.Normalize" in spellings[ModuleKind.NORMALIZE]
 
 
 def test_old_type_paths_read_like_new_ones(chain_copy):
@@ -141,6 +136,23 @@ def test_pickle_only_weights_are_refused_unless_allowed(chain_copy):
 def test_pickle_beside_safetensors_is_not_pickle_only(chain_copy):
     (chain_copy / "training_args.bin").write_bytes(b"\x80\x04N.")
     read_chain(str(chain_copy))
+
+
+def test_other_safetensors_do_not_excuse_pickle_weights(tmp_path, tiny_chains):
+    """Dense loads pytorch_model.bin unless model.safetensors is there; x.safetensors does not count."""
+    chain = Path(shutil.copytree(tiny_chains["cls-dense"], tmp_path / "chain"))
+    dense = chain / "2_Dense"
+    (dense / "model.safetensors").rename(dense / "x.safetensors")
+    (dense / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
+    with pytest.raises(UnsafeSourceError, match="module '2'.*pytorch_model.bin"):
+        read_chain(str(chain))
+
+
+def test_a_chain_without_pooling_is_refused_before_any_work(chain_copy):
+    entries = _modules(chain_copy)[:1]
+    chain = read_chain(str(_write_modules(chain_copy, entries)))
+    with pytest.raises(UnsupportedModuleError, match="a Pooling module must follow the Transformer"):
+        check_compilable(chain)
 
 
 def test_missing_source_is_a_clear_error(tmp_path):

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from packager.artifact import PARITY_FILE
 from packager.errors import MissingDependencyError, RegistryError
 from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
 from packager.runtime.integrity import verify_artifact
-from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
+from packager.runtime.manifest import Manifest, read_manifest
+from packager.runtime.model import download_registered
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "chain-packager"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
-PARITY_FILE = "parity.json"
 
 
 def default_tracking_uri() -> str:
@@ -119,15 +120,8 @@ class MlflowStore:
 
     def _verify_upload(self, name: str, version: str) -> None:
         """Download what the registry now holds and check it byte for byte against its manifest."""
-        import mlflow
-
         with tempfile.TemporaryDirectory(prefix="packager-verify-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp,
-                                                             tracking_uri=self.tracking_uri))
-            manifests = sorted(local.glob(f"artifacts/**/{MANIFEST_FILE}"))
-            if len(manifests) != 1:
-                raise RegistryError(f"version {version} of {name!r} does not hold exactly one artifact after upload")
-            root = manifests[0].parent
+            root = download_registered(f"models:/{name}/{version}", tmp, tracking_uri=self.tracking_uri)
             verify_artifact(root, read_manifest(root))
 
 
@@ -150,7 +144,7 @@ def lineage_tags(manifest: Manifest) -> dict[str, str]:
     tags = {
         "packager.artifact": manifest.name, "packager.chain_kind": manifest.chain_kind.value,
         "packager.format": manifest.format.value, "packager.precision": manifest.precision.value,
-        "packager.source.kind": manifest.source.kind, "packager.source.location": manifest.source.location,
+        "packager.source.kind": manifest.source.kind.value, "packager.source.location": manifest.source.location,
         "packager.source.sha256": manifest.source.sha256, "packager.source.revision": manifest.source.revision or "",
         "packager.parity.status": manifest.parity.status.value,
     }

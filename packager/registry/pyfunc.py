@@ -7,6 +7,7 @@ the artifact directory, never ``packager``.
 
 import importlib.util
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,14 +17,20 @@ from mlflow.pyfunc import PythonModel
 
 def import_loader(artifact: Path):
     """The artifact's ``loader`` package, imported by path under a unique name so two artifacts
-    can be loaded side by side in one process."""
+    can be loaded side by side in one process; bytecode caches inside the artifact are ignored."""
     package = artifact / "loader"
     spec = importlib.util.spec_from_file_location(
         f"packager_loader_{uuid.uuid4().hex}", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    saved = sys.pycache_prefix
+    with tempfile.TemporaryDirectory(prefix="packager-pycache-") as cache:
+        sys.pycache_prefix = cache
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.pycache_prefix = saved
     return module
 
 

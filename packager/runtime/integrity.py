@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from .errors import ArtifactIntegrityError
 from .manifest import MANIFEST_FILE, FileDigest, Manifest
 
 _CHUNK = 1 << 20
-# Python writes bytecode next to the loader package when it is imported from the artifact.
-_IGNORED_DIRS = frozenset({"__pycache__"})
+# Python writes bytecode next to the loader package when it is imported from the artifact
+# (`from loader import load`); such caches are tolerated, anything else in a __pycache__ is not.
+_CACHE_DIR = "__pycache__"
+_BYTECODE = re.compile(r"^(?P<package>.+)/__pycache__/(?P<module>\w+)\.[\w.-]+\.pyc$")
+_UNCHECKED_HASH_PYC = 1  # pyc flags: hash-based and never checked against its source
 
 
 def sha256_file(path: Path) -> str:
@@ -22,17 +26,42 @@ def sha256_file(path: Path) -> str:
 
 
 def artifact_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` except the manifest, as sorted '/'-separated paths."""
+    """Every regular file under ``root`` except the manifest and bytecode caches, as sorted
+    '/'-separated paths."""
+    return _split(_all_files(root))[0]
+
+
+def _split(files: list[str]) -> tuple[list[str], list[str]]:
+    """(artifact files without the manifest, bytecode cache files)."""
+    caches = [p for p in files if _CACHE_DIR in p.split("/")]
+    return [p for p in files if p not in caches and p != MANIFEST_FILE], caches
+
+
+def _all_files(root: Path) -> list[str]:
     found = []
     for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if _IGNORED_DIRS.intersection(rel.parts):
-            continue
+        rel = path.relative_to(root).as_posix()
         if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            raise ArtifactIntegrityError(f"{root}: {rel.as_posix()} is a link or special file; artifacts hold regular files only")
-        if path.is_file() and rel.as_posix() != MANIFEST_FILE:
-            found.append(rel.as_posix())
+            raise ArtifactIntegrityError(f"{root}: {rel} is a link or special file; artifacts hold regular files only")
+        if path.is_file():
+            found.append(rel)
     return sorted(found)
+
+
+def _foreign_bytecode(root: Path, caches: list[str], listed: set[str]) -> list[str]:
+    """Cache files Python would not have written for the listed sources: other names, or pycs
+    that Python runs without comparing them to their source."""
+    foreign = []
+    for rel in caches:
+        match = _BYTECODE.match(rel)
+        if not match or f"{match['package']}/{match['module']}.py" not in listed:
+            foreign.append(rel)
+            continue
+        with open(root / rel, "rb") as f:
+            header = f.read(8)
+        if len(header) < 8 or int.from_bytes(header[4:8], "little") == _UNCHECKED_HASH_PYC:
+            foreign.append(rel)
+    return foreign
 
 
 def digest_files(root: Path, paths: list[str]) -> tuple[FileDigest, ...]:
@@ -46,9 +75,12 @@ def verify_artifact(root: Path, manifest: Manifest) -> None:
     """
     problems = []
     expected = {d.path: d for d in manifest.files}
-    present = set(artifact_files(root))
+    regular, caches = _split(_all_files(root))
+    present = set(regular)
     for path in sorted(present - set(expected)):
         problems.append(f"{path}: not listed in the manifest")
+    for path in _foreign_bytecode(root, caches, set(expected)):
+        problems.append(f"{path}: bytecode that does not belong to the listed sources")
     for path, digest in sorted(expected.items()):
         file = root / path
         if path not in present:

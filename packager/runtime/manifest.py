@@ -25,6 +25,28 @@ MANIFEST_FILE = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+class SourceKind(str, Enum):
+    PATH = "path"
+    HUB = "hub"  # a model id resolved from the local Hugging Face cache
+
+
+class ModuleKind(str, Enum):
+    """sentence-transformers' own module classes, as the build side classifies them."""
+
+    TRANSFORMER = "Transformer"
+    POOLING = "Pooling"
+    DENSE = "Dense"
+    NORMALIZE = "Normalize"
+    LAYER_NORM = "LayerNorm"
+    LOGIT_SCORE = "LogitScore"
+    MLM_TRANSFORMER = "MLMTransformer"
+    SPLADE_POOLING = "SpladePooling"
+    SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
+    SPARSE_AUTO_ENCODER = "SparseAutoEncoder"
+    ROUTER = "Router"
+    CUSTOM = "custom"  # only with --trust-remote-code
+
+
 class ChainKind(str, Enum):
     SENTENCE_TRANSFORMER = "SentenceTransformer"
     CROSS_ENCODER = "CrossEncoder"
@@ -86,17 +108,18 @@ class FileDigest:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """How texts become graph inputs. ``lowercase`` is informational: when true the lowercasing
-    is already part of the tokenizer file's normalizer, exactly as the reference applies it."""
+    """How texts become graph inputs: truncate to ``max_length`` tokens (special tokens included)
+    on ``truncation_side``, pad each batch to its longest text on ``padding_side``.
+    ``pad_token`` and ``lowercase`` describe, they do not instruct: the lowercasing, if any, is
+    already part of the tokenizer file's normalizer, exactly as the reference applies it."""
 
     file: str
     max_length: int
     truncation_side: Side
     padding_side: Side
     pad_id: int
-    pad_token: str
     pad_type_id: int
-    pad_to_multiple_of: int | None
+    pad_token: str
     lowercase: bool
 
     def __post_init__(self) -> None:
@@ -136,13 +159,13 @@ class ModuleEntry:
     """One module of the source chain, as read from its modules.json (descriptive)."""
 
     name: str
-    kind: str
+    kind: ModuleKind
     type: str
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "path" or "hub"
+    kind: SourceKind
     location: str
     revision: str | None
     sha256: str

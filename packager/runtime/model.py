@@ -22,7 +22,8 @@ def load(path_or_uri: str | Path, *, threads: int | None = None) -> EmbeddingMod
     ``threads`` sets the graph runtime's intra-op threads (default: the runtime's own choice).
     """
     text = str(path_or_uri)
-    root = _download_registered(text) if text.startswith("models:/") else Path(path_or_uri)
+    root = download_registered(text, tempfile.mkdtemp(prefix="packager-")) if text.startswith("models:/") else Path(
+        path_or_uri)
     manifest = read_manifest(root)
     verify_artifact(root, manifest)
     if manifest.chain_kind is not ChainKind.SENTENCE_TRANSFORMER:
@@ -30,14 +31,16 @@ def load(path_or_uri: str | Path, *, threads: int | None = None) -> EmbeddingMod
     return EmbeddingModel(root, manifest, threads=threads)
 
 
-def _download_registered(uri: str) -> Path:
+def download_registered(uri: str, dst: str | Path, *, tracking_uri: str | None = None) -> Path:
+    """Download a registered version (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``) into
+    ``dst`` and return the artifact directory inside it. Only this needs mlflow."""
     try:
         import mlflow.artifacts
     except ImportError as e:
         raise MissingDependencyError(
             f"loading {uri} needs mlflow: pip install mlflow (or load a local artifact directory)"
         ) from e
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="packager-")))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri))
     manifests = sorted(local.glob(f"artifacts/**/{MANIFEST_FILE}"))
     if len(manifests) != 1:
         raise ArtifactIntegrityError(f"{uri} does not hold exactly one packaged artifact (found {len(manifests)})")

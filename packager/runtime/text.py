@@ -39,8 +39,6 @@ class TextEncoder:
         """Pad one batch to its longest member on the side the reference pads."""
         spec = self._spec
         width = max(len(e.ids) for e in encodings)
-        if spec.pad_to_multiple_of:
-            width = -(-width // spec.pad_to_multiple_of) * spec.pad_to_multiple_of
         shape = (len(encodings), width)
         arrays = {
             "input_ids": np.full(shape, spec.pad_id, dtype=np.int64),

@@ -70,12 +70,24 @@ def _prose_paragraphs(text: str) -> list[str]:
 
 def probe_texts(count_tokens: Callable[[str], int], max_length: int) -> list[str]:
     """The built-in parity probes: edge cases, typical sentences, texts exactly at and around
-    ``max_length`` tokens (special tokens included), texts far beyond it, and other scripts."""
+    ``max_length`` tokens (special tokens included), texts of 5x and 12x ``max_length``, and
+    other scripts."""
     sentences = real_sentences()
     typical = list(sentences[:: max(1, len(sentences) // 48)][:48])
-    long_texts = [" ".join(sentences[i : i + n]) for i, n in ((100, 40), (300, 120))]
+    long_texts = [_text_of_at_least(sentences[start:], count_tokens, factor * max_length)
+                  for start, factor in ((100, 5), (300, 12))]
     return [*EDGE_PROBES, *typical, *_boundary_texts(sentences, count_tokens, max_length), *long_texts,
             *UNICODE_PROBES]
+
+
+def _text_of_at_least(sentences: tuple[str, ...], count_tokens: Callable[[str], int], tokens: int) -> str:
+    """Consecutive real sentences adding up to at least ``tokens`` tokens (or all of them)."""
+    end = 0
+    while end < len(sentences):
+        end = min(len(sentences), end + 20)
+        if count_tokens(" ".join(sentences[:end])) >= tokens:
+            break
+    return " ".join(sentences[:end])
 
 
 def _boundary_texts(sentences: tuple[str, ...], count_tokens: Callable[[str], int], max_length: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,11 +51,33 @@ def test_every_problem_is_listed_at_once(copy_artifact):
     assert "parity.json: missing" in str(error.value) and "README.md: size" in str(error.value)
 
 
-def test_bytecode_from_importing_the_loader_is_not_tampering(copy_artifact):
+def _cache_pyc(artifact, module: str, mode, name: str | None = None):
+    import importlib.util
+    import py_compile
+
+    source = artifact / "loader" / f"{module}.py"
+    target = artifact / "loader" / "__pycache__" / (name or Path(importlib.util.cache_from_source(str(source))).name)
+    py_compile.compile(str(source), cfile=str(target), invalidation_mode=mode, doraise=True)
+
+
+def test_bytecode_python_writes_when_importing_the_loader_is_tolerated(copy_artifact):
+    from py_compile import PycInvalidationMode
+
     artifact = copy_artifact()
-    (artifact / "loader" / "__pycache__").mkdir()
-    (artifact / "loader" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    _cache_pyc(artifact, "model", PycInvalidationMode.TIMESTAMP)
+    _cache_pyc(artifact, "text", PycInvalidationMode.CHECKED_HASH)
     load(artifact)
+
+
+@pytest.mark.parametrize("mode,name", [("UNCHECKED_HASH", None), ("TIMESTAMP", "evil.cpython-311.pyc")])
+def test_planted_bytecode_is_refused(copy_artifact, mode, name):
+    """Python runs an unchecked-hash pyc without looking at the verified source next to it."""
+    from py_compile import PycInvalidationMode
+
+    artifact = copy_artifact()
+    _cache_pyc(artifact, "model", PycInvalidationMode[mode], name)
+    with pytest.raises(ArtifactIntegrityError, match="bytecode that does not belong"):
+        load(artifact)
 
 
 def test_encode_shapes_types_and_order(model):
