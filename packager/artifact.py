@@ -19,7 +19,7 @@ from typing import Any
 
 import packager.runtime
 from packager.runtime.integrity import artifact_files, digest_files, verify_artifact
-from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
+from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Manifest, read_manifest
 
 LOADER_DIR = "loader"
 README_FILE = "README.md"
@@ -152,22 +152,28 @@ def write_json(path: Path, data: Any) -> None:
 
 def readme_text(manifest: Manifest) -> str:
     """A short model card: what the artifact is, how it was checked, how to load it."""
-    route = manifest.routes[0]
     parity = manifest.parity
     metrics = "\n".join(f"| {k} | {v:.10g} |" for k, v in sorted(parity.metrics.items())) or "| (pending) | |"
+    routes = "\n".join(
+        f"- `{r.name}`: `{r.graph}`, inputs {', '.join(r.inputs)} -> "
+        f"{', '.join(f'{o.name} {list(o.shape)}' for o in r.outputs)}; tokenizer `{r.tokenizer.file}`, "
+        f"max length {r.tokenizer.max_length}, padding {r.tokenizer.padding_side.value}" for r in manifest.routes)
+    verbs = ", ".join(f"`{verb}` -> {route}" for verb, route in manifest.verbs.items())
+    example = _USAGE[manifest.chain_kind]
     return f"""# {manifest.name}
 
-A {manifest.chain_kind.value} chain ({" -> ".join(m.kind.value for m in manifest.modules)}) compiled into one
-{manifest.format.value} graph ({manifest.precision.value}) by chain-packager. Source: `{manifest.source.location}`
-(sha256 of its files `{manifest.source.sha256[:16]}...`). Built {manifest.built_at}.
+A {manifest.chain_kind.value} chain ({" -> ".join(m.kind.value for m in manifest.modules)}) compiled into
+{manifest.format.value} graphs ({manifest.precision.value}) by chain-packager, one per route:
 
-Inputs: {", ".join(route.inputs)}; tokenizer max length {route.tokenizer.max_length}, padding {route.tokenizer.padding_side.value}.
-Output: {", ".join(f"{o.name} {list(o.shape)}" for o in route.outputs)}; similarity: {manifest.similarity.value}.
+{routes}
+
+Verbs: {verbs}. Source: `{manifest.source.location}` (sha256 of its files
+`{manifest.source.sha256[:16]}...`). Built {manifest.built_at}.
 
 ## Parity with the torch reference: {parity.status.value}
 
 Reference: sentence-transformers on the source folder; candidate: this directory's own loader,
-text in, embedding out, over {parity.texts} texts. Gate: {", ".join(f"{k} >= {v}" for k, v in parity.gate.items()) or "-"}.
+inputs in, results out, over {parity.texts} inputs. Gate: {", ".join(f"{k} {v}" for k, v in parity.gate.items()) or "-"}.
 
 | metric | value |
 |---|---|
@@ -181,14 +187,21 @@ Needs only `numpy`, `tokenizers` and `onnxruntime` (no torch):
 import sys; sys.path.insert(0, "path/to/{manifest.name}")
 from loader import load
 model = load("path/to/{manifest.name}")   # verifies every file's sha256 first
-embeddings = model.encode(["some text"], batch_size=32)
+{example}
 ```
 
 With chain-packager installed, `packager.runtime.load(path)` does the same; a registered version
-loads with `mlflow.pyfunc.load_model("models:/NAME@champion").predict(["some text"])`.
+loads with `mlflow.pyfunc.load_model("models:/NAME@champion").predict(...)`.
 
 The loader checks the files against `manifest.json`, which catches corruption and edits; it cannot
 vouch for itself. Where the directory could have been changed on purpose, verify it with a trusted
 copy first (`packager inspect {manifest.name}`, or `packager.runtime.load`), and run with
 `PYTHONPYCACHEPREFIX` set so Python ignores bytecode caches inside the artifact.
 """
+
+
+_USAGE = {
+    ChainKind.SENTENCE_TRANSFORMER: 'embeddings = model.encode(["some text"], batch_size=32)',
+    ChainKind.SPARSE_ENCODER: 'sparse = model.encode_document(["some text"])   # .toarray(), model.decode(sparse[0])',
+    ChainKind.CROSS_ENCODER: 'scores = model.predict([("a query", "a document")])   # or model.rank(query, documents)',
+}

@@ -7,37 +7,34 @@ validation data, unsafe or unsupported chains, an unusable registry.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import platform
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from packager.artifact import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal, write_json
-from packager.chain import TOKENIZER_FILE, ChainSpec, check_compilable, load_reference, read_chain, resolve_tokenizer
+from packager.chain import ChainSpec, check_compilable, load_reference, read_chain
 from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Recipe
+from packager.manifest_builder import build_manifest, scoring_spec, source_spec
 from packager.registry import ModelStore, RegisteredVersion, open_store
-from packager.runtime.manifest import (
-    SCHEMA_VERSION, Format, Manifest, ModuleEntry, OutputMeaning, ParityStatus, ParitySummary, Precision, RouteSpec, Similarity,
-    SourceSpec, TokenizerSpec,
-)
+from packager.runtime.manifest import ChainKind, Format, Manifest, OutputMeaning, Precision
 from packager.validators.parity import check_parity
 from packager.validators.report import Gate, ParityReport
-from packager.validators.texts import probe_texts, read_texts
+from packager.validators.texts import probe_pairs, probe_texts, read_inputs
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-DEFAULT_GATES = {Precision.FP32: Gate(min_cosine=0.99999)}
-_TOOLS = ("chain-packager", "torch", "transformers", "sentence-transformers", "onnx", "onnxscript", "onnxruntime",
-          "tokenizers", "numpy")
+# fp32 must reproduce the reference up to float rounding: a real mismatch fails.
+DEFAULT_GATES: dict[tuple[ChainKind, Precision], Gate] = {
+    (ChainKind.SENTENCE_TRANSFORMER, Precision.FP32): {"min_cosine": 0.99999},
+    (ChainKind.SPARSE_ENCODER, Precision.FP32): {"min_cosine": 0.99999, "dot_rel_diff": 1e-4},
+    (ChainKind.CROSS_ENCODER, Precision.FP32): {"score_rel_diff": 1e-4},
+}
 
 
 @dataclass(frozen=True)
@@ -91,28 +88,28 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """What every variant of one build shares: the chain, its reference and its graph."""
+    """What every variant of one build shares: the chain, its reference, its route graphs and
+    the parity inputs."""
 
     chain: ChainSpec
     reference: Any
-    route: Any
-    tokenizer: TokenizerSpec
-    tokenizer_json: str
-    texts: list[str]
+    routes: tuple[Any, ...]
+    verbs: dict[str, str]
+    inputs: list
     name: str
 
 
 def build(source: str, options: BuildOptions, *, store: ModelStore | None = None) -> BuildResult:
     """Build, validate and (optionally) register every requested variant of ``source``."""
     recipes = [RECIPES.get(f, p) for f in options.formats for p in options.precisions]
-    extra_texts = read_texts(options.validation_data) if options.validation_data else []
     chain = read_chain(source, revision=options.revision, trust_remote_code=options.trust_remote_code,
                        allow_pickle=options.allow_pickle)
     check_compilable(chain)
+    extra = _validation_inputs(options.validation_data, chain.kind)
     if options.register:
         store = store or open_store(options.tracking_uri)
         store.ping()
-    prepared = _prepare(chain, options, extra_texts)
+    prepared = _prepare(chain, options, extra)
     result = BuildResult(source=chain.source.location, chain_kind=chain.kind.value)
     for recipe in recipes:
         variant = _build_variant(prepared, recipe, options)
@@ -122,57 +119,80 @@ def build(source: str, options: BuildOptions, *, store: ModelStore | None = None
     return result
 
 
-def _prepare(chain: ChainSpec, options: BuildOptions, extra_texts: list[str]) -> _Prepared:
-    from packager.graph import compile_route
-
-    log.info("loading the torch reference from %s", chain.source.location)
-    reference = load_reference(chain)
-    tokenizer, tokenizer_json = resolve_tokenizer(reference[0])
-    route = compile_route(reference, include_token_embeddings=options.token_embeddings)
-    return _Prepared(chain=chain, reference=reference, route=route, tokenizer=tokenizer, tokenizer_json=tokenizer_json,
-                     texts=_parity_texts(reference, extra_texts), name=options.name or _default_name(chain))
-
-
-def _parity_texts(reference: Any, extra_texts: list[str]) -> list[str]:
-    """The built-in probes, sized by the reference's own tokenizer and max_seq_length, plus the user's texts."""
-    tokenizer = reference[0].tokenizer
-    return probe_texts(lambda t: len(tokenizer(t)["input_ids"]), reference.max_seq_length) + extra_texts
-
-
 def validate(artifact: Path, source: str, *, validation_data: Path | None = None, trust_remote_code: bool = False,
              allow_pickle: bool = False) -> ParityReport:
     """Re-run the parity gate of a built artifact (through its own loader) against ``source``."""
-    extra_texts = read_texts(validation_data) if validation_data else []
     candidate = import_loader(artifact).load(artifact)
     manifest: Manifest = candidate.manifest
     chain = read_chain(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    if _source_spec(chain).sha256 != manifest.source.sha256:
+    extra = _validation_inputs(validation_data, chain.kind)
+    if source_spec(chain).sha256 != manifest.source.sha256:
         log.warning("the reference's files differ from those %s was built from (%s)", artifact, manifest.source.location)
     reference = load_reference(chain)
-    route = manifest.routes[0]
-    gate = DEFAULT_GATES.get(manifest.precision, Gate())
-    return check_parity(reference, candidate, _parity_texts(reference, extra_texts), gate, route=route.name,
-                        token_embeddings=route.output(OutputMeaning.TOKEN_EMBEDDINGS) is not None)
+    from packager.graph import compile_routes
+
+    routes = compile_routes(reference, chain)
+    token_embeddings = any(r.output(OutputMeaning.TOKEN_EMBEDDINGS) for r in manifest.routes)
+    return check_parity(reference, candidate, _parity_inputs(chain.kind, routes, extra),
+                        _gate(manifest.chain_kind, manifest.precision, token_embeddings))
+
+
+def _validation_inputs(path: Path | None, kind: ChainKind) -> list:
+    return read_inputs(path, pairs=kind is ChainKind.CROSS_ENCODER) if path else []
+
+
+def _gate(kind: ChainKind, precision: Precision, token_embeddings: bool) -> Gate:
+    gate = dict(DEFAULT_GATES[(kind, precision)])
+    if token_embeddings:
+        gate["token_min_cosine"] = gate["min_cosine"]
+    return gate
+
+
+def _prepare(chain: ChainSpec, options: BuildOptions, extra: list) -> _Prepared:
+    from packager.graph import compile_routes, verb_routes
+
+    log.info("loading the torch reference from %s", chain.source.location)
+    reference = load_reference(chain)
+    if chain.kind is ChainKind.CROSS_ENCODER:
+        scoring_spec(reference)  # an activation the runtime cannot apply is refused before any export
+    routes = compile_routes(reference, chain, token_embeddings=options.token_embeddings)
+    return _Prepared(chain=chain, reference=reference, routes=routes, verbs=verb_routes(reference, chain),
+                     inputs=_parity_inputs(chain.kind, routes, extra), name=options.name or _default_name(chain))
+
+
+def _parity_inputs(kind: ChainKind, routes: tuple[Any, ...], extra: list) -> list:
+    """The built-in probes, sized by each route's own tokenizer and truncation length (texts at,
+    below and above it), then the user's inputs."""
+    from tokenizers import Tokenizer
+
+    probes: dict[Any, None] = {}
+    for route in routes:
+        tokenizer, spec = Tokenizer.from_str(route.tokenizer_json), route.tokenizer
+        if kind is ChainKind.CROSS_ENCODER:
+            count = lambda pair: len(tokenizer.encode(*pair, add_special_tokens=spec.add_special_tokens).ids)  # noqa: E731
+            probes.update(dict.fromkeys(probe_pairs(count, spec.max_length)))
+        else:
+            count = lambda text: len(tokenizer.encode(text, add_special_tokens=spec.add_special_tokens).ids)  # noqa: E731
+            probes.update(dict.fromkeys(probe_texts(count, spec.max_length)))
+    return [*probes, *extra]
 
 
 def _build_variant(prep: _Prepared, recipe: Recipe, options: BuildOptions) -> VariantResult:
     started = time.perf_counter()
     name = f"{prep.name}-{recipe.format.value}-{recipe.precision.value}"
-    gate = DEFAULT_GATES.get(recipe.precision, Gate())
+    gate = _gate(prep.chain.kind, recipe.precision, options.token_embeddings)
     try:
         stage = new_stage(options.out, name)
     except OSError as e:
         raise ExportError(f"cannot create a staging directory in {options.out}: {e}") from e
     try:
-        log.info("%s: exporting the whole chain (%s)", name, ", ".join(m.kind.value for m in prep.chain.modules))
-        graph_file = recipe.export(prep.route, stage, stem="model")[0]
-        (stage / TOKENIZER_FILE).write_text(prep.tokenizer_json, encoding="utf-8")
-        copy_loader(stage)
-        draft = seal(stage, _manifest(prep, recipe, graph_file, name))
-        log.info("%s: parity gate (%s)", name, ", ".join(f"{k} >= {v}" for k, v in gate.as_dict().items()))
+        log.info("%s: exporting %d route(s) of the whole chain (%s)", name, len(prep.routes),
+                 ", ".join(m.kind.value for m in prep.chain.all_modules()))
+        draft = seal(stage, build_manifest(prep.chain, prep.reference, prep.routes, prep.verbs, recipe, name,
+                                           _write_routes(prep.routes, recipe, stage)))
+        log.info("%s: parity gate (%s)", name, ", ".join(f"{k} {v}" for k, v in gate.items()))
         candidate = import_loader(stage).load(stage)
-        report = check_parity(prep.reference, candidate, prep.texts, gate, route=prep.route.name,
-                              token_embeddings=options.token_embeddings)
+        report = check_parity(prep.reference, candidate, prep.inputs, gate)
         log.info("%s", report.describe())
         if not report.passed and not options.allow_parity_failure:
             raise ParityError(f"{name}: the artifact does not reproduce the reference; nothing was published.\n"
@@ -191,37 +211,21 @@ def _build_variant(prep: _Prepared, recipe: Recipe, options: BuildOptions) -> Va
                          parity=report, seconds=seconds)
 
 
-def _manifest(prep: _Prepared, recipe: Recipe, graph_file: str, name: str) -> Manifest:
-    reference, chain = prep.reference, prep.chain
-    dimension = next(o for o in prep.route.outputs if o.name == "sentence_embedding").shape[-1]
-    return Manifest(
-        schema_version=SCHEMA_VERSION, name=name, chain_kind=chain.kind, format=recipe.format,
-        precision=recipe.precision,
-        modules=tuple(ModuleEntry(name=m.name, kind=m.kind, type=m.type) for m in chain.modules),
-        routes=(RouteSpec(name=prep.route.name, graph=graph_file, inputs=prep.route.input_names,
-                          outputs=prep.route.outputs, tokenizer=prep.tokenizer),),
-        prompts=dict(reference.prompts), default_prompt_name=reference.default_prompt_name,
-        similarity=Similarity(reference.similarity_fn_name), embedding_dimension=int(dimension),
-        source=_source_spec(chain), tools=tool_versions(),
-        parity=ParitySummary(status=ParityStatus.PENDING, texts=0, texts_sha256="", gate={}, metrics={}),
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-
-
-def _source_spec(chain: ChainSpec) -> SourceSpec:
-    combined = hashlib.sha256("".join(f"{f.path}\0{f.sha256}\n" for f in chain.files).encode()).hexdigest()
-    src = chain.source
-    return SourceSpec(kind=src.kind, location=src.location, revision=src.revision, sha256=combined, files=chain.files)
-
-
-def tool_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in _TOOLS:
-        try:
-            versions[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    return versions
+def _write_routes(routes: tuple[Any, ...], recipe: Recipe, stage: Path) -> dict[str, tuple[str, str]]:
+    """Export every route's graph and write its tokenizer (one file per distinct tokenizer, and
+    the loader package; returns route -> (graph file, tokenizer file)."""
+    files: dict[str, tuple[str, str]] = {}
+    tokenizers: dict[str, str] = {}
+    for route in routes:
+        stem = "model" if len(routes) == 1 else re.sub(r"[^A-Za-z0-9._-]", "_", route.name)
+        graph_file = recipe.export(route, stage, stem=stem)[0]
+        if route.tokenizer_json not in tokenizers:
+            tokenizer_file = "tokenizer.json" if not tokenizers else f"tokenizer.{stem}.json"
+            (stage / tokenizer_file).write_text(route.tokenizer_json, encoding="utf-8")
+            tokenizers[route.tokenizer_json] = tokenizer_file
+        files[route.name] = (graph_file, tokenizers[route.tokenizer_json])
+    copy_loader(stage)
+    return files
 
 
 def _default_name(chain: ChainSpec) -> str:

@@ -1,9 +1,10 @@
 """Read a saved module chain safely, describe it, and load its torch reference.
 
 Everything here that looks at a model folder runs *before* sentence-transformers sees it:
-module types are mapped through an allow-list to our own ``ModuleKind`` (nothing is imported from
-a string unless the user trusts remote code), module paths must stay inside the folder, and
-weights that exist only as pickle files are refused unless the user allows pickle.
+module types (a Router's nested ones included) are mapped through an allow-list to our own
+``ModuleKind`` (nothing is imported from a string unless the user trusts remote code), module
+paths must stay inside the folder, and weights that exist only as pickle files are refused unless
+the user allows pickle.
 """
 
 from __future__ import annotations
@@ -12,68 +13,37 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager.errors import MissingDependencyError, SourceError, UnsafeSourceError, UnsupportedModuleError
+from packager.module_types import MODULE_TYPES
 from packager.runtime.integrity import digest_files
-from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind, Side, SourceKind, TokenizerSpec
+from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind, SourceKind
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_FILE = "tokenizer.json"
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 # What sentence-transformers and transformers load instead of pickle weights when present.
 SAFE_WEIGHTS = frozenset({"model.safetensors", "model.safetensors.index.json"})
+DEFAULT_ROUTE = "default"
 _SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__"})
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
                         "sentence_camembert_config.json", "sentence_albert_config.json",
                         "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
-
-
-def _type_paths(kind: ModuleKind, class_name: str, *modules: str) -> dict[str, ModuleKind]:
-    """All spellings of one class: ``package.Class`` for each (re-)exporting package and
-    ``package.file.Class`` for its defining file, each under ``sentence_transformers.``."""
-    return {f"sentence_transformers.{module}.{class_name}": kind for module in modules}
-
-
-# The allow-list: every `type` string sentence-transformers (v2 to v6) writes for its own modules.
-# Old saves name the re-exporting package (`sentence_transformers.models.Pooling`); v5.4+ name the
-# defining file (`sentence_transformers.sentence_transformer.modules.pooling.Pooling`).
-MODULE_TYPES: dict[str, ModuleKind] = {
-    **_type_paths(ModuleKind.TRANSFORMER, "Transformer", "models", "base.modules", "base.modules.transformer",
-                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules",
-                  "sparse_encoder.models"),
-    **_type_paths(ModuleKind.POOLING, "Pooling", "models", "sentence_transformer.modules",
-                  "sentence_transformer.modules.pooling"),
-    **_type_paths(ModuleKind.DENSE, "Dense", "models", "base.modules", "base.modules.dense",
-                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules",
-                  "sparse_encoder.models"),
-    **_type_paths(ModuleKind.NORMALIZE, "Normalize", "models", "base.modules", "base.modules.normalize",
-                  "sentence_transformer.modules", "sentence_transformer.modules.normalize"),
-    **_type_paths(ModuleKind.LAYER_NORM, "LayerNorm", "models", "sentence_transformer.modules",
-                  "sentence_transformer.modules.layer_norm"),
-    **_type_paths(ModuleKind.LOGIT_SCORE, "LogitScore", "cross_encoder.modules", "cross_encoder.modules.logit_score"),
-    **_type_paths(ModuleKind.MLM_TRANSFORMER, "MLMTransformer", "sparse_encoder.models", "sparse_encoder.modules",
-                  "sparse_encoder.modules.mlm_transformer"),
-    **_type_paths(ModuleKind.SPLADE_POOLING, "SpladePooling", "sparse_encoder.models", "sparse_encoder.modules",
-                  "sparse_encoder.modules.splade_pooling"),
-    **_type_paths(ModuleKind.SPARSE_STATIC_EMBEDDING, "SparseStaticEmbedding", "sparse_encoder.models",
-                  "sparse_encoder.modules", "sparse_encoder.modules.sparse_static_embedding"),
-    **_type_paths(ModuleKind.SPARSE_AUTO_ENCODER, "SparseAutoEncoder", "sparse_encoder.models",
-                  "sparse_encoder.modules", "sparse_encoder.modules.sparse_auto_encoder"),
-    **_type_paths(ModuleKind.ROUTER, "Router", "models", "base.modules", "base.modules.router",
-                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules"),
-    **_type_paths(ModuleKind.ROUTER, "Asym", "models", "base.modules.router", "sentence_transformer.modules"),
-}
-
 _SPARSE_KINDS = {ModuleKind.MLM_TRANSFORMER, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_STATIC_EMBEDDING,
                  ModuleKind.SPARSE_AUTO_ENCODER}
-# What this version compiles: a feature-extraction Transformer followed by these modules.
-_COMPILABLE_AFTER_TRANSFORMER = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE}
+# What each chain kind's pipelines may start with: Transformer tasks (or a static sparse input).
+_INPUT_TASKS = {
+    ChainKind.SENTENCE_TRANSFORMER: ("feature-extraction",),
+    ChainKind.CROSS_ENCODER: ("sequence-classification", "text-generation", "feature-extraction"),
+    ChainKind.SPARSE_ENCODER: ("fill-mask", "feature-extraction"),
+}
+# What may follow the input module.
+_AFTER_INPUT = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE,
+                ModuleKind.LOGIT_SCORE, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_AUTO_ENCODER, ModuleKind.CUSTOM}
 
 
 @dataclass(frozen=True)
@@ -91,12 +61,20 @@ class Source:
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    idx: int
     name: str
-    path: str
+    path: str  # relative to the chain folder
     type: str
     kind: ModuleKind
     config: dict[str, Any]
+    routes: dict[str, tuple[ModuleSpec, ...]] = field(default_factory=dict)  # a Router's pipelines
+
+    @property
+    def transformer_task(self) -> str | None:
+        if self.kind is ModuleKind.MLM_TRANSFORMER:
+            return self.config.get("transformer_task", "fill-mask")
+        if self.kind is ModuleKind.TRANSFORMER:
+            return self.config.get("transformer_task", "feature-extraction")
+        return None
 
 
 @dataclass(frozen=True)
@@ -107,6 +85,17 @@ class ChainSpec:
     files: tuple[FileDigest, ...]
     trust_remote_code: bool = False
     allow_pickle: bool = False
+
+    def pipelines(self) -> dict[str, tuple[ModuleSpec, ...]]:
+        """The module sequence of every route: a Router's routes (each followed by the modules
+        after the Router), or the whole chain as the one default route."""
+        first, *rest = self.modules
+        if first.kind is ModuleKind.ROUTER:
+            return {route: (*children, *rest) for route, children in first.routes.items()}
+        return {DEFAULT_ROUTE: self.modules}
+
+    def all_modules(self) -> list[ModuleSpec]:
+        return [m for top in self.modules for m in (top, *[c for cs in top.routes.values() for c in cs])]
 
 
 def resolve_source(source: str, *, revision: str | None = None) -> Source:
@@ -141,36 +130,49 @@ def read_chain(source: str, *, revision: str | None = None, trust_remote_code: b
     src = resolve_source(source, revision=revision)
     files = _scan_files(src)
     entries = _read_modules_json(src)
-    modules = tuple(_module_spec(src, entry, trust_remote_code) for entry in entries)
+    modules = tuple(_module_spec(src, e["name"], e["path"], e["type"], trust_remote_code) for e in entries)
+    chain = ChainSpec(source=src, kind=_chain_kind(src, modules), modules=modules,
+                      files=digest_files(src.folder, files), trust_remote_code=trust_remote_code,
+                      allow_pickle=allow_pickle)
     if not allow_pickle:
-        _refuse_pickle_only(src, modules, files)
-    kind = _chain_kind(src, modules)
-    return ChainSpec(source=src, kind=kind, modules=modules, files=digest_files(src.folder, files),
-                     trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        _refuse_pickle_only(chain.all_modules(), files)
+    return chain
 
 
 def check_compilable(chain: ChainSpec) -> None:
-    """Refuse, before any work, a chain this version cannot compile into one graph; name every
-    module that is the reason."""
-    first, *rest = chain.modules
-    reasons = []
-    if chain.kind is not ChainKind.SENTENCE_TRANSFORMER:
-        reasons.append(f"chain kind {chain.kind.value} is not compiled yet (supported: SentenceTransformer)")
-    if first.kind is not ModuleKind.TRANSFORMER or first.config.get("transformer_task", "feature-extraction") != "feature-extraction":
-        reasons.append(f"module {first.name!r} ({first.type}) must be a feature-extraction Transformer")
-    if not rest or rest[0].kind is not ModuleKind.POOLING:
-        reasons.append("a Pooling module must follow the Transformer (it makes the sentence embedding)")
-    for module in rest:
-        if module.kind not in _COMPILABLE_AFTER_TRANSFORMER:
-            reasons.append(f"module {module.name!r} ({module.type}, {module.kind.value}) is not compiled yet")
-        elif module.kind is ModuleKind.POOLING and module.config.get("include_prompt") is False:
-            reasons.append(f"module {module.name!r}: Pooling with include_prompt=false is not compiled yet")
+    """Refuse, before any work, a chain this version cannot compile into one graph per route;
+    name every module that is the reason."""
+    reasons = [f"a Router must be the first module; {m.name!r} is not" for m in chain.modules[1:]
+               if m.kind is ModuleKind.ROUTER]
+    pipelines = chain.pipelines()
+    for route, modules in pipelines.items():
+        prefix = f"route {route!r}: " if len(pipelines) > 1 else ""
+        reasons += [prefix + r for r in _pipeline_problems(chain.kind, modules)]
     if reasons:
-        supported = ", ".join(k.value for k in sorted(_COMPILABLE_AFTER_TRANSFORMER, key=lambda k: k.value))
+        tasks = "; ".join(f"{k.value}: {', '.join(t)}" for k, t in _INPUT_TASKS.items())
         raise UnsupportedModuleError(
             "this chain cannot be compiled:\n  " + "\n  ".join(reasons)
-            + f"\nSupported chains: a feature-extraction Transformer, a Pooling, then any of {supported}."
+            + f"\nA route starts with a text Transformer ({tasks}) or, in a SparseEncoder, a "
+            f"SparseStaticEmbedding, followed by any of: {', '.join(sorted(k.value for k in _AFTER_INPUT))}."
         )
+
+
+def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list[str]:
+    first, *rest = modules
+    problems = []
+    if first.transformer_task is not None:
+        if first.transformer_task not in _INPUT_TASKS[kind]:
+            problems.append(f"module {first.name!r}: a {kind.value} cannot start with a "
+                            f"{first.transformer_task!r} Transformer")
+        modalities = set(first.config.get("modality_config") or {"text": None})
+        if modalities != {"text"}:
+            problems.append(f"module {first.name!r}: only text input is compiled, not {sorted(modalities)} "
+                            "(chat templates and images are not)")
+    elif not (first.kind is ModuleKind.SPARSE_STATIC_EMBEDDING and kind is ChainKind.SPARSE_ENCODER):
+        problems.append(f"module {first.name!r} ({first.type}) cannot start a {kind.value} route")
+    problems += [f"module {m.name!r} ({m.type}, {m.kind.value}) cannot follow the input module"
+                 for m in rest if m.kind not in _AFTER_INPUT]
+    return problems
 
 
 def _scan_files(src: Source) -> list[str]:
@@ -225,38 +227,60 @@ def _read_modules_json(src: Source) -> list[dict[str, Any]]:
 def _module_dir(src: Source, rel: str) -> Path:
     pure = PurePosixPath(rel)
     if "\\" in rel or pure.is_absolute() or ".." in pure.parts:
-        raise UnsafeSourceError(f"module path {rel!r} in modules.json leaves the model folder; refusing it")
+        raise UnsafeSourceError(f"module path {rel!r} leaves the model folder; refusing it")
     path = src.folder / rel
     if not path.resolve().is_relative_to(src.folder.resolve()):
         raise UnsafeSourceError(f"module path {rel!r} resolves outside the model folder (a symlink?); refusing it")
     return path
 
 
-def _module_spec(src: Source, entry: dict[str, Any], trust_remote_code: bool) -> ModuleSpec:
-    directory = _module_dir(src, entry["path"])
-    kind = MODULE_TYPES.get(entry["type"])
+def _module_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code: bool) -> ModuleSpec:
+    directory = _module_dir(src, rel)
+    kind = MODULE_TYPES.get(type_)
     if kind is None:
         if not trust_remote_code:
             known = sorted({k.value for k in MODULE_TYPES.values()})
             raise UnsupportedModuleError(
-                f"module {entry['name']!r} has type {entry['type']!r}, which is not one of sentence-transformers' "
-                f"own modules; supported: {', '.join(known)}. Pass --trust-remote-code to import it (this runs "
-                "code from the model folder)."
+                f"module {name!r} has type {type_!r}, which is not one of sentence-transformers' own modules; "
+                f"supported: {', '.join(known)}. Pass --trust-remote-code to import it (this runs code from the "
+                "model folder)."
             )
         kind = ModuleKind.CUSTOM
+    if kind is ModuleKind.ROUTER:
+        return _router_spec(src, name, rel, type_, trust_remote_code)
     names = _TRANSFORMER_CONFIGS if kind in (ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER) else ("config.json",)
-    config: dict[str, Any] = {}
-    for name in names:
-        if (directory / name).is_file():
-            config = _read_json(directory / name, "")
-            break
+    config = next((_read_json(directory / n, "") for n in names if (directory / n).is_file()), {})
     if not isinstance(config, dict):
         raise SourceError(f"{directory}: module config must be a JSON object")
-    return ModuleSpec(idx=entry["idx"], name=entry["name"], path=entry["path"], type=entry["type"], kind=kind,
-                      config=config)
+    return ModuleSpec(name=name, path=rel, type=type_, kind=kind, config=config)
 
 
-def _refuse_pickle_only(src: Source, modules: tuple[ModuleSpec, ...], files: list[str]) -> None:
+def _router_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code: bool) -> ModuleSpec:
+    """A Router names more module types and folders in its own config: check them like the rest."""
+    directory = _module_dir(src, rel)
+    config_path = next((directory / n for n in ("router_config.json", "config.json") if (directory / n).is_file()),
+                       directory / "router_config.json")
+    config = _read_json(config_path, "a Router needs its router_config.json")
+    types, structure = (config.get(k) if isinstance(config, dict) else None for k in ("types", "structure"))
+    if not isinstance(types, dict) or not isinstance(structure, dict) or not structure:
+        raise SourceError(f"{config_path}: needs 'types' and 'structure' objects")
+    children = {}
+    for model_id, child_type in types.items():
+        if not isinstance(child_type, str):
+            raise SourceError(f"{config_path}: type of {model_id!r} must be a string")
+        child_rel = PurePosixPath(rel, model_id).as_posix()
+        children[model_id] = _module_spec(src, f"{name}/{model_id}", child_rel, child_type, trust_remote_code)
+    routes = {}
+    for route, ids in structure.items():
+        missing = [i for i in ids if i not in children] if isinstance(ids, list) else ["(not a list)"]
+        if missing:
+            raise SourceError(f"{config_path}: route {route!r} names unknown modules {missing}")
+        routes[route] = tuple(children[i] for i in ids)
+    return ModuleSpec(name=name, path=rel, type=type_, kind=ModuleKind.ROUTER,
+                      config=config.get("parameters") or {}, routes=routes)
+
+
+def _refuse_pickle_only(modules: list[ModuleSpec], files: list[str]) -> None:
     """A module directory with pickle files and no model.safetensors would have them loaded, and
     loading pickle can run code."""
     for module in modules:
@@ -277,7 +301,7 @@ def _chain_kind(src: Source, modules: tuple[ModuleSpec, ...]) -> ChainKind:
         config = _read_json(config_path, "")
         model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type is None:
-        kinds = {m.kind for m in modules}
+        kinds = {m.kind for top in modules for m in (top, *[c for cs in top.routes.values() for c in cs])}
         if kinds & _SPARSE_KINDS:
             return ChainKind.SPARSE_ENCODER
         return ChainKind.CROSS_ENCODER if ModuleKind.LOGIT_SCORE in kinds else ChainKind.SENTENCE_TRANSFORMER
@@ -305,53 +329,3 @@ def load_reference(chain: ChainSpec) -> Any:
     except Exception as e:
         raise SourceError(f"sentence-transformers could not load {chain.source.location}: {type(e).__name__}: {e}") from e
     return model.eval()
-
-
-def resolve_tokenizer(transformer: Any) -> tuple[TokenizerSpec, str]:
-    """The tokenizer exactly as the reference calls it: its backend tokenizer (with any
-    do_lower_case normalizer sentence-transformers added) and the call-time settings
-    (max_seq_length, not model_max_length from the file; sides; pad token)."""
-    tokenizer = getattr(transformer, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise UnsupportedModuleError(
-            f"the Transformer's tokenizer ({type(tokenizer).__name__}) has no fast (tokenizers) backend; "
-            "the runtime needs tokenizer.json"
-        )
-    overrides = {k: v for k, v in (getattr(transformer, "processing_kwargs", None) or {}).items() if v}
-    if overrides:
-        raise UnsupportedModuleError(
-            f"the Transformer sets processing_kwargs {sorted(overrides)}; call-time tokenizer overrides are not compiled yet"
-        )
-    if not isinstance(transformer.max_seq_length, int):
-        raise UnsupportedModuleError("the Transformer has no max_seq_length; set one in sentence_bert_config.json")
-    spec = TokenizerSpec(
-        file=TOKENIZER_FILE,
-        max_length=transformer.max_seq_length,
-        truncation_side=Side(tokenizer.truncation_side),
-        padding_side=Side(tokenizer.padding_side),
-        pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
-        pad_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-        pad_token=str(tokenizer.pad_token or ""),
-        lowercase=_lowercases(backend.normalizer),
-    )
-    return spec, _without_call_settings(backend)
-
-
-def _without_call_settings(backend: Any) -> str:
-    """tokenizer.json without truncation/padding sections: transformers sets those per call, so
-    the saved ones are stale; the runtime applies the manifest's instead."""
-    from tokenizers import Tokenizer
-
-    clean = Tokenizer.from_str(backend.to_str())
-    clean.no_truncation()
-    clean.no_padding()
-    return clean.to_str()
-
-
-def _lowercases(normalizer: Any) -> bool:
-    from tokenizers import normalizers
-
-    if isinstance(normalizer, normalizers.Sequence):
-        return any(_lowercases(n) for n in normalizer)
-    return isinstance(normalizer, normalizers.Lowercase) or bool(getattr(normalizer, "lowercase", False))

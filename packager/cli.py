@@ -122,8 +122,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _parity_line(report: ParityReport) -> str:
     if report.passed:
-        return (f"parity passed (min cosine {report.metrics['min_cosine']:.10f}, "
-                f"max abs diff {report.metrics['max_abs_diff']:.1e})")
+        return "parity passed (" + ", ".join(f"{c.metric} {c.value:.10g}" for c in report.checks) + ")"
     return "parity FAILED, published anyway (--allow-parity-failure): " + "; ".join(report.failures)
 
 

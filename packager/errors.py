@@ -3,6 +3,7 @@
     PackagerError (1)                      root; defined in packager.runtime.errors
     ├── UsageError (2)                     bad options or option combinations
     ├── InvalidInputError (2)              bad arguments to a runtime call (runtime)
+    │   └── UnsupportedVerbError (2)       a verb the artifact's chain kind does not have (runtime)
     ├── SourceError (3)                    source missing, not a saved chain, malformed files
     ├── UnsafeSourceError (4)              pickle weights, paths leaving the folder
     ├── UnsupportedModuleError (4)         module types outside the allow-list or not compilable
@@ -22,6 +23,7 @@ from packager.runtime.errors import (
     InvalidInputError,
     MissingDependencyError,
     PackagerError,
+    UnsupportedVerbError,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ __all__ = [
     "SourceError",
     "UnsafeSourceError",
     "UnsupportedModuleError",
+    "UnsupportedVerbError",
     "UsageError",
 ]
 

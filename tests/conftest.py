@@ -7,11 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
-from tiny_models import save_chain, save_tiny_bert, save_tiny_roberta
+import tiny_models as tm
 
 # Tests never reach a network or a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -22,39 +25,82 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_WHEELS = REPO / ".cache" / "runtime-wheels"
 RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime")
 
-# name -> save_chain options: every pooling mode (and a combination), with and without Dense,
-# LayerNorm and Normalize.
-TINY_CHAINS = {
-    "mean": dict(pooling="mean"),
-    "mean-normalize": dict(pooling="mean", normalize=True),
-    "cls-dense": dict(pooling="cls", dense=True),
-    "max-dense-layernorm-normalize": dict(pooling="max", dense=True, layer_norm=True, normalize=True),
-    "mean_sqrt_len_tokens": dict(pooling="mean_sqrt_len_tokens"),
-    "weightedmean": dict(pooling="weightedmean"),
-    "lasttoken": dict(pooling="lasttoken"),
-    "cls-mean-max-normalize": dict(pooling=("cls", "mean", "max"), normalize=True),
+@dataclass(frozen=True)
+class Backbones:
+    """The tiny transformers the chains are made of, trained once per session."""
+
+    bert: Path
+    bert2: Path
+    roberta: Path
+    mlm: Path
+    classifier: Path
+    classifier3: Path
+    qwen: Path
+    qwen_lm: Path
+
+
+# name -> how to save it from the backbones. Every chain kind, pooling mode and route shape the
+# toolchain compiles; each is built once through the CLI (tiny_artifacts).
+TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
+    # SentenceTransformer: every pooling mode, Dense (several, with and without bias), LayerNorm, Normalize
+    "mean": lambda p, b: tm.save_chain(p, b.bert),
+    "mean-normalize": lambda p, b: tm.save_chain(p, b.bert, normalize=True),
+    "cls-dense": lambda p, b: tm.save_chain(p, b.bert, pooling="cls", dense=1),
+    "max-dense-layernorm-normalize": lambda p, b: tm.save_chain(p, b.bert, pooling="max", dense=1, layer_norm=True,
+                                                                normalize=True),
+    "mean_sqrt_len_tokens": lambda p, b: tm.save_chain(p, b.bert, pooling="mean_sqrt_len_tokens"),
+    "weightedmean": lambda p, b: tm.save_chain(p, b.bert, pooling="weightedmean"),
+    "lasttoken": lambda p, b: tm.save_chain(p, b.bert, pooling="lasttoken"),
+    "cls-mean-max-normalize": lambda p, b: tm.save_chain(p, b.bert, pooling=("cls", "mean", "max"), normalize=True),
+    "dense-stack": lambda p, b: tm.save_chain(p, b.bert, dense=2, dense_bias=False, normalize=True),
     # Saved prompts with a default one: every encode call gets "query: " unless told otherwise.
-    "prompts": dict(pooling="mean", prompts={"query": "query: ", "document": "passage: "},
-                    default_prompt_name="query"),
+    "prompts": lambda p, b: tm.save_chain(p, b.bert, prompts={"query": "query: ", "document": "passage: "},
+                                          default_prompt_name="query"),
+    # Prompt tokens excluded from pooling (INSTRUCTOR-style), with weightedmean's position weights.
+    "exclude-prompt": lambda p, b: tm.save_chain(p, b.bert, pooling=("mean", "weightedmean"), include_prompt=False,
+                                                 prompts={"query": "query: ", "document": "passage: "}),
     # A byte-level BPE tokenizer that makes no token_type_ids (RoBERTa): the graph must not take them.
-    "roberta-mean": dict(pooling="mean", backbone="roberta"),
+    "roberta-mean": lambda p, b: tm.save_chain(p, b.roberta),
+    # A decoder with left padding, last-token pooling.
+    "qwen-lasttoken": lambda p, b: tm.save_chain(p, b.qwen, pooling="lasttoken", normalize=True),
+    "router-dense": lambda p, b: tm.save_dense_router(p, b.bert, b.bert2),
+    # CrossEncoder
+    "ce-sigmoid": lambda p, b: tm.save_sequence_classifier(p, b.classifier),
+    "ce-3-labels": lambda p, b: tm.save_sequence_classifier(p, b.classifier3),
+    "ce-3-softmax": lambda p, b: tm.save_sequence_classifier(p, b.classifier3, activation=torch.nn.Softmax(dim=-1)),
+    "ce-logit-score": lambda p, b: tm.save_logit_score(p, b.qwen_lm),
+    "ce-logit-true-only": lambda p, b: tm.save_logit_score(p, b.qwen_lm, false_token=False),
+    "ce-lasttoken-dense": lambda p, b: tm.save_pooled_scorer(p, b.qwen),
+    # SparseEncoder
+    "splade-max": lambda p, b: tm.save_splade(p, b.mlm),
+    "splade-sum-log1p-legacy": lambda p, b: tm.save_splade(p, b.mlm, strategy="sum", activation="log1p_relu",
+                                                           legacy_type=True),
+    "splade-top16": lambda p, b: tm.save_splade(p, b.mlm, max_active_dims=16),
+    "sparse-static": lambda p, b: tm.save_sparse_static(p, b.mlm),
+    "router-sparse": lambda p, b: tm.save_sparse_router(p, b.mlm),
+    "csr": lambda p, b: tm.save_csr(p, b.bert),
+    # A custom module from the model folder: built only with --trust-remote-code.
+    "custom": lambda p, b: tm.save_custom(p, b.bert),
 }
+TRUSTED = {"custom"}
 
 
 @pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
+def backbones(tmp_path_factory) -> Backbones:
+    root = tmp_path_factory.mktemp("backbones")
+    return Backbones(
+        bert=tm.save_tiny_bert(root / "bert"), bert2=tm.save_tiny_bert(root / "bert2", seed=5),
+        roberta=tm.save_tiny_roberta(root / "roberta"), mlm=tm.save_tiny_bert(root / "mlm", head="mlm"),
+        classifier=tm.save_tiny_bert(root / "classifier", head="classifier"),
+        classifier3=tm.save_tiny_bert(root / "classifier3", head="classifier", num_labels=3),
+        qwen=tm.save_tiny_qwen(root / "qwen"), qwen_lm=tm.save_tiny_qwen(root / "qwen_lm", causal_lm=True),
+    )
 
 
 @pytest.fixture(scope="session")
-def tiny_chains(tmp_path_factory, tiny_bert) -> dict[str, Path]:
+def tiny_chains(tmp_path_factory, backbones) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("chains")
-    backbones = {"bert": tiny_bert, "roberta": save_tiny_roberta(root / "roberta")}
-    chains = {}
-    for name, options in TINY_CHAINS.items():
-        options = dict(options)
-        chains[name] = save_chain(root / name, backbones[options.pop("backbone", "bert")], **options)
-    return chains
+    return {name: save(root / name, backbones) for name, save in TINY_CHAINS.items()}
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +111,8 @@ def tiny_artifacts(tmp_path_factory, tiny_chains) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
     artifacts = {}
     for name, chain in tiny_chains.items():
-        assert main(["build", str(chain), "--out", str(out), "--name", name, "-q"]) == 0
+        trust = ["--trust-remote-code"] if name in TRUSTED else []
+        assert main(["build", str(chain), "--out", str(out), "--name", name, "-q", *trust]) == 0, name
         artifacts[name] = out / f"{name}-onnx-fp32"
     return artifacts
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_CHAINS
 from packager.cli import main
 from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences
@@ -19,58 +18,43 @@ from packager.validators.texts import real_sentences
 UNSEEN = [s.upper() for s in real_sentences()[-40:]]
 
 
-@pytest.mark.parametrize("name", sorted(TINY_CHAINS))
-def test_tiny_chain_artifact_reproduces_sentence_transformers(name, tiny_chains, tiny_artifacts):
-    from sentence_transformers import SentenceTransformer
-
-    from packager.artifact import import_loader
-
-    artifact = tiny_artifacts[name]
-    manifest = read_manifest(artifact)
-    assert manifest.parity.status.value == "passed"
-    assert manifest.parity.metrics["min_cosine"] >= 0.99999
-    assert json.loads((artifact / "parity.json").read_text())["passed"] is True
-    model = import_loader(artifact).load(artifact)
-    expected = SentenceTransformer(str(tiny_chains[name]), device="cpu").encode(UNSEEN, batch_size=16)
-    np.testing.assert_allclose(model.encode(UNSEEN, batch_size=16), expected, atol=2e-5)
-
-
 def test_build_report_and_validation_data(tmp_path, tiny_chains):
+    def build(*extra):
+        report = tmp_path / "report.json"
+        assert main(["build", str(tiny_chains["cls-dense"]), "--out", str(tmp_path / "dist"), "--report", str(report),
+                     "-q", *extra]) == 0
+        return json.loads(report.read_text())
+
     data = tmp_path / "texts.jsonl"
     data.write_text("\n".join(json.dumps({"text": t}) for t in UNSEEN[:5]))
-    report = tmp_path / "report.json"
-    code = main(["build", str(tiny_chains["cls-dense"]), "--out", str(tmp_path / "dist"), "--validation-data",
-                 str(data), "--report", str(report), "-q"])
-    assert code == 0
-    result = json.loads(report.read_text())
+    result = build("--validation-data", str(data))
     assert result["status"] == "ok" and result["exit_code"] == 0
     (variant,) = result["variants"]
     assert variant["format"] == "onnx" and variant["precision"] == "fp32"
-    assert variant["parity"]["passed"] and variant["parity"]["texts"] == len(_probe_count(tiny_chains)) + 5
     assert Path(variant["artifact"]).name == "cls-dense-onnx-fp32"
+    assert variant["parity"]["passed"] and variant["parity"]["inputs"] == build()["variants"][0]["parity"]["inputs"] + 5
 
 
-def _probe_count(tiny_chains):
-    from packager.build import _parity_texts
-    from packager.chain import load_reference, read_chain
-
-    return _parity_texts(load_reference(read_chain(str(tiny_chains["cls-dense"]))), [])
-
-
-def test_wrong_max_length_fails_the_gate_and_publishes_nothing(tmp_path, tiny_chains, monkeypatch):
-    """A deliberately broken candidate: the manifest tells the loader to truncate at 16 tokens
+def _truncate_at_16(monkeypatch):
+    """A deliberately broken candidate: its manifest tells the loader to truncate at 16 tokens
     while the reference truncates at 48."""
     import dataclasses
 
     import packager.build
 
-    real = packager.build.resolve_tokenizer
+    real = packager.build.build_manifest
 
-    def broken(transformer):
-        spec, tokenizer_json = real(transformer)
-        return dataclasses.replace(spec, max_length=16), tokenizer_json
+    def broken(*args, **kwargs):
+        manifest = real(*args, **kwargs)
+        routes = tuple(dataclasses.replace(r, tokenizer=dataclasses.replace(r.tokenizer, max_length=16))
+                       for r in manifest.routes)
+        return dataclasses.replace(manifest, routes=routes)
 
-    monkeypatch.setattr(packager.build, "resolve_tokenizer", broken)
+    monkeypatch.setattr(packager.build, "build_manifest", broken)
+
+
+def test_wrong_max_length_fails_the_gate_and_publishes_nothing(tmp_path, tiny_chains, monkeypatch):
+    _truncate_at_16(monkeypatch)
     out, report, db = tmp_path / "dist", tmp_path / "report.json", tmp_path / "mlflow.db"
     code = main(["build", str(tiny_chains["mean"]), "--out", str(out), "--report", str(report),
                  "--register", "tiny", "--tracking-uri", f"sqlite:///{db}", "-q"])
@@ -86,13 +70,7 @@ def test_wrong_max_length_fails_the_gate_and_publishes_nothing(tmp_path, tiny_ch
 
 
 def test_allowed_parity_failure_is_published_and_says_so(tmp_path, tiny_chains, monkeypatch):
-    import dataclasses
-
-    import packager.build
-
-    real = packager.build.resolve_tokenizer
-    monkeypatch.setattr(packager.build, "resolve_tokenizer",
-                        lambda t: (dataclasses.replace(real(t)[0], max_length=16), real(t)[1]))
+    _truncate_at_16(monkeypatch)
     code = main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--allow-parity-failure", "-q"])
     assert code == 0
     manifest = read_manifest(tmp_path / "mean-onnx-fp32")
@@ -193,7 +171,7 @@ def test_inspect_source_and_artifact(tiny_chains, tiny_artifacts, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["chain_kind"] == "SentenceTransformer" and info["compilable"] == "yes"
     assert [m["kind"] for m in info["modules"]] == ["Transformer", "Pooling", "Dense"]
-    assert info["tokenizer"]["max_length"] == 48
+    assert info["routes"]["default"]["tokenizer"]["max_length"] == 48 and info["verbs"]["encode"] == "default"
     assert main(["inspect", str(tiny_artifacts["cls-dense"])]) == 0
     text = capsys.readouterr().out
     assert "parity: passed" in text and "all sha256-verified" in text

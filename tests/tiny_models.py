@@ -1,8 +1,10 @@
-"""Tiny sentence-transformers chains built locally for tests: random few-layer BERTs with a
-WordPiece tokenizer trained here on real text. No network, no hub."""
+"""Tiny sentence-transformers chains built locally for tests: random few-layer BERT, RoBERTa and
+Qwen3 models with tokenizers trained here on real text, saved by sentence-transformers itself.
+No network, no hub. Weights are drawn large enough that outputs depend strongly on the input."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -10,7 +12,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from packager.validators.texts import real_sentences
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, initializer_range=0.3)
 
 
 def train_wordpiece(vocab_size: int = 600) -> Tokenizer:
@@ -18,7 +22,7 @@ def train_wordpiece(vocab_size: int = 600) -> Tokenizer:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=WORDPIECE_SPECIALS)
     tokenizer.train_from_iterator(real_sentences()[:600], trainer=trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -27,32 +31,41 @@ def train_wordpiece(vocab_size: int = 600) -> Tokenizer:
     return tokenizer
 
 
-def save_tiny_bert(path: Path, *, seed: int = 0, max_position_embeddings: int = 64) -> Path:
-    """A 2-layer BERT with weights large enough that its outputs depend strongly on the input."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    tokenizer = BertTokenizerFast(tokenizer_object=train_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
-                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=max_position_embeddings, initializer_range=0.3)
-    torch.manual_seed(seed)
-    model = BertModel(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def train_byte_level_bpe(vocab_size: int = 700) -> Tokenizer:
-    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+def train_byte_level_bpe(vocab_size: int = 700, *, post_processor: str = "roberta") -> Tokenizer:
+    """Byte-level BPE; "roberta" wraps texts in <s> ... </s>, "eos" only appends </s> (Qwen-like)."""
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=BPE_SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(real_sentences()[:600], trainer=trainer)
-    tokenizer.post_processor = processors.RobertaProcessing(("</s>", tokenizer.token_to_id("</s>")),
-                                                            ("<s>", tokenizer.token_to_id("<s>")))
+    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    if post_processor == "roberta":
+        tokenizer.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
+    else:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", eos)])
     return tokenizer
+
+
+def _wordpiece_tokenizer():
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(tokenizer_object=train_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def save_tiny_bert(path: Path, *, seed: int = 0, head: str = "none", num_labels: int = 1) -> Path:
+    """A 2-layer BERT: ``head`` is "none" (BertModel), "mlm" or "classifier"."""
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+
+    tokenizer = _wordpiece_tokenizer()
+    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=64, num_labels=num_labels, **SMALL)
+    model_class = {"none": BertModel, "mlm": BertForMaskedLM, "classifier": BertForSequenceClassification}[head]
+    torch.manual_seed(seed)
+    model_class(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def save_tiny_roberta(path: Path, *, seed: int = 0) -> Path:
@@ -62,28 +75,49 @@ def save_tiny_roberta(path: Path, *, seed: int = 0) -> Path:
     tokenizer = RobertaTokenizerFast(tokenizer_object=train_byte_level_bpe(), bos_token="<s>", eos_token="</s>",
                                      sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
                                      mask_token="<mask>")
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
-                           type_vocab_size=1, initializer_range=0.3)
+    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
+                           type_vocab_size=1, **SMALL)
     torch.manual_seed(seed)
-    model = RobertaModel(config).eval()
-    model.save_pretrained(path)
+    RobertaModel(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def save_chain(path: Path, bert: Path, *, pooling: str = "mean", dense: bool = False, layer_norm: bool = False,
-               normalize: bool = False, max_seq_length: int = 48, prompts: dict[str, str] | None = None,
-               default_prompt_name: str | None = None) -> Path:
+def save_tiny_qwen(path: Path, *, seed: int = 0, causal_lm: bool = False, padding_side: str = "left") -> Path:
+    """A 2-layer Qwen3 (decoder) with a byte-level BPE tokenizer that appends </s>."""
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", padding_side=padding_side)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True, initializer_range=0.3)
+    torch.manual_seed(seed)
+    (Qwen3ForCausalLM if causal_lm else Qwen3Model)(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+# --- SentenceTransformer chains --------------------------------------------------------------
+
+
+def save_chain(path: Path, backbone: Path, *, pooling: str | tuple[str, ...] = "mean", dense: int = 0,
+               dense_bias: bool = True, layer_norm: bool = False, normalize: bool = False, max_seq_length: int = 48,
+               prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
+               include_prompt: bool = True) -> Path:
+    """Transformer + Pooling (+ ``dense`` Dense layers, LayerNorm, Normalize), saved as a SentenceTransformer."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
 
-    transformer = modules.Transformer(str(bert), max_seq_length=max_seq_length)
-    dim = transformer.get_embedding_dimension()
-    chain = [transformer, modules.Pooling(dim, pooling_mode=pooling)]
-    if dense:
-        torch.manual_seed(1)
-        chain.append(modules.Dense(dim, 24, activation_function=torch.nn.Tanh()))
+    chain = [modules.Transformer(str(backbone), max_seq_length=max_seq_length)]
+    dim = chain[0].get_embedding_dimension()
+    chain.append(modules.Pooling(dim, pooling_mode=pooling, include_prompt=include_prompt))
+    dim = chain[-1].get_embedding_dimension()
+    torch.manual_seed(1)
+    for i in range(dense):
+        activation = torch.nn.Tanh() if i == dense - 1 else torch.nn.Identity()
+        chain.append(modules.Dense(dim, 24, bias=dense_bias, activation_function=activation))
         dim = 24
     if layer_norm:
         chain.append(modules.LayerNorm(dim))
@@ -91,4 +125,149 @@ def save_chain(path: Path, bert: Path, *, pooling: str = "mean", dense: bool = F
         chain.append(modules.Normalize())
     SentenceTransformer(modules=chain, device="cpu", prompts=prompts,
                         default_prompt_name=default_prompt_name).save(str(path))
+    return path
+
+
+def save_dense_router(path: Path, bert: Path, other_bert: Path) -> Path:
+    """Two dense routes (query: mean pooling of one BERT, document: CLS of another) + Normalize."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    query = [modules.Transformer(str(bert), max_seq_length=32), modules.Pooling(32, pooling_mode="mean")]
+    document = [modules.Transformer(str(other_bert), max_seq_length=48), modules.Pooling(32, pooling_mode="cls")]
+    router = modules.Router.for_query_document(query_modules=query, document_modules=document)
+    SentenceTransformer(modules=[router, modules.Normalize()], device="cpu").save(str(path))
+    return path
+
+
+# --- CrossEncoder chains ---------------------------------------------------------------------
+
+
+def save_sequence_classifier(path: Path, classifier: Path, *, activation: torch.nn.Module | None = None) -> Path:
+    from sentence_transformers import CrossEncoder
+
+    CrossEncoder(str(classifier), device="cpu", max_length=48, activation_fn=activation).save(str(path))
+    return path
+
+
+def save_logit_score(path: Path, causal_lm: Path, *, false_token: bool = True) -> Path:
+    """Causal LM + LogitScore: the log-odds of two vocabulary tokens at the last position."""
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.modules import LogitScore, Transformer
+
+    transformer = Transformer(str(causal_lm), transformer_task="text-generation", max_seq_length=64)
+    ids = transformer.tokenizer.convert_tokens_to_ids(["the", "of"])
+    score = LogitScore(true_token_id=ids[0], false_token_id=ids[1] if false_token else None)
+    CrossEncoder(modules=[transformer, score], device="cpu").save(str(path))
+    return path
+
+
+def save_pooled_scorer(path: Path, decoder: Path) -> Path:
+    """Feature extraction + Pooling(lasttoken) + a Dense scoring head."""
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    transformer = Transformer(str(decoder), max_seq_length=64)
+    torch.manual_seed(2)
+    head = Dense(32, 1, activation_function=None, module_output_name="scores")
+    CrossEncoder(modules=[transformer, Pooling(32, pooling_mode="lasttoken"), head], device="cpu").save(str(path))
+    return path
+
+
+# --- SparseEncoder chains --------------------------------------------------------------------
+
+
+def save_splade(path: Path, mlm: Path, *, strategy: str = "max", activation: str = "relu",
+                max_active_dims: int | None = None, legacy_type: bool = False) -> Path:
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import SpladePooling, Transformer
+
+    transformer = Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=48)
+    SparseEncoder(modules=[transformer, SpladePooling(strategy, activation_function=activation)], device="cpu",
+                  max_active_dims=max_active_dims).save(str(path))
+    if legacy_type:  # as sentence-transformers < 5.4 saved it
+        modules = json.loads((path / "modules.json").read_text())
+        modules[0]["type"] = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+        (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    return path
+
+
+def _static_embedding(tokenizer_source: Path):
+    from transformers import AutoTokenizer
+
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    generator = torch.Generator().manual_seed(3)
+    return SparseStaticEmbedding(tokenizer=tokenizer, weight=torch.rand(tokenizer.vocab_size, generator=generator) * 3,
+                                 frozen=True)
+
+
+def save_sparse_static(path: Path, tokenizer_source: Path) -> Path:
+    from sentence_transformers import SparseEncoder
+
+    SparseEncoder(modules=[_static_embedding(tokenizer_source)], device="cpu").save(str(path))
+    return path
+
+
+def save_sparse_router(path: Path, mlm: Path) -> Path:
+    """Query route: static token weights; document route: SPLADE (as in inference-free SPLADE)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import Router, SpladePooling, Transformer
+
+    document = [Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=48), SpladePooling("max")]
+    router = Router.for_query_document(query_modules=[_static_embedding(mlm)], document_modules=document)
+    SparseEncoder(modules=[router], device="cpu", similarity_fn_name="dot").save(str(path))
+    return path
+
+
+def save_csr(path: Path, bert: Path) -> Path:
+    """Dense backbone + Pooling + SparseAutoEncoder (top-k latents)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder, Transformer
+
+    torch.manual_seed(4)
+    encoder = SparseAutoEncoder(32, hidden_dim=64, k=8)
+    torch.nn.init.normal_(encoder.latent_bias, std=0.1)
+    SparseEncoder(modules=[Transformer(str(bert), max_seq_length=48), Pooling(32), encoder],
+                  device="cpu").save(str(path))
+    return path
+
+
+# --- custom modules --------------------------------------------------------------------------
+
+CUSTOM_MODULE = '''
+import torch
+from sentence_transformers.base.modules import Module
+
+
+class ScaleShift(Module):
+    """A custom module: scales and shifts the sentence embedding."""
+
+    config_keys = ["scale"]
+
+    def __init__(self, scale: float = 2.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, features):
+        features["sentence_embedding"] = features["sentence_embedding"] * self.scale + 0.5
+        return features
+
+    def save(self, output_path, *args, **kwargs):
+        self.save_config(output_path)
+'''
+
+
+def save_custom(path: Path, bert: Path) -> Path:
+    """A mean-pooling chain with a custom module whose code lives in the model folder."""
+    save_chain(path, bert)
+    (path / "2_ScaleShift").mkdir()
+    (path / "2_ScaleShift" / "config.json").write_text(json.dumps({"scale": 3.0}))
+    (path / "scale_shift.py").write_text(CUSTOM_MODULE)
+    modules = json.loads((path / "modules.json").read_text())
+    modules.append({"idx": 2, "name": "2", "path": "2_ScaleShift", "type": "scale_shift.ScaleShift"})
+    (path / "modules.json").write_text(json.dumps(modules, indent=2))
     return path

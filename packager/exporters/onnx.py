@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 from packager.errors import ExportError
-from packager.graph import RouteGraph
+from packager.graph import NO_LENGTH_LIMIT, PROMPT_LENGTH, RouteGraph
 from packager.runtime.manifest import Format, Precision
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,14 @@ def export_onnx(graph: RouteGraph, path: Path, *, external_data: bool) -> dict[s
     import torch
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    # The sequence axis is bounded by the truncation length: position embeddings end there, and an
+    # unbounded Dim would conflict with the model's own range checks.
+    batch = torch.export.Dim("batch")
+    limit = graph.tokenizer.max_length
+    sequence = torch.export.Dim("sequence", max=limit) if limit < NO_LENGTH_LIMIT else torch.export.Dim("sequence")
     # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs.
-    dynamic_shapes = (tuple({0: batch, 1: sequence} for _ in graph.input_names),)
+    dynamic_shapes = (tuple({0: batch} if name == PROMPT_LENGTH else {0: batch, 1: sequence}
+                            for name in graph.input_names),)
     try:
         with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
             warnings.simplefilter("ignore")
@@ -51,11 +57,24 @@ def export_onnx(graph: RouteGraph, path: Path, *, external_data: bool) -> dict[s
                 input_names=list(graph.input_names), output_names=[o.name for o in graph.outputs],
                 optimize=True, verbose=False,
             )
+            _check_dynamic(graph, program.model)
             model, fusions = optimize_for_ort(program.model)
             ir.save(model, path, external_data=f"{path.name}.data" if external_data else None)
+    except ExportError:
+        raise
     except Exception as e:
         raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {type(e).__name__}: {e}") from e
     return fusions
+
+
+def _check_dynamic(graph: RouteGraph, model: Any) -> None:
+    """An exporter falling back to a draft trace can freeze an axis to the sample's size without
+    failing; such a graph would refuse every other batch shape, so refuse it here."""
+    frozen = [f"{value.name}{list(value.shape)}" for value in model.graph.inputs
+              if any(isinstance(dim, int) for dim in value.shape)]
+    if frozen:
+        raise ExportError(f"route {graph.name!r}: the exporter froze input axes to the sample's sizes ({', '.join(frozen)}); "
+                          "a module uses Python control flow over the batch or sequence length")
 
 
 def check_loads(path: Path) -> None:

@@ -22,7 +22,7 @@ from packager.artifact import PARITY_FILE
 from packager.errors import MissingDependencyError, RegistryError
 from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
 from packager.runtime.integrity import verify_artifact
-from packager.runtime.manifest import Manifest, read_manifest
+from packager.runtime.manifest import ChainKind, Manifest, read_manifest
 from packager.runtime.model import download_registered
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class MlflowStore:
             logged = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
                 pip_requirements=runtime_requirements(), signature=_signature(manifest),
-                input_example=["An example sentence to embed."],
+                input_example=_input_example(manifest),
             )
             mlflow.log_artifact(str(artifact / PARITY_FILE), artifact_path="reports")
         version = mlflow.register_model(logged.model_uri, name, tags=lineage_tags(manifest))
@@ -164,11 +164,24 @@ def runtime_requirements() -> list[str]:
 
 
 def _signature(manifest: Manifest) -> Any:
+    """Strings in, float32 rows out; for cross-encoders, (query, document) string columns in."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
-    return ModelSignature(
-        inputs=Schema([ColSpec(DataType.string)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension))]),
-    )
+    if manifest.chain_kind is ChainKind.CROSS_ENCODER:
+        labels = manifest.scoring.num_labels
+        return ModelSignature(
+            inputs=Schema([ColSpec(DataType.string, "query"), ColSpec(DataType.string, "document")]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,) if labels == 1 else (-1, labels))]),
+        )
+    return ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension))]))
+
+
+def _input_example(manifest: Manifest) -> Any:
+    if manifest.chain_kind is ChainKind.CROSS_ENCODER:
+        import pandas as pd
+
+        return pd.DataFrame({"query": ["What is a packaged model?"], "document": ["A model with its own loader."]})
+    return ["An example sentence to embed."]

@@ -44,6 +44,12 @@ class ArtifactModel(PythonModel):
         self.model = import_loader(root).load(root)
 
     def predict(self, context, model_input, params=None):
+        """Texts in, embeddings out (sparse ones as dense rows); for cross-encoders, (query,
+        document) pairs in (two columns, or a list of pairs), scores out."""
+        kind = self.model.manifest.chain_kind.value
+        if kind == "CrossEncoder":
+            pairs = model_input.values.tolist() if hasattr(model_input, "columns") else list(model_input)
+            return self.model.predict([tuple(p) for p in pairs], **(params or {}))
         if hasattr(model_input, "columns"):  # a pandas DataFrame: the "text" column, or the only one
             column = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = model_input[column].tolist()
@@ -51,7 +57,8 @@ class ArtifactModel(PythonModel):
             texts = [model_input]
         else:
             texts = list(model_input)
-        return self.model.encode(texts, **(params or {}))
+        embeddings = self.model.encode(texts, **(params or {}))
+        return embeddings.toarray() if kind == "SparseEncoder" else embeddings
 
 
 mlflow.models.set_model(ArtifactModel())

@@ -6,17 +6,30 @@ All imports inside this package are relative so the same files work as ``package
 as an artifact's ``loader`` package.
 """
 
-from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError, PackagerError
+from .errors import (
+    ArtifactIntegrityError,
+    InvalidInputError,
+    MissingDependencyError,
+    PackagerError,
+    UnsupportedVerbError,
+)
 from .manifest import Manifest, read_manifest
-from .model import EmbeddingModel, load
+from .model import CrossEncoderModel, EmbeddingModel, Model, SparseEncoderModel, load
+from .sparse import SparseBatch, SparseEmbedding
 
 __all__ = [
     "ArtifactIntegrityError",
+    "CrossEncoderModel",
     "EmbeddingModel",
     "InvalidInputError",
     "Manifest",
     "MissingDependencyError",
+    "Model",
     "PackagerError",
+    "SparseBatch",
+    "SparseEmbedding",
+    "SparseEncoderModel",
+    "UnsupportedVerbError",
     "load",
     "read_manifest",
 ]

@@ -19,6 +19,10 @@ class InvalidInputError(PackagerError, ValueError):
     exit_code = 2
 
 
+class UnsupportedVerbError(InvalidInputError):
+    """The verb exists in sentence-transformers, but not for this artifact's chain kind or routes."""
+
+
 class ArtifactIntegrityError(PackagerError):
     """An artifact's files do not match its manifest, or the manifest itself is invalid."""
 

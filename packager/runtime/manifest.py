@@ -72,8 +72,19 @@ class Similarity(str, Enum):
 
 
 class OutputMeaning(str, Enum):
-    SENTENCE_EMBEDDING = "sentence_embedding"
-    TOKEN_EMBEDDINGS = "token_embeddings"
+    SENTENCE_EMBEDDING = "sentence_embedding"  # dense [batch, dim]
+    TOKEN_EMBEDDINGS = "token_embeddings"  # dense [batch, sequence, hidden]
+    SPARSE_EMBEDDING = "sparse_embedding"  # [batch, dim], mostly zeros; the loader returns indices and values
+    SCORES = "scores"  # cross-encoder logits [batch, num_labels], before the activation
+
+
+class Activation(str, Enum):
+    """The activation a CrossEncoder applies to its logits in predict()."""
+
+    IDENTITY = "identity"
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+    TANH = "tanh"
 
 
 class Side(str, Enum):
@@ -121,6 +132,8 @@ class TokenizerSpec:
     pad_type_id: int
     pad_token: str
     lowercase: bool
+    add_special_tokens: bool
+    special_ids: tuple[int, ...]  # a prompt's trailing special token is not part of its length
 
     def __post_init__(self) -> None:
         check_relative_path(self.file)
@@ -152,6 +165,24 @@ class RouteSpec:
 
     def output(self, meaning: OutputMeaning) -> OutputSpec | None:
         return next((o for o in self.outputs if o.meaning is meaning), None)
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """CrossEncoder scores: ``num_labels`` logits per pair, and the activation predict() applies."""
+
+    num_labels: int
+    activation: Activation
+
+
+@dataclass(frozen=True)
+class SparseSpec:
+    """SparseEncoder outputs. ``max_active_dims`` keeps the largest values per text (None: all);
+    ``vocabulary`` is the tokenizer file whose ids name the dimensions (None: dimensions are
+    latent features without token names)."""
+
+    max_active_dims: int | None
+    vocabulary: str | None
 
 
 @dataclass(frozen=True)
@@ -191,10 +222,13 @@ class Manifest:
     precision: Precision
     modules: tuple[ModuleEntry, ...]
     routes: tuple[RouteSpec, ...]
+    verbs: dict[str, str]  # the route each verb runs: encode, encode_query, encode_document, predict
     prompts: dict[str, str]
     default_prompt_name: str | None
-    similarity: Similarity
-    embedding_dimension: int
+    similarity: Similarity | None  # None for cross-encoders
+    embedding_dimension: int | None  # None for cross-encoders
+    scoring: ScoringSpec | None
+    sparse: SparseSpec | None
     source: SourceSpec
     tools: dict[str, str]
     parity: ParitySummary
@@ -211,6 +245,13 @@ class Manifest:
             raise ArtifactIntegrityError(f"manifest: duplicate route names {names}")
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the prompts")
+        unknown = {verb: route for verb, route in self.verbs.items() if route not in names}
+        if not self.verbs or unknown:
+            raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}")
+        if (self.scoring is None) != (self.chain_kind is not ChainKind.CROSS_ENCODER):
+            raise ArtifactIntegrityError("manifest: scoring is required for cross-encoders and only for them")
+        if (self.sparse is None) != (self.chain_kind is not ChainKind.SPARSE_ENCODER):
+            raise ArtifactIntegrityError("manifest: sparse is required for sparse encoders and only for them")
 
     def route(self, name: str) -> RouteSpec:
         for route in self.routes:

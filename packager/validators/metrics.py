@@ -48,3 +48,47 @@ def neighbour_agreement(reference: np.ndarray, candidate: np.ndarray, *, k: int 
     cand_top = np.argsort(-cand_sim, axis=1, kind="stable")[:, :k]
     hits = np.take_along_axis(ref_sim, cand_top, axis=1) >= (kth_best - tolerance)[:, None]
     return float(hits.sum() / (n * k))
+
+
+def relative_max_diff(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Largest absolute difference, relative to the reference's scale (at least 1)."""
+    reference = np.asarray(reference, np.float64)
+    scale = max(1.0, float(np.max(np.abs(reference)))) if reference.size else 1.0
+    return max_abs_diff(reference, candidate) / scale
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, tied values sharing their average rank."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values[np.diff(np.sort(values), prepend=np.nan) == 0]):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Spearman rank correlation; 1.0 when both are constant (the same order, trivially)."""
+    a, b = average_ranks(reference), average_ranks(candidate)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a * a).sum() * (b * b).sum())
+    if denominator == 0:
+        return 1.0 if not a.any() and not b.any() else 0.0
+    return float((a * b).sum() / denominator)
+
+
+def top_k_overlap(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> np.ndarray:
+    """Per row: the share of the reference's k largest non-zero dimensions that are also among
+    the candidate's k largest (rows with no non-zeros count as 1)."""
+    overlaps = []
+    for ref, cand in zip(np.asarray(reference), np.asarray(candidate)):
+        n = min(k, int(np.count_nonzero(ref)))
+        if n == 0:
+            overlaps.append(1.0)
+            continue
+        top_ref = set(np.argsort(-ref, kind="stable")[:n].tolist())
+        top_cand = set(np.argsort(-cand, kind="stable")[:n].tolist())
+        overlaps.append(len(top_ref & top_cand) / n)
+    return np.array(overlaps)

@@ -1,7 +1,8 @@
-"""Run the reference and the candidate end to end (text in, embedding out) and gate the result.
+"""Run the reference and the candidate end to end (text in, result out) and gate the result.
 
 The reference is sentence-transformers running the saved chain in torch; the candidate is the
-artifact's own loader, tokenizer included. Nothing is shared between the two sides but the texts.
+artifact's own loader, tokenizer included. Nothing is shared between the two sides but the
+inputs. Every verb the artifact offers is compared, once per distinct (route, prompt) it runs.
 """
 
 from __future__ import annotations
@@ -11,44 +12,119 @@ from typing import Any
 
 import numpy as np
 
-from packager.validators.metrics import max_abs_diff, neighbour_agreement, row_cosine
-from packager.validators.report import Check, Gate, ParityReport, texts_digest
+from packager.runtime.manifest import ChainKind, OutputMeaning
+from packager.validators.metrics import (
+    max_abs_diff, neighbour_agreement, relative_max_diff, row_cosine, spearman, top_k_overlap,
+)
+from packager.validators.report import Check, Gate, ParityReport, inputs_digest
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32
+TOP_K = 10  # active tokens compared between sparse vectors
 
 
-def check_parity(reference: Any, candidate: Any, texts: list[str], gate: Gate, *, route: str = "default",
-                 token_embeddings: bool = False) -> ParityReport:
-    """Encode ``texts`` with both models and compare sentence (and optionally token) embeddings."""
-    log.info("parity: encoding %d texts with the torch reference and the artifact's loader", len(texts))
-    ref = np.asarray(reference.encode(texts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False))
-    cand = np.asarray(candidate.encode(texts, batch_size=BATCH_SIZE))
-    problems = _shape_problems("sentence_embedding", ref, cand)
+def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> ParityReport:
+    """Compare every distinct verb call of ``candidate`` with ``reference`` on ``inputs`` (texts,
+    or pairs for cross-encoders) and apply ``gate`` to each."""
+    kind = candidate.manifest.chain_kind
+    compare = {ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse,
+               ChainKind.CROSS_ENCODER: _scores}[kind]
+    verbs = distinct_verbs(candidate)
     metrics: dict[str, float] = {}
-    worst: tuple[dict, ...] = ()
-    if not problems:
-        cosine = row_cosine(ref, cand)
-        metrics = {
-            "min_cosine": float(np.min(cosine)),
-            "mean_cosine": float(np.mean(cosine)),
-            "max_abs_diff": max_abs_diff(ref, cand),
-            "neighbour_agreement": neighbour_agreement(ref, cand, k=1),
-        }
-        worst = tuple({"text": texts[i][:200], "cosine": float(cosine[i])} for i in np.argsort(cosine)[:3])
-    if token_embeddings and not problems:
+    checks: list[Check] = []
+    problems: list[str] = []
+    worst: list[dict] = []
+    for verb in verbs:
+        log.info("parity: %s of %d inputs, torch reference vs the artifact's loader", verb, len(inputs))
+        found, found_problems, found_worst = compare(reference, candidate, verb, inputs)
+        prefix = f"{verb}." if len(verbs) > 1 else ""
+        metrics.update({prefix + k: v for k, v in found.items()})
+        if not found_problems:
+            checks += [Check(prefix + metric, found.get(metric, float("nan")), threshold)
+                       for metric, threshold in gate.items()]
+        problems += [prefix + p for p in found_problems]
+        worst += [{"verb": verb, **w} for w in found_worst]
+    return ParityReport(inputs=len(inputs), inputs_sha256=inputs_digest(inputs), metrics=metrics,
+                        checks=tuple(checks), problems=tuple(problems), worst=tuple(worst))
+
+
+def distinct_verbs(candidate: Any) -> list[str]:
+    """The artifact's verbs, keeping one per distinct (route, prompt): encode_query on a chain
+    without query prompt or route runs exactly what encode runs."""
+    calls: dict[tuple, str] = {}
+    for verb, route in candidate.manifest.verbs.items():
+        calls.setdefault((route, candidate.prompt_for(verb) or None), verb)
+    return list(calls.values())
+
+
+def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple[dict, list[str], list[dict]]:
+    ref = np.asarray(getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
+                                              show_progress_bar=False))
+    cand = np.asarray(getattr(candidate, verb)(texts, batch_size=BATCH_SIZE))
+    problems = _shape_problems("sentence_embedding", ref, cand)
+    if problems:
+        return {}, problems, []
+    cosine = row_cosine(ref, cand)
+    metrics = {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
+               "max_abs_diff": max_abs_diff(ref, cand), "neighbour_agreement": neighbour_agreement(ref, cand, k=1)}
+    if verb == "encode" and candidate.has_output(verb, OutputMeaning.TOKEN_EMBEDDINGS):
         metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, texts, problems)
-    checks = tuple(Check(metric, metrics.get(metric, float("nan")), threshold)
-                   for metric, threshold in _gated(gate, token_embeddings).items())
-    return ParityReport(route=route, texts=len(texts), texts_sha256=texts_digest(texts), metrics=metrics,
-                        checks=checks, problems=tuple(problems), worst=worst)
+    return metrics, problems, _worst(texts, cosine)
 
 
-def _gated(gate: Gate, token_embeddings: bool) -> dict[str, float]:
-    gated = gate.as_dict()
-    if token_embeddings:
-        gated["token_min_cosine"] = gate.min_cosine
-    return gated
+def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple[dict, list[str], list[dict]]:
+    ref = getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_tensor=True,
+                                   convert_to_sparse_tensor=False, show_progress_bar=False)
+    ref = ref.detach().cpu().numpy() if len(texts) else np.zeros((0, candidate.manifest.embedding_dimension))
+    cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE).toarray()
+    problems = _shape_problems("sparse_embedding", ref, cand)
+    if problems:
+        return {}, problems, []
+    cosine = row_cosine(ref, cand)
+    nnz_ref, nnz_cand = np.count_nonzero(ref, axis=1), np.count_nonzero(cand, axis=1)
+    overlap = top_k_overlap(ref, cand, k=TOP_K)
+    metrics = {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
+               "max_abs_diff": max_abs_diff(ref, cand), "dot_rel_diff": relative_max_diff(ref @ ref.T, cand @ cand.T),
+               f"top{TOP_K}_overlap_min": float(overlap.min()), "nnz_mean": float(nnz_ref.mean()),
+               "nnz_mean_abs_diff": float(np.abs(nnz_ref - nnz_cand).mean())}
+    return metrics, problems, _worst(texts, cosine)
+
+
+def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> tuple[dict, list[str], list[dict]]:
+    ref = np.asarray(reference.predict(pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False))
+    cand = np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE))
+    problems = _shape_problems("scores", ref, cand)
+    if problems:
+        return {}, problems, []
+    metrics = {"max_abs_diff": max_abs_diff(ref, cand), "score_rel_diff": relative_max_diff(ref, cand)}
+    if ref.ndim == 1:  # one label: rankings per query
+        groups = _groups(pairs)
+        metrics["spearman_min"] = min(spearman(ref[g], cand[g]) for g in groups)
+        metrics["top1_agreement"] = float(np.mean([_top1_agrees(ref[g], cand[g]) for g in groups]))
+    else:
+        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref, cand)]))
+    difference = np.abs(ref - cand).reshape(len(pairs), -1).max(axis=1)
+    worst = [{"pair": [a[:100], b[:100]], "abs_diff": float(difference[i])}
+             for i, (a, b) in ((i, pairs[i]) for i in np.argsort(-difference)[:3])]
+    return metrics, problems, worst
+
+
+def _groups(pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+    """Indices of the pairs sharing each query, in first-seen order."""
+    by_query: dict[str, list[int]] = {}
+    for i, (query, _) in enumerate(pairs):
+        by_query.setdefault(query, []).append(i)
+    return [np.array(indices) for indices in by_query.values()]
+
+
+def _top1_agrees(ref: np.ndarray, cand: np.ndarray, tolerance: float = 1e-6) -> bool:
+    """The candidate's best is (within rounding) also the reference's best: exact ties in the
+    reference may resolve either way."""
+    return bool(ref[int(np.argmax(cand))] >= ref.max() - tolerance * max(1.0, float(np.abs(ref).max())))
+
+
+def _worst(texts: list[str], cosine: np.ndarray) -> list[dict]:
+    return [{"text": texts[i][:200], "cosine": float(cosine[i])} for i in np.argsort(cosine)[:3]]
 
 
 def _shape_problems(name: str, ref: np.ndarray, cand: np.ndarray) -> list[str]:

@@ -4,46 +4,42 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from packager.runtime.manifest import ParityStatus, ParitySummary
 
+# Metrics where smaller is better; every other gated metric must reach its threshold from below.
+LOWER_IS_BETTER = frozenset({"max_abs_diff", "score_rel_diff", "dot_rel_diff", "nnz_mean_abs_diff"})
 
-@dataclass(frozen=True)
-class Gate:
-    """Thresholds a candidate must meet. ``None`` leaves a metric reported but not gated."""
-
-    min_cosine: float = 0.99999
-    mean_cosine: float | None = None
-    neighbour_agreement: float | None = None
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+Gate = dict[str, float]  # metric -> threshold, e.g. {"min_cosine": 0.99999}
 
 
 @dataclass(frozen=True)
 class Check:
-    metric: str
+    metric: str  # possibly prefixed by the verb: "encode_query.min_cosine"
     value: float
     threshold: float
 
     @property
-    def passed(self) -> bool:
-        return bool(self.value >= self.threshold)  # False for NaN
+    def lower_is_better(self) -> bool:
+        return self.metric.rpartition(".")[2] in LOWER_IS_BETTER
+
+    @property
+    def passed(self) -> bool:  # False for NaN either way
+        return bool(self.value <= self.threshold) if self.lower_is_better else bool(self.value >= self.threshold)
 
     def describe(self) -> str:
-        return f"{self.metric} = {self.value:.6g} (needs >= {self.threshold:g})"
+        return f"{self.metric} = {self.value:.6g} (needs {'<=' if self.lower_is_better else '>='} {self.threshold:g})"
 
 
 @dataclass(frozen=True)
 class ParityReport:
-    route: str
-    texts: int
-    texts_sha256: str
+    inputs: int
+    inputs_sha256: str
     metrics: dict[str, float]
     checks: tuple[Check, ...]
     problems: tuple[str, ...] = ()  # structural failures: shapes, counts, non-finite values
-    worst: tuple[dict, ...] = field(default=())  # the lowest-cosine texts, for the reader
+    worst: tuple[dict, ...] = field(default=())  # the least similar inputs, for the reader
 
     @property
     def passed(self) -> bool:
@@ -54,14 +50,14 @@ class ParityReport:
         return list(self.problems) + [c.describe() for c in self.checks if not c.passed]
 
     def describe(self) -> str:
-        head = f"parity {'passed' if self.passed else 'FAILED'} on route {self.route!r} over {self.texts} texts"
+        head = f"parity {'passed' if self.passed else 'FAILED'} over {self.inputs} inputs"
         lines = [head] + [f"  {'ok  ' if c.passed else 'FAIL'} {c.describe()}" for c in self.checks]
         lines += [f"  FAIL {p}" for p in self.problems]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
-            "route": self.route, "texts": self.texts, "texts_sha256": self.texts_sha256, "passed": self.passed,
+            "inputs": self.inputs, "inputs_sha256": self.inputs_sha256, "passed": self.passed,
             "metrics": self.metrics, "failures": self.failures, "worst": list(self.worst),
             "checks": [{"metric": c.metric, "value": c.value, "threshold": c.threshold, "passed": c.passed}
                        for c in self.checks],
@@ -69,9 +65,9 @@ class ParityReport:
 
     def summary(self, gate: Gate) -> ParitySummary:
         status = ParityStatus.PASSED if self.passed else ParityStatus.FAILED_ALLOWED
-        return ParitySummary(status=status, texts=self.texts, texts_sha256=self.texts_sha256, gate=gate.as_dict(),
+        return ParitySummary(status=status, texts=self.inputs, texts_sha256=self.inputs_sha256, gate=dict(gate),
                              metrics=dict(self.metrics), failures=tuple(self.failures))
 
 
-def texts_digest(texts: list[str]) -> str:
-    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode("utf-8")).hexdigest()
+def inputs_digest(inputs: list) -> str:
+    return hashlib.sha256(json.dumps(inputs, ensure_ascii=False).encode("utf-8")).hexdigest()

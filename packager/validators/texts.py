@@ -41,6 +41,8 @@ UNICODE_PROBES = (
     "∑ᵢ xᵢ² ≤ ∞ — maths, arrows → and quotes «like these».",
 )
 EDGE_PROBES = ("", " ", "a", "OK", "?", "...", "12345")
+# Long probes stop here: a tokenizer without a length limit has no truncation boundary to probe.
+LONGEST_PROBE = 8192
 
 
 @lru_cache(maxsize=1)
@@ -74,10 +76,25 @@ def probe_texts(count_tokens: Callable[[str], int], max_length: int) -> list[str
     other scripts."""
     sentences = real_sentences()
     typical = list(sentences[:: max(1, len(sentences) // 48)][:48])
-    long_texts = [_text_of_at_least(sentences[start:], count_tokens, factor * max_length)
+    long_texts = [_text_of_at_least(sentences[start:], count_tokens, min(factor * max_length, LONGEST_PROBE))
                   for start, factor in ((100, 5), (300, 12))]
-    return [*EDGE_PROBES, *typical, *_boundary_texts(sentences, count_tokens, max_length), *long_texts,
-            *UNICODE_PROBES]
+    boundary = _boundary_texts(sentences, count_tokens, max_length) if max_length < LONGEST_PROBE else []
+    return [*EDGE_PROBES, *typical, *boundary, *long_texts, *UNICODE_PROBES]
+
+
+def probe_pairs(count_tokens: Callable[[tuple[str, str]], int], max_length: int) -> list[tuple[str, str]]:
+    """Cross-encoder probes: six real queries, each with the same documents (edge cases, typical,
+    other scripts, far beyond max_length), plus pairs cut to exactly max_length - 1, max_length
+    and max_length + 1 tokens. Pairs sharing a query form one ranking group."""
+    sentences = real_sentences()
+    queries = [s for s in sentences[7::97] if len(s.split()) <= 12][:6]
+    documents = ["", "?", *sentences[11::211][:4], UNICODE_PROBES[2], UNICODE_PROBES[11],
+                 _text_of_at_least(sentences[200:], lambda t: count_tokens(("", t)), min(3 * max_length, LONGEST_PROBE))]
+    pairs = [(query, document) for query in queries for document in documents]
+    words = " ".join(sentences[500:]).split()
+    for target in (max_length - 1, max_length, max_length + 1) if max_length < LONGEST_PROBE else ():
+        pairs.append((queries[0], _fewest_words(words, lambda t: count_tokens((queries[0], t)), target)))
+    return pairs
 
 
 def _text_of_at_least(sentences: tuple[str, ...], count_tokens: Callable[[str], int], tokens: int) -> str:
@@ -94,45 +111,59 @@ def _boundary_texts(sentences: tuple[str, ...], count_tokens: Callable[[str], in
     """Real text cut to max_length - 1, max_length and max_length + 1 tokens: the off-by-one
     cases of truncation."""
     words = " ".join(sentences[500:]).split()
-    texts = []
-    for target in (max_length - 1, max_length, max_length + 1):
-        low, high = 1, min(len(words), 4 * target)
-        while low < high:  # the fewest words that reach the target token count
-            mid = (low + high) // 2
-            if count_tokens(" ".join(words[:mid])) >= target:
-                high = mid
-            else:
-                low = mid + 1
-        text = " ".join(words[: low - 1])
-        for _ in range(8):  # top up with one-token words to land exactly on the target
-            if count_tokens(text) >= target:
-                break
-            text += " a"
-        texts.append(text)
-    return texts
+    return [_fewest_words(words, count_tokens, target) for target in (max_length - 1, max_length, max_length + 1)]
 
 
-def read_texts(path: Path) -> list[str]:
-    """Validation texts from a file: JSON Lines (``.jsonl``: each line a string or an object with
-    "text"), or plain text with one text per line. Blank lines are skipped."""
+def _fewest_words(words: list[str], count_tokens: Callable[[str], int], target: int) -> str:
+    """The shortest prefix of ``words`` that counts ``target`` tokens (or just more)."""
+    low, high = 1, min(len(words), 4 * target)
+    while low < high:
+        mid = (low + high) // 2
+        if count_tokens(" ".join(words[:mid])) >= target:
+            high = mid
+        else:
+            low = mid + 1
+    text = " ".join(words[: low - 1])
+    for _ in range(8):  # top up with one-token words to land exactly on the target
+        if count_tokens(text) >= target:
+            break
+        text += " a"
+    return text
+
+
+def read_inputs(path: Path, *, pairs: bool = False) -> list:
+    """Validation inputs from a file. Texts: JSON Lines (``.jsonl``: each line a string or
+    {"text": ...}) or plain text, one per line. Pairs (for cross-encoders): JSON Lines of
+    [query, document] or {"query": ..., "document": ...}, or plain text with a tab between the
+    two. Blank lines are skipped."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read validation data {path}: {e}") from e
-    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
-    texts = [_jsonl_text(path, n, line) for n, line in numbered] if path.suffix in (".jsonl", ".ndjson") else [
-        line for _, line in numbered]
-    if not texts:
-        raise UsageError(f"{path}: no texts")
-    return texts
+    jsonl = path.suffix in (".jsonl", ".ndjson")
+    items = [_parse_line(path, n, line, jsonl, pairs) for n, line in enumerate(lines, 1) if line.strip()]
+    if not items:
+        raise UsageError(f"{path}: no inputs")
+    return items
 
 
-def _jsonl_text(path: Path, number: int, line: str) -> str:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}:{number}: not valid JSON ({e})") from None
+def _parse_line(path: Path, number: int, line: str, jsonl: bool, pairs: bool) -> str | tuple[str, str]:
+    where = f"{path}:{number}"
+    if jsonl:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{where}: not valid JSON ({e})") from None
+    else:
+        item = line.split("\t") if pairs else line
+    if pairs:
+        if isinstance(item, dict):
+            item = [item.get("query"), item.get("document")]
+        if not isinstance(item, list) or len(item) != 2 or not all(isinstance(t, str) for t in item):
+            raise UsageError(f'{where}: expected a pair: [query, document], {{"query": .., "document": ..}} or '
+                             "two texts separated by a tab")
+        return item[0], item[1]
     text = item.get("text") if isinstance(item, dict) else item
     if not isinstance(text, str):
-        raise UsageError(f"{path}:{number}: expected a string or an object with a string \"text\"")
+        raise UsageError(f'{where}: expected a string or an object with a string "text"')
     return text

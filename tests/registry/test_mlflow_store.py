@@ -98,3 +98,21 @@ def test_build_with_register_through_the_cli(tmp_path, tiny_chains, monkeypatch)
     registered = json.loads(report.read_text())["variants"][0]["registered"]
     assert registered["model_uri"] == "models:/cli-model/1" and registered["alias"] == CANDIDATE_ALIAS
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "dist" / "cls-dense-onnx-fp32").is_dir()
+
+
+@pytest.mark.parametrize("name", ["ce-sigmoid", "splade-max"])
+def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifacts, monkeypatch):
+    import mlflow
+    import pandas as pd
+
+    artifact = tiny_artifacts[name]
+    registered = store.register(artifact, read_manifest(artifact), name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(registered.model_uri)
+    model = load(artifact)
+    if name.startswith("ce-"):
+        pairs = pd.DataFrame({"query": ["what is a tuple", "a query"], "document": ["an immutable sequence", "text"]})
+        np.testing.assert_allclose(pyfunc.predict(pairs), model.predict(pairs.values.tolist()), atol=1e-6)
+    else:
+        texts = ["sparse vectors for search", "another text"]
+        np.testing.assert_allclose(pyfunc.predict(texts), model.encode(texts).toarray(), atol=1e-6)

@@ -1,0 +1,45 @@
+"""The allow-list: sentence-transformers' own module classes, by every ``type`` string its
+versions (v2 to v6) write into modules.json and router_config.json, mapped to our ``ModuleKind``.
+
+Nothing outside this table is imported unless the user passes --trust-remote-code.
+"""
+
+from __future__ import annotations
+
+from packager.runtime.manifest import ModuleKind
+
+
+def _type_paths(kind: ModuleKind, class_name: str, *modules: str) -> dict[str, ModuleKind]:
+    """All spellings of one class: ``package.Class`` for each (re-)exporting package and
+    ``package.file.Class`` for its defining file, each under ``sentence_transformers.``."""
+    return {f"sentence_transformers.{module}.{class_name}": kind for module in modules}
+
+
+# Old saves name the re-exporting package (`sentence_transformers.models.Pooling`); v5.4+ name the
+# defining file (`sentence_transformers.sentence_transformer.modules.pooling.Pooling`).
+MODULE_TYPES: dict[str, ModuleKind] = {
+    **_type_paths(ModuleKind.TRANSFORMER, "Transformer", "models", "base.modules", "base.modules.transformer",
+                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules",
+                  "sparse_encoder.models"),
+    **_type_paths(ModuleKind.POOLING, "Pooling", "models", "sentence_transformer.modules",
+                  "sentence_transformer.modules.pooling"),
+    **_type_paths(ModuleKind.DENSE, "Dense", "models", "base.modules", "base.modules.dense",
+                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules",
+                  "sparse_encoder.models"),
+    **_type_paths(ModuleKind.NORMALIZE, "Normalize", "models", "base.modules", "base.modules.normalize",
+                  "sentence_transformer.modules", "sentence_transformer.modules.normalize"),
+    **_type_paths(ModuleKind.LAYER_NORM, "LayerNorm", "models", "sentence_transformer.modules",
+                  "sentence_transformer.modules.layer_norm"),
+    **_type_paths(ModuleKind.LOGIT_SCORE, "LogitScore", "cross_encoder.modules", "cross_encoder.modules.logit_score"),
+    **_type_paths(ModuleKind.MLM_TRANSFORMER, "MLMTransformer", "sparse_encoder.models", "sparse_encoder.modules",
+                  "sparse_encoder.modules.mlm_transformer"),
+    **_type_paths(ModuleKind.SPLADE_POOLING, "SpladePooling", "sparse_encoder.models", "sparse_encoder.modules",
+                  "sparse_encoder.modules.splade_pooling"),
+    **_type_paths(ModuleKind.SPARSE_STATIC_EMBEDDING, "SparseStaticEmbedding", "sparse_encoder.models",
+                  "sparse_encoder.modules", "sparse_encoder.modules.sparse_static_embedding"),
+    **_type_paths(ModuleKind.SPARSE_AUTO_ENCODER, "SparseAutoEncoder", "sparse_encoder.models",
+                  "sparse_encoder.modules", "sparse_encoder.modules.sparse_auto_encoder"),
+    **_type_paths(ModuleKind.ROUTER, "Router", "models", "base.modules", "base.modules.router",
+                  "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules"),
+    **_type_paths(ModuleKind.ROUTER, "Asym", "models", "base.modules.router", "sentence_transformer.modules"),
+}
