@@ -21,7 +21,7 @@ from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Recipe
 from packager.manifest_builder import build_manifest, scoring_spec, source_spec
 from packager.registry import ModelStore, RegisteredVersion, open_store
-from packager.runtime.manifest import ChainKind, Format, Manifest, OutputMeaning, Precision
+from packager.runtime.manifest import ChainKind, Format, Manifest, OutputMeaning, Precision, ScoringSpec
 from packager.validators.parity import check_parity
 from packager.validators.report import Gate, ParityReport
 from packager.validators.texts import probe_pairs, probe_texts, read_inputs
@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # fp32 must reproduce the reference up to float rounding: a real mismatch fails.
 DEFAULT_GATES: dict[tuple[ChainKind, Precision], Gate] = {
-    (ChainKind.SENTENCE_TRANSFORMER, Precision.FP32): {"min_cosine": 0.99999},
-    (ChainKind.SPARSE_ENCODER, Precision.FP32): {"min_cosine": 0.99999, "dot_rel_diff": 1e-4},
-    (ChainKind.CROSS_ENCODER, Precision.FP32): {"score_rel_diff": 1e-4},
+    (ChainKind.SENTENCE_TRANSFORMER, Precision.FP32): {"min_cosine": 0.99999, "max_rel_diff": 1e-4},
+    (ChainKind.SPARSE_ENCODER, Precision.FP32): {"min_cosine": 0.99999, "max_rel_diff": 1e-4, "dot_rel_diff": 1e-4},
+    (ChainKind.CROSS_ENCODER, Precision.FP32): {"logit_rel_diff": 1e-4, "score_rel_diff": 1e-4, "spearman_min": 0.99},
 }
 
 
@@ -95,6 +95,7 @@ class _Prepared:
     reference: Any
     routes: tuple[Any, ...]
     verbs: dict[str, str]
+    scoring: ScoringSpec | None
     inputs: list
     name: str
 
@@ -153,11 +154,12 @@ def _prepare(chain: ChainSpec, options: BuildOptions, extra: list) -> _Prepared:
 
     log.info("loading the torch reference from %s", chain.source.location)
     reference = load_reference(chain)
-    if chain.kind is ChainKind.CROSS_ENCODER:
-        scoring_spec(reference)  # an activation the runtime cannot apply is refused before any export
+    # An activation the runtime cannot apply is refused here, before any export.
+    scoring = scoring_spec(reference) if chain.kind is ChainKind.CROSS_ENCODER else None
     routes = compile_routes(reference, chain, token_embeddings=options.token_embeddings)
     return _Prepared(chain=chain, reference=reference, routes=routes, verbs=verb_routes(reference, chain),
-                     inputs=_parity_inputs(chain.kind, routes, extra), name=options.name or _default_name(chain))
+                     scoring=scoring, inputs=_parity_inputs(chain.kind, routes, extra),
+                     name=options.name or _default_name(chain))
 
 
 def _parity_inputs(kind: ChainKind, routes: tuple[Any, ...], extra: list) -> list:
@@ -188,8 +190,8 @@ def _build_variant(prep: _Prepared, recipe: Recipe, options: BuildOptions) -> Va
     try:
         log.info("%s: exporting %d route(s) of the whole chain (%s)", name, len(prep.routes),
                  ", ".join(m.kind.value for m in prep.chain.all_modules()))
-        draft = seal(stage, build_manifest(prep.chain, prep.reference, prep.routes, prep.verbs, recipe, name,
-                                           _write_routes(prep.routes, recipe, stage)))
+        draft = seal(stage, build_manifest(prep.chain, prep.reference, prep.routes, prep.verbs, prep.scoring,
+                                           recipe, name, _write_routes(prep.routes, recipe, stage)))
         log.info("%s: parity gate (%s)", name, ", ".join(f"{k} {v}" for k, v in gate.items()))
         candidate = import_loader(stage).load(stage)
         report = check_parity(prep.reference, candidate, prep.inputs, gate)

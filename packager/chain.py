@@ -43,7 +43,12 @@ _INPUT_TASKS = {
 }
 # What may follow the input module.
 _AFTER_INPUT = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE,
-                ModuleKind.LOGIT_SCORE, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_AUTO_ENCODER, ModuleKind.CUSTOM}
+                ModuleKind.DROPOUT, ModuleKind.LOGIT_SCORE, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_AUTO_ENCODER,
+                ModuleKind.CUSTOM}
+# Transformer settings that make encode_query/encode_document tokenize differently from encode.
+_PER_TASK_SETTINGS = ("query_length", "document_length", "query_expansion")
+# A folder without modules.json that sentence-transformers loads as a CrossEncoder of one module.
+_IMPLICIT_CROSS_ENCODER = "sentence_transformers.base.modules.transformer.Transformer"
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,12 @@ class ChainSpec:
         return {DEFAULT_ROUTE: self.modules}
 
     def all_modules(self) -> list[ModuleSpec]:
-        return [m for top in self.modules for m in (top, *[c for cs in top.routes.values() for c in cs])]
+        return _flatten(self.modules)
+
+
+def _flatten(modules: tuple[ModuleSpec, ...]) -> list[ModuleSpec]:
+    """Every module, a Router's nested ones included."""
+    return [m for top in modules for m in (top, *[c for cs in top.routes.values() for c in cs])]
 
 
 def resolve_source(source: str, *, revision: str | None = None) -> Source:
@@ -129,9 +139,16 @@ def read_chain(source: str, *, revision: str | None = None, trust_remote_code: b
     """Read and check a saved chain without importing anything from it."""
     src = resolve_source(source, revision=revision)
     files = _scan_files(src)
-    entries = _read_modules_json(src)
-    modules = tuple(_module_spec(src, e["name"], e["path"], e["type"], trust_remote_code) for e in entries)
-    chain = ChainSpec(source=src, kind=_chain_kind(src, modules), modules=modules,
+    if not (src.folder / "modules.json").exists() and _is_classifier(src):
+        # A CrossEncoder saved before sentence-transformers wrote modules.json for it.
+        modules = (ModuleSpec(name="0", path="", type=_IMPLICIT_CROSS_ENCODER, kind=ModuleKind.TRANSFORMER,
+                              config={"transformer_task": "sequence-classification"}),)
+        kind = ChainKind.CROSS_ENCODER
+    else:
+        entries = _read_modules_json(src)
+        modules = tuple(_module_spec(src, e["name"], e["path"], e["type"], trust_remote_code) for e in entries)
+        kind = _chain_kind(src, modules)
+    chain = ChainSpec(source=src, kind=kind, modules=modules,
                       files=digest_files(src.folder, files), trust_remote_code=trust_remote_code,
                       allow_pickle=allow_pickle)
     if not allow_pickle:
@@ -159,8 +176,15 @@ def check_compilable(chain: ChainSpec) -> None:
 
 def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list[str]:
     first, *rest = modules
-    problems = []
+    problems = [f"module {m.name!r} is sentence-transformers' {m.type.rsplit('.', 1)[-1]}, which this version "
+                "does not compile" for m in modules if m.kind is ModuleKind.NOT_COMPILED]
+    if first.kind is ModuleKind.NOT_COMPILED:
+        return problems
     if first.transformer_task is not None:
+        per_task = [key for key in _PER_TASK_SETTINGS if first.config.get(key) is not None]
+        if per_task:
+            problems.append(f"module {first.name!r} sets {per_task}: per-task lengths and query expansion are not "
+                            "compiled yet")
         if first.transformer_task not in _INPUT_TASKS[kind]:
             problems.append(f"module {first.name!r}: a {kind.value} cannot start with a "
                             f"{first.transformer_task!r} Transformer")
@@ -171,7 +195,7 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
     elif not (first.kind is ModuleKind.SPARSE_STATIC_EMBEDDING and kind is ChainKind.SPARSE_ENCODER):
         problems.append(f"module {first.name!r} ({first.type}) cannot start a {kind.value} route")
     problems += [f"module {m.name!r} ({m.type}, {m.kind.value}) cannot follow the input module"
-                 for m in rest if m.kind not in _AFTER_INPUT]
+                 for m in rest if m.kind not in _AFTER_INPUT | {ModuleKind.NOT_COMPILED}]
     return problems
 
 
@@ -294,6 +318,12 @@ def _refuse_pickle_only(modules: list[ModuleSpec], files: list[str]) -> None:
             )
 
 
+def _is_classifier(src: Source) -> bool:
+    config = _read_json(src.folder / "config.json", "") if (src.folder / "config.json").is_file() else {}
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures or [])
+
+
 def _chain_kind(src: Source, modules: tuple[ModuleSpec, ...]) -> ChainKind:
     config_path = src.folder / "config_sentence_transformers.json"
     model_type = None
@@ -301,7 +331,7 @@ def _chain_kind(src: Source, modules: tuple[ModuleSpec, ...]) -> ChainKind:
         config = _read_json(config_path, "")
         model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type is None:
-        kinds = {m.kind for top in modules for m in (top, *[c for cs in top.routes.values() for c in cs])}
+        kinds = {m.kind for m in _flatten(modules)}
         if kinds & _SPARSE_KINDS:
             return ChainKind.SPARSE_ENCODER
         return ChainKind.CROSS_ENCODER if ModuleKind.LOGIT_SCORE in kinds else ChainKind.SENTENCE_TRANSFORMER

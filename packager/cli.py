@@ -121,9 +121,15 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _parity_line(report: ParityReport) -> str:
-    if report.passed:
-        return "parity passed (" + ", ".join(f"{c.metric} {c.value:.10g}" for c in report.checks) + ")"
-    return "parity FAILED, published anyway (--allow-parity-failure): " + "; ".join(report.failures)
+    """The worst value of each gated metric over the verbs, e.g. "min_cosine 0.9999999999"."""
+    if not report.passed:
+        return "parity FAILED, published anyway (--allow-parity-failure): " + "; ".join(report.failures)
+    worst: dict[str, float] = {}
+    for check in report.checks:
+        metric = check.metric.rpartition(".")[2]
+        pick = max if check.lower_is_better else min
+        worst[metric] = pick(worst.get(metric, check.value), check.value)
+    return "parity passed (" + ", ".join(f"{metric} {value:.10g}" for metric, value in worst.items()) + ")"
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -33,11 +33,9 @@ _OUTPUTS = {
     ChainKind.CROSS_ENCODER: ("scores", OutputMeaning.SCORES),
 }
 # Which route each verb runs, by the task sentence-transformers passes to a Router.
-_VERB_TASKS = {
-    ChainKind.SENTENCE_TRANSFORMER: {"encode": None, "encode_query": "query", "encode_document": "document"},
-    ChainKind.SPARSE_ENCODER: {"encode": None, "encode_query": "query", "encode_document": "document"},
-    ChainKind.CROSS_ENCODER: {"predict": None},
-}
+_ENCODE_TASKS = {"encode": None, "encode_query": "query", "encode_document": "document"}
+_VERB_TASKS = {ChainKind.SENTENCE_TRANSFORMER: _ENCODE_TASKS, ChainKind.SPARSE_ENCODER: _ENCODE_TASKS,
+               ChainKind.CROSS_ENCODER: {"predict": None}}
 
 
 class ChainGraph(torch.nn.Module):
@@ -65,6 +63,7 @@ class ChainGraph(torch.nn.Module):
 @dataclass(frozen=True)
 class RouteGraph:
     name: str
+    modules: tuple[ModuleSpec, ...]
     module: ChainGraph
     input_names: tuple[str, ...]
     outputs: tuple[OutputSpec, ...]
@@ -78,9 +77,14 @@ class RouteGraph:
 
 
 def compile_routes(reference: Any, chain: ChainSpec, *, token_embeddings: bool = False) -> tuple[RouteGraph, ...]:
-    """One graph per route: the Router's routes, or the whole chain as the default route."""
-    return tuple(_compile_route(name, chain.kind, specs, _route_modules(reference, name), token_embeddings)
-                 for name, specs in chain.pipelines().items())
+    """One graph per route: the Router's routes, or the whole chain as the default route. Routes
+    of an embedding model must embed into one space (similarity compares across them)."""
+    routes = tuple(_compile_route(name, chain.kind, specs, _route_modules(reference, name), token_embeddings)
+                   for name, specs in chain.pipelines().items())
+    dimensions = {r.name: r.outputs[0].shape[-1] for r in routes}
+    if chain.kind is not ChainKind.CROSS_ENCODER and len(set(dimensions.values())) > 1:
+        raise UnsupportedModuleError(f"routes embed into different dimensions {dimensions}")
+    return routes
 
 
 def verb_routes(reference: Any, chain: ChainSpec) -> dict[str, str]:
@@ -113,7 +117,7 @@ def _compile_route(name: str, kind: ChainKind, specs: tuple[ModuleSpec, ...], mo
     features = input_module.preprocess(list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS))
     input_names = _graph_inputs(input_spec, input_module, features)
     sample = [features[n] for n in input_names]
-    steps = list(map(_export_step, specs, modules))
+    steps = [_export_step(spec, module) for spec, module in zip(specs, modules, strict=True)]
     if any(isinstance(step, _PromptExcludingPooling) for step in steps):
         input_names += (PROMPT_LENGTH,)
         sample.append(torch.ones(len(sample[0]), dtype=torch.int64))
@@ -132,7 +136,7 @@ def _compile_route(name: str, kind: ChainKind, specs: tuple[ModuleSpec, ...], mo
         outputs.append(OutputSpec(name=OutputMeaning.TOKEN_EMBEDDINGS.value, meaning=OutputMeaning.TOKEN_EMBEDDINGS,
                                   shape=("batch", "sequence", int(values[1].shape[-1]))))
     tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)
-    return RouteGraph(name=name, module=graph, input_names=input_names, outputs=tuple(outputs),
+    return RouteGraph(name=name, modules=specs, module=graph, input_names=input_names, outputs=tuple(outputs),
                       sample_inputs=tuple(sample), tokenizer=tokenizer, tokenizer_json=tokenizer_json)
 
 
@@ -203,6 +207,9 @@ def _export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
     if spec.kind is ModuleKind.SPARSE_AUTO_ENCODER:
         return _SparseAutoEncoder(module)
     if spec.kind is ModuleKind.POOLING and not module.include_prompt:
+        if not (hasattr(module, "_forward_padded") and hasattr(module, "_exclude_prompt_from_mask")):
+            raise UnsupportedModuleError(f"module {spec.name!r}: this sentence-transformers version's Pooling lacks "
+                                         "the methods include_prompt=False is exported through")
         return _PromptExcludingPooling(module)
     return module
 

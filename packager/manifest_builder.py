@@ -14,7 +14,7 @@ from packager.chain import ChainSpec
 from packager.errors import UnsupportedModuleError
 from packager.exporters import Recipe
 from packager.runtime.manifest import (
-    SCHEMA_VERSION, Activation, ChainKind, Manifest, ModuleEntry, ModuleKind, ParityStatus, ParitySummary, RouteSpec,
+    SCHEMA_VERSION, Activation, ChainKind, Manifest, ModuleEntry, ParityStatus, ParitySummary, RouteSpec,
     ScoringSpec, Similarity, SourceSpec, SparseSpec,
 )
 
@@ -25,8 +25,8 @@ _ACTIVATIONS = {"Sigmoid": Activation.SIGMOID, "Identity": Activation.IDENTITY, 
                 "Tanh": Activation.TANH}
 
 
-def build_manifest(chain: ChainSpec, reference: Any, routes: tuple[Any, ...], verbs: dict[str, str], recipe: Recipe,
-                   name: str, files: dict[str, tuple[str, str]]) -> Manifest:
+def build_manifest(chain: ChainSpec, reference: Any, routes: tuple[Any, ...], verbs: dict[str, str],
+                   scoring: ScoringSpec | None, recipe: Recipe, name: str, files: dict[str, tuple[str, str]]) -> Manifest:
     """The manifest of one variant, its parity still pending. ``files`` maps each route to its
     (graph file, tokenizer file) in the artifact."""
     specs = tuple(RouteSpec(name=r.name, graph=files[r.name][0], inputs=r.input_names, outputs=r.outputs,
@@ -39,21 +39,13 @@ def build_manifest(chain: ChainSpec, reference: Any, routes: tuple[Any, ...], ve
         routes=specs, verbs=dict(verbs), prompts=dict(reference.prompts),
         default_prompt_name=reference.default_prompt_name,
         similarity=Similarity(reference.similarity_fn_name) if embedding else None,
-        embedding_dimension=_dimension(specs) if embedding else None,
-        scoring=scoring_spec(reference) if chain.kind is ChainKind.CROSS_ENCODER else None,
+        embedding_dimension=int(specs[0].outputs[0].shape[-1]) if embedding else None,
+        scoring=scoring,
         sparse=_sparse(chain, reference, specs, verbs) if chain.kind is ChainKind.SPARSE_ENCODER else None,
         source=source_spec(chain), tools=tool_versions(),
         parity=ParitySummary(status=ParityStatus.PENDING, texts=0, texts_sha256="", gate={}, metrics={}),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-
-
-def _dimension(routes: tuple[RouteSpec, ...]) -> int:
-    """Every route must embed into the same space: similarity compares across them."""
-    dimensions = {r.name: int(r.outputs[0].shape[-1]) for r in routes}
-    if len(set(dimensions.values())) != 1:
-        raise UnsupportedModuleError(f"routes embed into different dimensions {dimensions}")
-    return next(iter(dimensions.values()))
 
 
 def scoring_spec(reference: Any) -> ScoringSpec:
@@ -71,11 +63,13 @@ def scoring_spec(reference: Any) -> ScoringSpec:
 
 def _sparse(chain: ChainSpec, reference: Any, routes: tuple[RouteSpec, ...], verbs: dict[str, str]) -> SparseSpec:
     """Dimensions are vocabulary tokens (SPLADE, static weights), named by the document route's
-    tokenizer, unless a sparse autoencoder makes them latent features without names."""
-    latent = any(m.kind is ModuleKind.SPARSE_AUTO_ENCODER for m in chain.all_modules())
+    tokenizer, unless a sparse autoencoder makes them latent features without names; its k, fixed
+    in the graph, is then the most dimensions the model can return."""
+    ceiling = next((m.k for m in reference.modules() if type(m).__name__ == "SparseAutoEncoder"), None)
     document = verbs.get("encode_document") or next(iter(verbs.values()))
     vocabulary = next(r.tokenizer.file for r in routes if r.name == document)
-    return SparseSpec(max_active_dims=reference.max_active_dims, vocabulary=None if latent else vocabulary)
+    return SparseSpec(max_active_dims=reference.max_active_dims, max_active_dims_ceiling=ceiling,
+                      vocabulary=None if ceiling is not None else vocabulary)
 
 
 def source_spec(chain: ChainSpec) -> SourceSpec:

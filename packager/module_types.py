@@ -42,4 +42,13 @@ MODULE_TYPES: dict[str, ModuleKind] = {
     **_type_paths(ModuleKind.ROUTER, "Router", "models", "base.modules", "base.modules.router",
                   "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules"),
     **_type_paths(ModuleKind.ROUTER, "Asym", "models", "base.modules.router", "sentence_transformer.modules"),
+    **_type_paths(ModuleKind.DROPOUT, "Dropout", "models", "sentence_transformer.modules",
+                  "sentence_transformer.modules.dropout"),
+    # Known, safe to read, refused with their own name rather than as foreign code.
+    **{path: ModuleKind.NOT_COMPILED for name, file in (
+        ("StaticEmbedding", "static_embedding"), ("WeightedLayerPooling", "weighted_layer_pooling"), ("CNN", "cnn"),
+        ("LSTM", "lstm"), ("BoW", "bow"), ("WordEmbeddings", "word_embeddings"), ("WordWeights", "word_weights"),
+        ("CLIPModel", "clip_model"),
+    ) for path in _type_paths(ModuleKind.NOT_COMPILED, name, "models", "sentence_transformer.modules",
+                              f"sentence_transformer.modules.{file}")},
 }

@@ -52,7 +52,7 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     "weightedmean": lambda p, b: tm.save_chain(p, b.bert, pooling="weightedmean"),
     "lasttoken": lambda p, b: tm.save_chain(p, b.bert, pooling="lasttoken"),
     "cls-mean-max-normalize": lambda p, b: tm.save_chain(p, b.bert, pooling=("cls", "mean", "max"), normalize=True),
-    "dense-stack": lambda p, b: tm.save_chain(p, b.bert, dense=2, dense_bias=False, normalize=True),
+    "dense-stack": lambda p, b: tm.save_chain(p, b.bert, dense=2, dense_bias=False, dropout=True, normalize=True),
     # Saved prompts with a default one: every encode call gets "query: " unless told otherwise.
     "prompts": lambda p, b: tm.save_chain(p, b.bert, prompts={"query": "query: ", "document": "passage: "},
                                           default_prompt_name="query"),
@@ -71,6 +71,10 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     "ce-logit-score": lambda p, b: tm.save_logit_score(p, b.qwen_lm),
     "ce-logit-true-only": lambda p, b: tm.save_logit_score(p, b.qwen_lm, false_token=False),
     "ce-lasttoken-dense": lambda p, b: tm.save_pooled_scorer(p, b.qwen),
+    # A cross-encoder with a default prompt that its pooling leaves out.
+    "ce-mean-dense-prompt": lambda p, b: tm.save_pooled_scorer(
+        p, b.bert, pooling="mean", include_prompt=False, prompts={"rerank": "Judge relevance: "},
+        default_prompt_name="rerank"),
     # SparseEncoder
     "splade-max": lambda p, b: tm.save_splade(p, b.mlm),
     "splade-sum-log1p-legacy": lambda p, b: tm.save_splade(p, b.mlm, strategy="sum", activation="log1p_relu",

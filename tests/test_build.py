@@ -95,7 +95,7 @@ def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chai
     (artifact / "manifest.json").write_text(json.dumps(manifest))
     report = tmp_path / "validate.json"
     assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"]), "--report", str(report)]) == 6
-    assert "FAIL min_cosine" in capsys.readouterr().out
+    assert "FAIL encode.min_cosine" in capsys.readouterr().out
     assert json.loads(report.read_text())["parity"]["passed"] is False
 
 
@@ -120,7 +120,7 @@ def test_token_embeddings_are_exported_only_when_asked(tmp_path, tiny_chains):
 
     assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--token-embeddings", "-q"]) == 0
     model = load(tmp_path / "mean-onnx-fp32")
-    assert "token_min_cosine" in model.manifest.parity.metrics
+    assert "encode.token_min_cosine" in model.manifest.parity.metrics
     tokens = model.encode(UNSEEN[:4], output_value="token_embeddings")
     expected = SentenceTransformer(str(tiny_chains["mean"]), device="cpu").encode(
         UNSEEN[:4], output_value="token_embeddings")
@@ -231,3 +231,23 @@ def test_graph_takes_token_type_ids_only_when_the_tokenizer_makes_them(tiny_arti
     assert read_manifest(tiny_artifacts["roberta-mean"]).route("default").inputs == ("input_ids", "attention_mask")
     assert read_manifest(tiny_artifacts["mean"]).route("default").inputs == (
         "input_ids", "attention_mask", "token_type_ids")
+
+
+def test_a_legacy_cross_encoder_folder_builds(backbones, tmp_path):
+    """A classifier saved without modules.json, as CrossEncoders were before sentence-transformers v4."""
+    from sentence_transformers import CrossEncoder
+
+    from packager.runtime import load
+
+    assert main(["build", str(backbones.classifier), "--out", str(tmp_path), "--name", "legacy", "-q"]) == 0
+    model = load(tmp_path / "legacy-onnx-fp32")
+    pairs = [("a query", UNSEEN[0]), ("another query", UNSEEN[1])]
+    np.testing.assert_allclose(model.predict(pairs), CrossEncoder(str(backbones.classifier)).predict(pairs), atol=3e-5)
+
+
+def test_validate_checks_token_embeddings_too(tmp_path, tiny_chains):
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--token-embeddings", "-q"]) == 0
+    report = tmp_path / "validate.json"
+    assert main(["validate", str(tmp_path / "mean-onnx-fp32"), "--reference", str(tiny_chains["mean"]),
+                 "--report", str(report)]) == 0
+    assert "token_min_cosine" in {c["metric"].rpartition(".")[2] for c in json.loads(report.read_text())["parity"]["checks"]}

@@ -44,11 +44,13 @@ def test_reads_and_classifies_a_saved_chain(tiny_chains):
 
 def test_every_allow_listed_type_is_a_real_sentence_transformers_class():
     """Each spelling must resolve (through sentence-transformers' own import, deprecated aliases
-    included) to the class its kind names; Asym is Router's old name."""
+    included) to the class its kind names (Asym is Router's old name); known modules that are
+    not compiled resolve to the class they name."""
     from sentence_transformers.util.misc import import_from_string
 
     for type_path, kind in MODULE_TYPES.items():
-        assert import_from_string(type_path).__name__ == kind.value, type_path
+        expected = type_path.rsplit(".", 1)[1] if kind is ModuleKind.NOT_COMPILED else kind.value
+        assert import_from_string(type_path).__name__ == expected, type_path
     spellings = {kind: [t for t, k in MODULE_TYPES.items() if k is kind] for kind in set(MODULE_TYPES.values())}
     assert "sentence_transformers.models.Pooling" in spellings[ModuleKind.POOLING]
     assert "sentence_transformers.sentence_transformer.modules.pooling.Pooling" in spellings[ModuleKind.POOLING]
@@ -71,6 +73,32 @@ def test_unknown_module_type_is_refused_with_the_supported_list(chain_copy):
         read_chain(str(_write_modules(chain_copy, entries)))
     message = str(error.value)
     assert "my_package.modules.EvilPooling" in message and "Pooling" in message and "--trust-remote-code" in message
+
+
+def test_known_but_uncompiled_modules_are_named_not_called_foreign(chain_copy):
+    entries = _modules(chain_copy)
+    entries[1]["type"] = "sentence_transformers.models.WeightedLayerPooling"
+    chain = read_chain(str(_write_modules(chain_copy, entries)))
+    with pytest.raises(UnsupportedModuleError, match="sentence-transformers' WeightedLayerPooling, which this version "
+                                                     "does not compile") as error:
+        check_compilable(chain)
+    assert "--trust-remote-code" not in str(error.value)
+
+
+def test_per_task_lengths_are_refused(chain_copy):
+    import json as json_
+
+    config = chain_copy / "sentence_bert_config.json"
+    config.write_text(json_.dumps({**json_.loads(config.read_text()), "query_length": 8}))
+    with pytest.raises(UnsupportedModuleError, match=r"\['query_length'\]: per-task lengths"):
+        check_compilable(read_chain(str(chain_copy)))
+
+
+def test_a_classifier_folder_without_modules_json_is_a_cross_encoder(backbones):
+    chain = read_chain(str(backbones.classifier))
+    assert chain.kind.value == "CrossEncoder" and [m.transformer_task for m in chain.modules] == [
+        "sequence-classification"]
+    check_compilable(chain)
 
 
 def test_unknown_module_type_is_custom_with_trust_remote_code(chain_copy):

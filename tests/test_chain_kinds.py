@@ -85,13 +85,23 @@ def test_sparse_verbs_match_sentence_transformers(name, tiny_chains, tiny_artifa
         assert got == want
 
 
-def test_max_active_dims_keeps_the_largest(tiny_artifacts):
-    from packager.runtime import load
+@pytest.mark.parametrize("name,limits", [("splade-top16", (None, 4, 40)), ("csr", (None, 4, 8))])
+def test_max_active_dims_matches_sentence_transformers(name, limits, tiny_chains, tiny_artifacts):
+    model, reference = _load(name, tiny_chains, tiny_artifacts)
+    for limit in limits:
+        got = model.encode(UNSEEN, max_active_dims=limit).toarray()
+        want = reference.encode(UNSEEN, max_active_dims=limit, convert_to_sparse_tensor=False).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-5, err_msg=str(limit))
+        assert np.count_nonzero(got, axis=1).max() <= (limit or model.manifest.sparse.max_active_dims or got.shape[1])
 
-    model = load(tiny_artifacts["splade-top16"])
-    assert model.manifest.sparse.max_active_dims == 16
-    assert max(len(e) for e in model.encode(UNSEEN)) == 16
-    assert max(len(e) for e in model.encode(UNSEEN, max_active_dims=4)) == 4
+
+def test_a_sparse_autoencoder_cannot_return_more_than_its_k(tiny_artifacts):
+    from packager.runtime import InvalidInputError, load
+
+    model = load(tiny_artifacts["csr"])
+    assert model.manifest.sparse.max_active_dims_ceiling == 8 and model.manifest.sparse.vocabulary is None
+    with pytest.raises(InvalidInputError, match="keeps 8 dimensions"):
+        model.encode(UNSEEN, max_active_dims=16)
 
 
 @pytest.mark.parametrize("name", _names("CrossEncoder"))
@@ -100,6 +110,8 @@ def test_cross_encoder_verbs_match_sentence_transformers(name, tiny_chains, tiny
     assert type(model).__name__ == "CrossEncoderModel"
     np.testing.assert_allclose(model.predict(PAIRS, batch_size=5), reference.predict(PAIRS, batch_size=5), atol=3e-5)
     np.testing.assert_allclose(model.predict(PAIRS[0]), reference.predict(PAIRS[0]), atol=3e-5)
+    np.testing.assert_allclose(model.predict(PAIRS, prompt="Score this: "), reference.predict(PAIRS, prompt="Score this: "),
+                               atol=3e-5)
     if model.manifest.scoring.num_labels == 1:
         got = model.rank(QUERIES[0], UNSEEN[:8], top_k=5, return_documents=True)
         want = reference.rank(QUERIES[0], UNSEEN[:8], top_k=5, return_documents=True)
@@ -155,6 +167,18 @@ def test_custom_modules_need_trust_and_then_are_compiled(tiny_chains, tiny_artif
     assert main(["build", str(tiny_chains["custom"]), "--out", str(tmp_path)]) == 4
     manifest = read_manifest(tiny_artifacts["custom"])
     assert [m.kind.value for m in manifest.modules] == ["Transformer", "Pooling", "custom"]
+
+
+def test_an_untraceable_custom_module_is_named(backbones, tmp_path, capsys):
+    import tiny_models
+
+    from packager.cli import main
+
+    chain = tiny_models.save_custom(tmp_path / "chain", backbones.bert, traceable=False)
+    assert main(["build", str(chain), "--out", str(tmp_path / "dist"), "--trust-remote-code", "-q"]) == 5
+    error = capsys.readouterr().err
+    assert "Custom module(s) '2' (gate.Gate) must be traceable" in error and len(error.splitlines()) < 20
+    assert not any((tmp_path / "dist").glob("*-onnx-fp32"))
 
 
 def test_a_chain_the_kind_cannot_compile_is_refused_naming_the_module(tiny_chains, tmp_path):

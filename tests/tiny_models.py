@@ -103,10 +103,10 @@ def save_tiny_qwen(path: Path, *, seed: int = 0, causal_lm: bool = False, paddin
 
 
 def save_chain(path: Path, backbone: Path, *, pooling: str | tuple[str, ...] = "mean", dense: int = 0,
-               dense_bias: bool = True, layer_norm: bool = False, normalize: bool = False, max_seq_length: int = 48,
-               prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
-               include_prompt: bool = True) -> Path:
-    """Transformer + Pooling (+ ``dense`` Dense layers, LayerNorm, Normalize), saved as a SentenceTransformer."""
+               dense_bias: bool = True, dropout: bool = False, layer_norm: bool = False, normalize: bool = False,
+               max_seq_length: int = 48, prompts: dict[str, str] | None = None,
+               default_prompt_name: str | None = None, include_prompt: bool = True) -> Path:
+    """Transformer + Pooling (+ ``dense`` Dense layers, Dropout, LayerNorm, Normalize), saved as a SentenceTransformer."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
 
@@ -119,6 +119,8 @@ def save_chain(path: Path, backbone: Path, *, pooling: str | tuple[str, ...] = "
         activation = torch.nn.Tanh() if i == dense - 1 else torch.nn.Identity()
         chain.append(modules.Dense(dim, 24, bias=dense_bias, activation_function=activation))
         dim = 24
+    if dropout:
+        chain.append(modules.Dropout(0.2))
     if layer_norm:
         chain.append(modules.LayerNorm(dim))
     if normalize:
@@ -162,16 +164,18 @@ def save_logit_score(path: Path, causal_lm: Path, *, false_token: bool = True) -
     return path
 
 
-def save_pooled_scorer(path: Path, decoder: Path) -> Path:
-    """Feature extraction + Pooling(lasttoken) + a Dense scoring head."""
+def save_pooled_scorer(path: Path, backbone: Path, *, pooling: str = "lasttoken", include_prompt: bool = True,
+                       prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> Path:
+    """Feature extraction + Pooling + a Dense scoring head."""
     from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder.modules import Dense, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    transformer = Transformer(str(decoder), max_seq_length=64)
+    transformer = Transformer(str(backbone), max_seq_length=64)
     torch.manual_seed(2)
     head = Dense(32, 1, activation_function=None, module_output_name="scores")
-    CrossEncoder(modules=[transformer, Pooling(32, pooling_mode="lasttoken"), head], device="cpu").save(str(path))
+    chain = [transformer, Pooling(32, pooling_mode=pooling, include_prompt=include_prompt), head]
+    CrossEncoder(modules=chain, device="cpu", prompts=prompts, default_prompt_name=default_prompt_name).save(str(path))
     return path
 
 
@@ -238,6 +242,23 @@ def save_csr(path: Path, bert: Path) -> Path:
 
 # --- custom modules --------------------------------------------------------------------------
 
+UNTRACEABLE_MODULE = '''
+import torch
+from sentence_transformers.base.modules import Module
+
+
+class Gate(Module):
+    """A custom module that branches on a tensor value: torch.export cannot trace it."""
+
+    def forward(self, features):
+        embedding = features["sentence_embedding"]
+        features["sentence_embedding"] = embedding * 2 if embedding.sum() > 0 else -embedding
+        return features
+
+    def save(self, output_path, *args, **kwargs):
+        self.save_config(output_path)
+'''
+
 CUSTOM_MODULE = '''
 import torch
 from sentence_transformers.base.modules import Module
@@ -261,13 +282,14 @@ class ScaleShift(Module):
 '''
 
 
-def save_custom(path: Path, bert: Path) -> Path:
+def save_custom(path: Path, bert: Path, *, traceable: bool = True) -> Path:
     """A mean-pooling chain with a custom module whose code lives in the model folder."""
     save_chain(path, bert)
-    (path / "2_ScaleShift").mkdir()
-    (path / "2_ScaleShift" / "config.json").write_text(json.dumps({"scale": 3.0}))
-    (path / "scale_shift.py").write_text(CUSTOM_MODULE)
+    name, code, config = ("scale_shift", "ScaleShift", {"scale": 3.0}) if traceable else ("gate", "Gate", {})
+    (path / f"2_{code}").mkdir()
+    (path / f"2_{code}" / "config.json").write_text(json.dumps(config))
+    (path / f"{name}.py").write_text(CUSTOM_MODULE if traceable else UNTRACEABLE_MODULE)
     modules = json.loads((path / "modules.json").read_text())
-    modules.append({"idx": 2, "name": "2", "path": "2_ScaleShift", "type": "scale_shift.ScaleShift"})
+    modules.append({"idx": 2, "name": "2", "path": f"2_{code}", "type": f"{name}.{code}"})
     (path / "modules.json").write_text(json.dumps(modules, indent=2))
     return path

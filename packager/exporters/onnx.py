@@ -6,6 +6,8 @@ chain's real forward with dynamic batch and sequence axes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 from packager.errors import ExportError
 from packager.graph import NO_LENGTH_LIMIT, PROMPT_LENGTH, RouteGraph
-from packager.runtime.manifest import Format, Precision
+from packager.runtime.manifest import Format, ModuleKind, Precision
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ def export_onnx(graph: RouteGraph, path: Path, *, external_data: bool) -> dict[s
     # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs.
     dynamic_shapes = (tuple({0: batch} if name == PROMPT_LENGTH else {0: batch, 1: sequence}
                             for name in graph.input_names),)
+    chatter = io.StringIO()  # the exporter prints reports and graph dumps; keep them for the error only
     try:
-        with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+        with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"), \
+                contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 graph.module, graph.sample_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
@@ -63,8 +67,24 @@ def export_onnx(graph: RouteGraph, path: Path, *, external_data: bool) -> dict[s
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {type(e).__name__}: {e}") from e
+        log.debug("exporter output:\n%s", chatter.getvalue())
+        raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {_summary(e)}\n{_suspects(graph)}") from e
     return fusions
+
+
+def _summary(error: Exception) -> str:
+    """The exporter's own exception text runs to pages; its first lines say what broke."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: " + "\n  ".join(lines[:6])
+
+
+def _suspects(graph: RouteGraph) -> str:
+    """Name the route's modules, custom ones first: they are the usual reason a trace fails."""
+    custom = [f"{m.name!r} ({m.type})" for m in graph.modules if m.kind is ModuleKind.CUSTOM]
+    chain = " -> ".join(f"{m.kind.value} {m.name!r}" for m in graph.modules)
+    hint = (f"Custom module(s) {', '.join(custom)} must be traceable by torch.export (no Python branches on "
+            "tensor values, no loops over the sequence length)." if custom else "Run with -vv for the exporter's log.")
+    return f"The route is: {chain}. {hint}"
 
 
 def _check_dynamic(graph: RouteGraph, model: Any) -> None:

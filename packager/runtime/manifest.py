@@ -44,6 +44,8 @@ class ModuleKind(str, Enum):
     SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
     SPARSE_AUTO_ENCODER = "SparseAutoEncoder"
     ROUTER = "Router"
+    DROPOUT = "Dropout"  # the identity at inference
+    NOT_COMPILED = "not compiled"  # sentence-transformers' own, safe to read, but no graph is made of it
     CUSTOM = "custom"  # only with --trust-remote-code
 
 
@@ -163,8 +165,10 @@ class RouteSpec:
         if "input_ids" not in self.inputs:
             raise ArtifactIntegrityError(f"manifest: route {self.name!r} has no input_ids input")
 
-    def output(self, meaning: OutputMeaning) -> OutputSpec | None:
-        return next((o for o in self.outputs if o.meaning is meaning), None)
+    def output(self, meaning: OutputMeaning | str) -> OutputSpec | None:
+        # By value: callers may hold the enum of another copy of this module (an artifact's loader).
+        value = getattr(meaning, "value", meaning)
+        return next((o for o in self.outputs if o.meaning.value == value), None)
 
 
 @dataclass(frozen=True)
@@ -178,10 +182,12 @@ class ScoringSpec:
 @dataclass(frozen=True)
 class SparseSpec:
     """SparseEncoder outputs. ``max_active_dims`` keeps the largest values per text (None: all);
-    ``vocabulary`` is the tokenizer file whose ids name the dimensions (None: dimensions are
-    latent features without token names)."""
+    ``max_active_dims_ceiling`` is the most the graph can return (a sparse autoencoder's k,
+    fixed at export; None: no ceiling); ``vocabulary`` is the tokenizer file whose ids name the
+    dimensions (None: latent features without token names)."""
 
     max_active_dims: int | None
+    max_active_dims_ceiling: int | None
     vocabulary: str | None
 
 

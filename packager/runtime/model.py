@@ -126,13 +126,17 @@ class Model:
         if not runner.has(meaning):
             available = [o.meaning.value for o in runner.spec.outputs]
             raise InvalidInputError(f"output_value {meaning.value!r} is not in this artifact; it has: {available}")
-        prefix = self.prompt_for(verb, prompt, prompt_name)
-        prompt_length = 0
-        if prefix:  # an empty prompt is no prompt, as in sentence-transformers
-            texts = [prefix + t for t in texts]
-            if "prompt_length" in runner.spec.inputs:
-                prompt_length = runner.text.prompt_length(prefix)
+        texts, prompt_length = self._with_prompt(runner, texts, self.prompt_for(verb, prompt, prompt_name))
         return runner.run(texts, meaning, batch_size=batch_size, prompt_length=prompt_length), single
+
+    @staticmethod
+    def _with_prompt(runner: RouteRunner, inputs: list, prefix: str | None) -> tuple[list, int]:
+        """Prepend the prompt (to the first text of a pair) and measure it for graphs that pool
+        without the prompt's tokens. An empty prompt is no prompt, as in sentence-transformers."""
+        if not prefix:
+            return inputs, 0
+        inputs = [prefix + x if isinstance(x, str) else (prefix + x[0], x[1]) for x in inputs]
+        return inputs, runner.text.prompt_length(prefix) if "prompt_length" in runner.spec.inputs else 0
 
 
 class EmbeddingModel(Model):
@@ -141,25 +145,30 @@ class EmbeddingModel(Model):
     verbs = ("encode", "encode_query", "encode_document", "similarity")
 
     def encode(self, inputs: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
-               batch_size: int = 32, normalize_embeddings: bool = False,
-               output_value: str = "sentence_embedding") -> np.ndarray | list[np.ndarray]:
+               batch_size: int = 32, normalize_embeddings: bool = False, output_value: str = "sentence_embedding",
+               truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
         """Embed texts as ``SentenceTransformer.encode`` does: float32 ``[len(inputs), dim]`` in
-        input order (one vector for a single string), or with ``output_value="token_embeddings"``
-        one ``[tokens, hidden]`` array per text, if the artifact was built with token embeddings."""
-        return self._encode("encode", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value)
+        input order (one vector for a single string; ``[0, dim]`` for no texts), or with
+        ``output_value="token_embeddings"`` one ``[tokens, hidden]`` array per text, if the artifact
+        was built with token embeddings. ``truncate_dim`` keeps the first dimensions (Matryoshka)."""
+        return self._encode("encode", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
+                            truncate_dim)
 
     def encode_query(self, inputs: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
                      batch_size: int = 32, normalize_embeddings: bool = False,
-                     output_value: str = "sentence_embedding") -> np.ndarray | list[np.ndarray]:
+                     output_value: str = "sentence_embedding",
+                     truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
         """``encode`` with the query prompt and, for Router chains, the query route."""
-        return self._encode("encode_query", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value)
+        return self._encode("encode_query", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
+                            truncate_dim)
 
     def encode_document(self, inputs: str | Iterable[str], *, prompt_name: str | None = None,
                         prompt: str | None = None, batch_size: int = 32, normalize_embeddings: bool = False,
-                        output_value: str = "sentence_embedding") -> np.ndarray | list[np.ndarray]:
+                        output_value: str = "sentence_embedding",
+                        truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
         """``encode`` with the document prompt and, for Router chains, the document route."""
         return self._encode("encode_document", inputs, prompt_name, prompt, batch_size, normalize_embeddings,
-                            output_value)
+                            output_value, truncate_dim)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         """``[len(embeddings1), len(embeddings2)]`` scores with the similarity function the model declares."""
@@ -169,13 +178,17 @@ class EmbeddingModel(Model):
         return self.manifest.embedding_dimension
 
     def _encode(self, verb: str, inputs: Any, prompt_name: str | None, prompt: str | None, batch_size: int,
-                normalize_embeddings: bool, output_value: str) -> np.ndarray | list[np.ndarray]:
+                normalize_embeddings: bool, output_value: str, truncate_dim: int | None) -> np.ndarray | list[np.ndarray]:
         meaning = _output_meaning(output_value)
+        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
+                                         or truncate_dim < 1):
+            raise InvalidInputError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
         rows, single = self._embed(inputs, verb, meaning, prompt_name=prompt_name, prompt=prompt,
                                    batch_size=batch_size)
         if meaning is OutputMeaning.TOKEN_EMBEDDINGS:
             return rows[0] if single else rows
         embeddings = np.stack(rows) if rows else np.empty((0, self.manifest.embedding_dimension), np.float32)
+        embeddings = embeddings[:, :truncate_dim]  # Matryoshka truncation comes before normalization, as in ST
         if normalize_embeddings:
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         return embeddings[0] if single else embeddings
@@ -223,7 +236,12 @@ class SparseEncoderModel(Model):
         if max_active_dims is not None and (isinstance(max_active_dims, bool) or not isinstance(max_active_dims, int)
                                             or max_active_dims < 1):
             raise InvalidInputError(f"max_active_dims must be a positive integer, got {max_active_dims!r}")
-        limit = max_active_dims if max_active_dims is not None else self.manifest.sparse.max_active_dims
+        sparse = self.manifest.sparse
+        if max_active_dims is not None and sparse.max_active_dims_ceiling is not None \
+                and max_active_dims > sparse.max_active_dims_ceiling:
+            raise InvalidInputError(f"max_active_dims={max_active_dims} exceeds what this model computes: its sparse "
+                                    f"autoencoder keeps {sparse.max_active_dims_ceiling} dimensions")
+        limit = max_active_dims if max_active_dims is not None else sparse.max_active_dims
         rows, single = self._embed(inputs, verb, OutputMeaning.SPARSE_EMBEDDING, prompt_name=prompt_name,
                                    prompt=prompt, batch_size=batch_size)
         embeddings = [SparseEmbedding.from_dense(row, limit) for row in rows]
@@ -243,11 +261,10 @@ class CrossEncoderModel(Model):
         otherwise, a scalar (or one row) for a single pair."""
         pairs, single = _as_pairs(inputs)
         _check_batch_size(batch_size)
-        prefix = self.prompt_for("predict", prompt, prompt_name)
-        if prefix:
-            pairs = [(prefix + a, b) for a, b in pairs]
+        runner = self._runner("predict")
+        pairs, prompt_length = self._with_prompt(runner, pairs, self.prompt_for("predict", prompt, prompt_name))
         scoring = self.manifest.scoring
-        rows = self._runner("predict").run(pairs, OutputMeaning.SCORES, batch_size=batch_size)
+        rows = runner.run(pairs, OutputMeaning.SCORES, batch_size=batch_size, prompt_length=prompt_length)
         scores = np.stack(rows) if rows else np.empty((0, scoring.num_labels), np.float32)
         scores = (activation_fn or ACTIVATIONS[scoring.activation])(scores)
         if scoring.num_labels == 1:
@@ -300,8 +317,10 @@ def similarity(function: Similarity, a: Any, b: Any) -> np.ndarray:
         b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     if function in (Similarity.COSINE, Similarity.DOT):
         return a @ b.T
-    order = 2 if function is Similarity.EUCLIDEAN else 1
-    return -np.linalg.norm(a[:, None, :] - b[None, :, :], ord=order, axis=-1)
+    if function is Similarity.EUCLIDEAN:  # |a - b|^2 = |a|^2 + |b|^2 - 2ab, without an n*m*d array
+        squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+        return -np.sqrt(np.maximum(squared, 0))
+    return -np.stack([np.abs(row - b).sum(axis=1) for row in a]) if len(a) else np.zeros((0, len(b)), np.float32)
 
 
 def _matrix(embeddings: Any) -> np.ndarray:

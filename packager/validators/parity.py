@@ -2,7 +2,7 @@
 
 The reference is sentence-transformers running the saved chain in torch; the candidate is the
 artifact's own loader, tokenizer included. Nothing is shared between the two sides but the
-inputs. Every verb the artifact offers is compared, once per distinct (route, prompt) it runs.
+inputs. Every verb the artifact offers is compared.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> Pa
     kind = candidate.manifest.chain_kind
     compare = {ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse,
                ChainKind.CROSS_ENCODER: _scores}[kind]
-    verbs = distinct_verbs(candidate)
+    verbs = list(candidate.manifest.verbs)  # each verb is checked: a verb may truncate or route differently
     metrics: dict[str, float] = {}
     checks: list[Check] = []
     problems: list[str] = []
@@ -48,15 +48,6 @@ def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> Pa
                         checks=tuple(checks), problems=tuple(problems), worst=tuple(worst))
 
 
-def distinct_verbs(candidate: Any) -> list[str]:
-    """The artifact's verbs, keeping one per distinct (route, prompt): encode_query on a chain
-    without query prompt or route runs exactly what encode runs."""
-    calls: dict[tuple, str] = {}
-    for verb, route in candidate.manifest.verbs.items():
-        calls.setdefault((route, candidate.prompt_for(verb) or None), verb)
-    return list(calls.values())
-
-
 def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple[dict, list[str], list[dict]]:
     ref = np.asarray(getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
                                               show_progress_bar=False))
@@ -66,9 +57,10 @@ def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple
         return {}, problems, []
     cosine = row_cosine(ref, cand)
     metrics = {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
-               "max_abs_diff": max_abs_diff(ref, cand), "neighbour_agreement": neighbour_agreement(ref, cand, k=1)}
-    if verb == "encode" and candidate.has_output(verb, OutputMeaning.TOKEN_EMBEDDINGS):
-        metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, texts, problems)
+               "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
+               "neighbour_agreement": neighbour_agreement(ref, cand, k=1)}
+    if candidate.has_output(verb, OutputMeaning.TOKEN_EMBEDDINGS):
+        metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, verb, texts, problems)
     return metrics, problems, _worst(texts, cosine)
 
 
@@ -84,25 +76,38 @@ def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tupl
     nnz_ref, nnz_cand = np.count_nonzero(ref, axis=1), np.count_nonzero(cand, axis=1)
     overlap = top_k_overlap(ref, cand, k=TOP_K)
     metrics = {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
-               "max_abs_diff": max_abs_diff(ref, cand), "dot_rel_diff": relative_max_diff(ref @ ref.T, cand @ cand.T),
+               "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
+               "dot_rel_diff": relative_max_diff(ref @ ref.T, cand @ cand.T),
                f"top{TOP_K}_overlap_min": float(overlap.min()), "nnz_mean": float(nnz_ref.mean()),
                "nnz_mean_abs_diff": float(np.abs(nnz_ref - nnz_cand).mean())}
     return metrics, problems, _worst(texts, cosine)
 
 
 def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> tuple[dict, list[str], list[dict]]:
-    ref = np.asarray(reference.predict(pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False))
-    cand = np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE))
-    problems = _shape_problems("scores", ref, cand)
+    """Logits (a saturating activation would hide their errors) and predict()'s own scores."""
+    import torch
+
+    def both(**kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        ref = reference.predict(pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
+                                activation_fn=kwargs.get("torch_fn"))
+        return np.asarray(ref), np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE,
+                                                              activation_fn=kwargs.get("numpy_fn")))
+
+    ref_logits, cand_logits = both(torch_fn=torch.nn.Identity(), numpy_fn=lambda x: x)
+    ref, cand = both()
+    problems = _shape_problems("logits", ref_logits, cand_logits) + _shape_problems("scores", ref, cand)
     if problems:
         return {}, problems, []
-    metrics = {"max_abs_diff": max_abs_diff(ref, cand), "score_rel_diff": relative_max_diff(ref, cand)}
-    if ref.ndim == 1:  # one label: rankings per query
-        groups = _groups(pairs)
-        metrics["spearman_min"] = min(spearman(ref[g], cand[g]) for g in groups)
-        metrics["top1_agreement"] = float(np.mean([_top1_agrees(ref[g], cand[g]) for g in groups]))
-    else:
-        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref, cand)]))
+    metrics = {"max_abs_diff": max_abs_diff(ref, cand), "score_rel_diff": relative_max_diff(ref, cand),
+               "logit_rel_diff": relative_max_diff(ref_logits, cand_logits)}
+    # Rankings of each query's documents, by the logit of each label.
+    ref_logits, cand_logits = ref_logits.reshape(len(pairs), -1), cand_logits.reshape(len(pairs), -1)
+    rankings = [(g, label) for g in _groups(pairs) for label in range(ref_logits.shape[1])]
+    metrics["spearman_min"] = min(spearman(ref_logits[g, label], cand_logits[g, label]) for g, label in rankings)
+    metrics["top1_agreement"] = float(np.mean([_top1_agrees(ref_logits[g, label], cand_logits[g, label])
+                                               for g, label in rankings]))
+    if ref_logits.shape[1] > 1:  # the predicted label of each pair
+        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref_logits, cand_logits)]))
     difference = np.abs(ref - cand).reshape(len(pairs), -1).max(axis=1)
     worst = [{"pair": [a[:100], b[:100]], "abs_diff": float(difference[i])}
              for i, (a, b) in ((i, pairs[i]) for i in np.argsort(-difference)[:3])]
@@ -135,9 +140,10 @@ def _shape_problems(name: str, ref: np.ndarray, cand: np.ndarray) -> list[str]:
     return []
 
 
-def _token_min_cosine(reference: Any, candidate: Any, texts: list[str], problems: list[str]) -> float:
-    ref = reference.encode(texts, batch_size=BATCH_SIZE, output_value="token_embeddings", show_progress_bar=False)
-    cand = candidate.encode(texts, batch_size=BATCH_SIZE, output_value="token_embeddings")
+def _token_min_cosine(reference: Any, candidate: Any, verb: str, texts: list[str], problems: list[str]) -> float:
+    ref = getattr(reference, verb)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
+                                   show_progress_bar=False)
+    cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings")
     worst = 1.0
     for i, (r, c) in enumerate(zip(ref, cand)):
         r = r.detach().cpu().numpy() if hasattr(r, "detach") else np.asarray(r)

@@ -35,9 +35,9 @@ def test_register_sets_candidate_tags_and_a_loadable_pyfunc(store, tiny_artifact
     assert str(version.version) == "1"
     assert version.tags["packager.format"] == "onnx" and version.tags["packager.precision"] == "fp32"
     assert version.tags["packager.source.sha256"] == manifest.source.sha256
-    assert float(version.tags["packager.parity.min_cosine"]) >= 0.99999
+    assert float(version.tags["packager.parity.encode.min_cosine"]) >= 0.99999
     run = client.get_run(version.run_id)
-    assert run.data.metrics["parity.min_cosine"] >= 0.99999
+    assert run.data.metrics["parity.encode.min_cosine"] >= 0.99999
     reports = [a.path for a in client.list_artifacts(version.run_id, "reports")]
     assert reports == ["reports/parity.json"]
 

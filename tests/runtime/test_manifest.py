@@ -31,7 +31,7 @@ def test_manifest_describes_what_the_runtime_needs(manifest_text):
     assert [o.name for o in route.outputs] == ["sentence_embedding"]
     assert route.tokenizer.max_length == 48 and route.tokenizer.file == "tokenizer.json"
     assert manifest.similarity.value == "cosine" and manifest.embedding_dimension == 32
-    assert manifest.parity.status.value == "passed" and manifest.parity.metrics["min_cosine"] >= 0.99999
+    assert manifest.parity.status.value == "passed" and manifest.parity.metrics["encode.min_cosine"] >= 0.99999
     assert manifest.source.kind == "path" and len(manifest.source.sha256) == 64
     assert {"torch", "onnxruntime", "sentence-transformers", "tokenizers"} <= set(manifest.tools)
     assert {f.path for f in manifest.files} >= {"model.onnx", "tokenizer.json", "parity.json", "README.md",

@@ -1,0 +1,95 @@
+"""Gate decisions both ways, on stand-in models: the gate passes what reproduces the reference
+and fails what does not (scale, order, structure), whatever the chain kind."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from packager.build import DEFAULT_GATES
+from packager.runtime.manifest import ChainKind, Precision
+from packager.validators.parity import check_parity
+
+TEXTS = [f"text {i}" for i in range(12)]
+PAIRS = [(f"query {q}", f"document {d}") for q in range(3) for d in range(5)]
+RNG = np.random.default_rng(0)
+EMBEDDINGS = RNG.normal(size=(len(TEXTS), 8)).astype(np.float32)
+LOGITS = RNG.normal(size=len(PAIRS)).astype(np.float32) * 3
+
+
+class Reference:
+    """What the parity code calls on a sentence-transformers model."""
+
+    def encode(self, texts, **kwargs):
+        return EMBEDDINGS[: len(texts)]
+
+    encode_query = encode_document = encode
+
+    def predict(self, pairs, activation_fn=None, **kwargs):
+        logits = torch.from_numpy(LOGITS[: len(pairs)]).unsqueeze(1)
+        return (activation_fn or torch.nn.Sigmoid())(logits).squeeze(1).numpy()
+
+
+class Candidate:
+    """What the parity code calls on a loaded artifact; ``distort`` changes its outputs."""
+
+    def __init__(self, kind: ChainKind, distort=lambda x: x) -> None:
+        verbs = {"predict": "default"} if kind is ChainKind.CROSS_ENCODER else {"encode": "default"}
+        self.manifest = SimpleNamespace(chain_kind=kind, verbs=verbs)
+        self.distort = distort
+
+    def has_output(self, verb, meaning):
+        return False
+
+    def encode(self, texts, **kwargs):
+        return self.distort(EMBEDDINGS[: len(texts)].copy())
+
+    def predict(self, pairs, activation_fn=None, **kwargs):
+        logits = self.distort(LOGITS[: len(pairs)].copy())
+        return (activation_fn or (lambda x: 1 / (1 + np.exp(-x))))(logits)
+
+
+def _gate(kind):
+    return DEFAULT_GATES[(kind, Precision.FP32)]
+
+
+@pytest.mark.parametrize("distort,passes", [
+    (lambda x: x, True),
+    (lambda x: x + np.float32(1e-7), True),  # float rounding
+    (lambda x: x * 3, False),  # same direction, three times the length: cosine alone would pass it
+    (lambda x: x[::-1], False),  # rows out of order
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), False),
+])
+def test_dense_gate(distort, passes):
+    report = check_parity(Reference(), Candidate(ChainKind.SENTENCE_TRANSFORMER, distort), TEXTS,
+                          _gate(ChainKind.SENTENCE_TRANSFORMER))
+    assert report.passed is passes, report.describe()
+
+
+@pytest.mark.parametrize("distort,passes", [
+    (lambda x: x, True),
+    (lambda x: x + np.float32(2e-6), True),
+    (lambda x: x + np.float32(0.01), False),  # small, but far beyond float rounding
+    (lambda x: np.concatenate([x[:5][[1, 0, 2, 3, 4]], x[5:]]), False),  # two documents swap places
+    (lambda x: x[:-1], False),  # a score missing
+])
+def test_cross_encoder_gate(distort, passes):
+    report = check_parity(Reference(), Candidate(ChainKind.CROSS_ENCODER, distort), PAIRS,
+                          _gate(ChainKind.CROSS_ENCODER))
+    assert report.passed is passes, report.describe()
+
+
+def test_saturated_scores_do_not_hide_wrong_logits():
+    """Large logits saturate the sigmoid: the scores agree, the logits (and ranking) do not."""
+    global LOGITS
+    saved, LOGITS = LOGITS, np.array([30, 31, 32, -30, -31] * 3, dtype=np.float32)
+    try:
+        reordered = np.array([32, 31, 30, -31, -30] * 3, dtype=np.float32)  # each query's ranking reversed
+        report = check_parity(Reference(), Candidate(ChainKind.CROSS_ENCODER, lambda x: reordered), PAIRS,
+                              _gate(ChainKind.CROSS_ENCODER))
+    finally:
+        LOGITS = saved
+    assert report.metrics["score_rel_diff"] < 1e-4 and not report.passed
