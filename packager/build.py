@@ -18,13 +18,13 @@ from typing import Any
 from packager.artifact import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal, write_json
 from packager.chain import ChainSpec, check_compilable, load_reference, read_chain
 from packager.errors import ExportError, ParityError, UsageError
-from packager.exporters import RECIPES, Recipe
+from packager.exporters import RECIPES, Recipe, RecipeContext
 from packager.manifest_builder import build_manifest, scoring_spec, source_spec
 from packager.registry import ModelStore, RegisteredVersion, open_store
-from packager.runtime.manifest import ChainKind, Format, Manifest, OutputMeaning, Precision, ScoringSpec
-from packager.validators.parity import check_parity
-from packager.validators.report import Gate, ParityReport
-from packager.validators.texts import probe_pairs, probe_texts, read_inputs
+from packager.runtime.manifest import CalibrationSpec, ChainKind, Format, Manifest, Precision, ScoringSpec
+from packager.validators.parity import METRICS, check_parity
+from packager.validators.report import Gate, ParityReport, inputs_digest
+from packager.validators.texts import calibration_inputs, probe_pairs, probe_texts, read_inputs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,17 @@ DEFAULT_GATES: dict[tuple[ChainKind, Precision], Gate] = {
     (ChainKind.SENTENCE_TRANSFORMER, Precision.FP32): {"min_cosine": 0.99999, "max_rel_diff": 1e-4},
     (ChainKind.SPARSE_ENCODER, Precision.FP32): {"min_cosine": 0.99999, "max_rel_diff": 1e-4, "dot_rel_diff": 1e-4},
     (ChainKind.CROSS_ENCODER, Precision.FP32): {"logit_rel_diff": 1e-4, "score_rel_diff": 1e-4, "spearman_min": 0.99},
+    # fp16 weights: rounding at the fourth significant digit.
+    (ChainKind.SENTENCE_TRANSFORMER, Precision.FP16): {"min_cosine": 0.999, "mean_cosine": 0.9999,
+                                                       "neighbour_agreement_10": 0.95},
+    (ChainKind.SPARSE_ENCODER, Precision.FP16): {"min_cosine": 0.999, "top10_overlap_mean": 0.95,
+                                                 "dot_spearman_mean": 0.99},
+    (ChainKind.CROSS_ENCODER, Precision.FP16): {"spearman_min": 0.99, "top1_agreement": 0.98},
+    # int8: what retrieval and reranking notice, not float rounding.
+    (ChainKind.SENTENCE_TRANSFORMER, Precision.INT8): {"mean_cosine": 0.995, "min_cosine": 0.98,
+                                                       "neighbour_agreement_10": 0.9},
+    (ChainKind.SPARSE_ENCODER, Precision.INT8): {"top10_overlap_mean": 0.9, "dot_spearman_mean": 0.98},
+    (ChainKind.CROSS_ENCODER, Precision.INT8): {"spearman_min": 0.98, "top1_agreement": 0.95},
 }
 
 
@@ -47,6 +58,10 @@ class BuildOptions:
     register: str | None = None
     tracking_uri: str | None = None
     validation_data: Path | None = None
+    calibration_data: Path | None = None
+    auto: bool = False  # --precision auto: the fastest int8 recipe that passes, else fp32
+    recipe: str | None = None  # a named recipe instead of the default one
+    gates: dict[tuple[Precision, str], float] = field(default_factory=dict)  # overrides of DEFAULT_GATES
     token_embeddings: bool = False
     allow_parity_failure: bool = False
     trust_remote_code: bool = False
@@ -55,23 +70,28 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.name is not None and not _NAME.fullmatch(self.name):
             raise UsageError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-' (not first)")
-        if not self.formats or not self.precisions:
+        if not self.formats or not (self.precisions or self.auto):
             raise UsageError("at least one format and one precision are needed")
+        if self.auto and (self.precisions or self.recipe):
+            raise UsageError("--precision auto picks the recipe itself; give neither other precisions nor --recipe")
 
 
 @dataclass
 class VariantResult:
     format: Format
     precision: Precision
+    recipe: str
     artifact: Path
     manifest: Manifest
     parity: ParityReport
     seconds: float
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # --precision auto: every recipe tried
     registered: RegisteredVersion | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format.value, "precision": self.precision.value, "artifact": str(self.artifact),
-                "build_seconds": round(self.seconds, 2), "parity": self.parity.to_dict(),
+        return {"format": self.format.value, "precision": self.precision.value, "recipe": self.recipe,
+                "artifact": str(self.artifact), "build_seconds": round(self.seconds, 2),
+                "parity": self.parity.to_dict(), "attempts": self.attempts,
                 "registered": dataclasses.asdict(self.registered) if self.registered else None}
 
 
@@ -97,59 +117,84 @@ class _Prepared:
     verbs: dict[str, str]
     scoring: ScoringSpec | None
     inputs: list
+    calibration: list
+    calibration_spec: CalibrationSpec
     name: str
 
 
 def build(source: str, options: BuildOptions, *, store: ModelStore | None = None) -> BuildResult:
     """Build, validate and (optionally) register every requested variant of ``source``."""
-    recipes = [RECIPES.get(f, p) for f in options.formats for p in options.precisions]
+    plan = _plan(options)
     chain = read_chain(source, revision=options.revision, trust_remote_code=options.trust_remote_code,
                        allow_pickle=options.allow_pickle)
     check_compilable(chain)
-    extra = _validation_inputs(options.validation_data, chain.kind)
+    gates = {precision: _gate(chain.kind, precision, options) for precision in Precision}
+    extra = _inputs_file(options.validation_data, chain.kind)
+    calibration = _inputs_file(options.calibration_data, chain.kind)
     if options.register:
         store = store or open_store(options.tracking_uri)
         store.ping()
-    prepared = _prepare(chain, options, extra)
+    prepared = _prepare(chain, options, extra, calibration)
     result = BuildResult(source=chain.source.location, chain_kind=chain.kind.value)
-    for recipe in recipes:
-        variant = _build_variant(prepared, recipe, options)
+    for recipes in plan:
+        variant = _auto_variant(prepared, recipes, gates, options) if options.auto else _variant(
+            prepared, recipes[0], gates[recipes[0].precision], options)
         if options.register:
             variant.registered = store.register(variant.artifact, variant.manifest, options.register)
         result.variants.append(variant)
     return result
 
 
+def _plan(options: BuildOptions) -> list[list[Recipe]]:
+    """The recipes to run, checked before any work: one per format and precision, or for
+    --precision auto every int8 recipe of each format (its fp32 recipe as the fallback, last)."""
+    if options.auto:
+        return [[*RECIPES.candidates(f, Precision.INT8), RECIPES.get(f, Precision.FP32)] for f in options.formats]
+    named = RECIPES.named(options.recipe) if options.recipe else None
+    recipes = [[named if named and (named.format, named.precision) == (f, p) else RECIPES.get(f, p)]
+               for f in options.formats for p in options.precisions]
+    if named and not any(r[0] is named for r in recipes):
+        raise UsageError(f"--recipe {named.name} makes {named.format.value}/{named.precision.value}, which was not "
+                         "requested")
+    return recipes
+
+
 def validate(artifact: Path, source: str, *, validation_data: Path | None = None, trust_remote_code: bool = False,
              allow_pickle: bool = False) -> ParityReport:
-    """Re-run the parity gate of a built artifact (through its own loader) against ``source``."""
+    """Re-run the parity gate of a built artifact (through its own loader) against ``source``,
+    with the gate it was built with."""
     candidate = import_loader(artifact).load(artifact)
     manifest: Manifest = candidate.manifest
     chain = read_chain(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    extra = _validation_inputs(validation_data, chain.kind)
+    extra = _inputs_file(validation_data, chain.kind)
     if source_spec(chain).sha256 != manifest.source.sha256:
         log.warning("the reference's files differ from those %s was built from (%s)", artifact, manifest.source.location)
     reference = load_reference(chain)
     from packager.graph import compile_routes
 
-    routes = compile_routes(reference, chain)
-    token_embeddings = any(r.output(OutputMeaning.TOKEN_EMBEDDINGS) for r in manifest.routes)
-    return check_parity(reference, candidate, _parity_inputs(chain.kind, routes, extra),
-                        _gate(manifest.chain_kind, manifest.precision, token_embeddings))
+    inputs = _parity_inputs(chain.kind, compile_routes(reference, chain), extra)
+    return check_parity(reference, candidate, inputs, dict(manifest.parity.gate))
 
 
-def _validation_inputs(path: Path | None, kind: ChainKind) -> list:
+def _inputs_file(path: Path | None, kind: ChainKind) -> list:
     return read_inputs(path, pairs=kind is ChainKind.CROSS_ENCODER) if path else []
 
 
-def _gate(kind: ChainKind, precision: Precision, token_embeddings: bool) -> Gate:
+def _gate(kind: ChainKind, precision: Precision, options: BuildOptions) -> Gate:
     gate = dict(DEFAULT_GATES[(kind, precision)])
-    if token_embeddings:
-        gate["token_min_cosine"] = gate["min_cosine"]
+    known = METRICS[kind]
+    for (for_precision, metric), threshold in options.gates.items():
+        if metric not in known:
+            raise UsageError(f"--gate {for_precision.value}.{metric}: {kind.value} parity has no metric {metric!r}; "
+                             f"it has: {', '.join(sorted(known))}")
+        if for_precision is precision:
+            gate[metric] = threshold
+    if options.token_embeddings:
+        gate["token_min_cosine"] = gate.get("min_cosine", DEFAULT_GATES[(kind, Precision.FP32)]["min_cosine"])
     return gate
 
 
-def _prepare(chain: ChainSpec, options: BuildOptions, extra: list) -> _Prepared:
+def _prepare(chain: ChainSpec, options: BuildOptions, extra: list, calibration: list) -> _Prepared:
     from packager.graph import compile_routes, verb_routes
 
     log.info("loading the torch reference from %s", chain.source.location)
@@ -157,9 +202,12 @@ def _prepare(chain: ChainSpec, options: BuildOptions, extra: list) -> _Prepared:
     # An activation the runtime cannot apply is refused here, before any export.
     scoring = scoring_spec(reference) if chain.kind is ChainKind.CROSS_ENCODER else None
     routes = compile_routes(reference, chain, token_embeddings=options.token_embeddings)
+    calibration = calibration or calibration_inputs(pairs=chain.kind is ChainKind.CROSS_ENCODER)
+    spec = CalibrationSpec(source=str(options.calibration_data or "built-in"), samples=len(calibration),
+                           sha256=inputs_digest(calibration))
     return _Prepared(chain=chain, reference=reference, routes=routes, verbs=verb_routes(reference, chain),
-                     scoring=scoring, inputs=_parity_inputs(chain.kind, routes, extra),
-                     name=options.name or _default_name(chain))
+                     scoring=scoring, inputs=_parity_inputs(chain.kind, routes, extra), calibration=calibration,
+                     calibration_spec=spec, name=options.name or _default_name(chain))
 
 
 def _parity_inputs(kind: ChainKind, routes: tuple[Any, ...], extra: list) -> list:
@@ -179,55 +227,147 @@ def _parity_inputs(kind: ChainKind, routes: tuple[Any, ...], extra: list) -> lis
     return [*probes, *extra]
 
 
-def _build_variant(prep: _Prepared, recipe: Recipe, options: BuildOptions) -> VariantResult:
+@dataclass
+class _Staged:
+    """A variant built and gated in its staging directory, not yet published."""
+
+    recipe: Recipe
+    name: str
+    stage: Path
+    manifest: Manifest
+    report: ParityReport
+    gate: Gate
+    seconds: float
+
+
+def _variant(prep: _Prepared, recipe: Recipe, gate: Gate, options: BuildOptions) -> VariantResult:
+    staged = _stage(prep, recipe, gate, options)
+    try:
+        if not staged.report.passed and not options.allow_parity_failure:
+            raise ParityError(f"{staged.name}: the artifact does not reproduce the reference; nothing was published.\n"
+                              f"{staged.report.describe()}", staged.report)
+        return _publish(staged, options.out)
+    finally:
+        shutil.rmtree(staged.stage, ignore_errors=True)
+
+
+def _auto_variant(prep: _Prepared, recipes: list[Recipe], gates: dict[Precision, Gate],
+                  options: BuildOptions) -> VariantResult:
+    """Build every int8 recipe, gate each, publish the one measured fastest among those that pass;
+    if none passes, the fp32 recipe (the last in ``recipes``)."""
+    *int8, fallback = recipes
+    attempts, passed = [], []
+    try:
+        for recipe in int8:
+            try:
+                staged = _stage(prep, recipe, gates[recipe.precision], options)
+            except ExportError as e:  # a recipe that cannot make this model loses, and says why
+                attempts.append({"recipe": recipe.name, "passed": False, "failures": [str(e).splitlines()[0]]})
+                continue
+            attempt = {"recipe": recipe.name, "passed": staged.report.passed, "failures": staged.report.failures,
+                       "build_seconds": round(staged.seconds, 1)}
+            if staged.report.passed:
+                attempt["inputs_per_second"] = _throughput(staged.stage, prep.calibration)
+                passed.append((attempt["inputs_per_second"], staged))
+            else:
+                shutil.rmtree(staged.stage, ignore_errors=True)
+            attempts.append(attempt)
+        winner = max(passed, key=lambda p: p[0])[1] if passed else None
+        for attempt in attempts:
+            attempt["outcome"] = _outcome(attempt, winner)
+        log.info("auto: %s", "; ".join(f"{a['recipe']}: {a['outcome']}" for a in attempts))
+        if winner is None:
+            result = _variant(prep, fallback, gates[fallback.precision], options)
+        else:
+            result = _publish(winner, options.out)
+        result.attempts = attempts
+        return result
+    finally:
+        for _, staged in passed:
+            shutil.rmtree(staged.stage, ignore_errors=True)
+
+
+def _outcome(attempt: dict[str, Any], winner: _Staged | None) -> str:
+    if not attempt["passed"]:
+        return "failed its gate: " + "; ".join(attempt["failures"][:3])
+    if winner is not None and attempt["recipe"] == winner.recipe.name:
+        return f"won: passed, fastest at {attempt['inputs_per_second']:.1f} inputs/s"
+    return f"passed, but slower ({attempt['inputs_per_second']:.1f} inputs/s)"
+
+
+def _throughput(stage: Path, inputs: list) -> float:
+    """Inputs per second through the staged artifact's own loader, after one warm-up batch."""
+    model = import_loader(stage).load(stage)
+    verb = model.predict if model.manifest.chain_kind is ChainKind.CROSS_ENCODER else model.encode
+    verb(inputs[:32])
+    started = time.perf_counter()
+    verb(inputs, batch_size=32)
+    return len(inputs) / (time.perf_counter() - started)
+
+
+def _stage(prep: _Prepared, recipe: Recipe, gate: Gate, options: BuildOptions) -> _Staged:
+    """Export every route with ``recipe``, seal, and run the parity gate, in a staging directory."""
     started = time.perf_counter()
     name = f"{prep.name}-{recipe.format.value}-{recipe.precision.value}"
-    gate = _gate(prep.chain.kind, recipe.precision, options.token_embeddings)
     try:
         stage = new_stage(options.out, name)
     except OSError as e:
         raise ExportError(f"cannot create a staging directory in {options.out}: {e}") from e
     try:
-        log.info("%s: exporting %d route(s) of the whole chain (%s)", name, len(prep.routes),
+        log.info("%s: %s on %d route(s) of the whole chain (%s)", name, recipe.name, len(prep.routes),
                  ", ".join(m.kind.value for m in prep.chain.all_modules()))
+        files, details = _write_routes(prep, recipe, gate, stage)
+        calibration = prep.calibration_spec if recipe.calibrates else None
         draft = seal(stage, build_manifest(prep.chain, prep.reference, prep.routes, prep.verbs, prep.scoring,
-                                           recipe, name, _write_routes(prep.routes, recipe, stage)))
+                                           recipe, details, calibration, name, files))
         log.info("%s: parity gate (%s)", name, ", ".join(f"{k} {v}" for k, v in gate.items()))
-        candidate = import_loader(stage).load(stage)
-        report = check_parity(prep.reference, candidate, prep.inputs, gate)
+        report = check_parity(prep.reference, import_loader(stage).load(stage), prep.inputs, gate)
         log.info("%s", report.describe())
-        if not report.passed and not options.allow_parity_failure:
-            raise ParityError(f"{name}: the artifact does not reproduce the reference; nothing was published.\n"
-                              f"{report.describe()}", report)
         write_json(stage / PARITY_FILE, report.to_dict())
         final = seal(stage, dataclasses.replace(draft, parity=report.summary(gate)))
-        target = options.out / name
-        publish(stage, target, final)
     except OSError as e:  # disk full, permissions: nothing half-written is left behind
-        raise ExportError(f"{name}: writing the artifact failed: {e}") from e
-    finally:
         shutil.rmtree(stage, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    log.info("%s: published %s in %.1f s", name, target, seconds)
-    return VariantResult(format=recipe.format, precision=recipe.precision, artifact=target, manifest=final,
-                         parity=report, seconds=seconds)
+        raise ExportError(f"{name}: writing the artifact failed: {e}") from e
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return _Staged(recipe=recipe, name=name, stage=stage, manifest=final, report=report, gate=gate,
+                   seconds=time.perf_counter() - started)
 
 
-def _write_routes(routes: tuple[Any, ...], recipe: Recipe, stage: Path) -> dict[str, tuple[str, str]]:
-    """Export every route's graph and write its tokenizer (one file per distinct tokenizer, and
-    the loader package; returns route -> (graph file, tokenizer file)."""
+def _publish(staged: _Staged, out: Path) -> VariantResult:
+    target = out / staged.name
+    try:
+        publish(staged.stage, target, staged.manifest)
+    except OSError as e:
+        raise ExportError(f"{staged.name}: publishing the artifact failed: {e}") from e
+    log.info("%s: published %s (%s) in %.1f s", staged.name, target, staged.recipe.name, staged.seconds)
+    return VariantResult(format=staged.recipe.format, precision=staged.recipe.precision, recipe=staged.recipe.name,
+                         artifact=target, manifest=staged.manifest, parity=staged.report, seconds=staged.seconds)
+
+
+def _write_routes(prep: _Prepared, recipe: Recipe, gate: Gate,
+                  stage: Path) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """Write every route's tokenizer (one file per distinct tokenizer), export its graph with the
+    recipe, and add the loader package. Returns route -> (graph file, tokenizer file), and what
+    the recipe decided (per route when there are several)."""
     files: dict[str, tuple[str, str]] = {}
+    details: dict[str, str] = {}
     tokenizers: dict[str, str] = {}
-    for route in routes:
-        stem = "model" if len(routes) == 1 else re.sub(r"[^A-Za-z0-9._-]", "_", route.name)
-        graph_file = recipe.export(route, stage, stem=stem)[0]
+    for route in prep.routes:
+        stem = "model" if len(prep.routes) == 1 else re.sub(r"[^A-Za-z0-9._-]", "_", route.name)
         if route.tokenizer_json not in tokenizers:
             tokenizer_file = "tokenizer.json" if not tokenizers else f"tokenizer.{stem}.json"
             (stage / tokenizer_file).write_text(route.tokenizer_json, encoding="utf-8")
             tokenizers[route.tokenizer_json] = tokenizer_file
-        files[route.name] = (graph_file, tokenizers[route.tokenizer_json])
+        tokenizer = dataclasses.replace(route.tokenizer, file=tokenizers[route.tokenizer_json])
+        context = RecipeContext(kind=prep.chain.kind, calibration=prep.calibration, gate=gate, tokenizer=tokenizer)
+        result = recipe.export(route, stage, stem=stem, context=context)
+        files[route.name] = (result.files[0], tokenizer.file)
+        prefix = f"{route.name}." if len(prep.routes) > 1 else ""
+        details.update({prefix + k: v for k, v in result.details.items()})
     copy_loader(stage)
-    return files
+    return files, details
 
 
 def _default_name(chain: ChainSpec) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from packager.artifact import write_json
 from packager.errors import ParityError, UsageError
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
-from packager.validators.report import ParityReport
+from packager.validators.report import ParityReport, lower_is_better
 
 log = logging.getLogger("packager")
 _NOISY = ("transformers", "sentence_transformers", "mlflow", "alembic", "urllib3", "httpx", "torch", "onnxscript",
@@ -55,7 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", parents=[common], help="export, validate and optionally register a saved chain")
     build.add_argument("source", help="a folder with modules.json, or a model id in the local Hugging Face cache")
     build.add_argument("--format", default="onnx", help="comma-separated: " + ",".join(f.value for f in Format))
-    build.add_argument("--precision", default="fp32", help="comma-separated: " + ",".join(p.value for p in Precision))
+    build.add_argument("--precision", default="fp32",
+                       help="comma-separated: " + ",".join(p.value for p in Precision) + "; or auto: the fastest int8 "
+                       "recipe that passes its gate, else fp32")
+    build.add_argument("--recipe", help="a named recipe instead of the default for its format and precision")
+    build.add_argument("--calibration-data", type=Path,
+                       help="texts (or pairs) for int8 calibration, in the --validation-data formats "
+                       "(default: a built-in mix of real text)")
+    build.add_argument("--gate", action="append", default=[], metavar="PRECISION.METRIC=VALUE",
+                       help="override a gate threshold, e.g. int8.mean_cosine=0.99 (repeatable)")
     build.add_argument("--out", type=Path, default=Path("dist"), help="directory for artifacts (default: dist)")
     build.add_argument("--name", help="artifact name (default: the source folder or model name)")
     build.add_argument("--revision", help="revision of a cached Hugging Face model id")
@@ -104,9 +112,11 @@ def _build(args: argparse.Namespace) -> int:
     from packager.build import BuildOptions, build
 
     _check_report_path(args.report)
+    auto = args.precision.strip().lower() == "auto"
     options = BuildOptions(
-        formats=_enum_list(Format, args.format, "--format"), precisions=_enum_list(Precision, args.precision,
-                                                                                      "--precision"),
+        formats=_enum_list(Format, args.format, "--format"),
+        precisions=() if auto else _enum_list(Precision, args.precision, "--precision"), auto=auto,
+        recipe=args.recipe, calibration_data=args.calibration_data, gates=_gates(args.gate),
         out=args.out, name=args.name, revision=args.revision, register=args.register, tracking_uri=args.tracking_uri,
         validation_data=args.validation_data, token_embeddings=args.token_embeddings,
         allow_parity_failure=args.allow_parity_failure, trust_remote_code=args.trust_remote_code,
@@ -115,7 +125,10 @@ def _build(args: argparse.Namespace) -> int:
     result = build(args.source, options)
     for variant in result.variants:
         registered = f", registered {variant.registered.model_uri} @{variant.registered.alias}" if variant.registered else ""
-        print(f"{variant.artifact}: {_parity_line(variant.parity)}, built in {variant.seconds:.1f} s{registered}")
+        print(f"{variant.artifact} ({variant.recipe}): {_parity_line(variant.parity)}, built in {variant.seconds:.1f} s"
+              f"{registered}")
+        for attempt in variant.attempts:
+            print(f"  auto: {attempt['recipe']}: {attempt['outcome']}")
     _write_report(args.report, {"status": "ok", "exit_code": 0, **result.to_dict()})
     return 0
 
@@ -127,7 +140,7 @@ def _parity_line(report: ParityReport) -> str:
     worst: dict[str, float] = {}
     for check in report.checks:
         metric = check.metric.rpartition(".")[2]
-        pick = max if check.lower_is_better else min
+        pick = max if lower_is_better(check.metric) else min
         worst[metric] = pick(worst.get(metric, check.value), check.value)
     return "parity passed (" + ", ".join(f"{metric} {value:.10g}" for metric, value in worst.items()) + ")"
 
@@ -154,6 +167,18 @@ def _validate(args: argparse.Namespace) -> int:
     _write_report(args.report, {"status": "ok" if report.passed else "failed", "parity": report.to_dict(),
                                 "exit_code": 0 if report.passed else ParityError.exit_code})
     return 0 if report.passed else ParityError.exit_code
+
+
+def _gates(items: list[str]) -> dict[tuple[Precision, str], float]:
+    gates = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        precision, _, metric = key.partition(".")
+        try:
+            gates[(Precision(precision.strip().lower()), metric.strip())] = float(value)
+        except ValueError:
+            raise UsageError(f"--gate {item!r}: expected PRECISION.METRIC=NUMBER, e.g. int8.mean_cosine=0.99") from None
+    return gates
 
 
 def _enum_list(enum: Any, text: str, option: str) -> tuple[Any, ...]:

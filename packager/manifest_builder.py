@@ -14,27 +14,29 @@ from packager.chain import ChainSpec
 from packager.errors import UnsupportedModuleError
 from packager.exporters import Recipe
 from packager.runtime.manifest import (
-    SCHEMA_VERSION, Activation, ChainKind, Manifest, ModuleEntry, ParityStatus, ParitySummary, RouteSpec,
-    ScoringSpec, Similarity, SourceSpec, SparseSpec,
+    SCHEMA_VERSION, Activation, CalibrationSpec, ChainKind, Manifest, ModuleEntry, ParityStatus, ParitySummary,
+    RecipeSpec, RouteSpec, ScoringSpec, Similarity, SourceSpec, SparseSpec,
 )
 
 _TOOLS = ("chain-packager", "torch", "transformers", "sentence-transformers", "onnx", "onnxscript", "onnxruntime",
-          "tokenizers", "numpy")
+          "openvino", "nncf", "tokenizers", "numpy")
 # torch activations a CrossEncoder may declare, by class name.
 _ACTIVATIONS = {"Sigmoid": Activation.SIGMOID, "Identity": Activation.IDENTITY, "Softmax": Activation.SOFTMAX,
                 "Tanh": Activation.TANH}
 
 
 def build_manifest(chain: ChainSpec, reference: Any, routes: tuple[Any, ...], verbs: dict[str, str],
-                   scoring: ScoringSpec | None, recipe: Recipe, name: str, files: dict[str, tuple[str, str]]) -> Manifest:
+                   scoring: ScoringSpec | None, recipe: Recipe, details: dict[str, str],
+                   calibration: CalibrationSpec | None, name: str, files: dict[str, tuple[str, str]]) -> Manifest:
     """The manifest of one variant, its parity still pending. ``files`` maps each route to its
-    (graph file, tokenizer file) in the artifact."""
+    (graph file, tokenizer file) in the artifact; ``details`` is what the recipe decided."""
     specs = tuple(RouteSpec(name=r.name, graph=files[r.name][0], inputs=r.input_names, outputs=r.outputs,
                             tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name][1])) for r in routes)
     embedding = chain.kind is not ChainKind.CROSS_ENCODER
     return Manifest(
         schema_version=SCHEMA_VERSION, name=name, chain_kind=chain.kind, format=recipe.format,
-        precision=recipe.precision,
+        precision=recipe.precision, recipe=RecipeSpec(name=recipe.name, details=dict(details)),
+        calibration=calibration,
         modules=tuple(ModuleEntry(name=m.name, kind=m.kind, type=m.type) for m in chain.all_modules()),
         routes=specs, verbs=dict(verbs), prompts=dict(reference.prompts),
         default_prompt_name=reference.default_prompt_name,

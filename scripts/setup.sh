@@ -11,5 +11,5 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 # torch first and pinned: unpinned (or pulled in by another package) it resolves to a multi-GB CUDA build.
 "${pip[@]}" install -q torch==2.13.0
 "${pip[@]}" install -q -c constraints.txt -e '.[build,test]'
-"${pip[@]}" download -q -c constraints.txt -d .cache/runtime-wheels numpy tokenizers onnxruntime
+"${pip[@]}" download -q -c constraints.txt -d .cache/runtime-wheels numpy tokenizers onnxruntime openvino
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, sentence_transformers as st; print("torch", torch.__version__, "/ sentence-transformers", st.__version__)'))"

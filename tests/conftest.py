@@ -23,7 +23,7 @@ os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_WHEELS = REPO / ".cache" / "runtime-wheels"
-RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime")
+RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime", "openvino")
 
 @dataclass(frozen=True)
 class Backbones:
@@ -108,17 +108,28 @@ def tiny_chains(tmp_path_factory, backbones) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(tmp_path_factory, tiny_chains) -> dict[str, Path]:
-    """Each tiny chain built once through the CLI, for tests that read or tamper with artifacts."""
+def built_chains(tmp_path_factory, tiny_chains) -> Path:
+    """Each tiny chain built once through the CLI, as ONNX and as OpenVINO IR (fp32)."""
     from packager.cli import main
 
     out = tmp_path_factory.mktemp("dist")
-    artifacts = {}
     for name, chain in tiny_chains.items():
         trust = ["--trust-remote-code"] if name in TRUSTED else []
-        assert main(["build", str(chain), "--out", str(out), "--name", name, "-q", *trust]) == 0, name
-        artifacts[name] = out / f"{name}-onnx-fp32"
-    return artifacts
+        assert main(["build", str(chain), "--out", str(out), "--name", name, "--format", "onnx,openvino", "-q",
+                     *trust]) == 0, name
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(built_chains) -> dict[str, Path]:
+    """name -> the chain's ONNX fp32 artifact."""
+    return {name: built_chains / f"{name}-onnx-fp32" for name in TINY_CHAINS}
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino(built_chains) -> dict[str, Path]:
+    """name -> the chain's OpenVINO fp32 artifact."""
+    return {name: built_chains / f"{name}-openvino-fp32" for name in TINY_CHAINS}
 
 
 @pytest.fixture

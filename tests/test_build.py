@@ -130,7 +130,9 @@ def test_token_embeddings_are_exported_only_when_asked(tmp_path, tiny_chains):
 
 @pytest.mark.parametrize("argv,code", [
     (["build", "{chain}", "--format", "tflite"], 2),
-    (["build", "{chain}", "--precision", "int8"], 2),
+    (["build", "{chain}", "--precision", "fp16"], 2),  # ONNX fp16: refused with the reason
+    (["build", "{chain}", "--precision", "int8", "--recipe", "openvino-fp32"], 2),
+    (["build", "{chain}", "--gate", "int8.no_such_metric=1"], 2),
     (["build", "{missing}"], 3),
     (["build", "{chain}", "--validation-data", "{missing}"], 2),
     (["build", "{chain}", "--name", "../escape"], 2),
@@ -184,14 +186,12 @@ def test_inspect_refuses_a_tampered_artifact(copy_artifact, capsys):
     assert "tokenizer.json" in capsys.readouterr().err
 
 
-def test_external_data_travels_with_the_graph(tmp_path, tiny_chains, monkeypatch):
-    """Above the protobuf limit the weights go to model.onnx.data; force that path on a tiny model."""
+def test_external_data_travels_with_the_graph(tmp_path, tiny_chains):
+    """The weights live in model.onnx.data (onnxruntime maps it), hashed and moved with the graph."""
     import shutil
 
-    import packager.exporters.onnx
     from packager.runtime import load
 
-    monkeypatch.setattr(packager.exporters.onnx, "EXTERNAL_DATA_THRESHOLD", 0)
     assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path / "dist"), "-q"]) == 0
     artifact = tmp_path / "dist" / "mean-onnx-fp32"
     assert {"model.onnx", "model.onnx.data"} <= {f.path for f in read_manifest(artifact).files}

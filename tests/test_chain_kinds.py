@@ -23,11 +23,11 @@ def _kind(name: str, artifacts) -> str:
     return read_manifest(artifacts[name]).chain_kind.value
 
 
-def _load(name, tiny_chains, tiny_artifacts):
+def _load(name, tiny_chains, artifacts):
     """The artifact through its own loader, and the reference sentence-transformers model."""
     import sentence_transformers as st
 
-    artifact = tiny_artifacts[name]
+    artifact = artifacts[name]
     model = import_loader(artifact).load(artifact)
     kind = read_manifest(artifact).chain_kind.value
     reference = getattr(st, kind)(str(tiny_chains[name]), device="cpu", trust_remote_code=True)
@@ -42,16 +42,23 @@ def _names(kind: str) -> list[str]:
     return [n for n in TINY_CHAINS if n.startswith(prefixes[kind])]
 
 
+@pytest.fixture(params=["onnx", "openvino"])
+def built(request, tiny_artifacts, tiny_openvino):
+    """The tiny artifacts of one format: every chain kind compiles to both."""
+    return tiny_artifacts if request.param == "onnx" else tiny_openvino
+
+
 @pytest.mark.parametrize("name", sorted(TINY_CHAINS))
-def test_every_chain_passes_its_fp32_gate(name, tiny_artifacts):
-    manifest = read_manifest(tiny_artifacts[name])
+def test_every_chain_passes_its_fp32_gate(name, built):
+    manifest = read_manifest(built[name])
     assert manifest.parity.status.value == "passed", manifest.parity.failures
     assert manifest.parity.gate and manifest.parity.metrics
+    assert manifest.recipe.name == f"{manifest.format.value}-fp32" and manifest.calibration is None
 
 
 @pytest.mark.parametrize("name", _names("SentenceTransformer"))
-def test_dense_verbs_match_sentence_transformers(name, tiny_chains, tiny_artifacts):
-    model, reference = _load(name, tiny_chains, tiny_artifacts)
+def test_dense_verbs_match_sentence_transformers(name, tiny_chains, built):
+    model, reference = _load(name, tiny_chains, built)
     assert type(model).__name__ == "EmbeddingModel"  # the artifact's own copy of the class
     for verb in ("encode", "encode_query", "encode_document"):
         got = getattr(model, verb)(UNSEEN, batch_size=7)
@@ -63,8 +70,8 @@ def test_dense_verbs_match_sentence_transformers(name, tiny_chains, tiny_artifac
 
 
 @pytest.mark.parametrize("name", _names("SparseEncoder"))
-def test_sparse_verbs_match_sentence_transformers(name, tiny_chains, tiny_artifacts):
-    model, reference = _load(name, tiny_chains, tiny_artifacts)
+def test_sparse_verbs_match_sentence_transformers(name, tiny_chains, built):
+    model, reference = _load(name, tiny_chains, built)
     assert type(model).__name__ == "SparseEncoderModel"
     for verb in ("encode", "encode_query", "encode_document"):
         got = getattr(model, verb)(UNSEEN, batch_size=7)
@@ -79,7 +86,7 @@ def test_sparse_verbs_match_sentence_transformers(name, tiny_chains, tiny_artifa
     np.testing.assert_allclose(model.similarity(documents, documents),
                                reference.similarity(reference_documents, reference_documents).to_dense().numpy(),
                                rtol=1e-4, atol=1e-4)
-    if read_manifest(tiny_artifacts[name]).sparse.vocabulary:  # token names: the same top tokens as decode()
+    if read_manifest(built[name]).sparse.vocabulary:  # token names: the same top tokens as decode()
         got = [token for token, _ in model.decode(documents[0], top_k=5)]
         want = [token for token, _ in reference.decode(reference_documents[0], top_k=5)]
         assert got == want
@@ -105,8 +112,8 @@ def test_a_sparse_autoencoder_cannot_return_more_than_its_k(tiny_artifacts):
 
 
 @pytest.mark.parametrize("name", _names("CrossEncoder"))
-def test_cross_encoder_verbs_match_sentence_transformers(name, tiny_chains, tiny_artifacts):
-    model, reference = _load(name, tiny_chains, tiny_artifacts)
+def test_cross_encoder_verbs_match_sentence_transformers(name, tiny_chains, built):
+    model, reference = _load(name, tiny_chains, built)
     assert type(model).__name__ == "CrossEncoderModel"
     np.testing.assert_allclose(model.predict(PAIRS, batch_size=5), reference.predict(PAIRS, batch_size=5), atol=3e-5)
     np.testing.assert_allclose(model.predict(PAIRS[0]), reference.predict(PAIRS[0]), atol=3e-5)

@@ -1,48 +1,120 @@
-"""Export recipes, one per (format, precision), in one registry.
+"""Export recipes in one registry, keyed by (format, precision).
 
-A recipe writes one route's graph into a staging directory. Registration is explicit and visible
-below; asking for an unknown combination lists the known ones.
+A recipe writes one route's graph into a staging directory. Several recipes can serve one key:
+they are registered fastest first (as expected on CPUs with int8 instructions), one of them is
+the default, and ``--precision auto`` builds them all, gates each, and keeps the one measured
+fastest. Registration is explicit and visible below; asking for an unknown combination lists the
+known ones, and combinations that cannot work say why.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from packager.errors import UsageError
 from packager.graph import RouteGraph
-from packager.runtime.manifest import Format, Precision
+from packager.runtime.manifest import ChainKind, Format, Precision, TokenizerSpec
+from packager.validators.report import Gate
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    """What a recipe may need beyond the graph: calibration inputs (texts, or pairs for
+    cross-encoders), the chain kind, the gate its output must pass, and the route's tokenizer as
+    written in the staging directory."""
+
+    kind: ChainKind
+    calibration: list
+    gate: Gate
+    tokenizer: TokenizerSpec
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    files: list[str]  # written under the staging directory, graph file first
+    details: dict[str, str] = field(default_factory=dict)  # what the recipe decided, for the manifest
 
 
 class Recipe(Protocol):
+    name: str
     format: Format
     precision: Precision
+    calibrates: bool  # whether it reads the calibration inputs
 
-    def export(self, graph: RouteGraph, dest: Path, *, stem: str) -> list[str]:
-        """Write ``graph`` under ``dest``; return the files written (graph file first), relative to ``dest``."""
+    def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         ...
+
+
+CALIBRATION_BATCH = 16
+
+
+def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tuple[list[dict], list]:
+    """The calibration inputs as the loader would feed them (its own tokenizer and padding), in
+    batches sorted by length, and the inputs in that same order."""
+    from packager.runtime.text import TextEncoder
+
+    encoder = TextEncoder(root, context.tokenizer, graph.input_names)
+    encodings = encoder.tokenize(context.calibration)
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    feeds = [encoder.pad([encodings[i] for i in order[start : start + CALIBRATION_BATCH]])
+             for start in range(0, len(order), CALIBRATION_BATCH)]
+    return feeds, [context.calibration[i] for i in order]
 
 
 class _Registry:
     def __init__(self) -> None:
-        self._recipes: dict[tuple[Format, Precision], Recipe] = {}
+        self._recipes: dict[tuple[Format, Precision], list[Recipe]] = {}
+        self._defaults: dict[tuple[Format, Precision], Recipe] = {}
+        self._explicit_defaults: set[tuple[Format, Precision]] = set()
+        self._unavailable: dict[tuple[Format, Precision], str] = {}
 
-    def register(self, recipe: Recipe) -> None:
+    def register(self, recipe: Recipe, *, default: bool = False) -> None:
         key = (recipe.format, recipe.precision)
-        if key in self._recipes:
-            raise ValueError(f"a recipe for {key[0].value}/{key[1].value} is already registered")
-        self._recipes[key] = recipe
+        if any(r.name == recipe.name for recipes in self._recipes.values() for r in recipes):
+            raise ValueError(f"a recipe named {recipe.name!r} is already registered")
+        if default and key in self._explicit_defaults:
+            raise ValueError(f"{key[0].value}/{key[1].value} already has a default recipe")
+        self._recipes.setdefault(key, []).append(recipe)
+        if default:
+            self._explicit_defaults.add(key)
+        if default or key not in self._defaults:  # the first registered, unless another is named default
+            self._defaults[key] = recipe
 
-    def get(self, fmt: Format, precision: Precision) -> Recipe:
-        try:
-            return self._recipes[(fmt, precision)]
-        except KeyError:
-            raise UsageError(
-                f"no export recipe for {fmt.value}/{precision.value}; available: {', '.join(self.available())}"
-            ) from None
+    def unavailable(self, fmt: Format, precision: Precision, reason: str) -> None:
+        """A combination that cannot work, with the reason users get when they ask for it."""
+        self._unavailable[(fmt, precision)] = reason
+
+    def candidates(self, fmt: Format, precision: Precision) -> list[Recipe]:
+        """Every recipe for the combination, fastest first."""
+        key = (fmt, precision)
+        if key in self._unavailable:
+            raise UsageError(f"{fmt.value}/{precision.value} is not available: {self._unavailable[key]}")
+        if key not in self._recipes:
+            raise UsageError(f"no export recipe for {fmt.value}/{precision.value}; "
+                             f"available: {', '.join(self.available())}")
+        return list(self._recipes[key])
+
+    def get(self, fmt: Format, precision: Precision, name: str | None = None) -> Recipe:
+        """The named recipe for the combination, or its default."""
+        recipes = self.candidates(fmt, precision)
+        if name is None:
+            return self._defaults[(fmt, precision)]
+        for recipe in recipes:
+            if recipe.name == name:
+                return recipe
+        raise UsageError(f"recipe {name!r} does not make {fmt.value}/{precision.value}; "
+                         f"those that do: {', '.join(r.name for r in recipes)}")
+
+    def named(self, name: str) -> Recipe:
+        for recipe in (r for recipes in self._recipes.values() for r in recipes):
+            if recipe.name == name:
+                return recipe
+        raise UsageError(f"no recipe named {name!r}; recipes: {', '.join(self.available())}")
 
     def available(self) -> list[str]:
-        return sorted(f"{f.value}/{p.value}" for f, p in self._recipes)
+        return sorted(f"{f.value}/{p.value} ({', '.join(r.name for r in rs)})" for (f, p), rs in self._recipes.items())
 
 
 RECIPES = _Registry()
@@ -50,8 +122,20 @@ RECIPES = _Registry()
 
 def _register_builtin() -> None:
     from packager.exporters.onnx import OnnxFp32
+    from packager.exporters.openvino import OpenVinoFp16, OpenVinoFp32, OpenVinoInt8, OpenVinoInt8WeightsOnly
+    from packager.exporters.quantize import OnnxInt8Dynamic, OnnxInt8Static
 
     RECIPES.register(OnnxFp32())
+    RECIPES.register(OnnxInt8Static())  # no activation ranges at run time, but static ranges cost accuracy
+    RECIPES.register(OnnxInt8Dynamic(), default=True)
+    RECIPES.register(OpenVinoFp32())
+    RECIPES.register(OpenVinoFp16())
+    RECIPES.register(OpenVinoInt8())  # int8 weights and activations: fast where the CPU has VNNI/AMX
+    RECIPES.register(OpenVinoInt8WeightsOnly(), default=True)  # int8 weights only: a quarter of the size
+    RECIPES.unavailable(Format.ONNX, Precision.FP16, (
+        "onnxruntime's CPU provider, which the loader uses, has no fp16 kernels for most transformer ops and would "
+        "run such a graph through casts to fp32; fp16 ONNX is a GPU format. Use --format openvino --precision fp16 "
+        "(fp16 weights, half the size), or int8."))
 
 
 _register_builtin()

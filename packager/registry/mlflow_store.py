@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ from packager.artifact import PARITY_FILE
 from packager.errors import MissingDependencyError, RegistryError
 from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
 from packager.runtime.integrity import verify_artifact
-from packager.runtime.manifest import ChainKind, Manifest, read_manifest
+from packager.runtime.manifest import ChainKind, Format, Manifest, read_manifest
 from packager.runtime.model import download_registered
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class MlflowStore:
             mlflow.log_metrics({f"parity.{k}": v for k, v in manifest.parity.metrics.items()})
             logged = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
-                pip_requirements=runtime_requirements(), signature=_signature(manifest),
+                pip_requirements=runtime_requirements(manifest.format), signature=_signature(manifest),
                 input_example=_input_example(manifest),
             )
             mlflow.log_artifact(str(artifact / PARITY_FILE), artifact_path="reports")
@@ -144,6 +145,7 @@ def lineage_tags(manifest: Manifest) -> dict[str, str]:
     tags = {
         "packager.artifact": manifest.name, "packager.chain_kind": manifest.chain_kind.value,
         "packager.format": manifest.format.value, "packager.precision": manifest.precision.value,
+        "packager.recipe": manifest.recipe.name,
         "packager.source.kind": manifest.source.kind.value, "packager.source.location": manifest.source.location,
         "packager.source.sha256": manifest.source.sha256, "packager.source.revision": manifest.source.revision or "",
         "packager.parity.status": manifest.parity.status.value,
@@ -153,14 +155,10 @@ def lineage_tags(manifest: Manifest) -> dict[str, str]:
     return tags
 
 
-def runtime_requirements() -> list[str]:
-    """The loader's dependencies at the versions the parity gate ran with."""
-    import numpy
-    import onnxruntime
-    import tokenizers
-
-    return [f"numpy=={numpy.__version__}", f"tokenizers=={tokenizers.__version__}",
-            f"onnxruntime=={onnxruntime.__version__}"]
+def runtime_requirements(fmt: Format = Format.ONNX) -> list[str]:
+    """The loader's dependencies for one artifact format, at the versions the parity gate ran with."""
+    engine = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}[fmt]
+    return [f"{name}=={version(name)}" for name in ("numpy", "tokenizers", engine)]
 
 
 def _signature(manifest: Manifest) -> Any:

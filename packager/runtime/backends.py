@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +35,30 @@ class OnnxSession:
         return dict(zip(self._outputs, self._session.run(self._outputs, feeds)))
 
 
-_SESSIONS = {Format.ONNX: OnnxSession}
+class OpenVinoSession:
+    """An OpenVINO model compiled for the CPU with the latency hint (one request at a time uses
+    every core; the throughput hint would want many requests in flight). Each thread gets its own
+    infer request, so ``run`` is safe to call from several threads at once."""
+
+    def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise MissingDependencyError("OpenVINO artifacts need openvino: pip install openvino") from e
+        config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        self._compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._outputs = {name: self._compiled.output(name) for name in output_names}
+        self._local = threading.local()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        results = request.infer(feeds)
+        return {name: np.array(results[port]) for name, port in self._outputs.items()}
+
+
+_SESSIONS = {Format.ONNX: OnnxSession, Format.OPENVINO: OpenVinoSession}
 
 
 def open_session(root: Path, fmt: Format, route: RouteSpec, *, threads: int | None = None) -> GraphSession:

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from .errors import ArtifactIntegrityError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: recipe and calibration
 MANIFEST_FILE = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -192,6 +192,23 @@ class SparseSpec:
 
 
 @dataclass(frozen=True)
+class RecipeSpec:
+    """How the graphs were made: the recipe's name and what it decided (nodes kept in float...)."""
+
+    name: str
+    details: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """The inputs a quantizing recipe calibrated on: where from, how many, their sha256."""
+
+    source: str
+    samples: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModuleEntry:
     """One module of the source chain, as read from its modules.json (descriptive)."""
 
@@ -226,6 +243,8 @@ class Manifest:
     chain_kind: ChainKind
     format: Format
     precision: Precision
+    recipe: RecipeSpec
+    calibration: CalibrationSpec | None  # None when no recipe calibrated
     modules: tuple[ModuleEntry, ...]
     routes: tuple[RouteSpec, ...]
     verbs: dict[str, str]  # the route each verb runs: encode, encode_query, encode_document, predict

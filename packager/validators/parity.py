@@ -21,6 +21,16 @@ from packager.validators.report import Check, Gate, ParityReport, inputs_digest
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32
 TOP_K = 10  # active tokens compared between sparse vectors
+# What each chain kind's parity measures: the names a gate may use.
+METRICS: dict[ChainKind, frozenset[str]] = {
+    ChainKind.SENTENCE_TRANSFORMER: frozenset({"min_cosine", "mean_cosine", "max_abs_diff", "max_rel_diff",
+                                               "neighbour_agreement", "neighbour_agreement_10", "token_min_cosine"}),
+    ChainKind.SPARSE_ENCODER: frozenset({"min_cosine", "mean_cosine", "max_abs_diff", "max_rel_diff", "dot_rel_diff",
+                                         "dot_spearman_mean", f"top{TOP_K}_overlap_min", f"top{TOP_K}_overlap_mean",
+                                         "nnz_mean", "nnz_mean_abs_diff"}),
+    ChainKind.CROSS_ENCODER: frozenset({"max_abs_diff", "score_rel_diff", "logit_rel_diff", "spearman_min",
+                                        "top1_agreement", "label_agreement"}),
+}
 
 
 def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> ParityReport:
@@ -55,13 +65,10 @@ def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple
     problems = _shape_problems("sentence_embedding", ref, cand)
     if problems:
         return {}, problems, []
-    cosine = row_cosine(ref, cand)
-    metrics = {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
-               "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
-               "neighbour_agreement": neighbour_agreement(ref, cand, k=1)}
+    metrics = dense_metrics(ref, cand)
     if candidate.has_output(verb, OutputMeaning.TOKEN_EMBEDDINGS):
         metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, verb, texts, problems)
-    return metrics, problems, _worst(texts, cosine)
+    return metrics, problems, _worst(texts, row_cosine(ref, cand))
 
 
 def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple[dict, list[str], list[dict]]:
@@ -72,15 +79,7 @@ def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tupl
     problems = _shape_problems("sparse_embedding", ref, cand)
     if problems:
         return {}, problems, []
-    cosine = row_cosine(ref, cand)
-    nnz_ref, nnz_cand = np.count_nonzero(ref, axis=1), np.count_nonzero(cand, axis=1)
-    overlap = top_k_overlap(ref, cand, k=TOP_K)
-    metrics = {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
-               "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
-               "dot_rel_diff": relative_max_diff(ref @ ref.T, cand @ cand.T),
-               f"top{TOP_K}_overlap_min": float(overlap.min()), "nnz_mean": float(nnz_ref.mean()),
-               "nnz_mean_abs_diff": float(np.abs(nnz_ref - nnz_cand).mean())}
-    return metrics, problems, _worst(texts, cosine)
+    return sparse_metrics(ref, cand), problems, _worst(texts, row_cosine(ref, cand))
 
 
 def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> tuple[dict, list[str], list[dict]]:
@@ -99,22 +98,49 @@ def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, st
     if problems:
         return {}, problems, []
     metrics = {"max_abs_diff": max_abs_diff(ref, cand), "score_rel_diff": relative_max_diff(ref, cand),
-               "logit_rel_diff": relative_max_diff(ref_logits, cand_logits)}
-    # Rankings of each query's documents, by the logit of each label.
-    ref_logits, cand_logits = ref_logits.reshape(len(pairs), -1), cand_logits.reshape(len(pairs), -1)
-    rankings = [(g, label) for g in _groups(pairs) for label in range(ref_logits.shape[1])]
-    metrics["spearman_min"] = min(spearman(ref_logits[g, label], cand_logits[g, label]) for g, label in rankings)
-    metrics["top1_agreement"] = float(np.mean([_top1_agrees(ref_logits[g, label], cand_logits[g, label])
-                                               for g, label in rankings]))
-    if ref_logits.shape[1] > 1:  # the predicted label of each pair
-        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref_logits, cand_logits)]))
+               **logit_metrics(ref_logits, cand_logits, groups(pairs))}
     difference = np.abs(ref - cand).reshape(len(pairs), -1).max(axis=1)
     worst = [{"pair": [a[:100], b[:100]], "abs_diff": float(difference[i])}
              for i, (a, b) in ((i, pairs[i]) for i in np.argsort(-difference)[:3])]
     return metrics, problems, worst
 
 
-def _groups(pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+def dense_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """Per-text cosine, scale and neighbourhoods of two batches of dense embeddings."""
+    cosine = row_cosine(ref, cand)
+    return {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
+            "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
+            "neighbour_agreement": neighbour_agreement(ref, cand, k=1),
+            "neighbour_agreement_10": neighbour_agreement(ref, cand, k=10)}
+
+
+def sparse_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """Full-vector cosine, active tokens, and the dot scores that retrieval ranks by."""
+    cosine = row_cosine(ref, cand)
+    nnz_ref, nnz_cand = np.count_nonzero(ref, axis=1), np.count_nonzero(cand, axis=1)
+    overlap = top_k_overlap(ref, cand, k=TOP_K)
+    ref_dots, cand_dots = ref @ ref.T, cand @ cand.T
+    return {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
+            "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
+            "dot_rel_diff": relative_max_diff(ref_dots, cand_dots),
+            "dot_spearman_mean": float(np.mean([spearman(r, c) for r, c in zip(ref_dots, cand_dots)])),
+            f"top{TOP_K}_overlap_min": float(overlap.min()), f"top{TOP_K}_overlap_mean": float(overlap.mean()),
+            "nnz_mean": float(nnz_ref.mean()), "nnz_mean_abs_diff": float(np.abs(nnz_ref - nnz_cand).mean())}
+
+
+def logit_metrics(ref: np.ndarray, cand: np.ndarray, query_groups: list[np.ndarray]) -> dict[str, float]:
+    """Cross-encoder logits: their difference, and each query's ranking of its documents (per label)."""
+    ref, cand = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
+    rankings = [(g, label) for g in query_groups for label in range(ref.shape[1])]
+    metrics = {"logit_rel_diff": relative_max_diff(ref, cand),
+               "spearman_min": min(spearman(ref[g, label], cand[g, label]) for g, label in rankings),
+               "top1_agreement": float(np.mean([_top1_agrees(ref[g, label], cand[g, label]) for g, label in rankings]))}
+    if ref.shape[1] > 1:  # the predicted label of each pair
+        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref, cand)]))
+    return metrics
+
+
+def groups(pairs: list[tuple[str, str]]) -> list[np.ndarray]:
     """Indices of the pairs sharing each query, in first-seen order."""
     by_query: dict[str, list[int]] = {}
     for i, (query, _) in enumerate(pairs):

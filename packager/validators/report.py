@@ -15,6 +15,11 @@ LOWER_IS_BETTER = frozenset({"max_abs_diff", "max_rel_diff", "score_rel_diff", "
 Gate = dict[str, float]  # metric -> threshold, e.g. {"min_cosine": 0.99999}
 
 
+def lower_is_better(metric: str) -> bool:
+    """For a metric name, possibly prefixed by its verb ("encode_query.max_rel_diff")."""
+    return metric.rpartition(".")[2] in LOWER_IS_BETTER
+
+
 @dataclass(frozen=True)
 class Check:
     metric: str  # possibly prefixed by the verb: "encode_query.min_cosine"
@@ -22,15 +27,13 @@ class Check:
     threshold: float
 
     @property
-    def lower_is_better(self) -> bool:
-        return self.metric.rpartition(".")[2] in LOWER_IS_BETTER
-
-    @property
     def passed(self) -> bool:  # False for NaN either way
-        return bool(self.value <= self.threshold) if self.lower_is_better else bool(self.value >= self.threshold)
+        if lower_is_better(self.metric):
+            return bool(self.value <= self.threshold)
+        return bool(self.value >= self.threshold)
 
     def describe(self) -> str:
-        return f"{self.metric} = {self.value:.6g} (needs {'<=' if self.lower_is_better else '>='} {self.threshold:g})"
+        return f"{self.metric} = {self.value:.6g} (needs {'<=' if lower_is_better(self.metric) else '>='} {self.threshold:g})"
 
 
 @dataclass(frozen=True)

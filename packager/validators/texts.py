@@ -43,6 +43,10 @@ UNICODE_PROBES = (
 EDGE_PROBES = ("", " ", "a", "OK", "?", "...", "12345")
 # Long probes stop here: a tokenizer without a length limit has no truncation boundary to probe.
 LONGEST_PROBE = 8192
+# Real sentences among the probes (every 4th of the corpus), and for calibration (every 4th from
+# the third): the gate never judges on what a quantizer calibrated on.
+TYPICAL_PROBES = 144
+CALIBRATION_TEXTS = 256
 
 
 @lru_cache(maxsize=1)
@@ -75,11 +79,23 @@ def probe_texts(count_tokens: Callable[[str], int], max_length: int) -> list[str
     ``max_length`` tokens (special tokens included), texts of 5x and 12x ``max_length``, and
     other scripts."""
     sentences = real_sentences()
-    typical = list(sentences[:: max(1, len(sentences) // 48)][:48])
+    typical = list(sentences[0::4][:TYPICAL_PROBES])
     long_texts = [_text_of_at_least(sentences[start:], count_tokens, min(factor * max_length, LONGEST_PROBE))
                   for start, factor in ((100, 5), (300, 12))]
     boundary = _boundary_texts(sentences, count_tokens, max_length) if max_length < LONGEST_PROBE else []
     return [*EDGE_PROBES, *typical, *boundary, *long_texts, *UNICODE_PROBES]
+
+
+def calibration_inputs(*, pairs: bool) -> list:
+    """The built-in calibration set: real sentences of every length, a few paragraphs, other
+    scripts; for cross-encoders, short queries each paired with several of them."""
+    sentences = real_sentences()[2::4]
+    texts = [*sentences[:CALIBRATION_TEXTS - 31], *[" ".join(sentences[i : i + 6]) for i in range(300, 420, 6)],
+             *UNICODE_PROBES[:4], *EDGE_PROBES]  # the smallest inputs are where int8 errors show most
+    if not pairs:
+        return texts
+    queries = [t for t in texts if len(t.split()) <= 10][:24]
+    return [(query, texts[(7 * q + d) % len(texts)]) for q, query in enumerate(queries) for d in range(8)]
 
 
 def probe_pairs(count_tokens: Callable[[tuple[str, str]], int], max_length: int) -> list[tuple[str, str]]:

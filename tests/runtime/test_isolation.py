@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "onnx", "onnxscript", "mlflow", "optimum")
 
@@ -25,8 +26,10 @@ def test_runtime_imports_nothing_heavy_in_a_fresh_interpreter():
     assert json.loads(result.stdout) == {"heavy": [], "other": []}
 
 
-def test_artifact_loads_and_encodes_in_a_torch_free_environment(runtime_python, tiny_artifacts, tmp_path):
-    artifact = tiny_artifacts["max-dense-layernorm-normalize"]
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_artifact_loads_and_encodes_in_a_torch_free_environment(fmt, runtime_python, tiny_artifacts, tiny_openvino,
+                                                                tmp_path):
+    artifact = (tiny_artifacts if fmt == "onnx" else tiny_openvino)["max-dense-layernorm-normalize"]
     code = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(artifact)!r})

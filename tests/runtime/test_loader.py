@@ -143,3 +143,17 @@ def test_loader_reads_settings_from_the_manifest_only(copy_artifact):
     assert manifest["routes"][0]["tokenizer"]["max_length"] == 48
     tokenizer = json.loads((artifact / "tokenizer.json").read_text())
     assert tokenizer["truncation"] is None and tokenizer["padding"] is None
+
+
+def test_batches_are_bounded_in_inputs_and_padded_tokens():
+    from packager.runtime.runner import MAX_BATCH_TOKENS, _batches
+
+    lengths = [5000, 300, 256, 256, 100, 100, 50, 10, 10, 10, 10, 3]  # longest first, as the runner sorts
+    order = list(range(len(lengths)))
+    batches = list(_batches(order, lengths, 4))
+    assert [i for batch in batches for i in batch] == order  # every input once, in order
+    assert batches[0] == [0]  # one text longer than the budget still runs, alone
+    for batch in batches:
+        assert 1 <= len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= MAX_BATCH_TOKENS
+    assert batches[-1] == [8, 9, 10, 11]  # short texts fill the batch size

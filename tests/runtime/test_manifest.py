@@ -21,7 +21,7 @@ def test_round_trip_is_exact_and_sorted(manifest_text):
     assert manifest.to_json() == manifest_text
     data = json.loads(manifest_text)
     assert list(data) == sorted(data)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
 
 
 def test_manifest_describes_what_the_runtime_needs(manifest_text):
@@ -39,7 +39,7 @@ def test_manifest_describes_what_the_runtime_needs(manifest_text):
 
 
 @pytest.mark.parametrize("edit,match", [
-    (lambda d: d.update(schema_version=2), "unknown schema_version 2"),
+    (lambda d: d.update(schema_version=1), "unknown schema_version 1"),
     (lambda d: d.pop("schema_version"), "unknown schema_version None"),
     (lambda d: d.update(surprise=1), r"unknown fields \['surprise'\]"),
     (lambda d: d["routes"][0].update(extra=True), "unknown fields"),

@@ -1,0 +1,266 @@
+"""int8 ONNX: onnxruntime's quantizers on the fused graph, with the nodes that break accuracy
+kept in float, found by measuring.
+
+1. Export and fuse the fp32 graph, then *unpack* each fused Attention into its three Q/K/V
+   projections and a MultiHeadAttention: exact in fp32, and it lets the projections (a quarter of
+   the weights' arithmetic) quantize; onnxruntime's QAttention cannot take the attention bias
+   that carries the padding mask.
+2. Quantize every weight MatMul: int8 weights per output channel, int8 activations with
+   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). Embedding lookups stay float.
+3. If the outputs on the calibration inputs miss the gate (tightened by a margin), rank the
+   MatMuls by the error each adds alone and keep the fewest most sensitive ones in float that
+   make it pass (a binary search over how many). The parity gate then judges the result
+   against the torch reference, on other inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from packager.exporters import RecipeContext, RecipeResult, calibration_feeds
+from packager.exporters.onnx import check_loads, export_onnx, save_external
+from packager.graph import RouteGraph
+from packager.runtime.manifest import ChainKind, Format, Precision
+from packager.validators.parity import dense_metrics, groups, logit_metrics, sparse_metrics
+from packager.validators.report import Check, lower_is_better
+
+log = logging.getLogger(__name__)
+
+MARGIN = 0.2  # the search aims this share of the way from each threshold towards perfect
+# Weights only (activations times activations stay float); onnx's shape inference cannot see
+# through onnxruntime's fused operators, so untyped tensors are taken as float.
+QUANTIZER_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": 1}  # 1: onnx.TensorProto.FLOAT
+
+
+class OnnxInt8Dynamic:
+    name = "onnx-int8-dynamic"
+    format = Format.ONNX
+    precision = Precision.INT8
+    calibrates = True  # the exclusion search measures on the calibration inputs
+
+    def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        def quantize(source: Path, target: Path, excluded: list[str], feeds: list) -> None:
+            quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
+                             extra_options=QUANTIZER_OPTIONS)
+
+        return _quantize_route(graph, dest, stem, context, quantize, self.name)
+
+
+class OnnxInt8Static:
+    name = "onnx-int8-static-qdq"
+    format = Format.ONNX
+    precision = Precision.INT8
+    calibrates = True
+
+    def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
+        from onnxruntime.quantization import (
+            CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+        )
+
+        class Reader(CalibrationDataReader):
+            def __init__(self, feeds: list) -> None:
+                self._feeds = iter(feeds)
+
+            def get_next(self) -> dict | None:
+                return next(self._feeds, None)
+
+        with tempfile.TemporaryDirectory(prefix="packager-calibration-") as scratch:
+            cache = Path(scratch) / "ranges.json"  # activation ranges are measured once, reused by the search
+
+            def quantize(source: Path, target: Path, excluded: list[str], feeds: list) -> None:
+                quantize_static(source, target, Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                                weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                                op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
+                                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
+                                extra_options=QUANTIZER_OPTIONS)
+
+            return _quantize_route(graph, dest, stem, context, quantize, self.name)
+
+
+Quantize = Callable[[Path, Path, list[str], list], None]
+
+
+def _quantize_route(graph: RouteGraph, dest: Path, stem: str, context: RecipeContext, quantize: Quantize,
+                    name: str) -> RecipeResult:
+    import onnx
+
+    target = dest / f"{stem}.onnx"
+    with tempfile.TemporaryDirectory(prefix="packager-int8-") as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        export_onnx(graph, fp32, fuse=True)
+        model = onnx.load(fp32)
+        unpack_attention(model)
+        # The fused graph's recorded shapes can disagree with onnx's own inference, which the
+        # quantizers run; let them infer from scratch.
+        del model.graph.value_info[:]
+        onnx.save(model, fp32, save_as_external_data=graph.parameter_bytes > 1 << 30)
+        feeds, inputs = calibration_feeds(graph, dest, context)
+        search = _ExclusionSearch(fp32, Path(scratch), feeds, inputs, context,
+                                  lambda source, out, excluded: quantize(source, out, excluded, feeds))
+        matmuls = weight_matmuls(model)
+        chosen, excluded, metrics = search.run(matmuls)
+        files = save_external(onnx.load(chosen), target)
+    check_loads(target)
+    log.info("%s: %d of %d weight MatMuls in int8 (%d kept in float)", name, len(matmuls) - len(excluded),
+             len(matmuls), len(excluded))
+    return RecipeResult(files=files, details={
+        "int8_matmuls": str(len(matmuls) - len(excluded)), "float_matmuls": ",".join(excluded) or "none",
+        **{f"calibration.{k}": f"{v:.6g}" for k, v in metrics.items()}})
+
+
+def unpack_attention(model) -> int:
+    """Replace each fused ``Attention(x, W_qkv, b, attention_bias=...)`` by three MatMuls (one per
+    projection: W_qkv's column blocks, or the initializers a Concat joins into it) and a
+    ``MultiHeadAttention`` with the same bias and attention bias. Returns how many."""
+    from onnx import helper
+
+    nodes, unpacked = [], 0
+    for node in model.graph.node:
+        inputs = [*node.input, *[""] * (6 - len(node.input))]
+        weights = _projection_weights(model, node, inputs[1]) if node.op_type == "Attention" and \
+            node.domain == "com.microsoft" and not inputs[3] and not inputs[4] else None  # no mask_index, no past
+        if weights is None:
+            nodes.append(node)
+            continue
+        projections = [f"{node.name}_projection{j}" for j in range(3)]
+        nodes += [helper.make_node("MatMul", [inputs[0], weight], [projection], name=f"{node.name}_MatMul{j}")
+                  for j, (weight, projection) in enumerate(zip(weights, projections))]
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute
+                      if a.name in ("num_heads", "mask_filter_value", "scale", "unidirectional")}
+        nodes.append(helper.make_node("MultiHeadAttention", [*projections, inputs[2], "", inputs[5]], list(node.output),
+                                      name=f"{node.name}_MultiHeadAttention", domain="com.microsoft", **attributes))
+        unpacked += 1
+    used = {name for node in nodes for name in node.input}
+    kept = [n for n in nodes if n.op_type != "Concat" or any(o in used for o in n.output)]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}  # drop the packed weights the split replaced
+    unused = [i for i in model.graph.initializer if i.name not in used]
+    for initializer in unused:
+        model.graph.initializer.remove(initializer)
+    return unpacked
+
+
+def _projection_weights(model, node, name: str) -> list[str] | None:
+    """The Q, K and V weight initializers behind an Attention's packed weight, or None."""
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    producer = next((n for n in model.graph.node if name in n.output), None)
+    if producer is not None:
+        parts = list(producer.input)
+        return parts if producer.op_type == "Concat" and len(parts) == 3 and all(p in initializers for p in parts) \
+            else None
+    if name not in initializers:
+        return None
+    packed = numpy_helper.to_array(initializers[name])
+    sizes = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "qkv_hidden_sizes"),
+                 [packed.shape[1] // 3] * 3)
+    parts = []
+    for j, block in enumerate(np.split(packed, np.cumsum(sizes)[:-1], axis=1)):
+        parts.append(f"{node.name}_weight{j}")
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(block), parts[-1]))
+    return parts
+
+
+def weight_matmuls(model) -> list[str]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in initializers]
+
+
+class _ExclusionSearch:
+    """Quantize every weight MatMul, or find the fewest most sensitive ones to keep in float."""
+
+    def __init__(self, fp32: Path, scratch: Path, feeds: list, inputs: list, context: RecipeContext,
+                 quantize: Callable[[Path, Path, list[str]], None]) -> None:
+        self.fp32, self.scratch, self.feeds, self.quantize = fp32, scratch, feeds, quantize
+        self.context, self.inputs = context, inputs
+        self.reference = _outputs(fp32, feeds)
+        self._tried: dict[int, tuple[Path, dict[str, float]]] = {}
+
+    def run(self, nodes: list[str]) -> tuple[Path, list[str], dict[str, float]]:
+        path, metrics = self._try(nodes, 0)
+        if self._passes(metrics) or len(nodes) < 2:
+            return path, [], metrics
+        log.info("int8 misses the gate on the calibration inputs; measuring the %d MatMuls one by one", len(nodes))
+        ranked = sorted(nodes, key=lambda node: self._sensitivity(nodes, node), reverse=True)
+        low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more
+        while low < high:  # the fewest exclusions that pass, assuming more exclusions never hurt
+            middle = (low + high) // 2
+            if self._passes(self._try(ranked, middle)[1]):
+                high = middle
+            else:
+                low = middle + 1
+        path, metrics = self._try(ranked, high)
+        if not self._passes(metrics):
+            log.warning("int8 misses the gate on the calibration inputs even with %d of %d MatMuls in float; "
+                        "the parity gate will judge it", high, len(nodes))
+        return path, ranked[:high], metrics
+
+    def _try(self, ranked: list[str], excluded: int) -> tuple[Path, dict[str, float]]:
+        if excluded not in self._tried:
+            target = self.scratch / f"int8-{excluded}.onnx"
+            with _quiet_root_logger():
+                self.quantize(self.fp32, target, ranked[:excluded])
+            self._tried[excluded] = target, _graph_metrics(self.context, self.inputs, self.reference,
+                                                           _outputs(target, self.feeds))
+        return self._tried[excluded]
+
+    def _sensitivity(self, nodes: list[str], node: str) -> float:
+        """The relative output error when only ``node`` is quantized."""
+        target = self.scratch / "one.onnx"
+        with _quiet_root_logger():
+            self.quantize(self.fp32, target, [n for n in nodes if n != node])
+        outputs = _outputs(target, self.feeds)
+        return float(np.linalg.norm(outputs - self.reference) / max(float(np.linalg.norm(self.reference)), 1e-12))
+
+    def _passes(self, metrics: dict[str, float]) -> bool:
+        """The gate, tightened by the margin, on the metrics the graph outputs allow."""
+        return all(Check(metric, metrics[metric], _tightened(metric, threshold)).passed
+                   for metric, threshold in self.context.gate.items() if metric in metrics)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantizers log advice through the root logger on every call."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _tightened(metric: str, threshold: float) -> float:
+    return threshold * (1 - MARGIN) if lower_is_better(metric) else threshold + (1 - threshold) * MARGIN
+
+
+def _graph_metrics(context: RecipeContext, inputs: list, reference: np.ndarray,
+                   candidate: np.ndarray) -> dict[str, float]:
+    """The gate's metrics between fp32 and int8 graph outputs (embeddings, or logits)."""
+    if context.kind is ChainKind.CROSS_ENCODER:
+        return logit_metrics(reference, candidate, groups([tuple(p) for p in inputs]))
+    if context.kind is ChainKind.SPARSE_ENCODER:
+        return sparse_metrics(reference, candidate)
+    return dense_metrics(reference, candidate)
+
+
+def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The graph's first output for every calibration batch, in the feeds' order."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_outputs()[0].name
+    return np.concatenate([session.run([name], feed)[0].reshape(len(feed["input_ids"]), -1) for feed in feeds])

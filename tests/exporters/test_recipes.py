@@ -1,0 +1,195 @@
+"""Formats and precisions: OpenVINO, fp16, int8 recipes and their gates, --precision auto."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import packager.build as build_module
+from packager.cli import main
+from packager.exporters import _Registry
+from packager.exporters.onnx import OnnxFp32
+from packager.exporters.quantize import OnnxInt8Dynamic
+from packager.runtime import load
+from packager.runtime.manifest import Format, Precision, read_manifest
+from packager.validators.texts import real_sentences
+
+TEXTS = list(real_sentences()[1::9][:40])
+
+
+def _build(chain, out, *args):
+    report = out / "report.json"
+    code = main(["build", str(chain), "--out", str(out), "--report", str(report), "-q", *args])
+    return code, json.loads(report.read_text())
+
+
+# Tiny random models crowd their texts together (cosine ~0.9 between any two), so int8 noise
+# reorders their top-10 neighbours more than a trained model's; the real MiniLM passes the
+# default gate (test_minilm.py).
+TINY_NEIGHBOURS = ["--gate", "int8.neighbour_agreement_10=0.8"]
+
+
+def test_int8_dynamic_is_published_when_it_passes_its_gate(tiny_chains, tiny_artifacts, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", *TINY_NEIGHBOURS)
+    assert code == 0, report
+    (variant,) = report["variants"]
+    assert variant["recipe"] == "onnx-int8-dynamic" and variant["parity"]["passed"]
+    manifest = read_manifest(variant["artifact"])
+    assert manifest.precision.value == "int8" and manifest.recipe.name == "onnx-int8-dynamic"
+    assert int(manifest.recipe.details["int8_matmuls"]) > 0
+    assert manifest.calibration.source == "built-in" and manifest.calibration.samples == 256
+    assert manifest.parity.gate == {"mean_cosine": 0.995, "min_cosine": 0.98, "neighbour_agreement_10": 0.8}
+    int8, fp32 = load(variant["artifact"]).encode(TEXTS), load(tiny_artifacts["mean"]).encode(TEXTS)
+    assert 0.98 < float(np.min(np.sum(int8 * fp32, 1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)))
+    assert not np.allclose(int8, fp32, atol=1e-6)  # it really is another graph
+
+
+def test_int8_is_rejected_by_a_gate_it_cannot_meet(tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--gate", "int8.min_cosine=0.99999")
+    assert code == 6 and report["error"]["type"] == "ParityError"
+    assert any("min_cosine" in f and "0.99999" in f for f in report["parity"]["failures"])
+    assert not list(tmp_path.glob("*-onnx-int8"))
+
+
+class _Wrecked:
+    """An int8 "recipe" that breaks accuracy: the fp32 graph with one weight matrix scrambled."""
+
+    name = "wrecked-int8"
+    format = Format.ONNX
+    precision = Precision.INT8
+    calibrates = False
+
+    def export(self, graph, dest, *, stem, context):
+        import onnx
+        from onnx import numpy_helper
+
+        result = OnnxFp32().export(graph, dest, stem=stem, context=context)
+        path = dest / result.files[0]
+        model = onnx.load(path)
+        weight = next(i for i in model.graph.initializer if len(i.dims) == 2 and i.dims[0] == i.dims[1])
+        array = numpy_helper.to_array(weight)
+        weight.CopyFrom(numpy_helper.from_array(np.random.default_rng(0).permutation(array), weight.name))
+        onnx.save(model, path)
+        return result
+
+
+@pytest.fixture
+def with_wrecked_recipe(monkeypatch):
+    """A registry holding the wrecked recipe before the real ones, as the build sees it."""
+    registry = _Registry()
+    registry.register(_Wrecked())
+    registry.register(OnnxInt8Dynamic())
+    registry.register(OnnxFp32())
+    monkeypatch.setattr(build_module, "RECIPES", registry)
+
+
+def test_a_recipe_that_breaks_accuracy_is_not_published(with_wrecked_recipe, tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--recipe", "wrecked-int8")
+    assert code == 6 and report["error"]["type"] == "ParityError"
+    assert any(f.startswith("encode.mean_cosine") for f in report["parity"]["failures"]), report["parity"]
+    assert not list(tmp_path.glob("mean-*"))
+
+
+def test_auto_replaces_a_recipe_that_breaks_accuracy(with_wrecked_recipe, tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "auto", *TINY_NEIGHBOURS)
+    assert code == 0
+    (variant,) = report["variants"]
+    wrecked, dynamic = variant["attempts"]
+    assert wrecked["recipe"] == "wrecked-int8" and wrecked["outcome"].startswith("failed its gate")
+    assert dynamic["outcome"].startswith("won") and variant["recipe"] == "onnx-int8-dynamic"
+
+
+def test_auto_falls_back_to_fp32_when_no_int8_recipe_passes(tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "auto", "--gate", "int8.min_cosine=0.99999")
+    assert code == 0
+    (variant,) = report["variants"]
+    assert variant["precision"] == "fp32" and variant["recipe"] == "onnx-fp32"
+    assert [a["recipe"] for a in variant["attempts"]] == ["onnx-int8-static-qdq", "onnx-int8-dynamic"]
+    assert all(not a["passed"] and a["outcome"].startswith("failed its gate") for a in variant["attempts"])
+    assert not list(tmp_path.glob("*-onnx-int8"))
+
+
+def test_auto_keeps_the_fastest_recipe_that_passes(tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "auto", *TINY_NEIGHBOURS)
+    assert code == 0
+    (variant,) = report["variants"]
+    passed = [a for a in variant["attempts"] if a["passed"]]
+    assert passed, variant["attempts"]  # onnx-int8-dynamic passes (see above)
+    fastest = max(passed, key=lambda a: a["inputs_per_second"])
+    assert variant["recipe"] == fastest["recipe"] and fastest["outcome"].startswith("won")
+    assert sum(a["outcome"].startswith("won") for a in variant["attempts"]) == 1
+    assert sorted(p.name for p in tmp_path.glob("mean-*")) == ["mean-onnx-int8"]
+
+
+@pytest.mark.parametrize("recipe", ["openvino-int8-weights", "openvino-int8-nncf"])
+def test_openvino_int8_recipes(recipe, tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["mean"], tmp_path, "--format", "openvino", "--precision", "int8",
+                          "--recipe", recipe, "--allow-parity-failure")
+    assert code == 0
+    (variant,) = report["variants"]
+    manifest = read_manifest(variant["artifact"])
+    assert manifest.recipe.name == recipe and manifest.routes[0].graph == "model.xml"
+    assert {f.path for f in manifest.files} >= {"model.xml", "model.bin"}
+    assert (manifest.calibration is not None) == (recipe == "openvino-int8-nncf")
+    if recipe == "openvino-int8-weights":  # int8 weights only: close to fp32
+        assert variant["parity"]["passed"], variant["parity"]["failures"]
+    assert load(variant["artifact"]).encode(TEXTS).shape == (len(TEXTS), 32)
+
+
+def test_openvino_fp16_passes_and_onnx_fp16_is_refused_with_the_reason(tiny_chains, tmp_path, capsys):
+    code, report = _build(tiny_chains["splade-max"], tmp_path, "--format", "openvino", "--precision", "fp16")
+    assert code == 0 and report["variants"][0]["parity"]["passed"]
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--precision", "fp16"]) == 2
+    assert "fp16 ONNX is a GPU format" in capsys.readouterr().err
+
+
+def test_calibration_data_is_recorded(tiny_chains, tmp_path):
+    data = tmp_path / "calibration.txt"
+    data.write_text("\n".join(real_sentences()[5:125]))
+    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--calibration-data", str(data),
+                          "--allow-parity-failure")
+    assert code == 0
+    calibration = read_manifest(report["variants"][0]["artifact"]).calibration
+    assert calibration.source == str(data) and calibration.samples == 120 and len(calibration.sha256) == 64
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--gate", "int8.bogus=1"], "has no metric 'bogus'"),
+    (["--gate", "nonsense"], "PRECISION.METRIC=NUMBER"),
+    (["--recipe", "nope"], "no recipe named 'nope'"),
+    (["--precision", "auto", "--recipe", "onnx-int8-dynamic"], "picks the recipe itself"),
+    (["--recipe", "openvino-int8-nncf"], "which was not requested"),
+])
+def test_bad_recipe_and_gate_options_are_usage_errors(argv, message, tiny_chains, tmp_path, capsys):
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_int8_of_a_sparse_router_passes_its_gate(tiny_chains, tmp_path):
+    """Both routes quantize on their own (a static query route, a SPLADE document route with its
+    MLM head) and pass the sparse int8 gate."""
+    code, report = _build(tiny_chains["router-sparse"], tmp_path, "--precision", "int8")
+    assert code == 0, report.get("parity", report)
+    (variant,) = report["variants"]
+    manifest = read_manifest(variant["artifact"])
+    assert manifest.recipe.name == "onnx-int8-dynamic" and len(manifest.routes) == 2
+    assert set(manifest.parity.gate) == {"top10_overlap_mean", "dot_spearman_mean"}
+
+
+def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifacts, tmp_path):
+    """The tiny random cross-encoder scores every document about alike (logit spread ~0.4, int8
+    error ~0.04 on average), so int8 reorders its documents: the default gate must refuse it by
+    ranking metrics, and the artifact published anyway must still track the fp32 scores."""
+    code, report = _build(tiny_chains["ce-sigmoid"], tmp_path, "--precision", "int8")
+    assert code == 6 and {f.split(" ")[0] for f in report["parity"]["failures"]} <= {
+        "spearman_min", "top1_agreement"}, report["parity"]["failures"]
+    code, report = _build(tiny_chains["ce-sigmoid"], tmp_path, "--precision", "int8", "--allow-parity-failure")
+    assert code == 0
+    pairs = [(q, d) for q in TEXTS[:4] for d in TEXTS[4:20]]
+    int8 = load(report["variants"][0]["artifact"]).predict(pairs, activation_fn=lambda x: x)
+    fp32 = load(tiny_artifacts["ce-sigmoid"]).predict(pairs, activation_fn=lambda x: x)
+    assert np.corrcoef(int8, fp32)[0, 1] > 0.95
+    assert not np.allclose(int8, fp32, atol=1e-4)
