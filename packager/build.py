@@ -189,7 +189,7 @@ def _gate(kind: ChainKind, precision: Precision, options: BuildOptions) -> Gate:
                              f"it has: {', '.join(sorted(known))}")
         if for_precision is precision:
             gate[metric] = threshold
-    if options.token_embeddings:
+    if options.token_embeddings and "token_min_cosine" not in gate:  # unless --gate set it
         gate["token_min_cosine"] = gate.get("min_cosine", DEFAULT_GATES[(kind, Precision.FP32)]["min_cosine"])
     return gate
 
@@ -262,13 +262,13 @@ def _auto_variant(prep: _Prepared, recipes: list[Recipe], gates: dict[Precision,
             try:
                 staged = _stage(prep, recipe, gates[recipe.precision], options)
             except ExportError as e:  # a recipe that cannot make this model loses, and says why
-                attempts.append({"recipe": recipe.name, "passed": False, "failures": [str(e).splitlines()[0]]})
+                attempts.append({"recipe": recipe.name, "passed": False, "error": str(e).splitlines()[0]})
                 continue
             attempt = {"recipe": recipe.name, "passed": staged.report.passed, "failures": staged.report.failures,
                        "build_seconds": round(staged.seconds, 1)}
             if staged.report.passed:
-                attempt["inputs_per_second"] = _throughput(staged.stage, prep.calibration)
-                passed.append((attempt["inputs_per_second"], staged))
+                passed.append([0.0, staged])  # listed first, so it is cleaned up even if measuring fails
+                attempt["inputs_per_second"] = passed[-1][0] = _throughput(staged.stage, prep.calibration)
             else:
                 shutil.rmtree(staged.stage, ignore_errors=True)
             attempts.append(attempt)
@@ -288,6 +288,8 @@ def _auto_variant(prep: _Prepared, recipes: list[Recipe], gates: dict[Precision,
 
 
 def _outcome(attempt: dict[str, Any], winner: _Staged | None) -> str:
+    if "error" in attempt:
+        return "export failed: " + attempt["error"]
     if not attempt["passed"]:
         return "failed its gate: " + "; ".join(attempt["failures"][:3])
     if winner is not None and attempt["recipe"] == winner.recipe.name:

@@ -37,7 +37,8 @@ class _OpenVinoRecipe:
                     model, details = self.transform(ov.convert_model(str(source)), graph, dest, context)
                     target = dest / f"{stem}.xml"
                     ov.save_model(model, str(target), compress_to_fp16=self.compress_to_fp16)
-                    ov.Core().compile_model(str(target), "CPU")  # fail here, not in the gate, if it cannot run
+                    # fail here, not in the gate, if it cannot run
+                    ov.Core().compile_model(str(target), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             except Exception as e:
                 raise ExportError(f"route {graph.name!r}: {self.name} failed: {type(e).__name__}: {e}") from e
         return RecipeResult(files=[target.name, target.with_suffix(".bin").name], details=details)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packager.errors import ExportError
 from packager.exporters import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.graph import RouteGraph
@@ -91,6 +92,16 @@ Quantize = Callable[[Path, Path, list[str], list], None]
 
 def _quantize_route(graph: RouteGraph, dest: Path, stem: str, context: RecipeContext, quantize: Quantize,
                     name: str) -> RecipeResult:
+    try:
+        return _quantize(graph, dest, stem, context, quantize, name)
+    except ExportError:
+        raise
+    except Exception as e:  # onnxruntime's quantizers raise whatever they meet; a recipe fails with its name
+        raise ExportError(f"route {graph.name!r}: {name} failed: {type(e).__name__}: {e}") from e
+
+
+def _quantize(graph: RouteGraph, dest: Path, stem: str, context: RecipeContext, quantize: Quantize,
+              name: str) -> RecipeResult:
     import onnx
 
     target = dest / f"{stem}.onnx"
@@ -123,7 +134,7 @@ def unpack_attention(model) -> int:
     ``MultiHeadAttention`` with the same bias and attention bias. Returns how many."""
     from onnx import helper
 
-    nodes, unpacked = [], 0
+    nodes, unpacked, packed = [], 0, set()
     for node in model.graph.node:
         inputs = [*node.input, *[""] * (6 - len(node.input))]
         weights = _projection_weights(model, node, inputs[1]) if node.op_type == "Attention" and \
@@ -131,6 +142,7 @@ def unpack_attention(model) -> int:
         if weights is None:
             nodes.append(node)
             continue
+        packed.add(inputs[1])
         projections = [f"{node.name}_projection{j}" for j in range(3)]
         nodes += [helper.make_node("MatMul", [inputs[0], weight], [projection], name=f"{node.name}_MatMul{j}")
                   for j, (weight, projection) in enumerate(zip(weights, projections))]
@@ -139,8 +151,8 @@ def unpack_attention(model) -> int:
         nodes.append(helper.make_node("MultiHeadAttention", [*projections, inputs[2], "", inputs[5]], list(node.output),
                                       name=f"{node.name}_MultiHeadAttention", domain="com.microsoft", **attributes))
         unpacked += 1
-    used = {name for node in nodes for name in node.input}
-    kept = [n for n in nodes if n.op_type != "Concat" or any(o in used for o in n.output)]
+    used = {name for node in nodes for name in node.input} | {o.name for o in model.graph.output}
+    kept = [n for n in nodes if not (n.op_type == "Concat" and set(n.output) <= packed - used)]
     del model.graph.node[:]
     model.graph.node.extend(kept)
     used = {name for node in kept for name in node.input}  # drop the packed weights the split replaced

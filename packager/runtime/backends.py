@@ -36,7 +36,7 @@ class OnnxSession:
 
 
 class OpenVinoSession:
-    """An OpenVINO model compiled for the CPU with the latency hint (one request at a time uses
+    """An OpenVINO model compiled for the CPU in f32 with the latency hint (one request at a time uses
     every core; the throughput hint would want many requests in flight). Each thread gets its own
     infer request, so ``run`` is safe to call from several threads at once."""
 
@@ -45,7 +45,10 @@ class OpenVinoSession:
             import openvino as ov
         except ImportError as e:
             raise MissingDependencyError("OpenVINO artifacts need openvino: pip install openvino") from e
-        config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        # f32 arithmetic on every CPU, as gated: OpenVINO would pick bf16 on AMX/AVX512_BF16 CPUs
+        # and f16 on ARM by itself.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self._compiled = ov.Core().compile_model(str(path), "CPU", config)
         self._outputs = {name: self._compiled.output(name) for name in output_names}
         self._local = threading.local()

@@ -41,6 +41,14 @@ UNICODE_PROBES = (
     "∑ᵢ xᵢ² ≤ ∞ — maths, arrows → and quotes «like these».",
 )
 EDGE_PROBES = ("", " ", "a", "OK", "?", "...", "12345")
+# Calibration's own short inputs and other scripts: none of them is a probe.
+CALIBRATION_SHORT = ("b", "No.", "!", "yes", "2024", "  x  ", "Hi there")
+CALIBRATION_SCRIPTS = (
+    "東京は日本の首都であり、世界最大の都市圏の一つです。",
+    "تعمل الشبكة على نقل البيانات بين الحواسيب بسرعة عالية.",
+    "Москва расположена на берегах реки Москвы в центре России.",
+    "भारत एक विशाल देश है जिसमें अनेक भाषाएँ बोली जाती हैं।",
+)
 # Long probes stop here: a tokenizer without a length limit has no truncation boundary to probe.
 LONGEST_PROBE = 8192
 # Real sentences among the probes (every 4th of the corpus), and for calibration (every 4th from
@@ -91,7 +99,7 @@ def calibration_inputs(*, pairs: bool) -> list:
     scripts; for cross-encoders, short queries each paired with several of them."""
     sentences = real_sentences()[2::4]
     texts = [*sentences[:CALIBRATION_TEXTS - 31], *[" ".join(sentences[i : i + 6]) for i in range(300, 420, 6)],
-             *UNICODE_PROBES[:4], *EDGE_PROBES]  # the smallest inputs are where int8 errors show most
+             *CALIBRATION_SCRIPTS, *CALIBRATION_SHORT]  # the smallest inputs are where int8 errors show most
     if not pairs:
         return texts
     queries = [t for t in texts if len(t.split()) <= 10][:24]

@@ -83,3 +83,16 @@ def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(tiny_ch
     nothing_wrecked = _ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context,
                                        lambda s, t, excluded: quantize(s, t, [*excluded, *wrecked]))
     assert nothing_wrecked.run(matmuls)[1] == []  # passing at once: nothing kept in float
+
+
+def test_unpacking_keeps_a_concat_that_makes_the_output():
+    """A multi-mode Pooling ends in a Concat: with no Attention to unpack, the graph is untouched."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["a", "b"], ["sentence_embedding"], axis=1, name="pool_concat")], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph)
+    assert unpack_attention(model) == 0
+    assert [n.name for n in model.graph.node] == ["pool_concat"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_int8_is_rejected_by_a_gate_it_cannot_meet(tiny_chains, tmp_path):
     code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--gate", "int8.min_cosine=0.99999")
     assert code == 6 and report["error"]["type"] == "ParityError"
     assert any("min_cosine" in f and "0.99999" in f for f in report["parity"]["failures"])
-    assert not list(tmp_path.glob("*-onnx-int8"))
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # neither artifact nor stage
 
 
 class _Wrecked:
@@ -89,7 +90,7 @@ def test_a_recipe_that_breaks_accuracy_is_not_published(with_wrecked_recipe, tin
     code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--recipe", "wrecked-int8")
     assert code == 6 and report["error"]["type"] == "ParityError"
     assert any(f.startswith("encode.mean_cosine") for f in report["parity"]["failures"]), report["parity"]
-    assert not list(tmp_path.glob("mean-*"))
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # neither artifact nor stage
 
 
 def test_auto_replaces_a_recipe_that_breaks_accuracy(with_wrecked_recipe, tiny_chains, tmp_path):
@@ -108,7 +109,7 @@ def test_auto_falls_back_to_fp32_when_no_int8_recipe_passes(tiny_chains, tmp_pat
     assert variant["precision"] == "fp32" and variant["recipe"] == "onnx-fp32"
     assert [a["recipe"] for a in variant["attempts"]] == ["onnx-int8-static-qdq", "onnx-int8-dynamic"]
     assert all(not a["passed"] and a["outcome"].startswith("failed its gate") for a in variant["attempts"])
-    assert not list(tmp_path.glob("*-onnx-int8"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["mean-onnx-fp32"]  # no stage left
 
 
 def test_auto_keeps_the_fastest_recipe_that_passes(tiny_chains, tmp_path):
@@ -120,7 +121,7 @@ def test_auto_keeps_the_fastest_recipe_that_passes(tiny_chains, tmp_path):
     fastest = max(passed, key=lambda a: a["inputs_per_second"])
     assert variant["recipe"] == fastest["recipe"] and fastest["outcome"].startswith("won")
     assert sum(a["outcome"].startswith("won") for a in variant["attempts"]) == 1
-    assert sorted(p.name for p in tmp_path.glob("mean-*")) == ["mean-onnx-int8"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["mean-onnx-int8"]  # no stage left
 
 
 @pytest.mark.parametrize("recipe", ["openvino-int8-weights", "openvino-int8-nncf"])
@@ -193,3 +194,14 @@ def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifact
     fp32 = load(tiny_artifacts["ce-sigmoid"]).predict(pairs, activation_fn=lambda x: x)
     assert np.corrcoef(int8, fp32)[0, 1] > 0.95
     assert not np.allclose(int8, fp32, atol=1e-4)
+
+
+def test_a_gate_override_for_token_embeddings_is_kept():
+    from packager.build import BuildOptions, _gate
+    from packager.runtime.manifest import ChainKind
+
+    options = BuildOptions(precisions=(Precision.INT8,), token_embeddings=True,
+                           gates={(Precision.INT8, "token_min_cosine"): 0.95})
+    assert _gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, options)["token_min_cosine"] == 0.95
+    options = dataclasses.replace(options, gates={})
+    assert _gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, options)["token_min_cosine"] == 0.98  # its min_cosine

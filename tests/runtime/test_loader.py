@@ -127,7 +127,9 @@ def test_prompts_are_prepended(model):
     np.testing.assert_allclose(model.encode("query: where"), model.encode("where", prompt="query: "), atol=1e-6)
 
 
-def test_concurrent_encode_matches_single_threaded(model):
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_concurrent_encode_matches_single_threaded(fmt, model, tiny_openvino):
+    model = model if fmt == "onnx" else load(tiny_openvino["mean"])  # OpenVINO: one infer request per thread
     texts = list(real_sentences()[:64])
     expected = model.encode(texts, batch_size=8)
     with ThreadPoolExecutor(max_workers=8) as pool:
