@@ -192,7 +192,9 @@ def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifact
     pairs = [(q, d) for q in TEXTS[:4] for d in TEXTS[4:20]]
     int8 = load(report["variants"][0]["artifact"]).predict(pairs, activation_fn=lambda x: x)
     fp32 = load(tiny_artifacts["ce-sigmoid"]).predict(pairs, activation_fn=lambda x: x)
-    assert np.corrcoef(int8, fp32)[0, 1] > 0.95
+    # Measured 0.93 (calibration disjoint from the probes; 0.96 when it shared them): the search
+    # stops at half the MatMuls in float on this 32-wide model. A scrambled graph scores near 0.
+    assert np.corrcoef(int8, fp32)[0, 1] > 0.9
     assert not np.allclose(int8, fp32, atol=1e-4)
 
 
