@@ -256,7 +256,7 @@ def _auto_variant(prep: _Prepared, recipes: list[Recipe], gates: dict[Precision,
     """Build every int8 recipe, gate each, publish the one measured fastest among those that pass;
     if none passes, the fp32 recipe (the last in ``recipes``)."""
     *int8, fallback = recipes
-    attempts, passed = [], []
+    attempts, passed, speed = [], [], {}
     try:
         for recipe in int8:
             try:
@@ -267,12 +267,12 @@ def _auto_variant(prep: _Prepared, recipes: list[Recipe], gates: dict[Precision,
             attempt = {"recipe": recipe.name, "passed": staged.report.passed, "failures": staged.report.failures,
                        "build_seconds": round(staged.seconds, 1)}
             if staged.report.passed:
-                passed.append([0.0, staged])  # listed first, so it is cleaned up even if measuring fails
-                attempt["inputs_per_second"] = passed[-1][0] = _throughput(staged.stage, prep.calibration)
+                passed.append(staged)  # listed first, so it is cleaned up even if measuring fails
+                attempt["inputs_per_second"] = speed[recipe.name] = _throughput(staged.stage, prep.calibration)
             else:
                 shutil.rmtree(staged.stage, ignore_errors=True)
             attempts.append(attempt)
-        winner = max(passed, key=lambda p: p[0])[1] if passed else None
+        winner = max(passed, key=lambda staged: speed[staged.recipe.name]) if passed else None
         for attempt in attempts:
             attempt["outcome"] = _outcome(attempt, winner)
         log.info("auto: %s", "; ".join(f"{a['recipe']}: {a['outcome']}" for a in attempts))
@@ -283,7 +283,7 @@ def _auto_variant(prep: _Prepared, recipes: list[Recipe], gates: dict[Precision,
         result.attempts = attempts
         return result
     finally:
-        for _, staged in passed:
+        for staged in passed:
             shutil.rmtree(staged.stage, ignore_errors=True)
 
 
