@@ -20,7 +20,7 @@ from packager.chain import ChainSpec, check_compilable, load_reference, read_cha
 from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Recipe, RecipeContext
 from packager.manifest_builder import build_manifest, scoring_spec, source_spec
-from packager.registry import ModelStore, RegisteredVersion, open_store
+from packager.registry import RegisteredVersion, open_store
 from packager.runtime.manifest import CalibrationSpec, ChainKind, Format, Manifest, Precision, ScoringSpec
 from packager.validators.parity import METRICS, check_parity
 from packager.validators.report import Gate, ParityReport, inputs_digest
@@ -57,6 +57,7 @@ class BuildOptions:
     revision: str | None = None
     register: str | None = None
     tracking_uri: str | None = None
+    force_new_version: bool = False  # register even if an identical build is already registered
     validation_data: Path | None = None
     calibration_data: Path | None = None
     auto: bool = False  # --precision auto: the fastest int8 recipe that passes, else fp32
@@ -87,6 +88,14 @@ class VariantResult:
     seconds: float
     attempts: list[dict[str, Any]] = field(default_factory=list)  # --precision auto: every recipe tried
     registered: RegisteredVersion | None = None
+
+    def figures(self) -> dict[str, float]:
+        """What was measured while building, for the registry."""
+        figures = {"build.seconds": round(self.seconds, 2)}
+        speeds = [a["inputs_per_second"] for a in self.attempts if a["recipe"] == self.recipe and "inputs_per_second" in a]
+        if speeds:
+            figures["auto.inputs_per_second"] = speeds[0]
+        return figures
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": self.format.value, "precision": self.precision.value, "recipe": self.recipe,
@@ -122,7 +131,7 @@ class _Prepared:
     name: str
 
 
-def build(source: str, options: BuildOptions, *, store: ModelStore | None = None) -> BuildResult:
+def build(source: str, options: BuildOptions) -> BuildResult:
     """Build, validate and (optionally) register every requested variant of ``source``."""
     plan = _plan(options)
     chain = read_chain(source, revision=options.revision, trust_remote_code=options.trust_remote_code,
@@ -132,7 +141,7 @@ def build(source: str, options: BuildOptions, *, store: ModelStore | None = None
     extra = _inputs_file(options.validation_data, chain.kind)
     calibration = _inputs_file(options.calibration_data, chain.kind)
     if options.register:
-        store = store or open_store(options.tracking_uri)
+        store = open_store(options.tracking_uri)
         store.ping()
     prepared = _prepare(chain, options, extra, calibration)
     result = BuildResult(source=chain.source.location, chain_kind=chain.kind.value)
@@ -140,7 +149,9 @@ def build(source: str, options: BuildOptions, *, store: ModelStore | None = None
         variant = _auto_variant(prepared, recipes, gates, options) if options.auto else _variant(
             prepared, recipes[0], gates[recipes[0].precision], options)
         if options.register:
-            variant.registered = store.register(variant.artifact, variant.manifest, options.register)
+            variant.registered = store.register(variant.artifact, options.register,
+                                                force_new_version=options.force_new_version,
+                                                figures=variant.figures())
         result.variants.append(variant)
     return result
 

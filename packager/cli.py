@@ -16,6 +16,7 @@ from typing import Any
 
 from packager.artifact import write_json
 from packager.errors import ParityError, UsageError
+from packager.registry import RegisteredVersion
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
 from packager.validators.report import ParityReport, lower_is_better
 
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--name", help="artifact name (default: the source folder or model name)")
     build.add_argument("--revision", help="revision of a cached Hugging Face model id")
     build.add_argument("--register", metavar="MODEL_NAME", help="register each artifact under this registry name")
-    build.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    _add_registry_options(build)
     _add_validation_options(build)
     build.add_argument("--token-embeddings", action="store_true", help="also export token_embeddings")
     build.add_argument("--allow-parity-failure", action="store_true",
@@ -88,7 +89,46 @@ def _parser() -> argparse.ArgumentParser:
     _add_validation_options(validate)
     validate.add_argument("--report", type=Path, help="write the parity report (JSON) here")
     validate.set_defaults(run=_validate)
+
+    register = commands.add_parser("register", parents=[common],
+                                   help="register an artifact built earlier (its hashes are verified first)")
+    register.add_argument("artifact", type=Path)
+    register.add_argument("--name", required=True, help="the registered model name")
+    _add_registry_options(register)
+    register.set_defaults(run=_register)
+
+    promote = commands.add_parser("promote", parents=[common],
+                                  help="point an alias at a verified version that passed its parity gate")
+    promote.add_argument("name", help="the registered model name")
+    which = promote.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="the version number to promote")
+    which.add_argument("--from-alias", help="promote the version this alias points at now, e.g. candidate")
+    promote.add_argument("--alias", required=True, help="the alias to set, e.g. champion")
+    _add_tracking_uri(promote)
+    promote.set_defaults(run=_promote)
+
+    pull = commands.add_parser("pull", parents=[common], help="download a registered artifact and verify its hashes")
+    pull.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    pull.add_argument("--out", type=Path, default=Path("dist"), help="directory to put the artifact in (default: dist)")
+    _add_tracking_uri(pull)
+    pull.set_defaults(run=_pull)
+
+    listing = commands.add_parser("list", parents=[common], help="the registered versions of a model")
+    listing.add_argument("name", help="the registered model name")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _add_tracking_uri(listing)
+    listing.set_defaults(run=_list)
     return parser
+
+
+def _add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+
+def _add_registry_options(parser: argparse.ArgumentParser) -> None:
+    _add_tracking_uri(parser)
+    parser.add_argument("--force-new-version", action="store_true",
+                        help="register a new version even if an identical build is already registered")
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, *, default: Any) -> None:
@@ -118,18 +158,84 @@ def _build(args: argparse.Namespace) -> int:
         precisions=() if auto else _enum_list(Precision, args.precision, "--precision"), auto=auto,
         recipe=args.recipe, calibration_data=args.calibration_data, gates=_gates(args.gate),
         out=args.out, name=args.name, revision=args.revision, register=args.register, tracking_uri=args.tracking_uri,
+        force_new_version=args.force_new_version,
         validation_data=args.validation_data, token_embeddings=args.token_embeddings,
         allow_parity_failure=args.allow_parity_failure, trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
     )
     result = build(args.source, options)
     for variant in result.variants:
-        registered = f", registered {variant.registered.model_uri} @{variant.registered.alias}" if variant.registered else ""
+        registered = f", {_registered_line(variant.registered)}" if variant.registered else ""
         print(f"{variant.artifact} ({variant.recipe}): {_parity_line(variant.parity)}, built in {variant.seconds:.1f} s"
               f"{registered}")
         for attempt in variant.attempts:
             print(f"  auto: {attempt['recipe']}: {attempt['outcome']}")
     _write_report(args.report, {"status": "ok", "exit_code": 0, **result.to_dict()})
+    return 0
+
+
+def _registered_line(registered: RegisteredVersion) -> str:
+    if registered.existing:
+        return (f"already registered as {registered.model_uri} (an identical build; --force-new-version registers "
+                "another)")
+    return f"registered {registered.model_uri} @{registered.alias}"
+
+
+def _store(tracking_uri: str | None) -> Any:
+    """The registry, checked to answer before any work."""
+    from packager.registry import open_store
+
+    store = open_store(tracking_uri)
+    store.ping()
+    return store
+
+
+def _register(args: argparse.Namespace) -> int:
+    store = _store(args.tracking_uri)
+    registered = store.register(args.artifact, args.name, force_new_version=args.force_new_version)
+    print(f"{args.artifact}: {_registered_line(registered)} in {registered.tracking_uri}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    store = _store(args.tracking_uri)
+    promoted = store.promote(args.name, args.alias, version=args.version, from_alias=args.from_alias)
+    print(f"{promoted.name} version {promoted.version} is now @{promoted.alias} (verified, parity passed)")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    store = _store(args.tracking_uri)
+    print(f"{args.uri}: verified and written to {store.pull(args.uri, args.out)}")
+    return 0
+
+
+_LIST_METRICS = ("min_cosine", "mean_cosine", "spearman_min", "top10_overlap_mean", "max_rel_diff")
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = _store(args.tracking_uri)
+    versions = store.versions(args.name)
+    if args.json:
+        print(json.dumps([v.to_dict() for v in versions], indent=2, sort_keys=True))
+        return 0
+    rows = [("version", "aliases", "format", "precision", "recipe", "parity", "source", "verified")]
+    for v in versions:
+        t = v.tags
+        figures = []
+        for metric in _LIST_METRICS:  # the worst value over the verbs, as in the build's output
+            values = [float(v) for k, v in t.items() if k.startswith("packager.parity.") and k.endswith("." + metric)]
+            if values:
+                figures.append(f"{metric} {(max if lower_is_better(metric) else min)(values):.6g}")
+        figures = figures[:2]
+        source = t.get("packager.source.location", "?") + "@" + t.get("packager.source.sha256", "")[:12]
+        rows.append((v.version, ",".join(v.aliases) or "-", t.get("packager.format", "?"),
+                     t.get("packager.precision", "?"), t.get("packager.recipe", "?"),
+                     " ".join([t.get("packager.parity.status", "?"), *figures]), source,
+                     "yes" if v.verified else "NO"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
 
 
@@ -233,6 +339,7 @@ def _configure_logging(verbosity: int) -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end: set up, package the bundled all-MiniLM-L6-v2 (whole chain -> ONNX),
 # pass its parity gate, register it in a local MLflow registry (./mlflow.db), re-validate it,
-# then load it with the artifact's own loader in a torch-free environment and through MLflow.
+# load it with the artifact's own loader in a torch-free environment, promote it to champion and
+# load that through MLflow. Run again, the identical build is reported, not registered twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -24,6 +25,9 @@ echo "== load it with only numpy, tokenizers and onnxruntime installed"
 PIP_CONFIG_FILE=/dev/null .venv-runtime/bin/python -m pip install -q --disable-pip-version-check --no-index \
     --find-links .cache/runtime-wheels numpy tokenizers onnxruntime
 .venv-runtime/bin/python scripts/load_artifact.py "$artifact"
-echo "== load the registered candidate through mlflow.pyfunc"
+echo "== promote the verified candidate to champion, list the versions"
+.venv/bin/packager promote all-MiniLM-L6-v2 --from-alias candidate --alias champion
+.venv/bin/packager list all-MiniLM-L6-v2
+echo "== load the champion through mlflow.pyfunc"
 MLFLOW_TRACKING_URI="sqlite:///$PWD/mlflow.db" .venv/bin/python scripts/load_artifact.py \
-    "models:/all-MiniLM-L6-v2@candidate"
+    "models:/all-MiniLM-L6-v2@champion"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with the build toolchain and the test dependencies, and keep the runtime's wheels
-# in .cache/runtime-wheels so torch-free environments can be made later without a network.
+# (and a model service's: mlflow-skinny, pandas) in .cache/runtime-wheels so torch-free
+# environments can be made later without a network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,5 +12,6 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 # torch first and pinned: unpinned (or pulled in by another package) it resolves to a multi-GB CUDA build.
 "${pip[@]}" install -q torch==2.13.0
 "${pip[@]}" install -q -c constraints.txt -e '.[build,test]'
-"${pip[@]}" download -q -c constraints.txt -d .cache/runtime-wheels numpy tokenizers onnxruntime openvino
+"${pip[@]}" download -q -c constraints.txt -d .cache/runtime-wheels numpy tokenizers onnxruntime openvino \
+    mlflow-skinny pandas
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, sentence_transformers as st; print("torch", torch.__version__, "/ sentence-transformers", st.__version__)'))"

@@ -24,6 +24,7 @@ os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_WHEELS = REPO / ".cache" / "runtime-wheels"
 RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime", "openvino")
+SERVING_PACKAGES = ("mlflow-skinny", "pandas")
 
 @dataclass(frozen=True)
 class Backbones:
@@ -153,11 +154,21 @@ def minilm_path() -> Path:
 def runtime_python(tmp_path_factory) -> Path:
     """A virtual environment with only the runtime's dependencies (no torch, no transformers, no
     packager), installed offline from wheels that scripts/setup.sh downloaded."""
-    if not any(RUNTIME_WHEELS.glob("onnxruntime-*.whl")):
+    return _offline_venv(tmp_path_factory.mktemp("runtime-venv"), RUNTIME_PACKAGES)
+
+
+@pytest.fixture(scope="session")
+def serving_python(tmp_path_factory) -> Path:
+    """What a model service has: the runtime's dependencies plus mlflow (mlflow-skinny, the
+    client, and pandas for pyfunc inputs); no torch, no packager."""
+    return _offline_venv(tmp_path_factory.mktemp("serving-venv"), (*RUNTIME_PACKAGES, *SERVING_PACKAGES))
+
+
+def _offline_venv(root: Path, packages: tuple[str, ...]) -> Path:
+    if not any(RUNTIME_WHEELS.glob("mlflow_skinny-*.whl")):
         pytest.fail(f"no runtime wheels in {RUNTIME_WHEELS}; run scripts/setup.sh first")
-    venv = tmp_path_factory.mktemp("runtime-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    python = root / "venv" / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(RUNTIME_WHEELS),
-                    *RUNTIME_PACKAGES], check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+                    *packages], check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
     return python

@@ -1,12 +1,13 @@
-"""The model registry behind a small protocol: MLflow in production, an in-memory fake in unit tests."""
+"""The model registry: MLflow (``mlflow_store.py``, the only module that imports mlflow), with
+the embedded SQLite store in the working directory by default, or any MLflow tracking server."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from packager.runtime.manifest import Manifest
+if TYPE_CHECKING:
+    from packager.registry.mlflow_store import MlflowStore
 
 CANDIDATE_ALIAS = "candidate"
 
@@ -15,23 +16,13 @@ CANDIDATE_ALIAS = "candidate"
 class RegisteredVersion:
     name: str
     version: str
-    alias: str | None
+    alias: str | None  # the alias this call set, if any
     model_uri: str
     tracking_uri: str
+    existing: bool = False  # an identical build was already registered; nothing new was created
 
 
-class ModelStore(Protocol):
-    def ping(self) -> None:
-        """Raise ``RegistryError`` now if the registry cannot be reached at all."""
-        ...
-
-    def register(self, artifact: Path, manifest: Manifest, name: str) -> RegisteredVersion:
-        """Upload ``artifact``, register a new version of ``name`` and set the candidate alias
-        only once the upload is verified; leave no version behind on failure."""
-        ...
-
-
-def open_store(tracking_uri: str | None = None) -> ModelStore:
+def open_store(tracking_uri: str | None = None) -> MlflowStore:
     from packager.registry.mlflow_store import MlflowStore
 
     return MlflowStore(tracking_uri)

@@ -1,35 +1,68 @@
 """MLflow as the registry: the only module that imports mlflow.
 
 Each artifact becomes an MLflow pyfunc model (``pyfunc.py``, logged as code) whose ``predict``
-runs the artifact's own loader, with the runtime's pip requirements only. A new version gets the
-``candidate`` alias once its uploaded copy has been downloaded and verified against the manifest.
+runs the artifact's own loader, with the runtime's pip requirements only. The order of a
+registration is what keeps the registry honest when a job dies or a server fails half way:
+
+1. upload the artifact into a run (a killed upload leaves a failed run, never a version);
+2. register the version, tagged with its lineage and the sha256 of its manifest;
+3. download the registry's copy and verify it against that manifest and tag;
+4. tag the version ``packager.verified`` and point ``candidate`` at it.
+
+A failure in 3 or 4 deletes the version. Promotion (``promote``) and downloads (``pull``) accept
+verified versions whose files still match their hashes only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import subprocess
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import version
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from packager.artifact import PARITY_FILE
-from packager.errors import MissingDependencyError, RegistryError
+from packager.artifact import PARITY_FILE, README_FILE, publish
+from packager.errors import MissingDependencyError, PackagerError, RegistryError, UsageError
+from packager.failpoints import failpoint
 from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
-from packager.runtime.integrity import verify_artifact
-from packager.runtime.manifest import ChainKind, Format, Manifest, read_manifest
-from packager.runtime.model import download_registered
+from packager.runtime.integrity import sha256_file, verify_artifact
+from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Format, Manifest, ParityStatus, read_manifest
+from packager.runtime.registered import MANIFEST_SHA256_TAG, download_registered, resolve_version
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "chain-packager"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
+VERIFIED_TAG = "packager.verified"
+BUILD_KEY_TAG = "packager.build_key"
+# The parts of a manifest that make two builds the same build; built_at, file digests and the
+# measured parity figures may differ between two runs of the same build.
+_NOT_IN_BUILD_KEY = ("built_at", "files", "parity")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version as ``packager list`` shows it."""
+
+    version: str
+    aliases: tuple[str, ...]
+    created: int  # milliseconds since the epoch
+    verified: bool
+    tags: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "aliases": list(self.aliases), "created": self.created,
+                "verified": self.verified, "tags": self.tags}
 
 
 def default_tracking_uri() -> str:
@@ -42,11 +75,11 @@ class MlflowStore:
         try:
             import mlflow  # noqa: F401
         except ImportError as e:
-            raise MissingDependencyError("registering needs mlflow: pip install 'chain-packager[build]'") from e
+            raise MissingDependencyError("the registry needs mlflow: pip install 'chain-packager[build]'") from e
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-        self._client = MlflowClient(self.tracking_uri)
+        self._client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
 
     def ping(self) -> None:
         """Fail fast, before any export, when a tracking server does not answer at all."""
@@ -62,42 +95,90 @@ class MlflowStore:
                 "--tracking-uri / MLFLOW_TRACKING_URI"
             ) from e
 
-    def register(self, artifact: Path, manifest: Manifest, name: str) -> RegisteredVersion:
-        try:
-            with _tracking_uri(self.tracking_uri):
-                return self._register(artifact, manifest, name)
-        except RegistryError:
-            raise
-        except Exception as e:
-            raise RegistryError(
-                f"registering {artifact} as {name!r} in {self.tracking_uri} failed: {type(e).__name__}: {e}. "
-                f"The artifact is kept at {artifact}."
-            ) from e
+    # --- registering ---------------------------------------------------------------------------
 
-    def _register(self, artifact: Path, manifest: Manifest, name: str) -> RegisteredVersion:
+    def register(self, artifact: Path, name: str, *, force_new_version: bool = False,
+                 figures: dict[str, float] | None = None) -> RegisteredVersion:
+        """Register ``artifact`` (verified first) as a new version of ``name`` and point
+        ``candidate`` at it, or report the version an identical build already registered.
+        ``figures`` are extra metrics for the run (build time, measured speed)."""
+        manifest = read_manifest(artifact)
+        verify_artifact(artifact, manifest)
+        with self._errors(f"registering {artifact} as {name!r}", keep=artifact):
+            key = build_key(manifest)
+            if not force_new_version:
+                existing = self._find_build(name, key)
+                if existing is not None:
+                    log.info("registry: %s is already registered as %s version %s (same build); "
+                             "--force-new-version registers another", artifact.name, name, existing)
+                    return RegisteredVersion(name=name, version=existing, alias=None,
+                                             model_uri=f"models:/{name}/{existing}", tracking_uri=self.tracking_uri,
+                                             existing=True)
+            return self._register(artifact, manifest, name, key, figures or {})
+
+    def _register(self, artifact: Path, manifest: Manifest, name: str, key: str,
+                  figures: dict[str, float]) -> RegisteredVersion:
         import mlflow
 
-        log.info("registry: logging %s to %s", artifact.name, self.tracking_uri)
-        with mlflow.start_run(experiment_id=self._experiment_id(), run_name=artifact.name) as run:
-            mlflow.set_tags(lineage_tags(manifest))
-            mlflow.log_metrics({f"parity.{k}": v for k, v in manifest.parity.metrics.items()})
+        tags = {**lineage_tags(manifest), **git_tags(), BUILD_KEY_TAG: key,
+                MANIFEST_SHA256_TAG: sha256_file(artifact / MANIFEST_FILE)}
+        metrics = {f"parity.{k}": v for k, v in manifest.parity.metrics.items()}
+        metrics.update(figures)
+        metrics["artifact.bytes"] = float(sum(d.size for d in manifest.files))
+        log.info("registry: uploading %s to %s", artifact.name, self.tracking_uri)
+        with _tracking_uri(self.tracking_uri), mlflow.start_run(experiment_id=self._experiment_id(),
+                                                                 run_name=artifact.name) as run:
+            mlflow.set_tags(tags)
+            mlflow.log_metrics(metrics)
             logged = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
-                pip_requirements=runtime_requirements(manifest.format), signature=_signature(manifest),
-                input_example=_input_example(manifest),
+                pip_requirements=runtime_requirements(manifest.format), signature=signature(manifest),
+                input_example=input_example(manifest),
             )
-            mlflow.log_artifact(str(artifact / PARITY_FILE), artifact_path="reports")
-        version = mlflow.register_model(logged.model_uri, name, tags=lineage_tags(manifest))
+            for report in (PARITY_FILE, README_FILE):
+                mlflow.log_artifact(str(artifact / report), artifact_path="reports")
+            failpoint("registry.uploaded")
+        created = self._create_version(name, logged, run.info.run_id, tags)
         try:
-            self._verify_upload(name, version.version)
-            self._client.set_registered_model_alias(name, CANDIDATE_ALIAS, version.version)
-        except Exception:
-            self._client.delete_model_version(name, version.version)
+            failpoint("registry.registered")
+            self._verify_upload(name, created)
+            self._client.set_model_version_tag(name, created, VERIFIED_TAG, "true")
+            self._client.set_registered_model_alias(name, CANDIDATE_ALIAS, created)
+        except BaseException:
+            self._delete_version(name, created)
             raise
-        log.info("registry: %s version %s, alias %s (run %s)", name, version.version, CANDIDATE_ALIAS,
-                 run.info.run_id)
-        return RegisteredVersion(name=name, version=str(version.version), alias=CANDIDATE_ALIAS,
-                                 model_uri=f"models:/{name}/{version.version}", tracking_uri=self.tracking_uri)
+        log.info("registry: %s version %s, alias %s (run %s)", name, created, CANDIDATE_ALIAS, run.info.run_id)
+        return RegisteredVersion(name=name, version=created, alias=CANDIDATE_ALIAS,
+                                 model_uri=f"models:/{name}/{created}", tracking_uri=self.tracking_uri)
+
+    def _create_version(self, name: str, logged: Any, run_id: str, tags: dict[str, str]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":  # another job created it first: fine
+                raise
+        return str(self._client.create_model_version(name, logged.model_uri, run_id=run_id, tags=tags,
+                                                     model_id=logged.model_id).version)
+
+    def _delete_version(self, name: str, version: str) -> None:
+        try:
+            self._client.delete_model_version(name, version)
+        except Exception as e:  # the registry went away: say what is left behind
+            log.error("registry: could not delete the unverified version %s of %s (%s); it has no %s tag, "
+                      "so it cannot be promoted or pulled; delete it by hand", version, name, e, VERIFIED_TAG)
+
+    def _find_build(self, name: str, key: str) -> str | None:
+        """The newest verified version of ``name`` with this build key, if any."""
+        versions = self._client.search_model_versions(f"name = '{_quote(name)}' and tags.`{BUILD_KEY_TAG}` = '{key}'")
+        verified = [int(v.version) for v in versions if v.tags.get(VERIFIED_TAG) == "true"]
+        return str(max(verified)) if verified else None
+
+    def _verify_upload(self, name: str, version: str) -> None:
+        """Download what the registry now holds and check it byte for byte against its manifest."""
+        with tempfile.TemporaryDirectory(prefix="packager-verify-") as tmp:
+            download_registered(f"models:/{name}/{version}", tmp, tracking_uri=self.tracking_uri)
 
     def _experiment_id(self) -> str:
         experiment = self._client.get_experiment_by_name(EXPERIMENT)
@@ -119,11 +200,90 @@ class MlflowStore:
         database = Path(self.tracking_uri[len("sqlite:///"):])
         return (database.parent / "mlartifacts").resolve().as_uri()
 
-    def _verify_upload(self, name: str, version: str) -> None:
-        """Download what the registry now holds and check it byte for byte against its manifest."""
-        with tempfile.TemporaryDirectory(prefix="packager-verify-") as tmp:
-            root = download_registered(f"models:/{name}/{version}", tmp, tracking_uri=self.tracking_uri)
-            verify_artifact(root, read_manifest(root))
+    # --- promoting, pulling, listing -----------------------------------------------------------
+
+    def promote(self, name: str, alias: str, *, version: str | None = None,
+                from_alias: str | None = None) -> RegisteredVersion:
+        """Point ``alias`` at a version (by number, or the one ``from_alias`` names now) after
+        checking that its parity gate passed and that the registry's copy still matches."""
+        if (version is None) == (from_alias is None):
+            raise UsageError("promote: give exactly one of --version N and --from-alias ALIAS")
+        uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{from_alias}"
+        with self._errors(f"promoting {uri} to @{alias}"):
+            chosen = resolve_version(uri, self._client)
+            number = str(chosen.version)
+            if chosen.tags.get(VERIFIED_TAG) != "true":
+                raise RegistryError(f"{name} version {number} was never verified after its upload (an interrupted "
+                                    "or failed registration); register the artifact again")
+            with tempfile.TemporaryDirectory(prefix="packager-promote-") as tmp:
+                root = download_registered(f"models:/{name}/{number}", tmp, tracking_uri=self.tracking_uri)
+                parity = read_manifest(root).parity
+            if parity.status is not ParityStatus.PASSED:
+                raise RegistryError(f"{name} version {number} did not pass its parity gate ({parity.status.value}: "
+                                    f"{'; '.join(parity.failures[:3])}); it cannot be promoted")
+            self._client.set_registered_model_alias(name, alias, number)
+        log.info("registry: %s version %s is now @%s", name, number, alias)
+        return RegisteredVersion(name=name, version=number, alias=alias, model_uri=f"models:/{name}@{alias}",
+                                 tracking_uri=self.tracking_uri)
+
+    def pull(self, uri: str, out: Path) -> Path:
+        """Download a registered version into ``out/<artifact name>``, verified, atomically."""
+        with self._errors(f"pulling {uri}"):
+            out.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".pull-", dir=out) as tmp:
+                root = download_registered(uri, tmp, tracking_uri=self.tracking_uri)
+                manifest = read_manifest(root)
+                target = out / manifest.name
+                publish(root, target, manifest)
+        log.info("registry: pulled %s into %s", uri, target)
+        return target
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every version of ``name``, newest first."""
+        from mlflow.exceptions import MlflowException
+
+        with self._errors(f"listing {name!r}"):
+            try:
+                model = self._client.get_registered_model(name)
+            except MlflowException as e:
+                if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    raise RegistryError(f"{self.tracking_uri} has no registered model named {name!r}") from e
+                raise
+            aliases: dict[str, list[str]] = {}
+            for alias, number in (model.aliases or {}).items():
+                aliases.setdefault(str(number), []).append(alias)
+            found = self._client.search_model_versions(f"name = '{_quote(name)}'")
+        return [VersionInfo(version=str(v.version), aliases=tuple(sorted(aliases.get(str(v.version), []))),
+                            created=int(v.creation_timestamp or 0), verified=v.tags.get(VERIFIED_TAG) == "true",
+                            tags=dict(v.tags)) for v in sorted(found, key=lambda v: -int(v.version))]
+
+    @contextmanager
+    def _errors(self, doing: str, *, keep: Path | None = None) -> Iterator[None]:
+        """Our own errors pass; anything else from mlflow or the network becomes a RegistryError
+        with the cause in one line, and says what to do."""
+        try:
+            yield
+        except PackagerError:
+            raise
+        except Exception as e:
+            raise RegistryError(f"{doing} in {self.tracking_uri} failed: {_cause(e)}"
+                                + (f". The artifact is kept at {keep}; register it later with `packager register "
+                                   f"{keep} --name NAME`" if keep else "")) from e
+
+
+def _cause(error: Exception) -> str:
+    """One line: what went wrong, and for an authentication failure what to set."""
+    code = getattr(error, "error_code", "")
+    status = getattr(error, "get_http_status_code", lambda: None)()
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or status in (401, 403):
+        return ("the tracking server refused our credentials (HTTP " + str(status or code) + "); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+    message = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {message.strip().splitlines()[0] if message.strip() else ''}"
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
 
 
 @contextmanager
@@ -141,6 +301,17 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+def build_key(manifest: Manifest) -> str:
+    """What identifies a build: the source's files, format, precision, recipe and its decisions,
+    calibration, gate, routes and tool versions; not when it ran."""
+    data = json.loads(manifest.to_json())
+    for field in _NOT_IN_BUILD_KEY:
+        data.pop(field)
+    data["gate"] = manifest.parity.gate
+    data["source"].pop("files", None)  # summarized by source.sha256
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def lineage_tags(manifest: Manifest) -> dict[str, str]:
     tags = {
         "packager.artifact": manifest.name, "packager.chain_kind": manifest.chain_kind.value,
@@ -148,24 +319,43 @@ def lineage_tags(manifest: Manifest) -> dict[str, str]:
         "packager.recipe": manifest.recipe.name,
         "packager.source.kind": manifest.source.kind.value, "packager.source.location": manifest.source.location,
         "packager.source.sha256": manifest.source.sha256, "packager.source.revision": manifest.source.revision or "",
-        "packager.parity.status": manifest.parity.status.value,
+        "packager.parity.status": manifest.parity.status.value, "packager.built_at": manifest.built_at,
     }
+    if manifest.calibration is not None:
+        tags["packager.calibration.sha256"] = manifest.calibration.sha256
     tags.update({f"packager.parity.{k}": f"{v:.8g}" for k, v in manifest.parity.metrics.items()})
     tags.update({f"packager.tool.{k}": v for k, v in manifest.tools.items()})
     return tags
 
 
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    """The commit of the calling repository (the working directory's), when there is one."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    return {"packager.git.commit": commit, "packager.git.dirty": str(bool(git("status", "--porcelain"))).lower()}
+
+
 def runtime_requirements(fmt: Format = Format.ONNX) -> list[str]:
     """The loader's dependencies for one artifact format, at the versions the parity gate ran with."""
     engine = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}[fmt]
-    return [f"{name}=={version(name)}" for name in ("numpy", "tokenizers", engine)]
+    return [f"{name}=={package_version(name)}" for name in ("numpy", "tokenizers", engine)]
 
 
-def _signature(manifest: Manifest) -> Any:
-    """Strings in, float32 rows out; for cross-encoders, (query, document) string columns in."""
+def signature(manifest: Manifest) -> Any:
+    """Strings in, float32 rows out, with a ``verb`` parameter (encode, encode_query,
+    encode_document) for embedding models; for cross-encoders, (query, document) string columns
+    in, scores out."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
     if manifest.chain_kind is ChainKind.CROSS_ENCODER:
         labels = manifest.scoring.num_labels
@@ -174,12 +364,14 @@ def _signature(manifest: Manifest) -> Any:
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,) if labels == 1 else (-1, labels))]),
         )
     return ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension))]))
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension))]),
+                          params=ParamSchema([ParamSpec("verb", DataType.string, "encode")]))
 
 
-def _input_example(manifest: Manifest) -> Any:
+def input_example(manifest: Manifest) -> Any:
     if manifest.chain_kind is ChainKind.CROSS_ENCODER:
         import pandas as pd
 
         return pd.DataFrame({"query": ["What is a packaged model?"], "document": ["A model with its own loader."]})
-    return ["An example sentence to embed."]
+    verb = "encode_query" if manifest.verbs.get("encode_query") != manifest.verbs.get("encode_document") else "encode"
+    return ["An example sentence to embed."], {"verb": verb}

@@ -44,12 +44,17 @@ class ArtifactModel(PythonModel):
         self.model = import_loader(root).load(root)
 
     def predict(self, context, model_input, params=None):
-        """Texts in, embeddings out (sparse ones as dense rows); for cross-encoders, (query,
-        document) pairs in (two columns, or a list of pairs), scores out."""
+        """Texts in, embeddings out (sparse ones as dense rows), by the verb in ``params``
+        (encode, encode_query or encode_document); for cross-encoders, (query, document) pairs in
+        (two columns, or a list of pairs), scores out."""
+        params = dict(params or {})
         kind = self.model.manifest.chain_kind.value
         if kind == "CrossEncoder":
             pairs = model_input.values.tolist() if hasattr(model_input, "columns") else list(model_input)
-            return self.model.predict([tuple(p) for p in pairs], **(params or {}))
+            return self.model.predict([tuple(p) for p in pairs], **params)
+        verb = params.pop("verb", "encode")
+        if verb not in ("encode", "encode_query", "encode_document"):
+            raise ValueError(f"verb {verb!r}: use encode, encode_query or encode_document")
         if hasattr(model_input, "columns"):  # a pandas DataFrame: the "text" column, or the only one
             column = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = model_input[column].tolist()
@@ -57,7 +62,7 @@ class ArtifactModel(PythonModel):
             texts = [model_input]
         else:
             texts = list(model_input)
-        embeddings = self.model.encode(texts, **(params or {}))
+        embeddings = getattr(self.model, verb)(texts, **params)
         return embeddings.toarray() if kind == "SparseEncoder" else embeddings
 
 

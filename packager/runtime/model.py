@@ -4,16 +4,19 @@ sparse, plus ``decode`` for sparse), ``predict`` and ``rank`` for cross-encoders
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError, UnsupportedVerbError
+from .errors import InvalidInputError, UnsupportedVerbError
 from .integrity import verify_artifact
-from .manifest import MANIFEST_FILE, Activation, ChainKind, Manifest, OutputMeaning, Similarity, read_manifest
+from .manifest import Activation, ChainKind, Manifest, OutputMeaning, Similarity, read_manifest
+from .registered import download_registered
 from .runner import RouteRunner
 from .sparse import SparseBatch, SparseEmbedding
 
@@ -28,29 +31,24 @@ def load(path_or_uri: str | Path, *, threads: int | None = None) -> Model:
     ``threads`` sets the graph runtime's intra-op threads (default: the runtime's own choice).
     """
     text = str(path_or_uri)
-    root = download_registered(text, tempfile.mkdtemp(prefix="packager-")) if text.startswith("models:/") else Path(
-        path_or_uri)
+    if not text.startswith("models:/"):
+        return _load(Path(path_or_uri), threads)
+    download = tempfile.mkdtemp(prefix="packager-")
+    try:
+        model = _load(download_registered(text, download), threads)
+    except BaseException:
+        shutil.rmtree(download, ignore_errors=True)
+        raise
+    weakref.finalize(model, shutil.rmtree, download, ignore_errors=True)  # the download lives as long as the model
+    return model
+
+
+def _load(root: Path, threads: int | None) -> Model:
     manifest = read_manifest(root)
     verify_artifact(root, manifest)
     model_class = {ChainKind.SENTENCE_TRANSFORMER: EmbeddingModel, ChainKind.SPARSE_ENCODER: SparseEncoderModel,
                    ChainKind.CROSS_ENCODER: CrossEncoderModel}[manifest.chain_kind]
     return model_class(root, manifest, threads=threads)
-
-
-def download_registered(uri: str, dst: str | Path, *, tracking_uri: str | None = None) -> Path:
-    """Download a registered version (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``) into
-    ``dst`` and return the artifact directory inside it. Only this needs mlflow."""
-    try:
-        import mlflow.artifacts
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"loading {uri} needs mlflow: pip install mlflow (or load a local artifact directory)"
-        ) from e
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri))
-    manifests = sorted(local.glob(f"artifacts/**/{MANIFEST_FILE}"))
-    if len(manifests) != 1:
-        raise ArtifactIntegrityError(f"{uri} does not hold exactly one packaged artifact (found {len(manifests)})")
-    return manifests[0].parent
 
 
 class Model:
