@@ -126,27 +126,29 @@ class MlflowStore:
         metrics.update(figures)
         metrics["artifact.bytes"] = float(sum(d.size for d in manifest.files))
         log.info("registry: uploading %s to %s", artifact.name, self.tracking_uri)
-        with _tracking_uri(self.tracking_uri), mlflow.start_run(experiment_id=self._experiment_id(),
-                                                                 run_name=artifact.name) as run:
-            mlflow.set_tags(tags)
-            mlflow.log_metrics(metrics)
-            logged = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
-                pip_requirements=runtime_requirements(manifest.format), signature=signature(manifest),
-                input_example=input_example(manifest),
-            )
-            for report in (PARITY_FILE, README_FILE):
-                mlflow.log_artifact(str(artifact / report), artifact_path="reports")
-            failpoint("registry.uploaded")
-        created = self._create_version(name, logged, run.info.run_id, tags)
-        try:
-            failpoint("registry.registered")
-            self._verify_upload(name, created)
-            self._client.set_model_version_tag(name, created, VERIFIED_TAG, "true")
-            self._client.set_registered_model_alias(name, CANDIDATE_ALIAS, created)
-        except BaseException:
-            self._delete_version(name, created)
-            raise
+        # The whole registration under our tracking URI: MLflow resolves the logged model's
+        # models:/m-... source through the process-wide one when it creates the version.
+        with _tracking_uri(self.tracking_uri):
+            with mlflow.start_run(experiment_id=self._experiment_id(), run_name=artifact.name) as run:
+                mlflow.set_tags(tags)
+                mlflow.log_metrics(metrics)
+                logged = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
+                    pip_requirements=runtime_requirements(manifest.format), signature=signature(manifest),
+                    input_example=input_example(manifest),
+                )
+                for report in (PARITY_FILE, README_FILE):
+                    mlflow.log_artifact(str(artifact / report), artifact_path="reports")
+                failpoint("registry.uploaded")
+            created = self._create_version(name, logged, run.info.run_id, tags)
+            try:
+                failpoint("registry.registered")
+                self._verify_upload(name, created)
+                self._client.set_model_version_tag(name, created, VERIFIED_TAG, "true")
+                self._client.set_registered_model_alias(name, CANDIDATE_ALIAS, created)
+            except BaseException:
+                self._delete_version(name, created)
+                raise
         log.info("registry: %s version %s, alias %s (run %s)", name, created, CANDIDATE_ALIAS, run.info.run_id)
         return RegisteredVersion(name=name, version=created, alias=CANDIDATE_ALIAS,
                                  model_uri=f"models:/{name}/{created}", tracking_uri=self.tracking_uri)

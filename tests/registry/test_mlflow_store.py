@@ -26,8 +26,17 @@ from packager.runtime.registered import MANIFEST_SHA256_TAG
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the embedded default lives in the working directory
-    return MlflowStore()
+    """An embedded store that is not in the working directory (MLflow's own default), so nothing
+    works by accident through the process-wide tracking URI."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return MlflowStore(f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}")
+
+
+def test_the_default_store_is_sqlite_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert MlflowStore().tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def _client(store):
@@ -51,7 +60,6 @@ def test_register_sets_candidate_lineage_reports_and_a_loadable_pyfunc(store, ti
     artifact = tiny_artifacts["mean-normalize"]
     manifest = read_manifest(artifact)
     registered = store.register(artifact, "tiny-embedder", figures={"build.seconds": 12.5})
-    assert store.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert (registered.name, registered.version, registered.alias, registered.existing) == (
         "tiny-embedder", "1", CANDIDATE_ALIAS, False)
 
