@@ -1,11 +1,14 @@
 """Artifact directories on disk: staged next to their target, sealed with a manifest written
-last, synced, and swapped into place by rename. A reader sees the previous complete artifact or
-the new complete one, never a half-written directory.
+last, synced, and swapped into place in one atomic exchange (Linux ``renameat2``). A reader sees
+the previous complete artifact or the new complete one, never a half-written directory, and a
+build killed at any point leaves one of the two at the target.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import importlib.util
 import json
 import os
@@ -18,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import packager.runtime
+from packager.failpoints import failpoint
 from packager.runtime.integrity import artifact_files, digest_files, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Manifest, read_manifest
 
@@ -77,22 +81,32 @@ def seal(stage: Path, manifest: Manifest) -> Manifest:
     """Write the README from ``manifest``, digest every file in ``stage`` and write the manifest
     with those digests, last."""
     (stage / README_FILE).write_text(readme_text(manifest), encoding="utf-8")
-    sealed = dataclasses.replace(manifest, files=digest_files(stage, artifact_files(stage)))
+    with_files = dataclasses.replace(manifest, files=digest_files(stage, artifact_files(stage)))
+    parsed = Manifest.from_json(with_files.to_json())  # the digest is of what a reader will parse
+    sealed = dataclasses.replace(parsed, sealed_sha256=parsed.content_digest())
     (stage / MANIFEST_FILE).write_text(sealed.to_json(), encoding="utf-8")
     return sealed
 
 
 def publish(stage: Path, target: Path, manifest: Manifest) -> None:
-    """Verify and sync the staged artifact, then swap it into ``target``. A previous artifact
-    there is set aside only now, and put back if the swap fails."""
+    """Verify and sync the staged artifact, then swap it into ``target``: in one atomic exchange
+    where the system can (the stage then holds the previous artifact, removed after); elsewhere
+    by two renames, the previous artifact set aside only now and put back if the second fails
+    (or by the next build, if this one is killed between them)."""
     verify_artifact(stage, manifest)
     _sync_tree(stage)
     if not target.exists():
         os.rename(stage, target)
         _sync_dir(target.parent)
         return
+    if _exchange(stage, target):
+        failpoint("artifact.exchanged")
+        _sync_dir(target.parent)
+        shutil.rmtree(stage, ignore_errors=True)
+        return
     old = target.with_name(f"{_OLD_PREFIX}{os.getpid()}-{target.name}-{uuid.uuid4().hex[:8]}")
     os.rename(target, old)
+    failpoint("artifact.set_aside")
     try:
         os.rename(stage, target)
     except OSError:
@@ -100,6 +114,24 @@ def publish(stage: Path, target: Path, manifest: Manifest) -> None:
         raise
     _sync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where the C library,
+    kernel or filesystem has no such call (the caller falls back to two renames)."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if os.name == "posix" else None
+    if renameat2 is None or os.environ.get("PACKAGER_NO_EXCHANGE"):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _sync_tree(root: Path) -> None:

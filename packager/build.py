@@ -19,6 +19,7 @@ from packager.artifact import PARITY_FILE, copy_loader, import_loader, new_stage
 from packager.chain import ChainSpec, check_compilable, load_reference, read_chain
 from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Recipe, RecipeContext
+from packager.failpoints import failpoint
 from packager.manifest_builder import build_manifest, scoring_spec, source_spec
 from packager.registry import RegisteredVersion, open_store
 from packager.runtime.manifest import CalibrationSpec, ChainKind, Format, Manifest, Precision, ScoringSpec
@@ -144,10 +145,12 @@ def build(source: str, options: BuildOptions) -> BuildResult:
         store = open_store(options.tracking_uri)
         store.ping()
     prepared = _prepare(chain, options, extra, calibration)
+    failpoint("build.reference_loaded")
     result = BuildResult(source=chain.source.location, chain_kind=chain.kind.value)
     for recipes in plan:
         variant = _auto_variant(prepared, recipes, gates, options) if options.auto else _variant(
             prepared, recipes[0], gates[recipes[0].precision], options)
+        failpoint("build.published")
         if options.register:
             variant.registered = store.register(variant.artifact, options.register,
                                                 force_new_version=options.force_new_version,
@@ -330,6 +333,7 @@ def _stage(prep: _Prepared, recipe: Recipe, gate: Gate, options: BuildOptions) -
         log.info("%s: %s on %d route(s) of the whole chain (%s)", name, recipe.name, len(prep.routes),
                  ", ".join(m.kind.value for m in prep.chain.all_modules()))
         files, details = _write_routes(prep, recipe, gate, stage)
+        failpoint("build.exported")
         calibration = prep.calibration_spec if recipe.calibrates else None
         draft = seal(stage, build_manifest(prep.chain, prep.reference, prep.routes, prep.verbs, prep.scoring,
                                            recipe, details, calibration, name, files))
@@ -338,9 +342,11 @@ def _stage(prep: _Prepared, recipe: Recipe, gate: Gate, options: BuildOptions) -
         log.info("%s", report.describe())
         write_json(stage / PARITY_FILE, report.to_dict())
         final = seal(stage, dataclasses.replace(draft, parity=report.summary(gate)))
+        failpoint("build.validated")
     except OSError as e:  # disk full, permissions: nothing half-written is left behind
         shutil.rmtree(stage, ignore_errors=True)
-        raise ExportError(f"{name}: writing the artifact failed: {e}") from e
+        raise ExportError(f"{name}: writing the artifact in {options.out} failed ({e}); is the disk full or the "
+                          "directory not writable? Nothing was published; an artifact already there is untouched.") from e
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -21,6 +21,7 @@ from packager.errors import MissingDependencyError, SourceError, UnsafeSourceErr
 from packager.module_types import MODULE_TYPES
 from packager.runtime.integrity import digest_files
 from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind, SourceKind
+from packager.weights import check_weight_files, loading_problems, watch_loading
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ _AFTER_INPUT = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, Mod
                 ModuleKind.CUSTOM}
 # Transformer settings that make encode_query/encode_document tokenize differently from encode.
 _PER_TASK_SETTINGS = ("query_length", "document_length", "query_expansion")
+# Modules that tokenize, and the files a tokenizer is made from: tokenizer.json, or the vocabulary
+# files transformers converts. Without any, transformers makes a tokenizer of the special tokens
+# alone, and every word becomes [UNK].
+_TOKENIZING = {ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER, ModuleKind.SPARSE_STATIC_EMBEDDING}
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model", "tekken.json")
 # A folder without modules.json that sentence-transformers loads as a CrossEncoder of one module.
 _IMPLICIT_CROSS_ENCODER = "sentence_transformers.base.modules.transformer.Transformer"
 
@@ -139,10 +146,12 @@ def read_chain(source: str, *, revision: str | None = None, trust_remote_code: b
     """Read and check a saved chain without importing anything from it."""
     src = resolve_source(source, revision=revision)
     files = _scan_files(src)
+    check_weight_files(src.folder, files)
     if not (src.folder / "modules.json").exists() and _is_classifier(src):
         # A CrossEncoder saved before sentence-transformers wrote modules.json for it.
         modules = (ModuleSpec(name="0", path="", type=_IMPLICIT_CROSS_ENCODER, kind=ModuleKind.TRANSFORMER,
                               config={"transformer_task": "sequence-classification"}),)
+        _check_tokenizer(src.folder, "0")
         kind = ChainKind.CROSS_ENCODER
     else:
         entries = _read_modules_json(src)
@@ -222,8 +231,8 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SourceError(f"{path.parent}: no {path.name}; {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"{path}: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise SourceError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
 
 
 def _read_modules_json(src: Source) -> list[dict[str, Any]]:
@@ -255,11 +264,19 @@ def _module_dir(src: Source, rel: str) -> Path:
     path = src.folder / rel
     if not path.resolve().is_relative_to(src.folder.resolve()):
         raise UnsafeSourceError(f"module path {rel!r} resolves outside the model folder (a symlink?); refusing it")
+    if not path.is_dir():
+        raise SourceError(f"module path {rel!r} is not a folder in {src.folder}")
     return path
 
 
 def _module_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code: bool) -> ModuleSpec:
     directory = _module_dir(src, rel)
+    if "--" in type_ or "/" in type_:
+        raise UnsafeSourceError(
+            f"module {name!r} has type {type_!r}: a reference to code in another repository, which sentence-"
+            "transformers would download and run. This tool never fetches code; copy the module into the folder "
+            "and pass --trust-remote-code if you trust it."
+        )
     kind = MODULE_TYPES.get(type_)
     if kind is None:
         if not trust_remote_code:
@@ -276,7 +293,23 @@ def _module_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code
     config = next((_read_json(directory / n, "") for n in names if (directory / n).is_file()), {})
     if not isinstance(config, dict):
         raise SourceError(f"{directory}: module config must be a JSON object")
+    if kind in _TOKENIZING:
+        _check_tokenizer(directory, name)
     return ModuleSpec(name=name, path=rel, type=type_, kind=kind, config=config)
+
+
+def _check_tokenizer(directory: Path, name: str) -> None:
+    present = [f for f in _TOKENIZER_FILES if (directory / f).is_file()]
+    if not present:
+        raise SourceError(f"module {name!r} has no tokenizer in {directory} (none of {', '.join(_TOKENIZER_FILES)})")
+    if "tokenizer.json" in present:
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(directory / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception for every parse error
+            raise SourceError(f"{directory / 'tokenizer.json'}: not a tokenizer the tokenizers library can read "
+                              f"({str(e).splitlines()[0]})") from None
 
 
 def _router_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code: bool) -> ModuleSpec:
@@ -353,9 +386,17 @@ def load_reference(chain: ChainSpec) -> Any:
                    ChainKind.SPARSE_ENCODER: st.SparseEncoder}[chain.kind]
     # Transformers must not fall back to pickle weights behind our back.
     model_kwargs = {} if chain.allow_pickle else {"use_safetensors": True}
-    try:
-        model = model_class(str(chain.source.folder), device="cpu", local_files_only=True,
-                            trust_remote_code=chain.trust_remote_code, model_kwargs=model_kwargs)
-    except Exception as e:
-        raise SourceError(f"sentence-transformers could not load {chain.source.location}: {type(e).__name__}: {e}") from e
+    with watch_loading() as reports:
+        try:
+            model = model_class(str(chain.source.folder), device="cpu", local_files_only=True,
+                                trust_remote_code=chain.trust_remote_code, model_kwargs=model_kwargs)
+        except Exception as e:
+            problems = loading_problems(reports)
+            cause = "; ".join(problems) if problems else f"{type(e).__name__}: {e}"
+            raise SourceError(f"sentence-transformers could not load {chain.source.location}: {cause}") from e
+    problems = loading_problems(reports)
+    if problems:
+        raise SourceError(f"{chain.source.location}: the weights do not match the model's config:\n  "
+                          + "\n  ".join(problems) + "\nThe reference would not be the saved model; fix the config or "
+                          "the checkpoint.")
     return model.eval()

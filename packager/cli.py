@@ -340,6 +340,8 @@ def _configure_logging(verbosity: int) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        if "transformers" in sys.modules:  # imported before main() ran (a test, a notebook): too late for
+            sys.modules["transformers"].utils.logging.disable_progress_bar()  # the variables, so tell it
 
 
 if __name__ == "__main__":

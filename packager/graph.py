@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from packager.chain import DEFAULT_ROUTE, ChainSpec, ModuleSpec
-from packager.errors import UnsupportedModuleError
+from packager.errors import SourceError, UnsupportedModuleError
 from packager.runtime.manifest import ChainKind, ModuleKind, OutputMeaning, OutputSpec, Side, TokenizerSpec
 
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -167,6 +167,10 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
     max_length = module.max_seq_length
     if not isinstance(max_length, int):
         raise UnsupportedModuleError(f"module {spec.name!r} has no max_seq_length; set one in its config")
+    limit = _position_limit(module)
+    if limit is not None and max_length > limit:
+        raise SourceError(f"module {spec.name!r}: max_seq_length {max_length} exceeds the {limit} positions its model "
+                          f"embeds, so longer texts would fail in the reference too; set max_seq_length <= {limit}")
     static = spec.kind is ModuleKind.SPARSE_STATIC_EMBEDDING
     return TokenizerSpec(
         file="tokenizer.json",  # renamed per route by the build when routes differ
@@ -180,6 +184,18 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
         add_special_tokens=not static,  # SparseStaticEmbedding tokenizes without special tokens
         special_ids=tuple(sorted(int(i) for i in tokenizer.all_special_ids)),
     ), _without_call_settings(backend)
+
+
+def _position_limit(module: Any) -> int | None:
+    """How many tokens a model with learned absolute positions takes (RoBERTa-likes count from
+    the padding index + 1); None for rotary or relative positions, which have no table."""
+    model = getattr(getattr(module, "auto_model", None), "base_model", None)
+    embeddings = getattr(model, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, torch.nn.Embedding):
+        return None
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return table.num_embeddings - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
 
 
 def _without_call_settings(backend: Any) -> str:

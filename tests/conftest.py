@@ -134,6 +134,12 @@ def tiny_openvino(built_chains) -> dict[str, Path]:
 
 
 @pytest.fixture
+def chain_copy(tmp_path, tiny_chains) -> Path:
+    """A private copy of the tiny mean-pooling chain, safe to tamper with."""
+    return Path(shutil.copytree(tiny_chains["mean"], tmp_path / "chain"))
+
+
+@pytest.fixture
 def copy_artifact(tmp_path, tiny_artifacts):
     """A private copy of a built tiny artifact, safe to tamper with."""
 

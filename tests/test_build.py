@@ -88,11 +88,18 @@ def test_validate_never_runs_a_tampered_loader(copy_artifact, tiny_chains, tmp_p
 
 
 def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chains, tmp_path, capsys):
+    from packager.artifact import seal
+    from packager.runtime.manifest import Manifest
+
     artifact = copy_artifact("mean")
     assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"])]) == 0
     manifest = json.loads((artifact / "manifest.json").read_text())
     manifest["routes"][0]["tokenizer"]["max_length"] = 16
     (artifact / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"])]) == 8
+    assert "manifest.json: changed after it was sealed" in capsys.readouterr().err
+    # Sealed again, as someone who meant it would: the files all match, the results do not.
+    seal(artifact, Manifest.from_json(json.dumps(manifest)))
     report = tmp_path / "validate.json"
     assert main(["validate", str(artifact), "--reference", str(tiny_chains["mean"]), "--report", str(report)]) == 6
     assert "FAIL encode.min_cosine" in capsys.readouterr().out

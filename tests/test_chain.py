@@ -15,12 +15,6 @@ from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleErr
 from packager.runtime.manifest import ChainKind
 
 
-@pytest.fixture
-def chain_copy(tmp_path, tiny_chains) -> Path:
-    """A private copy of the tiny mean-pooling chain."""
-    return Path(shutil.copytree(tiny_chains["mean"], tmp_path / "chain"))
-
-
 def _modules(folder: Path) -> list[dict]:
     return json.loads((folder / "modules.json").read_text())
 

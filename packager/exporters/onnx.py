@@ -83,12 +83,13 @@ def export_onnx(graph: RouteGraph, path: Path, *, fuse: bool) -> dict[str, int]:
             )
             _check_dynamic(graph, program.model)
             model, fusions = optimize_for_ort(program.model) if fuse else (program.model, {})
-            ir.save(model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
     except ExportError:
         raise
     except Exception as e:
         log.debug("exporter output:\n%s", chatter.getvalue())
         raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {_summary(e)}\n{_suspects(graph)}") from e
+    # Outside the try: a failed write (disk full, permissions) is an OSError the build reports as such.
+    ir.save(model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
     if fuse:
         log.info("fused for onnxruntime: %s", _count(fusions))
     return fusions

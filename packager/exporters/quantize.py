@@ -94,7 +94,7 @@ def _quantize_route(graph: RouteGraph, dest: Path, stem: str, context: RecipeCon
                     name: str) -> RecipeResult:
     try:
         return _quantize(graph, dest, stem, context, quantize, name)
-    except ExportError:
+    except (ExportError, OSError):  # OSError: the disk or permissions, reported by the build
         raise
     except Exception as e:  # onnxruntime's quantizers raise whatever they meet; a recipe fails with its name
         raise ExportError(f"route {graph.name!r}: {name} failed: {type(e).__name__}: {e}") from e

@@ -47,7 +47,7 @@ VERIFIED_TAG = "packager.verified"
 BUILD_KEY_TAG = "packager.build_key"
 # The parts of a manifest that make two builds the same build; built_at, file digests and the
 # measured parity figures may differ between two runs of the same build.
-_NOT_IN_BUILD_KEY = ("built_at", "files", "parity")
+_NOT_IN_BUILD_KEY = ("built_at", "files", "parity", "sealed_sha256")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ class OnnxSession:
             raise MissingDependencyError("ONNX artifacts need onnxruntime: pip install onnxruntime") from e
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # onnxruntime's defaults (CPU arena and memory patterns on): its arena keeps the blocks of the
+        # largest batch seen, and runner.MAX_BATCH_TOKENS bounds that batch. Measured over hundreds
+        # of calls of varying shapes (benchmarks/bench_memory.py), turning either off saved nothing.
         if threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -71,4 +74,11 @@ def open_session(root: Path, fmt: Format, route: RouteSpec, *, threads: int | No
         raise ArtifactIntegrityError(
             f"this loader cannot run {fmt.value} graphs; it runs: {sorted(f.value for f in _SESSIONS)}"
         ) from None
-    return session_class(root / route.graph, [o.name for o in route.outputs], threads=threads)
+    try:
+        return session_class(root / route.graph, [o.name for o in route.outputs], threads=threads)
+    except MissingDependencyError:
+        raise
+    except Exception as e:  # the engines raise their own types; e.g. external data outside the artifact
+        raise ArtifactIntegrityError(
+            f"{route.graph}: the {fmt.value} runtime refused this graph: {str(e).strip().splitlines()[-1][:300]}"
+        ) from e

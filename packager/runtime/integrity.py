@@ -74,6 +74,8 @@ def verify_artifact(root: Path, manifest: Manifest) -> None:
     Every problem is collected first and reported in one error.
     """
     problems = []
+    if manifest.sealed_sha256 != manifest.content_digest():
+        problems.append(f"{MANIFEST_FILE}: changed after it was sealed (its content no longer matches sealed_sha256)")
     expected = {d.path: d for d in manifest.files}
     regular, caches = _split(_all_files(root))
     present = set(regular)

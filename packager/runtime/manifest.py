@@ -9,6 +9,7 @@ loader that silently drifts from the reference.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import types
@@ -20,7 +21,7 @@ from typing import Any, Union
 
 from .errors import ArtifactIntegrityError
 
-SCHEMA_VERSION = 2  # 2: recipe and calibration
+SCHEMA_VERSION = 3  # 2: recipe and calibration; 3: sealed_sha256
 MANIFEST_FILE = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -259,6 +260,7 @@ class Manifest:
     parity: ParitySummary
     built_at: str
     files: tuple[FileDigest, ...] = field(default=())
+    sealed_sha256: str = ""  # content_digest() when sealed: an edited manifest is refused like an edited file
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -287,12 +289,18 @@ class Manifest:
     def to_json(self) -> str:
         return json.dumps(to_jsonable(self), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
+    def content_digest(self) -> str:
+        """sha256 of everything in the manifest but ``sealed_sha256``, as canonical JSON."""
+        body = json.dumps(to_jsonable(dataclasses.replace(self, sealed_sha256="")), sort_keys=True,
+                          ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArtifactIntegrityError(f"manifest: not valid JSON ({e})") from e
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested beyond any real manifest
+            raise ArtifactIntegrityError(f"manifest: not valid JSON ({type(e).__name__}: {e})") from None
         if not isinstance(data, dict):
             raise ArtifactIntegrityError("manifest: top level must be an object")
         version = data.get("schema_version")
@@ -365,7 +373,10 @@ def _from_jsonable(tp: Any, value: Any, where: str) -> Any:
 
 def _scalar(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ArtifactIntegrityError(f"{where}: a number too large for a float") from None
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ArtifactIntegrityError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")

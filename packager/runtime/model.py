@@ -343,6 +343,7 @@ def _check_batch_size(batch_size: Any) -> None:
 
 def _as_texts(inputs: Any) -> tuple[list[str], bool]:
     if isinstance(inputs, str):
+        _check_unicode(inputs, "the text")
         return [inputs], True
     if inputs is None or isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
         raise InvalidInputError(f"expected a string or a list of strings, got {type(inputs).__name__}")
@@ -350,7 +351,19 @@ def _as_texts(inputs: Any) -> tuple[list[str], bool]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"expected strings; item {i} is {type(text).__name__}")
+        _check_unicode(text, f"item {i}")
     return texts, False
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """Lone surrogates (from bytes decoded with ``surrogateescape``) have no UTF-8 form; the
+    tokenizer would fail on them with a TypeError."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidInputError(f"{where} is not valid Unicode ({e.reason} at character {e.start}); "
+                                    "decode its bytes with errors='replace' first") from None
 
 
 def _as_pairs(inputs: Any) -> tuple[list[tuple[str, str]], bool]:
@@ -363,4 +376,6 @@ def _as_pairs(inputs: Any) -> tuple[list[tuple[str, str]], bool]:
     for i, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(t, str) for t in pair):
             raise InvalidInputError(f"predict takes pairs of two strings; item {i} is {pair!r:.80}")
+        for text in pair:
+            _check_unicode(text, f"item {i}")
     return [(a, b) for a, b in pairs], single

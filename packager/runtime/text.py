@@ -12,10 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependencyError
+from .errors import InvalidInputError, MissingDependencyError
 from .manifest import Side, TokenizerSpec
 
 TextInput = str | tuple[str, str]
+# Pairs whose sides both have more tokens than max_length + this are cut before tokenizing (see
+# TextEncoder._bounded_pair); a side this many times longer in characters is checked.
+_MARGIN_TOKENS = 16
+_CHARS_PER_TOKEN = 8
 
 
 class TextEncoder:
@@ -28,6 +32,7 @@ class TextEncoder:
             raise MissingDependencyError("the loader needs the tokenizers package: pip install tokenizers") from e
         tokenizer = Tokenizer.from_file(str(root / spec.file))
         tokenizer.no_padding()
+        self._untruncated = Tokenizer.from_str(tokenizer.to_str())
         tokenizer.enable_truncation(spec.max_length, strategy="longest_first", direction=spec.truncation_side.value)
         self._tokenizer = tokenizer
         self._spec = spec
@@ -35,7 +40,42 @@ class TextEncoder:
 
     def tokenize(self, inputs: list[TextInput]) -> list[Any]:
         """Truncated, unpadded encodings, one per text or pair (pairs truncated longest-first)."""
+        inputs = [self._bounded_pair(*x) if isinstance(x, tuple) else x for x in inputs]
         return self._tokenizer.encode_batch(inputs, add_special_tokens=self._spec.add_special_tokens)
+
+    def _bounded_pair(self, first: str, second: str) -> tuple[str, str]:
+        """A pair whose sides are both long, each cut at a word start past what truncation keeps.
+
+        tokenizers truncates a pair by combining every overflowing window of one side with every
+        window of the other (tokenizers #2035): quadratic, 1.9 GB for two 5,000-token sides, more
+        than 24 GB for two of 100,000. Longest-first truncation of two sides longer than the budget
+        keeps half the budget of each, the odd token going to the second unless the first is longer;
+        so the cut keeps every kept token and whether the first is longer, or refuses the pair."""
+        keep = self._spec.max_length + _MARGIN_TOKENS
+        if min(len(first), len(second)) <= keep * _CHARS_PER_TOKEN:
+            return first, second
+        encodings = [self._untruncated.encode(text, add_special_tokens=False) for text in (first, second)]
+        lengths = [len(e.ids) for e in encodings]
+        if min(lengths) <= keep:
+            return first, second
+        first_longer = lengths[0] > lengths[1]  # all that decides the split (a tie splits as "not longer")
+        cut = [self._cut(first, encodings[0], keep + _MARGIN_TOKENS * first_longer),
+               self._cut(second, encodings[1], keep + _MARGIN_TOKENS * (not first_longer))]
+        after = [len(self._untruncated.encode(text, add_special_tokens=False).ids) for text in cut]
+        if min(after) <= self._spec.max_length or (after[0] > after[1]) != first_longer:
+            raise InvalidInputError(f"a pair of {lengths[0]} and {lengths[1]} tokens could not be shortened safely "
+                                    "before truncation; shorten them (tokenizers needs memory quadratic in them)")
+        return cut[0], cut[1]
+
+    def _cut(self, text: str, encoding: Any, tokens: int) -> str:
+        """``text`` cut at the first word start after ``tokens`` tokens from the side truncation keeps."""
+        words, offsets = encoding.word_ids, encoding.offsets
+        starts = [i for i in range(1, len(words)) if words[i] != words[i - 1]]
+        if self._spec.truncation_side is Side.RIGHT:
+            at = next((i for i in starts if i >= tokens), None)
+            return text if at is None else text[: offsets[at][0]]
+        at = next((i for i in reversed(starts) if i <= len(words) - tokens), None)
+        return text if at is None else text[offsets[at][0] :]
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens a prompt occupies at the start of a text: its own tokenization, less a trailing

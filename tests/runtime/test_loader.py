@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,17 +127,6 @@ def test_prompts_are_prepended(model):
     np.testing.assert_allclose(model.encode("query: where"), model.encode("where", prompt="query: "), atol=1e-6)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-def test_concurrent_encode_matches_single_threaded(fmt, model, tiny_openvino):
-    model = model if fmt == "onnx" else load(tiny_openvino["mean"])  # OpenVINO: one infer request per thread
-    texts = list(real_sentences()[:64])
-    expected = model.encode(texts, batch_size=8)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda i: model.encode(texts[i:] + texts[:i], batch_size=8), range(16)))
-    for i, result in enumerate(results):
-        np.testing.assert_allclose(result, np.roll(expected, -i, axis=0), atol=1e-5)
-
-
 def test_loader_reads_settings_from_the_manifest_only(copy_artifact):
     """The tokenizer file's own truncation/padding sections are ignored: the manifest rules."""
     artifact = copy_artifact()
@@ -159,3 +148,47 @@ def test_batches_are_bounded_in_inputs_and_padded_tokens():
         assert 1 <= len(batch) <= 4
         assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= MAX_BATCH_TOKENS
     assert batches[-1] == [8, 9, 10, 11]  # short texts fill the batch size
+
+
+def test_an_edited_manifest_is_refused(copy_artifact):
+    artifact = copy_artifact()
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["routes"][0]["tokenizer"]["max_length"] = 8  # every digest still holds
+    (artifact / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    with pytest.raises(ArtifactIntegrityError, match="manifest.json: changed after it was sealed"):
+        load(artifact)
+
+
+def _reseal(artifact: Path) -> None:
+    """Record the current files in the manifest, as someone forging an artifact would."""
+    from packager.artifact import seal
+    from packager.runtime.manifest import read_manifest
+
+    seal(artifact, read_manifest(artifact))
+
+
+def test_onnx_external_data_outside_the_artifact_is_refused(copy_artifact, tmp_path):
+    import onnx
+
+    artifact = copy_artifact()
+    graph = onnx.load(artifact / "model.onnx", load_external_data=False)
+    for tensor in graph.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../outside.data"
+    (artifact / "model.onnx.data").rename(tmp_path / "outside.data")
+    onnx.save(graph, artifact / "model.onnx")
+    _reseal(artifact)
+    with pytest.raises(ArtifactIntegrityError, match="model.onnx: the onnx runtime refused this graph.*escapes"):
+        load(artifact)
+
+
+def test_openvino_weights_that_do_not_match_the_graph_are_refused(tmp_path, tiny_openvino):
+    artifact = Path(shutil.copytree(tiny_openvino["mean"], tmp_path / "ov"))
+    weights = artifact / "model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ArtifactIntegrityError, match="model.bin: size"):
+        load(artifact)
+    _reseal(artifact)
+    with pytest.raises(ArtifactIntegrityError, match="model.xml: the openvino runtime refused this graph"):
+        load(artifact)

@@ -21,7 +21,7 @@ def test_round_trip_is_exact_and_sorted(manifest_text):
     assert manifest.to_json() == manifest_text
     data = json.loads(manifest_text)
     assert list(data) == sorted(data)
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
 
 
 def test_manifest_describes_what_the_runtime_needs(manifest_text):
@@ -49,6 +49,7 @@ def test_manifest_describes_what_the_runtime_needs(manifest_text):
     (lambda d: d["routes"][0].update(graph="../model.onnx"), "stay inside"),
     (lambda d: d["files"][0].update(path="/etc/passwd"), "stay inside"),
     (lambda d: d.update(routes=[]), "no routes"),
+    (lambda d: d["parity"]["metrics"].update(big=10**400), "too large for a float"),
 ])
 def test_invalid_manifests_are_refused(manifest_text, edit, match):
     data = json.loads(manifest_text)

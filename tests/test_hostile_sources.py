@@ -1,0 +1,173 @@
+"""A corpus of hostile and broken model folders, each made here from the tiny mean chain, each
+built through the CLI: refused with a typed error and its exit code, nothing executed (canaries
+in pickles and module code stay silent), nothing written (not even the output directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from packager.cli import main
+
+CANARY_ENV = "PACKAGER_TEST_CANARY"
+
+
+class _Canary:
+    """Unpickling this writes the file named in $PACKAGER_TEST_CANARY: proof that pickle ran."""
+
+    def __reduce__(self):
+        return (exec, (f"open(__import__('os').environ[{CANARY_ENV!r}], 'w').write('pickle ran')",))
+
+
+def _modules(folder: Path) -> list[dict]:
+    return json.loads((folder / "modules.json").read_text())
+
+
+def _edit_modules(edit: Callable[[list[dict]], object]) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        entries = _modules(folder)
+        edit(entries)
+        (folder / "modules.json").write_text(json.dumps(entries))
+    return apply
+
+
+def _set(index: int, **values) -> Callable[[Path], None]:
+    return _edit_modules(lambda entries: entries[index].update(values))
+
+
+def _edit_json(name: str, **values) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        data = json.loads((folder / name).read_text())
+        data.update(values)
+        (folder / name).write_text(json.dumps(data))
+    return apply
+
+
+def _header(folder: Path) -> tuple[dict, bytes]:
+    raw = (folder / "model.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + length]), raw[8 + length :]
+
+
+def _write_header(folder: Path, header: dict, data: bytes) -> None:
+    encoded = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+
+
+def _lie_about_size(folder: Path) -> None:
+    header, data = _header(folder)
+    name = next(k for k in sorted(header) if k != "__metadata__")
+    header[name]["data_offsets"][1] += 4  # claims 4 bytes more than its shape needs: overlaps the next
+    _write_header(folder, header, data)
+
+
+def _overlap(folder: Path) -> None:
+    header, data = _header(folder)
+    second = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"])[1]
+    begin, end = header[second]["data_offsets"]
+    header[second]["data_offsets"] = [0, end - begin]  # reads the first tensor's bytes
+    _write_header(folder, header, data)
+
+
+def _drop_tensor(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["encoder.layer.0.attention.output.LayerNorm.bias"]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _pickle_weights(name: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        target = folder / name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(pickle.dumps({"weight": _Canary()}))
+        if target.parent == folder:
+            (folder / "model.safetensors").unlink()
+    return apply
+
+
+def _custom_module(type_: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        (folder / "evil.py").write_text(f"open(__import__('os').environ[{CANARY_ENV!r}], 'w').write('imported')\n"
+                                        "class Evil:\n    pass\n")
+        _set(1, type=type_)(folder)
+    return apply
+
+
+def _symlinked_module(folder: Path) -> None:
+    outside = folder.parent / "outside"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    (folder / "linked").symlink_to(outside, target_is_directory=True)
+    _set(1, path="linked")(folder)
+
+
+def _index_outside(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder.parent / "shard.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"embeddings.word_embeddings.weight": "../shard.safetensors"}}))
+
+
+# case -> (how to break the folder, extra CLI arguments, exit code, message)
+CASES: dict[str, tuple[Callable[[Path], None], list[str], int, str]] = {
+    # modules.json
+    "modules.json not JSON": (lambda f: (f / "modules.json").write_text("[{"), [], 3, "not valid JSON"),
+    "modules.json not a list": (lambda f: (f / "modules.json").write_text('{"0": "x"}'), [], 3, "non-empty list"),
+    "modules.json wrong type": (_set(0, idx="0"), [], 3, "'idx' must be a int"),
+    "modules.json entry missing a key": (_edit_modules(lambda e: e[1].pop("type")), [], 3, "'type' must be a str"),
+    "modules.json duplicate entry": (_edit_modules(lambda e: e.append(dict(e[1]))), [], 3, "duplicate idx"),
+    "module path with ..": (_set(1, path="../outside"), [], 4, "leaves the model folder"),
+    "module path absolute": (_set(1, path="/etc"), [], 4, "leaves the model folder"),
+    "module folder symlinked outside": (_symlinked_module, [], 4, "links outside"),
+    "module folder missing": (_set(1, path="2_Nowhere"), [], 3, "'2_Nowhere' is not a folder"),
+    "unknown module type": (_set(1, type="my_pooling.Pooling"), [], 4, "not one of sentence-transformers' own"),
+    "custom module code in the folder": (_custom_module("evil.Evil"), [], 4, "--trust-remote-code to import it"),
+    "remote code reference": (_custom_module("someone/repo--evil.Evil"), [], 4, "code in another repository"),
+    "remote code reference, trusted": (_custom_module("someone/repo--evil.Evil"), ["--trust-remote-code"], 4,
+                                       "never fetches code"),
+    # weights
+    "pickle weights (pytorch_model.bin)": (_pickle_weights("pytorch_model.bin"), [], 4, "pickle weights only"),
+    "pickle weights (*.pt) in a module": (_pickle_weights("1_Pooling/weights.pt"), [], 4, "pickle weights only"),
+    "truncated safetensors": (lambda f: (f / "model.safetensors").write_bytes(
+        (f / "model.safetensors").read_bytes()[:-100]), [], 3, "not a valid safetensors file .*cover"),
+    "random bytes as safetensors": (lambda f: (f / "model.safetensors").write_bytes(os.urandom(4096)), [], 3,
+                                    "not a valid safetensors file .*header length"),
+    "safetensors header lies about a size": (_lie_about_size, [], 3, "needs 128 bytes, its data_offsets"),
+    "safetensors tensors overlap": (_overlap, [], 3, "overlap or leave gaps"),
+    "shard index pointing outside": (_index_outside, [], 4, "is not a file beside the index"),
+    "weight shapes disagree with the config": (_edit_json("config.json", intermediate_size=128), [], 3,
+                                               "weight shapes disagree with the config"),
+    "weight missing from the checkpoint": (_drop_tensor, [], 3, "missing from the checkpoint .* at random"),
+    "config with more layers than the weights": (_edit_json("config.json", num_hidden_layers=3), [], 3,
+                                                 "16 weight.s. missing from the checkpoint"),
+    # configs and tokenizers
+    "config.json not JSON": (lambda f: (f / "config.json").write_text("{"), [], 3, "could not load"),
+    "no tokenizer files": (lambda f: (f / "tokenizer.json").unlink(), [], 3, "has no tokenizer"),
+    "corrupt tokenizer.json": (lambda f: (f / "tokenizer.json").write_text('{"model": 1}'), [], 3,
+                               "not a tokenizer the tokenizers library can read"),
+    "max_seq_length beyond the position embeddings": (_edit_json("sentence_bert_config.json", max_seq_length=100),
+                                                      [], 3, "max_seq_length 100 exceeds the 64 positions"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_source_is_refused_and_nothing_runs(case, chain_copy, tmp_path, monkeypatch, capsys):
+    breaks, args, code, message = CASES[case]
+    canary = tmp_path / "canary"
+    monkeypatch.setenv(CANARY_ENV, str(canary))
+    breaks(chain_copy)
+    out = tmp_path / "dist"
+    assert main(["build", str(chain_copy), "--out", str(out), "-q", *args]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("packager: error: ") and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not canary.exists(), canary.read_text()
+    assert not out.exists()
