@@ -264,8 +264,6 @@ def _module_dir(src: Source, rel: str) -> Path:
     path = src.folder / rel
     if not path.resolve().is_relative_to(src.folder.resolve()):
         raise UnsafeSourceError(f"module path {rel!r} resolves outside the model folder (a symlink?); refusing it")
-    if not path.is_dir():
-        raise SourceError(f"module path {rel!r} is not a folder in {src.folder}")
     return path
 
 
@@ -278,6 +276,8 @@ def _module_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code
             "and pass --trust-remote-code if you trust it."
         )
     kind = MODULE_TYPES.get(type_)
+    if not directory.is_dir() and kind is not ModuleKind.NORMALIZE:  # Normalize saves nothing, so no folder
+        raise SourceError(f"module {name!r}: its folder {rel!r} is missing from {src.folder}")
     if kind is None:
         if not trust_remote_code:
             known = sorted({k.value for k in MODULE_TYPES.values()})

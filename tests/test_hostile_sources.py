@@ -9,6 +9,8 @@ import os
 import pickle
 import re
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,7 +129,7 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], int, str]] = {
     "module path with ..": (_set(1, path="../outside"), [], 4, "leaves the model folder"),
     "module path absolute": (_set(1, path="/etc"), [], 4, "leaves the model folder"),
     "module folder symlinked outside": (_symlinked_module, [], 4, "links outside"),
-    "module folder missing": (_set(1, path="2_Nowhere"), [], 3, "'2_Nowhere' is not a folder"),
+    "module folder missing": (_set(1, path="2_Nowhere"), [], 3, "its folder '2_Nowhere' is missing"),
     "unknown module type": (_set(1, type="my_pooling.Pooling"), [], 4, "not one of sentence-transformers' own"),
     "custom module code in the folder": (_custom_module("evil.Evil"), [], 4, "--trust-remote-code to import it"),
     "remote code reference": (_custom_module("someone/repo--evil.Evil"), [], 4, "code in another repository"),
@@ -171,3 +173,21 @@ def test_hostile_source_is_refused_and_nothing_runs(case, chain_copy, tmp_path, 
     assert re.search(message, err), err
     assert not canary.exists(), canary.read_text()
     assert not out.exists()
+
+
+def test_the_canaries_fire_when_their_code_runs(tmp_path, monkeypatch):
+    """The control for the test above: unpickling the weights or importing the module does write."""
+    monkeypatch.setenv(CANARY_ENV, str(tmp_path / "pickle"))
+    pickle.loads(pickle.dumps({"weight": _Canary()}))
+    assert (tmp_path / "pickle").read_text() == "pickle ran"
+    _custom_module("evil.Evil")(_folder_with_modules(tmp_path / "folder"))
+    subprocess.run([sys.executable, "-c", "import evil"], cwd=tmp_path / "folder", check=True,
+                   env={**os.environ, CANARY_ENV: str(tmp_path / "module")})
+    assert (tmp_path / "module").read_text() == "imported"
+
+
+def _folder_with_modules(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "x"},
+                                                     {"idx": 1, "name": "1", "path": "1", "type": "y"}]))
+    return folder
