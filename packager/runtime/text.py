@@ -61,21 +61,22 @@ class TextEncoder:
         first_longer = lengths[0] > lengths[1]  # all that decides the split (a tie splits as "not longer")
         cut = [self._cut(first, encodings[0], keep + _MARGIN_TOKENS * first_longer),
                self._cut(second, encodings[1], keep + _MARGIN_TOKENS * (not first_longer))]
-        after = [len(self._untruncated.encode(text, add_special_tokens=False).ids) for text in cut]
-        if min(after) <= self._spec.max_length or (after[0] > after[1]) != first_longer:
+        after = [len(self._untruncated.encode(text, add_special_tokens=False).ids) for text in cut if text is not None]
+        if len(after) < 2 or min(after) <= self._spec.max_length or (after[0] > after[1]) != first_longer:
             raise InvalidInputError(f"a pair of {lengths[0]} and {lengths[1]} tokens could not be shortened safely "
                                     "before truncation; shorten them (tokenizers needs memory quadratic in them)")
         return cut[0], cut[1]
 
-    def _cut(self, text: str, encoding: Any, tokens: int) -> str:
-        """``text`` cut at the first word start after ``tokens`` tokens from the side truncation keeps."""
+    def _cut(self, text: str, encoding: Any, tokens: int) -> str | None:
+        """``text`` cut at the first word start after ``tokens`` tokens from the side truncation
+        keeps; None if there is no word start there (one enormous word)."""
         words, offsets = encoding.word_ids, encoding.offsets
         starts = [i for i in range(1, len(words)) if words[i] != words[i - 1]]
         if self._spec.truncation_side is Side.RIGHT:
             at = next((i for i in starts if i >= tokens), None)
-            return text if at is None else text[: offsets[at][0]]
+            return None if at is None else text[: offsets[at][0]]
         at = next((i for i in reversed(starts) if i <= len(words) - tokens), None)
-        return text if at is None else text[offsets[at][0] :]
+        return None if at is None else text[offsets[at][0] :]
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens a prompt occupies at the start of a text: its own tokenization, less a trailing
