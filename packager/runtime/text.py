@@ -7,6 +7,7 @@ not what the reference used (fastembed #531 is this bug).
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ class TextEncoder:
             raise MissingDependencyError("the loader needs the tokenizers package: pip install tokenizers") from e
         tokenizer = Tokenizer.from_file(str(root / spec.file))
         tokenizer.no_padding()
-        self._untruncated = Tokenizer.from_str(tokenizer.to_str())
         tokenizer.enable_truncation(spec.max_length, strategy="longest_first", direction=spec.truncation_side.value)
         self._tokenizer = tokenizer
         self._spec = spec
@@ -42,6 +42,14 @@ class TextEncoder:
         """Truncated, unpadded encodings, one per text or pair (pairs truncated longest-first)."""
         inputs = [self._bounded_pair(*x) if isinstance(x, tuple) else x for x in inputs]
         return self._tokenizer.encode_batch(inputs, add_special_tokens=self._spec.add_special_tokens)
+
+    @cached_property
+    def _untruncated(self) -> Any:
+        """The tokenizer without truncation, for long pairs only: made on first use (~20 ms for
+        MiniLM's vocabulary), not at every load. Two threads may both make it; either copy serves."""
+        untruncated = self._tokenizer.from_str(self._tokenizer.to_str())
+        untruncated.no_truncation()
+        return untruncated
 
     def _bounded_pair(self, first: str, second: str) -> tuple[str, str]:
         """A pair whose sides are both long, each cut at a word start past what truncation keeps.
