@@ -77,10 +77,10 @@ def copy_loader(stage: Path) -> None:
     shutil.copytree(source, stage / LOADER_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def seal(stage: Path, manifest: Manifest) -> Manifest:
-    """Write the README from ``manifest``, digest every file in ``stage`` and write the manifest
-    with those digests, last."""
-    (stage / README_FILE).write_text(readme_text(manifest), encoding="utf-8")
+def seal(stage: Path, manifest: Manifest, *, speed: dict[str, float] | None = None) -> Manifest:
+    """Write the README (the model card, with the build's ``speed`` figures) from ``manifest``,
+    digest every file in ``stage`` and write the manifest with those digests, last."""
+    (stage / README_FILE).write_text(readme_text(manifest, speed or {}), encoding="utf-8")
     with_files = dataclasses.replace(manifest, files=digest_files(stage, artifact_files(stage)))
     parsed = Manifest.from_json(with_files.to_json())  # the digest is of what a reader will parse
     sealed = dataclasses.replace(parsed, sealed_sha256=parsed.content_digest())
@@ -182,8 +182,9 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def readme_text(manifest: Manifest) -> str:
-    """A short model card: what the artifact is, how it was checked, how to load it."""
+def readme_text(manifest: Manifest, speed: dict[str, float]) -> str:
+    """The model card: what the artifact is, how it was built and checked, how fast it ran, how
+    to load it."""
     parity = manifest.parity
     metrics = "\n".join(f"| {k} | {v:.10g} |" for k, v in sorted(parity.metrics.items())) or "| (pending) | |"
     routes = "\n".join(
@@ -191,7 +192,20 @@ def readme_text(manifest: Manifest) -> str:
         f"{', '.join(f'{o.name} {list(o.shape)}' for o in r.outputs)}; tokenizer `{r.tokenizer.file}`, "
         f"max length {r.tokenizer.max_length}, padding {r.tokenizer.padding_side.value}" for r in manifest.routes)
     verbs = ", ".join(f"`{verb}` -> {route}" for verb, route in manifest.verbs.items())
+    decided = "; ".join(f"{k}: {v}" for k, v in sorted(manifest.recipe.details.items())) or "nothing to decide"
+    calibration = (f"{manifest.calibration.samples} inputs from {manifest.calibration.source} (sha256 "
+                   f"`{manifest.calibration.sha256[:16]}...`)" if manifest.calibration else "none (no calibration)")
+    tools = ", ".join(f"{k} {v}" for k, v in sorted(manifest.tools.items()))
+    if speed:
+        speed_text = (f"{speed['inputs_per_second']:.1f} inputs/s in batches of 32 and a median batch-1 latency of "
+                      f"{speed['latency_p50_ms']:.2f} ms, through this directory's loader on the build machine, "
+                      "over the calibration inputs. Measure on your own machine and texts with "
+                      f"`packager bench {manifest.name}`.")
+    else:
+        speed_text = "not measured (the artifact did not pass its parity gate)."
+    revision = f" revision `{manifest.source.revision}`" if manifest.source.revision else ""
     example = _USAGE[manifest.chain_kind]
+    runtime = "openvino" if manifest.format.value == "openvino" else "onnxruntime"
     return f"""# {manifest.name}
 
 A {manifest.chain_kind.value} chain ({" -> ".join(m.kind.value for m in manifest.modules)}) compiled into
@@ -199,8 +213,13 @@ A {manifest.chain_kind.value} chain ({" -> ".join(m.kind.value for m in manifest
 
 {routes}
 
-Verbs: {verbs}. Source: `{manifest.source.location}` (sha256 of its files
-`{manifest.source.sha256[:16]}...`). Built {manifest.built_at}.
+Verbs: {verbs}. Source: `{manifest.source.location}`{revision}
+(sha256 of its files `{manifest.source.sha256[:16]}...`). Built {manifest.built_at}.
+
+## How it was built
+
+Recipe `{manifest.recipe.name}`; what it decided: {decided}. Calibration: {calibration}.
+Tools: {tools}.
 
 ## Parity with the torch reference: {parity.status.value}
 
@@ -211,9 +230,13 @@ inputs in, results out, over {parity.texts} inputs. Gate: {", ".join(f"{k} {v}" 
 |---|---|
 {metrics}
 
+## Speed
+
+{speed_text}
+
 ## Load it
 
-Needs only `numpy`, `tokenizers` and `onnxruntime` (no torch):
+Needs only `numpy`, `tokenizers` and `{runtime}` (no torch):
 
 ```python
 import sys; sys.path.insert(0, "path/to/{manifest.name}")
@@ -222,8 +245,9 @@ model = load("path/to/{manifest.name}")   # verifies every file's sha256 first
 {example}
 ```
 
-With chain-packager installed, `packager.runtime.load(path)` does the same; a registered version
-loads with `mlflow.pyfunc.load_model("models:/NAME@champion").predict(...)`.
+With chain-packager installed, `packager.runtime.load(path)` does the same. A registered version
+loads with MLflow: `mlflow.pyfunc.load_model("models:/NAME@champion").predict(...)`, or
+`packager.runtime.load("models:/NAME@champion")`, which verifies the download first.
 
 The loader checks the files against `manifest.json`, which catches corruption and edits; it cannot
 vouch for itself. Where the directory could have been changed on purpose, verify it with a trusted

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from packager import progress
 from packager.artifact import write_json
 from packager.errors import ParityError, UsageError
-from packager.registry import RegisteredVersion
+from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
 from packager.validators.report import ParityReport, lower_is_better
 
@@ -26,14 +27,23 @@ _NOISY = ("transformers", "sentence_transformers", "mlflow", "alembic", "urllib3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     _configure_logging(args.verbose - args.quiet)
     # A build must never reach a model hub: sources are folders or already-cached model ids.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        return args.run(args)
+        if getattr(args, "spec", None) is not None:  # the spec's keys become the defaults flags override
+            from packager.spec import read_spec
+
+            args = _parser(read_spec(args.spec)).parse_args(argv)
+        try:
+            return args.run(args)
+        finally:
+            progress.stop()  # before the error line, so it prints below the bars
+    except KeyboardInterrupt:
+        print("packager: interrupted; nothing half-written was published", file=sys.stderr)
+        return 130
     except Exception as e:
         # Our errors, and the same classes as defined by an artifact's own copy of the runtime
         # (its loader runs in the parity gate), carry their exit code; anything else is a bug.
@@ -45,16 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="packager", description=__doc__.splitlines()[0])
+def _parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``spec`` (from ``packager.spec.read_spec``) sets the build's defaults."""
+    parser = argparse.ArgumentParser(prog="packager", allow_abbrev=False, description=__doc__.splitlines()[0])
     _add_verbosity(parser, default=0)
     # The same flags after the command name; SUPPRESS keeps them from resetting the top-level count.
     common = argparse.ArgumentParser(add_help=False)
     _add_verbosity(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build", parents=[common], help="export, validate and optionally register a saved chain")
-    build.add_argument("source", help="a folder with modules.json, or a model id in the local Hugging Face cache")
+    build = commands.add_parser("build", allow_abbrev=False, parents=[common],
+                                help="export, validate and optionally register a saved chain")
+    build.add_argument("source", nargs="?",
+                       help="a folder with modules.json, or a model id in the local Hugging Face cache (or [source] "
+                       "in --spec)")
+    build.add_argument("--spec", type=Path, help="a packaging spec (TOML) with the build's settings; flags override it")
     build.add_argument("--format", default="onnx", help="comma-separated: " + ",".join(f.value for f in Format))
     build.add_argument("--precision", default="fp32",
                        help="comma-separated: " + ",".join(p.value for p in Precision) + "; or auto: the fastest int8 "
@@ -69,35 +84,41 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--name", help="artifact name (default: the source folder or model name)")
     build.add_argument("--revision", help="revision of a cached Hugging Face model id")
     build.add_argument("--register", metavar="MODEL_NAME", help="register each artifact under this registry name")
+    build.add_argument("--no-register", dest="register", action="store_const", const=None,
+                       help="do not register (when --spec names a registry)")
     _add_registry_options(build)
     _add_validation_options(build)
-    build.add_argument("--token-embeddings", action="store_true", help="also export token_embeddings")
-    build.add_argument("--allow-parity-failure", action="store_true",
+    build.add_argument("--token-embeddings", action=argparse.BooleanOptionalAction, default=False,
+                       help="also export token_embeddings")
+    build.add_argument("--allow-parity-failure", action=argparse.BooleanOptionalAction, default=False,
                        help="publish and register even if the parity gate fails (recorded in the manifest)")
-    build.add_argument("--report", type=Path, help="write the machine-readable result (JSON) here")
-    build.set_defaults(run=_build)
+    build.add_argument("--reports", type=Path, metavar="DIR",
+                       help="where report.json, report.md and report.html go (default: OUT/NAME-report)")
+    build.set_defaults(run=_build, **(spec or {}))
 
-    inspect = commands.add_parser("inspect", parents=[common], help="describe a saved chain or a built artifact")
+    inspect = commands.add_parser("inspect", allow_abbrev=False, parents=[common],
+                                  help="describe a saved chain or a built artifact")
     inspect.add_argument("path", help="a saved chain (folder or cached model id) or an artifact directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     _add_source_options(inspect)
     inspect.set_defaults(run=_inspect)
 
-    validate = commands.add_parser("validate", parents=[common], help="re-run the parity gate of an artifact against its reference")
+    validate = commands.add_parser("validate", allow_abbrev=False, parents=[common],
+                                   help="re-run the parity gate of an artifact against its reference")
     validate.add_argument("artifact", type=Path)
     validate.add_argument("--reference", required=True, help="the saved chain the artifact was built from")
     _add_validation_options(validate)
     validate.add_argument("--report", type=Path, help="write the parity report (JSON) here")
     validate.set_defaults(run=_validate)
 
-    register = commands.add_parser("register", parents=[common],
+    register = commands.add_parser("register", allow_abbrev=False, parents=[common],
                                    help="register an artifact built earlier (its hashes are verified first)")
     register.add_argument("artifact", type=Path)
     register.add_argument("--name", required=True, help="the registered model name")
     _add_registry_options(register)
     register.set_defaults(run=_register)
 
-    promote = commands.add_parser("promote", parents=[common],
+    promote = commands.add_parser("promote", allow_abbrev=False, parents=[common],
                                   help="point an alias at a verified version that passed its parity gate")
     promote.add_argument("name", help="the registered model name")
     which = promote.add_mutually_exclusive_group(required=True)
@@ -107,17 +128,41 @@ def _parser() -> argparse.ArgumentParser:
     _add_tracking_uri(promote)
     promote.set_defaults(run=_promote)
 
-    pull = commands.add_parser("pull", parents=[common], help="download a registered artifact and verify its hashes")
+    pull = commands.add_parser("pull", allow_abbrev=False, parents=[common],
+                               help="download a registered artifact and verify its hashes")
     pull.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
     pull.add_argument("--out", type=Path, default=Path("dist"), help="directory to put the artifact in (default: dist)")
     _add_tracking_uri(pull)
     pull.set_defaults(run=_pull)
 
-    listing = commands.add_parser("list", parents=[common], help="the registered versions of a model")
+    listing = commands.add_parser("list", allow_abbrev=False, parents=[common],
+                                  help="the registered versions of a model")
     listing.add_argument("name", help="the registered model name")
     listing.add_argument("--json", action="store_true", help="print JSON")
     _add_tracking_uri(listing)
     listing.set_defaults(run=_list)
+
+    from packager.bench import DEFAULT_TEXTS, Settings  # their defaults are the options' defaults
+
+    defaults = Settings()
+    bench = commands.add_parser("bench", allow_abbrev=False, parents=[common],
+                                help="throughput, latency, cold start and memory of artifacts, on this machine")
+    bench.add_argument("artifacts", type=Path, nargs="+", metavar="ARTIFACT",
+                       help="artifact directories, of one chain kind")
+    bench.add_argument("--reference", metavar="SOURCE",
+                       help="also measure this saved chain in sentence-transformers (torch) and compare with it")
+    bench.add_argument("--texts", type=Path, help="inputs in the --validation-data formats, pairs for cross-encoders "
+                       f"(default: {DEFAULT_TEXTS} real sentences; for cross-encoders, the built-in calibration pairs)")
+    bench.add_argument("--threads", type=int, default=defaults.threads,
+                       help=f"intra-op threads (default: {defaults.threads})")
+    bench.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help=f"batch size for throughput (default: {defaults.batch_size})")
+    bench.add_argument("--rounds", type=int, default=defaults.rounds,
+                       help=f"throughput passes and cold-start processes, their median is reported (default: "
+                       f"{defaults.rounds})")
+    bench.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _add_source_options(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -127,8 +172,10 @@ def _add_tracking_uri(parser: argparse.ArgumentParser) -> None:
 
 def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     _add_tracking_uri(parser)
-    parser.add_argument("--force-new-version", action="store_true",
+    parser.add_argument("--force-new-version", action=argparse.BooleanOptionalAction, default=False,
                         help="register a new version even if an identical build is already registered")
+    parser.add_argument("--alias", default=CANDIDATE_ALIAS,
+                        help=f"the alias each new verified version gets (default: {CANDIDATE_ALIAS})")
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, *, default: Any) -> None:
@@ -137,9 +184,10 @@ def _add_verbosity(parser: argparse.ArgumentParser, *, default: Any) -> None:
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-remote-code", action="store_true",
+    parser.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction, default=False,
                         help="allow module types outside sentence-transformers' own (runs code from the folder)")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (*.bin, *.pt)")
+    parser.add_argument("--allow-pickle", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow pickle weights (*.bin, *.pt)")
 
 
 def _add_validation_options(parser: argparse.ArgumentParser) -> None:
@@ -151,14 +199,15 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace) -> int:
     from packager.build import BuildOptions, build
 
-    _check_report_path(args.report)
+    if args.source is None:
+        raise UsageError("packager build: give SOURCE, or --spec with a [source] table")
     auto = args.precision.strip().lower() == "auto"
     options = BuildOptions(
         formats=_enum_list(Format, args.format, "--format"),
         precisions=() if auto else _enum_list(Precision, args.precision, "--precision"), auto=auto,
         recipe=args.recipe, calibration_data=args.calibration_data, gates=_gates(args.gate),
-        out=args.out, name=args.name, revision=args.revision, register=args.register, tracking_uri=args.tracking_uri,
-        force_new_version=args.force_new_version,
+        out=args.out, name=args.name, revision=args.revision, register=args.register, alias=args.alias,
+        tracking_uri=args.tracking_uri, force_new_version=args.force_new_version, reports=args.reports,
         validation_data=args.validation_data, token_embeddings=args.token_embeddings,
         allow_parity_failure=args.allow_parity_failure, trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
@@ -170,7 +219,7 @@ def _build(args: argparse.Namespace) -> int:
               f"{registered}")
         for attempt in variant.attempts:
             print(f"  auto: {attempt['recipe']}: {attempt['outcome']}")
-    _write_report(args.report, {"status": "ok", "exit_code": 0, **result.to_dict()})
+    print(f"reports: {result.reports}/report.html (and report.json, report.md)")
     return 0
 
 
@@ -192,7 +241,7 @@ def _store(tracking_uri: str | None) -> Any:
 
 def _register(args: argparse.Namespace) -> int:
     store = _store(args.tracking_uri)
-    registered = store.register(args.artifact, args.name, force_new_version=args.force_new_version)
+    registered = store.register(args.artifact, args.name, alias=args.alias, force_new_version=args.force_new_version)
     print(f"{args.artifact}: {_registered_line(registered)} in {registered.tracking_uri}")
     return 0
 
@@ -236,6 +285,22 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from packager.bench import Settings, bench, table
+
+    settings = Settings(threads=args.threads, batch_size=args.batch_size, rounds=args.rounds)
+    rows = bench(args.artifacts, reference=args.reference, inputs=args.texts, settings=settings,
+                 trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    print(table(rows))
+    count = rows[0]["inputs"]
+    print(f"\n{count} inputs, batches of {settings.batch_size}, {settings.threads} threads; throughput and cold start: "
+          f"median of {settings.rounds}; latency: batch 1 over {min(count, settings.latency_inputs)} inputs")
     return 0
 
 
@@ -325,9 +390,15 @@ def _write_report(path: Path | None, data: dict[str, Any], *, failing: bool = Fa
 
 
 def _configure_logging(verbosity: int) -> None:
+    """Log lines on stderr (warnings and errors only with --quiet, debug with --verbose); on a
+    terminal, progress bars with the log lines above them."""
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("packager: %(message)s"))
+    progress.stop()
+    if verbosity >= 0 and sys.stderr.isatty():
+        handler = progress.use_terminal(sys.stderr)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("packager: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False

@@ -14,7 +14,7 @@ echo "== inspect the saved chain"
 .venv/bin/packager inspect "$model"
 echo "== build: export, parity gate, publish, register"
 .venv/bin/packager build "$model" --name all-MiniLM-L6-v2 --out dist --register all-MiniLM-L6-v2 \
-    --report dist/report.json
+    --reports dist/reports
 echo "== inspect the artifact"
 .venv/bin/packager inspect "$artifact"
 echo "== validate it again against the reference"

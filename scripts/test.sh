@@ -3,9 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The registry tests run an mlflow server on PostgreSQL too: Debian's server, if it is missing.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+# Debian packages the tests use, where missing: PostgreSQL (the registry tests run an mlflow
+# server on it too) and Chromium (the HTML reports are rendered in it, headless).
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo -n)
-    "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q postgresql
+    "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
 fi
 exec .venv/bin/python -m pytest -q "$@"

@@ -20,10 +20,10 @@ UNSEEN = [s.upper() for s in real_sentences()[-40:]]
 
 def test_build_report_and_validation_data(tmp_path, tiny_chains):
     def build(*extra):
-        report = tmp_path / "report.json"
-        assert main(["build", str(tiny_chains["cls-dense"]), "--out", str(tmp_path / "dist"), "--report", str(report),
+        reports = tmp_path / "reports"
+        assert main(["build", str(tiny_chains["cls-dense"]), "--out", str(tmp_path / "dist"), "--reports", str(reports),
                      "-q", *extra]) == 0
-        return json.loads(report.read_text())
+        return json.loads((reports / "report.json").read_text())
 
     data = tmp_path / "texts.jsonl"
     data.write_text("\n".join(json.dumps({"text": t}) for t in UNSEEN[:5]))
@@ -55,15 +55,16 @@ def _truncate_at_16(monkeypatch):
 
 def test_wrong_max_length_fails_the_gate_and_publishes_nothing(tmp_path, tiny_chains, monkeypatch):
     _truncate_at_16(monkeypatch)
-    out, report, db = tmp_path / "dist", tmp_path / "report.json", tmp_path / "mlflow.db"
-    code = main(["build", str(tiny_chains["mean"]), "--out", str(out), "--report", str(report),
-                 "--register", "tiny", "--tracking-uri", f"sqlite:///{db}", "-q"])
+    out, db = tmp_path / "dist", tmp_path / "mlflow.db"
+    code = main(["build", str(tiny_chains["mean"]), "--out", str(out), "--register", "tiny", "--tracking-uri",
+                 f"sqlite:///{db}", "-q"])
     assert code == 6
-    assert list(out.iterdir()) == []  # no artifact, no leftover staging directory
-    result = json.loads(report.read_text())
-    assert result["status"] == "failed" and result["error"]["type"] == "ParityError"
-    assert result["parity"]["passed"] is False
-    assert any("min_cosine" in failure for failure in result["parity"]["failures"])
+    assert [p.name for p in out.iterdir()] == ["mean-report"]  # no artifact, no leftover staging directory
+    result = json.loads((out / "mean-report" / "report.json").read_text())
+    assert result["status"] == "failed" and result["error"]["type"] == "ParityError" and result["exit_code"] == 6
+    (variant,) = result["variants"]
+    assert variant["status"] == "failed-gate" and variant["parity"]["passed"] is False
+    assert any("min_cosine" in failure for failure in variant["parity"]["failures"])
     from mlflow import MlflowClient
 
     assert MlflowClient(f"sqlite:///{db}").search_registered_models() == []
@@ -115,7 +116,7 @@ def test_rebuild_replaces_the_artifact_and_cleans_stale_stages(tmp_path, tiny_ch
     stale.mkdir()
     (stale / "model.onnx").write_bytes(b"partial")
     assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mean-onnx-fp32"]
+    assert sorted(p.name for p in out.iterdir()) == ["mean-onnx-fp32", "mean-report"]
     assert not marker.exists()
     read_manifest(out / "mean-onnx-fp32")
 
@@ -143,10 +144,12 @@ def test_token_embeddings_are_exported_only_when_asked(tmp_path, tiny_chains):
     (["build", "{missing}"], 3),
     (["build", "{chain}", "--validation-data", "{missing}"], 2),
     (["build", "{chain}", "--name", "../escape"], 2),
-    (["build", "{chain}", "--report", "{tmp}"], 2),
+    (["build", "{chain}", "--reports", "{file}"], 2),  # a file, not a directory
 ])
 def test_cli_exit_codes(argv, code, tiny_chains, tmp_path):
-    argv = [a.format(chain=tiny_chains["mean"], missing=tmp_path / "missing", tmp=tmp_path) for a in argv]
+    (tmp_path / "file").touch()
+    argv = [a.format(chain=tiny_chains["mean"], missing=tmp_path / "missing", tmp=tmp_path, file=tmp_path / "file")
+            for a in argv]
     assert main([*argv, "--out", str(tmp_path / "dist")]) == code
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
 
@@ -170,9 +173,9 @@ def test_unsafe_and_unsupported_sources_exit_4_through_the_console_script(tmp_pa
 
 
 def test_usage_errors_exit_2(capsys):
-    with pytest.raises(SystemExit) as error:
-        main(["build"])
-    assert error.value.code == 2
+    with pytest.raises(SystemExit) as error:  # no abbreviations: --report is not --reports
+        main(["build", "source", "--report", "report.json"])
+    assert error.value.code == 2 and "unrecognized arguments: --report" in capsys.readouterr().err
 
 
 def test_inspect_source_and_artifact(tiny_chains, tiny_artifacts, capsys):
@@ -214,7 +217,8 @@ def test_unwritable_output_is_a_clear_error(tmp_path, tiny_chains, capsys):
     out = tmp_path / "not-a-directory"
     out.write_text("a file where the output directory should be")
     assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "-q"]) == 5
-    assert "staging directory" in capsys.readouterr().err
+    # Found before any export: the reports directory (inside it) cannot be made.
+    assert f"cannot write the reports to {out}/mean-report (Not a directory)" in capsys.readouterr().err
     assert out.read_text() == "a file where the output directory should be"
 
 

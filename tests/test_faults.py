@@ -21,6 +21,7 @@ from packager.runtime.integrity import verify_artifact
 from packager.runtime.manifest import read_manifest
 
 NAME = "mean-onnx-fp32"
+REPORTS = "mean-report"  # every build that got past its checks leaves its reports
 # failpoint -> which artifact the output directory holds right after the kill
 KILLS = {
     "build.reference_loaded": "previous",
@@ -66,7 +67,7 @@ def test_a_build_killed_at_any_stage_leaves_a_complete_artifact(point, tiny_chai
         assert (_complete(out / NAME) == previous) == (KILLS[point] == "previous")
     # The next build removes what the dead one left (its stage, the set-aside copy) and publishes.
     assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "--name", "mean", "-q"]) == 0
-    assert [p.name for p in out.iterdir()] == [NAME]
+    assert sorted(p.name for p in out.iterdir()) == [NAME, REPORTS]
     assert _complete(out / NAME) != previous
 
 
@@ -83,7 +84,7 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_artifact(tiny_chains, 
     run = _build(tiny_chains["mean"], out, preexec_fn=limit_file_size)
     assert run.returncode == 5, run.stderr
     assert "is the disk full or the directory not writable" in run.stderr and "Traceback" not in run.stderr
-    assert [p.name for p in out.iterdir()] == [NAME] and _complete(out / NAME) == previous
+    assert sorted(p.name for p in out.iterdir()) == [NAME, REPORTS] and _complete(out / NAME) == previous
 
 
 @pytest.mark.slow

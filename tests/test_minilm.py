@@ -27,12 +27,10 @@ GOLDEN = np.array([
 @pytest.fixture(scope="module")
 def minilm_build(tmp_path_factory, minilm_path):
     workdir = tmp_path_factory.mktemp("minilm")
-    report = workdir / "report.json"
     code = main(["build", str(minilm_path), "--name", "all-MiniLM-L6-v2", "--out", str(workdir / "dist"),
-                 "--register", "minilm", "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-                 "--report", str(report), "-q"])
+                 "--register", "minilm", "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}", "-q"])
     assert code == 0
-    return workdir, json.loads(report.read_text())
+    return workdir, json.loads((workdir / "dist" / "all-MiniLM-L6-v2-report" / "report.json").read_text())
 
 
 def test_minilm_passes_parity_and_is_registered(minilm_build):

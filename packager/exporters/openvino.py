@@ -14,6 +14,7 @@ from typing import Any
 
 from packager.errors import ExportError
 from packager.exporters import RecipeContext, RecipeResult, calibration_feeds
+from packager.progress import step
 from packager.exporters.onnx import export_onnx
 from packager.graph import RouteGraph
 from packager.runtime.manifest import Format, Precision
@@ -69,8 +70,10 @@ class OpenVinoInt8(_OpenVinoRecipe):
         import nncf
 
         feeds, _ = calibration_feeds(graph, dest, context)
-        quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                                  preset=nncf.QuantizationPreset.MIXED, subset_size=sum(len(f["input_ids"]) for f in feeds))
+        with step(f"calibration: NNCF on {len(context.calibration)} inputs"):
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                      preset=nncf.QuantizationPreset.MIXED,
+                                      subset_size=sum(len(f["input_ids"]) for f in feeds))
         return quantized, {"nncf": "quantize, transformer model type, mixed preset"}
 
 

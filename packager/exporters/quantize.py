@@ -27,6 +27,7 @@ from packager.errors import ExportError
 from packager.exporters import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.graph import RouteGraph
+from packager.progress import step
 from packager.runtime.manifest import ChainKind, Format, Precision
 from packager.validators.parity import dense_metrics, groups, logit_metrics, sparse_metrics
 from packager.validators.report import Check, lower_is_better
@@ -200,11 +201,17 @@ class _ExclusionSearch:
         self._tried: dict[int, tuple[Path, dict[str, float]]] = {}
 
     def run(self, nodes: list[str]) -> tuple[Path, list[str], dict[str, float]]:
-        path, metrics = self._try(nodes, 0)
+        with step(f"calibration: every MatMul in int8, measured on {len(self.inputs)} inputs"):
+            path, metrics = self._try(nodes, 0)
         if self._passes(metrics) or len(nodes) < 2:
             return path, [], metrics
         log.info("int8 misses the gate on the calibration inputs; measuring the %d MatMuls one by one", len(nodes))
-        ranked = sorted(nodes, key=lambda node: self._sensitivity(nodes, node), reverse=True)
+        with step(f"calibration: the error of each of {len(nodes)} MatMuls in int8", total=len(nodes)) as advance:
+            sensitivity = {}
+            for node in nodes:
+                sensitivity[node] = self._sensitivity(nodes, node)
+                advance()
+        ranked = sorted(nodes, key=sensitivity.__getitem__, reverse=True)
         low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more
         while low < high:  # the fewest exclusions that pass, assuming more exclusions never hurt
             middle = (low + high) // 2

@@ -20,6 +20,7 @@ class RegisteredVersion:
     model_uri: str
     tracking_uri: str
     existing: bool = False  # an identical build was already registered; nothing new was created
+    run_id: str | None = None  # the MLflow run that holds a new version's files and reports
 
 
 def open_store(tracking_uri: str | None = None) -> MlflowStore:

@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 from packager.artifact import PARITY_FILE, README_FILE, publish
 from packager.errors import MissingDependencyError, PackagerError, RegistryError, UsageError
 from packager.failpoints import failpoint
+from packager.progress import step
 from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
 from packager.runtime.integrity import sha256_file, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Format, Manifest, ParityStatus, read_manifest
@@ -97,10 +98,10 @@ class MlflowStore:
 
     # --- registering ---------------------------------------------------------------------------
 
-    def register(self, artifact: Path, name: str, *, force_new_version: bool = False,
+    def register(self, artifact: Path, name: str, *, alias: str = CANDIDATE_ALIAS, force_new_version: bool = False,
                  figures: dict[str, float] | None = None) -> RegisteredVersion:
-        """Register ``artifact`` (verified first) as a new version of ``name`` and point
-        ``candidate`` at it, or report the version an identical build already registered.
+        """Register ``artifact`` (verified first) as a new version of ``name`` and point ``alias``
+        (``candidate``) at it, or report the version an identical build already registered.
         ``figures`` are extra metrics for the run (build time, measured speed)."""
         manifest = read_manifest(artifact)
         verify_artifact(artifact, manifest)
@@ -114,10 +115,10 @@ class MlflowStore:
                     return RegisteredVersion(name=name, version=existing, alias=None,
                                              model_uri=f"models:/{name}/{existing}", tracking_uri=self.tracking_uri,
                                              existing=True)
-            return self._register(artifact, manifest, name, key, figures or {})
+            return self._register(artifact, manifest, name, key, figures or {}, alias)
 
     def _register(self, artifact: Path, manifest: Manifest, name: str, key: str,
-                  figures: dict[str, float]) -> RegisteredVersion:
+                  figures: dict[str, float], alias: str) -> RegisteredVersion:
         import mlflow
 
         tags = {**lineage_tags(manifest), **git_tags(), BUILD_KEY_TAG: key,
@@ -125,10 +126,10 @@ class MlflowStore:
         metrics = {f"parity.{k}": v for k, v in manifest.parity.metrics.items()}
         metrics.update(figures)
         metrics["artifact.bytes"] = float(sum(d.size for d in manifest.files))
-        log.info("registry: uploading %s to %s", artifact.name, self.tracking_uri)
         # The whole registration under our tracking URI: MLflow resolves the logged model's
         # models:/m-... source through the process-wide one when it creates the version.
-        with _tracking_uri(self.tracking_uri):
+        with step(f"{artifact.name}: upload to {self.tracking_uri}, register and verify"), \
+                _tracking_uri(self.tracking_uri):
             with mlflow.start_run(experiment_id=self._experiment_id(), run_name=artifact.name) as run:
                 mlflow.set_tags(tags)
                 mlflow.log_metrics(metrics)
@@ -145,13 +146,21 @@ class MlflowStore:
                 failpoint("registry.registered")
                 self._verify_upload(name, created)
                 self._client.set_model_version_tag(name, created, VERIFIED_TAG, "true")
-                self._client.set_registered_model_alias(name, CANDIDATE_ALIAS, created)
+                self._client.set_registered_model_alias(name, alias, created)
             except BaseException:
                 self._delete_version(name, created)
                 raise
-        log.info("registry: %s version %s, alias %s (run %s)", name, created, CANDIDATE_ALIAS, run.info.run_id)
-        return RegisteredVersion(name=name, version=created, alias=CANDIDATE_ALIAS,
+        log.info("registry: %s version %s, alias %s (run %s)", name, created, alias, run.info.run_id)
+        return RegisteredVersion(name=name, version=created, alias=alias, run_id=run.info.run_id,
                                  model_uri=f"models:/{name}/{created}", tracking_uri=self.tracking_uri)
+
+    def log_reports(self, registered: RegisteredVersion, reports: Path) -> None:
+        """Add the build's reports (``packager.reports``) to the run of a version registered by
+        it, under ``reports/``, once they are complete (they list the registration too)."""
+        with self._errors(f"logging the reports {reports} with {registered.model_uri}"):
+            for path in sorted(reports.iterdir()):
+                self._client.log_artifact(registered.run_id, str(path), artifact_path="reports")
+        log.info("registry: reports logged with %s", registered.model_uri)
 
     def _create_version(self, name: str, logged: Any, run_id: str, tags: dict[str, str]) -> str:
         from mlflow.exceptions import MlflowException

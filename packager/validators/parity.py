@@ -8,6 +8,7 @@ inputs. Every verb the artifact offers is compared.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,10 @@ METRICS: dict[ChainKind, frozenset[str]] = {
 }
 
 
-def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> ParityReport:
+def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate,
+                 advance: Callable[[], None] = lambda: None) -> ParityReport:
     """Compare every distinct verb call of ``candidate`` with ``reference`` on ``inputs`` (texts,
-    or pairs for cross-encoders) and apply ``gate`` to each."""
+    or pairs for cross-encoders) and apply ``gate`` to each; ``advance`` is called per verb."""
     kind = candidate.manifest.chain_kind
     compare = {ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse,
                ChainKind.CROSS_ENCODER: _scores}[kind]
@@ -44,9 +46,10 @@ def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> Pa
     checks: list[Check] = []
     problems: list[str] = []
     worst: list[dict] = []
+    samples: dict[str, dict[str, list[float]]] = {}
     for verb in verbs:
         log.info("parity: %s of %d inputs, torch reference vs the artifact's loader", verb, len(inputs))
-        found, found_problems, found_worst = compare(reference, candidate, verb, inputs)
+        found, found_problems, found_worst, samples[verb] = compare(reference, candidate, verb, inputs)
         prefix = f"{verb}." if len(verbs) > 1 else ""
         metrics.update({prefix + k: v for k, v in found.items()})
         if not found_problems:
@@ -54,35 +57,41 @@ def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate) -> Pa
                        for metric, threshold in gate.items()]
         problems += [prefix + p for p in found_problems]
         worst += [{"verb": verb, **w} for w in found_worst]
+        advance()
     return ParityReport(inputs=len(inputs), inputs_sha256=inputs_digest(inputs), metrics=metrics,
-                        checks=tuple(checks), problems=tuple(problems), worst=tuple(worst))
+                        checks=tuple(checks), problems=tuple(problems), worst=tuple(worst), samples=samples)
 
 
-def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple[dict, list[str], list[dict]]:
+Compared = tuple[dict[str, float], list[str], list[dict], dict[str, list[float]]]  # metrics, problems, worst, samples
+
+
+def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> Compared:
     ref = np.asarray(getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
                                               show_progress_bar=False))
     cand = np.asarray(getattr(candidate, verb)(texts, batch_size=BATCH_SIZE))
     problems = _shape_problems("sentence_embedding", ref, cand)
     if problems:
-        return {}, problems, []
+        return {}, problems, [], {}
     metrics = dense_metrics(ref, cand)
     if candidate.has_output(verb, OutputMeaning.TOKEN_EMBEDDINGS):
         metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, verb, texts, problems)
-    return metrics, problems, _worst(texts, row_cosine(ref, cand))
+    cosine = row_cosine(ref, cand)
+    return metrics, problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
-def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> tuple[dict, list[str], list[dict]]:
+def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> Compared:
     ref = getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_tensor=True,
                                    convert_to_sparse_tensor=False, show_progress_bar=False)
     ref = ref.detach().cpu().numpy() if len(texts) else np.zeros((0, candidate.manifest.embedding_dimension))
     cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE).toarray()
     problems = _shape_problems("sparse_embedding", ref, cand)
     if problems:
-        return {}, problems, []
-    return sparse_metrics(ref, cand), problems, _worst(texts, row_cosine(ref, cand))
+        return {}, problems, [], {}
+    cosine = row_cosine(ref, cand)
+    return sparse_metrics(ref, cand), problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
-def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> tuple[dict, list[str], list[dict]]:
+def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> Compared:
     """Logits (a saturating activation would hide their errors) and predict()'s own scores."""
     import torch
 
@@ -96,13 +105,13 @@ def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, st
     ref, cand = both()
     problems = _shape_problems("logits", ref_logits, cand_logits) + _shape_problems("scores", ref, cand)
     if problems:
-        return {}, problems, []
+        return {}, problems, [], {}
     metrics = {"max_abs_diff": max_abs_diff(ref, cand), "score_rel_diff": relative_max_diff(ref, cand),
                **logit_metrics(ref_logits, cand_logits, groups(pairs))}
     difference = np.abs(ref - cand).reshape(len(pairs), -1).max(axis=1)
     worst = [{"pair": [a[:100], b[:100]], "abs_diff": float(difference[i])}
              for i, (a, b) in ((i, pairs[i]) for i in np.argsort(-difference)[:3])]
-    return metrics, problems, worst
+    return metrics, problems, worst, {"reference": ref.ravel().tolist(), "candidate": cand.ravel().tolist()}
 
 
 def dense_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:

@@ -44,6 +44,9 @@ class ParityReport:
     checks: tuple[Check, ...]
     problems: tuple[str, ...] = ()  # structural failures: shapes, counts, non-finite values
     worst: tuple[dict, ...] = field(default=())  # the least similar inputs, for the reader
+    # Per input and verb, for the plots: {"cosine": [...]}, or a cross-encoder's scores
+    # {"reference": [...], "candidate": [...]} (every label of every pair, flattened).
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -62,7 +65,7 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {
             "inputs": self.inputs, "inputs_sha256": self.inputs_sha256, "passed": self.passed,
-            "metrics": self.metrics, "failures": self.failures, "worst": list(self.worst),
+            "metrics": self.metrics, "failures": self.failures, "worst": list(self.worst), "samples": self.samples,
             "checks": [{"metric": c.metric, "value": c.value, "threshold": c.threshold, "passed": c.passed}
                        for c in self.checks],
         }

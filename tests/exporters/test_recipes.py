@@ -21,9 +21,8 @@ TEXTS = list(real_sentences()[1::9][:40])
 
 
 def _build(chain, out, *args):
-    report = out / "report.json"
-    code = main(["build", str(chain), "--out", str(out), "--report", str(report), "-q", *args])
-    return code, json.loads(report.read_text())
+    code = main(["build", str(chain), "--out", str(out), "--reports", str(out / "reports"), "-q", *args])
+    return code, json.loads((out / "reports" / "report.json").read_text())
 
 
 # Tiny random models crowd their texts together (cosine ~0.9 between any two), so int8 noise
@@ -50,8 +49,8 @@ def test_int8_dynamic_is_published_when_it_passes_its_gate(tiny_chains, tiny_art
 def test_int8_is_rejected_by_a_gate_it_cannot_meet(tiny_chains, tmp_path):
     code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--gate", "int8.min_cosine=0.99999")
     assert code == 6 and report["error"]["type"] == "ParityError"
-    assert any("min_cosine" in f and "0.99999" in f for f in report["parity"]["failures"])
-    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # neither artifact nor stage
+    assert any("min_cosine" in f and "0.99999" in f for f in report["variants"][-1]["parity"]["failures"])
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["reports"]  # neither artifact nor stage
 
 
 class _Wrecked:
@@ -89,8 +88,9 @@ def with_wrecked_recipe(monkeypatch):
 def test_a_recipe_that_breaks_accuracy_is_not_published(with_wrecked_recipe, tiny_chains, tmp_path):
     code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--recipe", "wrecked-int8")
     assert code == 6 and report["error"]["type"] == "ParityError"
-    assert any(f.startswith("encode.mean_cosine") for f in report["parity"]["failures"]), report["parity"]
-    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # neither artifact nor stage
+    failures = report["variants"][-1]["parity"]["failures"]
+    assert any(f.startswith("encode.mean_cosine") for f in failures), failures
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["reports"]  # neither artifact nor stage
 
 
 def test_auto_replaces_a_recipe_that_breaks_accuracy(with_wrecked_recipe, tiny_chains, tmp_path):
@@ -109,7 +109,7 @@ def test_auto_falls_back_to_fp32_when_no_int8_recipe_passes(tiny_chains, tmp_pat
     assert variant["precision"] == "fp32" and variant["recipe"] == "onnx-fp32"
     assert [a["recipe"] for a in variant["attempts"]] == ["onnx-int8-static-qdq", "onnx-int8-dynamic"]
     assert all(not a["passed"] and a["outcome"].startswith("failed its gate") for a in variant["attempts"])
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["mean-onnx-fp32"]  # no stage left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["mean-onnx-fp32", "reports"]  # no stage
 
 
 def test_auto_keeps_the_fastest_recipe_that_passes(tiny_chains, tmp_path):
@@ -121,7 +121,7 @@ def test_auto_keeps_the_fastest_recipe_that_passes(tiny_chains, tmp_path):
     fastest = max(passed, key=lambda a: a["inputs_per_second"])
     assert variant["recipe"] == fastest["recipe"] and fastest["outcome"].startswith("won")
     assert sum(a["outcome"].startswith("won") for a in variant["attempts"]) == 1
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["mean-onnx-int8"]  # no stage left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["mean-onnx-int8", "reports"]  # no stage
 
 
 @pytest.mark.parametrize("recipe", ["openvino-int8-weights", "openvino-int8-nncf"])
@@ -185,8 +185,8 @@ def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifact
     error ~0.04 on average), so int8 reorders its documents: the default gate must refuse it by
     ranking metrics, and the artifact published anyway must still track the fp32 scores."""
     code, report = _build(tiny_chains["ce-sigmoid"], tmp_path, "--precision", "int8")
-    assert code == 6 and {f.split(" ")[0] for f in report["parity"]["failures"]} <= {
-        "spearman_min", "top1_agreement"}, report["parity"]["failures"]
+    assert code == 6 and {f.split(" ")[0] for f in report["variants"][-1]["parity"]["failures"]} <= {
+        "spearman_min", "top1_agreement"}, report["variants"][-1]["parity"]["failures"]
     code, report = _build(tiny_chains["ce-sigmoid"], tmp_path, "--precision", "int8", "--allow-parity-failure")
     assert code == 0
     pairs = [(q, d) for q in TEXTS[:4] for d in TEXTS[4:20]]

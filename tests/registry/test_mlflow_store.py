@@ -279,8 +279,8 @@ def test_registering_leaves_the_process_tracking_uri_alone(store, tiny_artifacts
 
 def test_build_with_register_through_the_cli(tmp_path, tiny_chains, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    report = tmp_path / "report.json"
-    argv = ["build", str(tiny_chains["cls-dense"]), "--register", "cli-model", "--report", str(report), "-q"]
+    report = tmp_path / "dist" / "cls-dense-report" / "report.json"
+    argv = ["build", str(tiny_chains["cls-dense"]), "--register", "cli-model", "-q"]
     assert main(argv) == 0
     registered = json.loads(report.read_text())["variants"][0]["registered"]
     assert registered["model_uri"] == "models:/cli-model/1" and registered["alias"] == CANDIDATE_ALIAS

@@ -48,9 +48,9 @@ def _client(url):
 
 def test_build_register_promote_pull_and_load(server, tiny_chains, tmp_path, monkeypatch, capsys):
     uri = ["--tracking-uri", server]
-    report = tmp_path / "report.json"
+    report = tmp_path / "dist" / "mean-report" / "report.json"
     assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path / "dist"), "--register", "flow",
-                 "--report", str(report), "-q", *uri]) == 0
+                 "-q", *uri]) == 0
     registered = json.loads(report.read_text())["variants"][0]["registered"]
     assert registered["alias"] == CANDIDATE_ALIAS and registered["tracking_uri"] == server
     assert main(["promote", "flow", "--from-alias", CANDIDATE_ALIAS, "--alias", "champion", *uri]) == 0
