@@ -143,6 +143,11 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str | None]]:
             ("Speed vs accuracy: worst per-input cosine against inputs per second", _speed_plot(report))]
 
 
+def _label(variant: dict[str, Any]) -> str:
+    """Short enough for a legend: a build makes one variant per format and precision."""
+    return f"{variant['format']} {variant['precision']}"
+
+
 def _figure() -> Any:
     from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
@@ -165,7 +170,7 @@ def _cosine_plot(variants: list[dict[str, Any]]) -> str | None:
         verbs: dict[tuple[float, ...], list[str]] = {}  # verbs that ran the same route gave the same cosines
         for verb, sample in variant["parity"]["samples"].items():
             verbs.setdefault(tuple(sample.get("cosine", ())), []).append(verb)
-        curves += [(variant["name"] + (f" ({', '.join(names)})" if len(verbs) > 1 else ""), list(cosines))
+        curves += [(_label(variant) + (f" ({', '.join(names)})" if len(verbs) > 1 else ""), list(cosines))
                    for cosines, names in verbs.items() if cosines]
     if not curves:
         return None
@@ -187,7 +192,7 @@ def _cosine_plot(variants: list[dict[str, Any]]) -> str | None:
 
 
 def _scores_plot(variants: list[dict[str, Any]]) -> str | None:
-    pairs = [(v["name"], s["reference"], s["candidate"]) for v in variants for s in v["parity"]["samples"].values()
+    pairs = [(_label(v), s["reference"], s["candidate"]) for v in variants for s in v["parity"]["samples"].values()
              if s.get("reference")]
     if not pairs:
         return None
@@ -204,7 +209,7 @@ def _scores_plot(variants: list[dict[str, Any]]) -> str | None:
 
 
 def _speed_plot(report: dict[str, Any]) -> str | None:
-    points = [(v["name"], v["speed"]["inputs_per_second"], headline(report, v)) for v in report["variants"]
+    points = [(_label(v), v["speed"]["inputs_per_second"], headline(report, v)) for v in report["variants"]
               if v.get("speed") and headline(report, v)[1] is not None]
     if not points:
         return None
