@@ -175,7 +175,7 @@ def build(source: str, options: BuildOptions) -> BuildResult:
     prepared = _prepare(chain, options, extra, calibration)
     failpoint("build.reference_loaded")
     result = BuildResult(source=source, chain_kind=chain.kind.value,
-                         reports=options.reports or options.out / f"{artifact_name(source, options)}-report")
+                         reports=options.reports or options.out / f"{prepared.name}-report")
     _probe_writable(result.reports)
     try:
         for recipes in plan:
@@ -201,12 +201,6 @@ def build(source: str, options: BuildOptions) -> BuildResult:
         if store is not None and variant.registered and not variant.registered.existing:
             store.log_reports(variant.registered, result.reports)
     return result
-
-
-def artifact_name(source: str, options: BuildOptions) -> str:
-    """--name, or the source folder's or model's name."""
-    stem = source.rstrip("/").split("/")[-1]
-    return options.name or re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model"
 
 
 def _probe_writable(directory: Path) -> None:
@@ -299,7 +293,7 @@ def _prepare(chain: ChainSpec, options: BuildOptions, extra: list, calibration: 
                            sha256=inputs_digest(calibration))
     return _Prepared(chain=chain, reference=reference, routes=routes, verbs=verb_routes(reference, chain),
                      scoring=scoring, inputs=_parity_inputs(chain.kind, routes, extra), calibration=calibration,
-                     calibration_spec=spec, name=artifact_name(chain.source.location, options))
+                     calibration_spec=spec, name=options.name or _default_name(chain))
 
 
 def _parity_inputs(kind: ChainKind, routes: tuple[Any, ...], extra: list) -> list:
@@ -484,3 +478,9 @@ def _write_routes(prep: _Prepared, recipe: Recipe, gate: Gate, stage: Path,
             advance()
     copy_loader(stage)
     return files, details
+
+
+def _default_name(chain: ChainSpec) -> str:
+    """The source folder's or model's name, made safe for a directory name."""
+    stem = chain.source.location.rstrip("/").split("/")[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model"
