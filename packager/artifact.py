@@ -22,7 +22,7 @@ from typing import Any
 
 import packager.runtime
 from packager.failpoints import failpoint
-from packager.runtime.integrity import artifact_files, digest_files, verify_artifact
+from packager.runtime.integrity import PYCACHE_PLACEHOLDER, artifact_files, digest_files, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Manifest, read_manifest
 
 LOADER_DIR = "loader"
@@ -72,9 +72,11 @@ def _alive(pid: int) -> bool:
 
 
 def copy_loader(stage: Path) -> None:
-    """The runtime package, copied in as the artifact's own ``loader`` package."""
+    """The runtime package, copied in as the artifact's own ``loader`` package, with the empty
+    ``__pycache__`` file that keeps Python from writing or reading bytecode there."""
     source = Path(packager.runtime.__file__).parent
     shutil.copytree(source, stage / LOADER_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (stage / LOADER_DIR / PYCACHE_PLACEHOLDER).touch()
 
 
 def seal(stage: Path, manifest: Manifest, *, speed: dict[str, float] | None = None) -> Manifest:

@@ -9,16 +9,18 @@ the user allows pickle.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from packager.config_paths import check_config_paths
 from packager.errors import MissingDependencyError, SourceError, UnsafeSourceError, UnsupportedModuleError
 from packager.module_types import MODULE_TYPES
+from packager.runtime.files import read_json, special_kind
 from packager.runtime.integrity import digest_files
 from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind, SourceKind
 from packager.weights import check_weight_files, loading_problems, watch_loading
@@ -29,7 +31,13 @@ PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 # What sentence-transformers and transformers load instead of pickle weights when present.
 SAFE_WEIGHTS = frozenset({"model.safetensors", "model.safetensors.index.json"})
 DEFAULT_ROUTE = "default"
+# Version control, download caches and bytecode: never hashed, so nothing may load from them.
 _SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__"})
+# What the saved-model format's files are named like: a directory of such a name is a broken folder.
+_FILE_SUFFIXES = frozenset({".json", ".safetensors", ".bin", ".pt", ".txt", ".model", ".jinja", ".py"})
+# Configs are small; anything larger is not a config (a link to /dev/zero, say).
+CONFIG_LIMIT = 64 << 20
+_MAX_PATH = 1024
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
                         "sentence_camembert_config.json", "sentence_albert_config.json",
@@ -118,10 +126,14 @@ def _flatten(modules: tuple[ModuleSpec, ...]) -> list[ModuleSpec]:
 def resolve_source(source: str, *, revision: str | None = None) -> Source:
     """A local folder, or a model id already in the local Hugging Face cache (never downloaded)."""
     path = Path(source).expanduser()
-    if path.exists():
-        if not path.is_dir():
+    try:
+        exists = path.exists()
+        folder = path.resolve(strict=True) if exists else None
+    except (OSError, RuntimeError, ValueError) as e:  # too long, a link loop, a NUL byte
+        raise SourceError(f"{source[:200]!r}: not a usable path ({type(e).__name__}: {e})") from None
+    if folder is not None:
+        if not folder.is_dir():
             raise SourceError(f"{source} is a file; pass the folder that holds modules.json")
-        folder = path.resolve()
         return Source(kind=SourceKind.PATH, location=str(folder), folder=folder, boundary=folder)
     if not _REPO_ID.match(source):
         raise SourceError(f"{source}: no such folder")
@@ -137,8 +149,8 @@ def resolve_source(source: str, *, revision: str | None = None) -> Source:
             f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}). "
             f"Download it first (`hf download {source}`) or pass a local folder. ({type(e).__name__})"
         ) from None
-    return Source(kind=SourceKind.HUB, location=source, folder=snapshot, boundary=snapshot.parent.parent.resolve(),
-                  revision=snapshot.name)
+    folder = snapshot.resolve()
+    return Source(kind=SourceKind.HUB, location=source, folder=folder, boundary=folder.parent.parent, revision=folder.name)
 
 
 def read_chain(source: str, *, revision: str | None = None, trust_remote_code: bool = False,
@@ -147,6 +159,7 @@ def read_chain(source: str, *, revision: str | None = None, trust_remote_code: b
     src = resolve_source(source, revision=revision)
     files = _scan_files(src)
     check_weight_files(src.folder, files)
+    check_config_paths(src.folder, src.boundary, files)
     if not (src.folder / "modules.json").exists() and _is_classifier(src):
         # A CrossEncoder saved before sentence-transformers wrote modules.json for it.
         modules = (ModuleSpec(name="0", path="", type=_IMPLICIT_CROSS_ENCODER, kind=ModuleKind.TRANSFORMER,
@@ -209,30 +222,65 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
 
 
 def _scan_files(src: Source) -> list[str]:
-    """Every file of the folder as '/'-separated paths; refuse links that leave the boundary."""
-    boundary = src.boundary
+    """Every file of the folder as '/'-separated paths, each checked: a regular file with a
+    UTF-8 name, or a link to one inside the boundary. Special files (a FIFO would block a reader
+    forever), links to directories (their files would escape the checks and the digests), link
+    loops and links leaving the boundary are refused. ``_SKIPPED_DIRS`` are neither checked nor
+    hashed, so nothing may be loaded from them (``_module_dir``)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(src.folder):
+    for dirpath, dirnames, filenames in os.walk(src.folder, onerror=_unreadable):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
-        for name in filenames:
+        for name in [*dirnames, *filenames]:
             path = Path(dirpath) / name
-            if not path.resolve().is_relative_to(boundary):
-                raise UnsafeSourceError(f"{path} links outside {boundary}; refusing to read it")
-            if path.is_file():
-                found.append(path.relative_to(src.folder).as_posix())
-        for name in dirnames:
-            if not (Path(dirpath) / name).resolve().is_relative_to(boundary):
-                raise UnsafeSourceError(f"{Path(dirpath) / name} links outside {boundary}; refusing to read it")
+            rel = path.relative_to(src.folder).as_posix()
+            _check_name(rel)
+            if _checked_entry(src, path, rel):
+                found.append(rel)
     return sorted(found)
+
+
+def _checked_entry(src: Source, path: Path, rel: str) -> bool:
+    """Whether ``path`` is a file to read and hash (False for a real directory); refuses anything
+    else."""
+    mode = os.lstat(path).st_mode
+    if stat.S_ISDIR(mode):
+        if path.suffix in _FILE_SUFFIXES:
+            raise SourceError(f"{rel}: a directory where sentence-transformers and transformers expect a file")
+        return False
+    if stat.S_ISLNK(mode):
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # a loop (RuntimeError before Python 3.13), a dangling link
+            raise SourceError(f"{rel}: a symbolic link that cannot be followed ({type(e).__name__}: {e})") from None
+        if not target.is_relative_to(src.boundary):
+            raise UnsafeSourceError(f"{path} links outside {src.boundary}; refusing to read it")
+        mode = target.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UnsafeSourceError(f"{rel}: a link to a directory; its files would not be checked or hashed. "
+                                    "Copy the directory into the model folder instead")
+    if not stat.S_ISREG(mode):
+        raise UnsafeSourceError(f"{rel}: is {special_kind(mode)}; a saved model holds regular files only, and reading "
+                                "this one could block or never end")
+    return True
+
+
+def _check_name(rel: str) -> None:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SourceError(f"{rel.encode('utf-8', 'surrogateescape')!r}: a file name that is not UTF-8; the manifest "
+                          "records every source file by name, in UTF-8. Rename it") from None
+
+
+def _unreadable(error: OSError) -> None:
+    raise SourceError(f"cannot read {error.filename}: {error.strerror or error}")
 
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path, limit=CONFIG_LIMIT, error=SourceError)
     except FileNotFoundError:
         raise SourceError(f"{path.parent}: no {path.name}; {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise SourceError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
 
 
 def _read_modules_json(src: Source) -> list[dict[str, Any]]:
@@ -258,12 +306,29 @@ def _read_modules_json(src: Source) -> list[dict[str, Any]]:
 
 
 def _module_dir(src: Source, rel: str) -> Path:
+    """A module's folder: a real directory inside the model folder (no links on the way), outside
+    the folders that are not checked or hashed."""
+    shown = f"{rel[:80]!r}{'...' if len(rel) > 80 else ''}"
+    if "\0" in rel or len(rel) > _MAX_PATH or not rel.isprintable():
+        raise SourceError(f"module path {shown} is not a usable path (control characters, or over {_MAX_PATH} "
+                          "characters)")
     pure = PurePosixPath(rel)
     if "\\" in rel or pure.is_absolute() or ".." in pure.parts:
-        raise UnsafeSourceError(f"module path {rel!r} leaves the model folder; refusing it")
+        raise UnsafeSourceError(f"module path {shown} leaves the model folder; refusing it")
+    skipped = sorted(_SKIPPED_DIRS.intersection(pure.parts))
+    if skipped:
+        raise UnsafeSourceError(f"module path {shown} lies in {skipped[0]!r}, whose files are not checked or hashed; "
+                                "a module must live in an ordinary folder of the model")
     path = src.folder / rel
-    if not path.resolve().is_relative_to(src.folder.resolve()):
-        raise UnsafeSourceError(f"module path {rel!r} resolves outside the model folder (a symlink?); refusing it")
+    try:
+        real = os.path.realpath(path, strict=False)
+    except (OSError, ValueError) as e:
+        raise SourceError(f"module path {shown}: {e}") from None
+    if not Path(real).is_relative_to(src.folder):
+        raise UnsafeSourceError(f"module path {shown} resolves outside the model folder (a symlink?); refusing it")
+    if Path(real) != src.folder / pure:
+        raise UnsafeSourceError(f"module path {shown} goes through a symbolic link; module folders must be real "
+                                "directories, whose files are checked and hashed")
     return path
 
 
@@ -293,6 +358,9 @@ def _module_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code
     config = next((_read_json(directory / n, "") for n in names if (directory / n).is_file()), {})
     if not isinstance(config, dict):
         raise SourceError(f"{directory}: module config must be a JSON object")
+    length = config.get("max_seq_length")
+    if length is not None and (type(length) is not int or length < 1):
+        raise SourceError(f"module {name!r}: max_seq_length must be a positive integer or null, got {length!r}")
     if kind in _TOKENIZING:
         _check_tokenizer(directory, name)
     return ModuleSpec(name=name, path=rel, type=type_, kind=kind, config=config)
@@ -329,7 +397,9 @@ def _router_spec(src: Source, name: str, rel: str, type_: str, trust_remote_code
         children[model_id] = _module_spec(src, f"{name}/{model_id}", child_rel, child_type, trust_remote_code)
     routes = {}
     for route, ids in structure.items():
-        missing = [i for i in ids if i not in children] if isinstance(ids, list) else ["(not a list)"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise SourceError(f"{config_path}: route {route!r} must be a list of module names, got {ids!r:.80}")
+        missing = [i for i in ids if i not in children]
         if missing:
             raise SourceError(f"{config_path}: route {route!r} names unknown modules {missing}")
         routes[route] = tuple(children[i] for i in ids)

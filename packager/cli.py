@@ -66,21 +66,21 @@ def _parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", allow_abbrev=False, parents=[common],
                                 help="export, validate and optionally register a saved chain")
-    build.add_argument("source", nargs="?",
+    build.add_argument("source", nargs="?", type=_checked_text,
                        help="a folder with modules.json, or a model id in the local Hugging Face cache (or [source] "
                        "in --spec)")
-    build.add_argument("--spec", type=Path, help="a packaging spec (TOML) with the build's settings; flags override it")
+    build.add_argument("--spec", type=_path, help="a packaging spec (TOML) with the build's settings; flags override it")
     build.add_argument("--format", default="onnx", help="comma-separated: " + ",".join(f.value for f in Format))
     build.add_argument("--precision", default="fp32",
                        help="comma-separated: " + ",".join(p.value for p in Precision) + "; or auto: the fastest int8 "
                        "recipe that passes its gate, else fp32")
     build.add_argument("--recipe", help="a named recipe instead of the default for its format and precision")
-    build.add_argument("--calibration-data", type=Path,
+    build.add_argument("--calibration-data", type=_path,
                        help="texts (or pairs) for int8 calibration, in the --validation-data formats "
                        "(default: a built-in mix of real text)")
     build.add_argument("--gate", action="append", default=[], metavar="PRECISION.METRIC=VALUE",
                        help="override a gate threshold, e.g. int8.mean_cosine=0.99 (repeatable)")
-    build.add_argument("--out", type=Path, default=Path("dist"), help="directory for artifacts (default: dist)")
+    build.add_argument("--out", type=_path, default=Path("dist"), help="directory for artifacts (default: dist)")
     build.add_argument("--name", help="artifact name (default: the source folder or model name)")
     build.add_argument("--revision", help="revision of a cached Hugging Face model id")
     build.add_argument("--register", metavar="MODEL_NAME", help="register each artifact under this registry name")
@@ -92,28 +92,28 @@ def _parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
                        help="also export token_embeddings")
     build.add_argument("--allow-parity-failure", action=argparse.BooleanOptionalAction, default=False,
                        help="publish and register even if the parity gate fails (recorded in the manifest)")
-    build.add_argument("--reports", type=Path, metavar="DIR",
+    build.add_argument("--reports", type=_path, metavar="DIR",
                        help="where report.json, report.md and report.html go (default: OUT/NAME-report)")
     build.set_defaults(run=_build, **(spec or {}))
 
     inspect = commands.add_parser("inspect", allow_abbrev=False, parents=[common],
                                   help="describe a saved chain or a built artifact")
-    inspect.add_argument("path", help="a saved chain (folder or cached model id) or an artifact directory")
+    inspect.add_argument("path", type=_checked_text, help="a saved chain (folder or cached model id) or an artifact directory")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     _add_source_options(inspect)
     inspect.set_defaults(run=_inspect)
 
     validate = commands.add_parser("validate", allow_abbrev=False, parents=[common],
                                    help="re-run the parity gate of an artifact against its reference")
-    validate.add_argument("artifact", type=Path)
-    validate.add_argument("--reference", required=True, help="the saved chain the artifact was built from")
+    validate.add_argument("artifact", type=_path)
+    validate.add_argument("--reference", required=True, type=_checked_text, help="the saved chain the artifact was built from")
     _add_validation_options(validate)
-    validate.add_argument("--report", type=Path, help="write the parity report (JSON) here")
+    validate.add_argument("--report", type=_path, help="write the parity report (JSON) here")
     validate.set_defaults(run=_validate)
 
     register = commands.add_parser("register", allow_abbrev=False, parents=[common],
                                    help="register an artifact built earlier (its hashes are verified first)")
-    register.add_argument("artifact", type=Path)
+    register.add_argument("artifact", type=_path)
     register.add_argument("--name", required=True, help="the registered model name")
     _add_registry_options(register)
     register.set_defaults(run=_register)
@@ -131,9 +131,18 @@ def _parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     pull = commands.add_parser("pull", allow_abbrev=False, parents=[common],
                                help="download a registered artifact and verify its hashes")
     pull.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    pull.add_argument("--out", type=Path, default=Path("dist"), help="directory to put the artifact in (default: dist)")
+    pull.add_argument("--out", type=_path, default=Path("dist"), help="directory to put the artifact in (default: dist)")
     _add_tracking_uri(pull)
     pull.set_defaults(run=_pull)
+
+    cleanup = commands.add_parser("cleanup", allow_abbrev=False, parents=[common],
+                                  help="remove what interrupted registrations left: unverified versions, running runs")
+    cleanup.add_argument("name", help="the registered model name")
+    cleanup.add_argument("--older-than", type=float, default=None, metavar="SECONDS",
+                         help="take those of other machines once this old (default: 1800); those of processes of "
+                         "this machine go as soon as the process is gone, never while it runs")
+    _add_tracking_uri(cleanup)
+    cleanup.set_defaults(run=_cleanup)
 
     listing = commands.add_parser("list", allow_abbrev=False, parents=[common],
                                   help="the registered versions of a model")
@@ -147,11 +156,11 @@ def _parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     defaults = Settings()
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common],
                                 help="throughput, latency, cold start and memory of artifacts, on this machine")
-    bench.add_argument("artifacts", type=Path, nargs="+", metavar="ARTIFACT",
+    bench.add_argument("artifacts", type=_path, nargs="+", metavar="ARTIFACT",
                        help="artifact directories, of one chain kind")
-    bench.add_argument("--reference", metavar="SOURCE",
+    bench.add_argument("--reference", metavar="SOURCE", type=_checked_text,
                        help="also measure this saved chain in sentence-transformers (torch) and compare with it")
-    bench.add_argument("--texts", type=Path, help="inputs in the --validation-data formats, pairs for cross-encoders "
+    bench.add_argument("--texts", type=_path, help="inputs in the --validation-data formats, pairs for cross-encoders "
                        f"(default: {DEFAULT_TEXTS} real sentences; for cross-encoders, the built-in calibration pairs)")
     bench.add_argument("--threads", type=int, default=defaults.threads,
                        help=f"intra-op threads (default: {defaults.threads})")
@@ -164,6 +173,26 @@ def _parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     _add_source_options(bench)
     bench.set_defaults(run=_bench)
     return parser
+
+
+# What Linux accepts: longer names fail every call with ENAMETOOLONG.
+_PATH_MAX, _NAME_MAX = 4096, 255
+
+
+def _checked_text(value: str) -> str:
+    """A path or model id as given: refused here if no system call could take it."""
+    problem = ("has a NUL byte" if "\0" in value else f"is over {_PATH_MAX} bytes"
+               if len(os.fsencode(value)) >= _PATH_MAX else None)
+    long_part = next((part for part in value.split("/") if len(os.fsencode(part)) > _NAME_MAX), None)
+    if problem is None and long_part is not None:
+        problem = f"has a component over {_NAME_MAX} bytes ({long_part[:40]}...)"
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value[:60]!r}{'...' if len(value) > 60 else ''} {problem}")
+    return value
+
+
+def _path(value: str) -> Path:
+    return Path(_checked_text(value))
 
 
 def _add_tracking_uri(parser: argparse.ArgumentParser) -> None:
@@ -192,7 +221,7 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     _add_source_options(parser)
-    parser.add_argument("--validation-data", type=Path,
+    parser.add_argument("--validation-data", type=_path,
                         help="extra parity texts: one per line, or JSON Lines (.jsonl) of strings or {\"text\": ...}")
 
 
@@ -259,6 +288,17 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cleanup(args: argparse.Namespace) -> int:
+    from packager.registry.mlflow_store import ABANDONED_AFTER_S
+
+    if args.older_than is not None and args.older_than < 0:
+        raise UsageError("--older-than must be zero or more seconds")
+    store = _store(args.tracking_uri)
+    done = store.cleanup(args.name, older_than_s=ABANDONED_AFTER_S if args.older_than is None else args.older_than)
+    print("\n".join(done) if done else f"{args.name}: nothing to clean up")
+    return 0
+
+
 _LIST_METRICS = ("min_cosine", "mean_cosine", "spearman_min", "top10_overlap_mean", "max_rel_diff")
 
 
@@ -320,7 +360,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from packager.describe import describe_artifact, describe_source
 
     path = Path(args.path)
-    if (path / MANIFEST_FILE).is_file():
+    if os.path.lexists(path / MANIFEST_FILE):  # whatever it is: describe_artifact says what is wrong with it
         info, text = describe_artifact(path)
     else:
         info, text = describe_source(args.path, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)

@@ -114,7 +114,12 @@ def _route_modules(reference: Any, route: str) -> list[torch.nn.Module]:
 def _compile_route(name: str, kind: ChainKind, specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module],
                    token_embeddings: bool) -> RouteGraph:
     input_module, input_spec = modules[0], specs[0]
-    features = input_module.preprocess(list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS))
+    tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)  # settings checked before they are used
+    try:
+        features = input_module.preprocess(list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS))
+    except Exception as e:  # the saved chain's own code, on two ordinary texts
+        raise SourceError(f"route {name!r}: the reference cannot tokenize a sample text: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
     input_names = _graph_inputs(input_spec, input_module, features)
     sample = [features[n] for n in input_names]
     steps = [_export_step(spec, module) for spec, module in zip(specs, modules, strict=True)]
@@ -135,7 +140,6 @@ def _compile_route(name: str, kind: ChainKind, specs: tuple[ModuleSpec, ...], mo
     if len(keys) > 1:
         outputs.append(OutputSpec(name=OutputMeaning.TOKEN_EMBEDDINGS.value, meaning=OutputMeaning.TOKEN_EMBEDDINGS,
                                   shape=("batch", "sequence", int(values[1].shape[-1]))))
-    tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)
     return RouteGraph(name=name, modules=specs, module=graph, input_names=input_names, outputs=tuple(outputs),
                       sample_inputs=tuple(sample), tokenizer=tokenizer, tokenizer_json=tokenizer_json)
 
@@ -165,8 +169,11 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
         raise UnsupportedModuleError(f"module {spec.name!r} sets processing_kwargs {sorted(overrides)}; call-time "
                                      "tokenizer overrides are not compiled yet")
     max_length = module.max_seq_length
-    if not isinstance(max_length, int):
+    if max_length is None:
         raise UnsupportedModuleError(f"module {spec.name!r} has no max_seq_length; set one in its config")
+    if type(max_length) is not int or max_length < 1:
+        raise SourceError(f"module {spec.name!r}: max_seq_length must be a positive integer, got {max_length!r} "
+                          "(from its config or its tokenizer's model_max_length)")
     limit = _position_limit(module)
     if limit is not None and max_length > limit:
         raise SourceError(f"module {spec.name!r}: max_seq_length {max_length} exceeds the {limit} positions its model "

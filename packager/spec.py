@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
+from packager.runtime.files import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,6 +24,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "packaging.schema.json"
+SPEC_LIMIT = 1 << 20  # a spec is a page of TOML
 
 
 class SpecError(UsageError):
@@ -38,12 +40,15 @@ def read_spec(path: Path) -> dict[str, Any]:
     """The build flags ``path`` sets, as argparse destinations and values (relative paths made
     relative to the spec's folder). Raises SpecError naming every bad key."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise SpecError(f"--spec {path}: cannot read it ({e.strerror or e})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"--spec {path}: not valid TOML: {e}") from None
-    problems = schema_problems(data) or _meaning_problems(data, path.parent)
+        data = tomllib.loads(read_text(path, limit=SPEC_LIMIT, error=SpecError))
+    except FileNotFoundError:
+        raise SpecError(f"--spec {path}: cannot read it (no such file)") from None
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as e:  # ValueError: a 5000-digit integer
+        raise SpecError(f"--spec {path}: not valid TOML: {type(e).__name__}: {str(e)[:200]}") from None
+    try:
+        problems = schema_problems(data) or _meaning_problems(data, path.parent)
+    except RecursionError:
+        raise SpecError(f"--spec {path}: nested too deeply to be a packaging spec") from None
     if problems:
         raise SpecError(f"--spec {path} is invalid; nothing was built:\n" + "\n".join(f"  {p}" for p in problems))
     return _flags(data, path.parent)
@@ -83,16 +88,23 @@ def _meaning_problems(data: dict[str, Any], base: Path) -> list[str]:
         problems.append("source: give exactly one of path (a folder) and id (a cached model id)")
     if "revision" in source and "id" not in source:
         problems.append("source.revision: only a model id has revisions")
-    if "path" in source and not (base / source["path"]).is_dir():
+    if "path" in source and not _exists(base / source["path"], Path.is_dir):
         problems.append(f"source.path: no such folder: {base / source['path']}")
     precisions = build.get("precisions", [])
     if "auto" in precisions and (len(precisions) > 1 or "recipe" in build):
         problems.append("build.precisions: \"auto\" picks the recipe itself; give it alone and no build.recipe")
     for table in ("validation", "calibration"):
         file = data.get(table, {}).get("data")
-        if file is not None and not (base / file).is_file():
+        if file is not None and not _exists(base / file, Path.is_file):
             problems.append(f"{table}.data: no such file: {base / file}")
     return problems
+
+
+def _exists(path: Path, kind: Any) -> bool:
+    try:
+        return bool(kind(path))
+    except (OSError, ValueError):  # a name too long for the system, a NUL byte
+        return False
 
 
 def _flags(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager.errors import SourceError, UnsafeSourceError
+from packager.runtime.files import read_json
 
 # The safetensors library refuses larger headers too.
 MAX_HEADER_BYTES = 100_000_000
@@ -28,6 +29,7 @@ _DTYPE_BITS = {
     "F6_E2M3": 6, "F6_E3M2": 6,
 }
 INDEX_SUFFIX = ".safetensors.index.json"
+INDEX_LIMIT = 64 << 20
 
 
 def check_weight_files(folder: Path, files: list[str]) -> None:
@@ -56,8 +58,8 @@ def _header_problem(f: Any, size: int) -> str | None:
         return f"header length {length} exceeds the file ({size} bytes) or the {MAX_HEADER_BYTES}-byte limit"
     try:
         header = json.loads(f.read(length).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"header is not JSON: {e}"
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deep, a 5000-digit number
+        return f"header is not JSON: {type(e).__name__}: {str(e)[:200]}"
     if not isinstance(header, dict):
         return "header is not a JSON object"
     spans = []
@@ -93,9 +95,9 @@ def _ints(value: Any) -> bool:
 def _check_index(folder: Path, rel: str) -> None:
     """A sharded checkpoint's index names its shard files: they must be files beside it."""
     try:
-        index = json.loads((folder / rel).read_text(encoding="utf-8"))
+        index = read_json(folder / rel, limit=INDEX_LIMIT, error=SourceError)
         shards = set(index["weight_map"].values())
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise SourceError(f"{rel}: not a valid safetensors index ({type(e).__name__}: {e})") from None
     directory = PurePosixPath(rel).parent
     for shard in sorted(map(str, shards)):

@@ -151,13 +151,35 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], int, str]] = {
     "config with more layers than the weights": (_edit_json("config.json", num_hidden_layers=3), [], 3,
                                                  "16 weight.s. missing from the checkpoint"),
     # configs and tokenizers
-    "config.json not JSON": (lambda f: (f / "config.json").write_text("{"), [], 3, "could not load"),
+    "config.json not JSON": (lambda f: (f / "config.json").write_text("{"), [], 3, "config.json: not valid JSON"),
     "no tokenizer files": (lambda f: (f / "tokenizer.json").unlink(), [], 3, "has no tokenizer"),
     "corrupt tokenizer.json": (lambda f: (f / "tokenizer.json").write_text('{"model": 1}'), [], 3,
                                "not a tokenizer the tokenizers library can read"),
     "max_seq_length beyond the position embeddings": (_edit_json("sentence_bert_config.json", max_seq_length=100),
                                                       [], 3, "max_seq_length 100 exceeds the 64 positions"),
+    "max_seq_length of 0": (_edit_json("sentence_bert_config.json", max_seq_length=0), [], 3,
+                            "max_seq_length must be a positive integer"),
+    "max_seq_length of -5": (_edit_json("sentence_bert_config.json", max_seq_length=-5), [], 3,
+                             "max_seq_length must be a positive integer"),
+    "max_seq_length of '48'": (_edit_json("sentence_bert_config.json", max_seq_length="48"), [], 3,
+                               "max_seq_length must be a positive integer"),
+    "model_max_length of -5": (_edit_json("tokenizer_config.json", model_max_length=-5), [], 3,
+                               "max_seq_length must be a positive integer"),
+    # names and paths no system call takes
+    "NUL in a module path": (_set(1, path="1_Pool\0ing"), [], 3, "not a usable path"),
+    "a 5000-character module path": (_set(1, path="p" * 5000), [], 3, "not a usable path"),
+    "a symlink loop": (lambda f: (f / "loop.json").symlink_to("loop.json"), [], 3, "cannot be followed"),
+    "a file name that is not UTF-8": (lambda f: (f / os.fsdecode(b"bad\xff.txt")).write_text("x"), [], 3,
+                                      "not UTF-8"),
+    "modules.json is a directory": (lambda f: ((f / "modules.json").unlink(), (f / "modules.json").mkdir()), [], 3,
+                                    "modules.json: a directory"),
+    "safetensors header nested beyond reason": (lambda f: _write_header_bytes(f, b"[" * 100_000 + b"]" * 100_000),
+                                                [], 3, "header is not JSON: RecursionError"),
 }
+
+
+def _write_header_bytes(folder: Path, header: bytes) -> None:
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -173,6 +195,19 @@ def test_hostile_source_is_refused_and_nothing_runs(case, chain_copy, tmp_path, 
     assert re.search(message, err), err
     assert not canary.exists(), canary.read_text()
     assert not out.exists()
+
+
+def test_a_router_structure_that_is_not_lists_of_names_is_refused(tiny_chains, tmp_path, capsys):
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_chains["router-dense"], tmp_path / "router"))
+    config_path = folder / "router_config.json"
+    config = json.loads(config_path.read_text())
+    route = next(iter(config["structure"]))
+    config["structure"][route] = [config["structure"][route]]  # a list holding a list
+    config_path.write_text(json.dumps(config))
+    assert main(["build", str(folder), "--out", str(tmp_path / "dist"), "-q"]) == 3
+    assert "must be a list of module names" in capsys.readouterr().err
 
 
 def test_the_canaries_fire_when_their_code_runs(tmp_path, monkeypatch):

@@ -129,6 +129,8 @@ def test_the_example_release_spec_is_valid(tmp_path):
     ('[reports]\ndir = 3\n[source]\npath = "model"', "reports.dir", "is not of type 'string'"),
     ('[source]\npath = "model"\n[extra]\nx = 1', "extra", "unknown key"),
     ('[source\npath = "model"', "not valid TOML", "line 1"),
+    ('[source]\npath = "model"\nx = ' + "[" * 3000 + "]" * 3000, "not valid TOML", "RecursionError"),
+    ('[source]\npath = "model"\nx = ' + "9" * 5000, "not valid TOML", "ValueError"),
 ])
 def test_an_invalid_spec_is_refused_with_its_key_before_any_work(tmp_path, capsys, text, key, reason):
     spec = _write(tmp_path, text)

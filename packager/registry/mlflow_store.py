@@ -19,8 +19,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from packager.artifact import PARITY_FILE, README_FILE, publish
+from packager.artifact import PARITY_FILE, README_FILE, new_stage, publish
 from packager.errors import MissingDependencyError, PackagerError, RegistryError, UsageError
 from packager.failpoints import failpoint
 from packager.progress import step
@@ -46,6 +49,13 @@ EXPERIMENT = "chain-packager"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 VERIFIED_TAG = "packager.verified"
 BUILD_KEY_TAG = "packager.build_key"
+# "host:pid" of the process registering a version (or a run): how a later registration or
+# `packager cleanup` tells a registration in progress from one that was killed.
+OWNER_TAG = "packager.owner"
+# A registration takes seconds from creating its version to verifying it (minutes for a large
+# model's download); an unverified version or a running run older than this was abandoned.
+ABANDONED_AFTER_S = 1800
+SETTLE_POLL_S = 1.0
 # The parts of a manifest that make two builds the same build; built_at, file digests and the
 # measured parity figures may differ between two runs of the same build.
 _NOT_IN_BUILD_KEY = ("built_at", "files", "parity", "sealed_sha256")
@@ -115,14 +125,16 @@ class MlflowStore:
                     return RegisteredVersion(name=name, version=existing, alias=None,
                                              model_uri=f"models:/{name}/{existing}", tracking_uri=self.tracking_uri,
                                              existing=True)
-            return self._register(artifact, manifest, name, key, figures or {}, alias)
+            self.cleanup(name, quiet=True)
+            return self._register(artifact, manifest, name, key, figures or {}, alias, force_new_version)
 
     def _register(self, artifact: Path, manifest: Manifest, name: str, key: str,
-                  figures: dict[str, float], alias: str) -> RegisteredVersion:
+                  figures: dict[str, float], alias: str, force_new_version: bool) -> RegisteredVersion:
         import mlflow
 
-        tags = {**lineage_tags(manifest), **git_tags(), BUILD_KEY_TAG: key,
-                MANIFEST_SHA256_TAG: sha256_file(artifact / MANIFEST_FILE)}
+        manifest_sha256 = sha256_file(artifact / MANIFEST_FILE)
+        tags = {**lineage_tags(manifest), **git_tags(), BUILD_KEY_TAG: key, MANIFEST_SHA256_TAG: manifest_sha256,
+                OWNER_TAG: _owner()}
         metrics = {f"parity.{k}": v for k, v in manifest.parity.metrics.items()}
         metrics.update(figures)
         metrics["artifact.bytes"] = float(sum(d.size for d in manifest.files))
@@ -136,7 +148,7 @@ class MlflowStore:
                 logged = mlflow.pyfunc.log_model(
                     name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
                     pip_requirements=runtime_requirements(manifest.format), signature=signature(manifest),
-                    input_example=input_example(manifest),
+                    input_example=input_example(manifest), model_config={"manifest_sha256": manifest_sha256},
                 )
                 for report in (PARITY_FILE, README_FILE):
                     mlflow.log_artifact(str(artifact / report), artifact_path="reports")
@@ -144,12 +156,20 @@ class MlflowStore:
             created = self._create_version(name, logged, run.info.run_id, tags)
             try:
                 failpoint("registry.registered")
-                self._verify_upload(name, created)
-                self._client.set_model_version_tag(name, created, VERIFIED_TAG, "true")
-                self._client.set_registered_model_alias(name, alias, created)
+                earlier = None if force_new_version else self._settle(name, key, created)
+                if earlier is None:
+                    self._verify_upload(name, created)
+                    self._client.set_model_version_tag(name, created, VERIFIED_TAG, "true")
+                    self._client.set_registered_model_alias(name, alias, created)
             except BaseException:
                 self._delete_version(name, created)
                 raise
+        if earlier is not None:  # another job registered the same build first: ours goes
+            self._delete_version(name, created)
+            log.info("registry: %s was registered as %s version %s by another job at the same time", artifact.name,
+                     name, earlier)
+            return RegisteredVersion(name=name, version=earlier, alias=None, model_uri=f"models:/{name}/{earlier}",
+                                     tracking_uri=self.tracking_uri, existing=True)
         log.info("registry: %s version %s, alias %s (run %s)", name, created, alias, run.info.run_id)
         return RegisteredVersion(name=name, version=created, alias=alias, run_id=run.info.run_id,
                                  model_uri=f"models:/{name}/{created}", tracking_uri=self.tracking_uri)
@@ -179,6 +199,45 @@ class MlflowStore:
         except Exception as e:  # the registry went away: say what is left behind
             log.error("registry: could not delete the unverified version %s of %s (%s); it has no %s tag, "
                       "so it cannot be promoted or pulled; delete it by hand", version, name, e, VERIFIED_TAG)
+
+    def _settle(self, name: str, key: str, created: str) -> str | None:
+        """Two jobs registering the same build at once both create a version; the lower version
+        number wins. Wait for every lower unverified version of this build to be verified (then
+        it is the registered one: return it) or to go away; None when ours is the lowest."""
+        while True:
+            versions = self._client.search_model_versions(
+                f"name = '{_quote(name)}' and tags.`{BUILD_KEY_TAG}` = '{key}'")
+            lower = [v for v in versions if int(v.version) < int(created)]
+            verified = [int(v.version) for v in lower if v.tags.get(VERIFIED_TAG) == "true"]
+            if verified:
+                return str(min(verified))
+            if not any(not _abandoned(v.tags.get(OWNER_TAG), v.creation_timestamp) for v in lower):
+                return None
+            time.sleep(SETTLE_POLL_S)
+
+    def cleanup(self, name: str, *, older_than_s: float = ABANDONED_AFTER_S, quiet: bool = False) -> list[str]:
+        """Remove what killed registrations left: versions of ``name`` never verified, and runs
+        of ours still marked running, whose process is gone (same host) or that are older than
+        ``older_than_s``. Returns what was done, one line each."""
+        from mlflow.entities import RunStatus
+
+        done = []
+        with self._errors(f"cleaning up after interrupted registrations of {name!r}"):
+            for v in self._client.search_model_versions(f"name = '{_quote(name)}'"):
+                if v.tags.get(VERIFIED_TAG) != "true" and _abandoned(v.tags.get(OWNER_TAG), v.creation_timestamp,
+                                                                     older_than_s):
+                    self._client.delete_model_version(name, v.version)
+                    done.append(f"deleted unverified version {v.version} of {name}")
+            experiment = self._client.get_experiment_by_name(EXPERIMENT)
+            runs = self._client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") \
+                if experiment is not None else []
+            for run in runs:
+                if _abandoned(run.data.tags.get(OWNER_TAG), run.info.start_time, older_than_s):
+                    self._client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+                    done.append(f"marked run {run.info.run_id} ({run.info.run_name}) as failed")
+        for line in done:
+            (log.debug if quiet else log.info)("registry: %s", line)
+        return done
 
     def _find_build(self, name: str, key: str) -> str | None:
         """The newest verified version of ``name`` with this build key, if any."""
@@ -240,12 +299,15 @@ class MlflowStore:
     def pull(self, uri: str, out: Path) -> Path:
         """Download a registered version into ``out/<artifact name>``, verified, atomically."""
         with self._errors(f"pulling {uri}"):
-            out.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=".pull-", dir=out) as tmp:
-                root = download_registered(uri, tmp, tracking_uri=self.tracking_uri)
+            stage = new_stage(out, "pull")  # removed by the next pull or build if this process is killed
+            try:
+                root = download_registered(uri, stage, tracking_uri=self.tracking_uri)
+                failpoint("registry.downloaded")
                 manifest = read_manifest(root)
                 target = out / manifest.name
                 publish(root, target, manifest)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
         log.info("registry: pulled %s into %s", uri, target)
         return target
 
@@ -291,6 +353,26 @@ def _cause(error: Exception) -> str:
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
     message = getattr(error, "message", None) or str(error)
     return f"{type(error).__name__}: {message.strip().splitlines()[0] if message.strip() else ''}"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _abandoned(owner: str | None, started_ms: int | None, older_than_s: float = ABANDONED_AFTER_S) -> bool:
+    """Whether a version or run that is not finished was left by a process that is gone: one
+    of this host whose process no longer exists, or any that started ``older_than_s`` ago."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, under another user
+            pass
+        if int(pid) != os.getpid():
+            return False
+    return time.time() - (started_ms or 0) / 1000 > older_than_s
 
 
 def _quote(value: str) -> str:
@@ -366,15 +448,16 @@ def signature(manifest: Manifest) -> Any:
     in, scores out."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types import DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
+    # No input schema: MLflow would convert a request's numbers and nulls to a declared string
+    # column's type, and drop undeclared columns, before the pyfunc could refuse them; the pyfunc
+    # checks its inputs itself, and the input example shows their shape.
     if manifest.chain_kind is ChainKind.CROSS_ENCODER:
         labels = manifest.scoring.num_labels
-        return ModelSignature(
-            inputs=Schema([ColSpec(DataType.string, "query"), ColSpec(DataType.string, "document")]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,) if labels == 1 else (-1, labels))]),
-        )
-    return ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
+        return ModelSignature(inputs=None,
+                              outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,) if labels == 1 else (-1, labels))]))
+    return ModelSignature(inputs=None,
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension))]),
                           params=ParamSchema([ParamSpec("verb", DataType.string, "encode")]))
 

@@ -3,35 +3,176 @@
 MLflow copies this file into every registered version and runs it in the serving environment,
 which has mlflow and the runtime's dependencies only: it imports the artifact's own loader from
 the artifact directory, never ``packager``.
+
+Before anything from the artifact is imported, ``check_before_import`` compares the manifest
+with the sha256 pinned when the version was registered (``model_config["manifest_sha256"]``,
+which a caller may override with the registry tag's value), refuses links, special files and any
+file the manifest does not list, and checks the loader's own files against their digests; the
+loader then verifies every other file. This file itself and the MLmodel that names it live in the
+same artifact store: whoever can write there can change them too (see the README's "Safety").
+
+Inputs are checked here as sentence-transformers would take them: strings (and for
+cross-encoders, pairs of strings), never numbers, nulls or nested lists. The signature declares
+no input schema on purpose: MLflow converts a request's values to a declared string column's
+type (``1`` -> ``"1"``, ``null`` -> ``"None"``) and drops undeclared columns before ``predict``
+could see them.
 """
 
+import hashlib
 import importlib.util
+import inspect
+import json
+import os
+import stat
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+MANIFEST = "manifest.json"
+MANIFEST_LIMIT = 16 << 20
+ENCODE_VERBS = ("encode", "encode_query", "encode_document")
+
+
+class RefusedArtifact(Exception):
+    """The artifact does not match what was registered; nothing of it was imported."""
+
+
+def check_before_import(root: Path, manifest_sha256):
+    """Refuse the artifact unless its manifest is the registered one (when pinned), it holds
+    exactly the files its manifest lists (regular files only), and its loader's files match."""
+    manifest_path = root / MANIFEST
+    try:
+        fd = os.open(manifest_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as e:
+        raise RefusedArtifact(f"{manifest_path}: cannot be opened ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise RefusedArtifact(f"{manifest_path}: not a regular file")
+        raw = f.read(MANIFEST_LIMIT + 1)
+    if manifest_sha256 and hashlib.sha256(raw).hexdigest() != manifest_sha256:
+        raise RefusedArtifact(f"{MANIFEST} differs from the one registered (sha256 {manifest_sha256[:16]}...)")
+    try:
+        listed = {entry["path"]: entry for entry in json.loads(raw)["files"]}
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise RefusedArtifact(f"{MANIFEST} is not a packaged artifact's manifest ({type(e).__name__})") from None
+    present = set()
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(directory, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise RefusedArtifact(f"{path.relative_to(root)}: a link or special file")
+            if stat.S_ISREG(mode):
+                present.add(path.relative_to(root).as_posix())
+    extra, missing = present - set(listed) - {MANIFEST}, set(listed) - present
+    if extra or missing:
+        raise RefusedArtifact(f"files not in the manifest: {sorted(extra)[:5]}; missing: {sorted(missing)[:5]}")
+    for rel, entry in listed.items():
+        if rel.startswith("loader/") and _sha256(root / rel) != entry.get("sha256"):
+            raise RefusedArtifact(f"{rel}: sha256 does not match the manifest")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def import_loader(artifact: Path):
     """The artifact's ``loader`` package, imported by path under a unique name so two artifacts
-    can be loaded side by side in one process; bytecode caches inside the artifact are ignored."""
+    can be loaded side by side in one process; bytecode is neither read from nor written to the
+    artifact."""
     package = artifact / "loader"
     spec = importlib.util.spec_from_file_location(
         f"packager_loader_{uuid.uuid4().hex}", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    saved = sys.pycache_prefix
+    saved = sys.pycache_prefix, sys.dont_write_bytecode
     with tempfile.TemporaryDirectory(prefix="packager-pycache-") as cache:
-        sys.pycache_prefix = cache
+        sys.pycache_prefix, sys.dont_write_bytecode = cache, True
         try:
             spec.loader.exec_module(module)
         finally:
-            sys.pycache_prefix = saved
+            sys.pycache_prefix, sys.dont_write_bytecode = saved
     return module
+
+
+def _refuse(message: str) -> MlflowException:
+    """An input error: MLflow's scoring server answers it with HTTP 400 and this message."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _strings(values, what: str) -> list:
+    bad = next(((i, v) for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if bad is not None:
+        raise _refuse(f"{what} must be strings; item {bad[0]} is {type(bad[1]).__name__} {str(bad[1])[:40]!r}")
+    return list(values)
+
+
+def _rows(model_input) -> list:
+    """The items of a request that is not a frame: a string, a list, or a numpy array (MLflow
+    parses {"inputs": ...} into one)."""
+    if isinstance(model_input, str):
+        return [model_input]
+    if hasattr(model_input, "tolist"):
+        rows = model_input.tolist()
+        return rows if isinstance(rows, list) else [rows]
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    raise _refuse(f"expected a list, got {type(model_input).__name__}")
+
+
+def texts_of(model_input) -> list:
+    """The texts of a request: a string, a list of strings, or a frame of one column."""
+    if hasattr(model_input, "columns"):
+        if len(model_input.columns) != 1:
+            raise _refuse(f"this model embeds one column of texts; got columns {list(model_input.columns)}")
+        return _strings(model_input.iloc[:, 0].tolist(), "texts")
+    return _strings(_rows(model_input), "texts")
+
+
+def pairs_of(model_input) -> list:
+    """(query, document) pairs: a frame (or a dict) of query and document columns (or exactly
+    two), or a list of [query, document] lists."""
+    if isinstance(model_input, dict):  # {"inputs": {"query": [...], "document": [...]}}
+        import pandas as pd
+
+        try:
+            model_input = pd.DataFrame({k: list(v) if hasattr(v, "__len__") else [v] for k, v in model_input.items()})
+        except ValueError as e:
+            raise _refuse(f"the query and document columns must be lists of the same length ({e})") from None
+    if hasattr(model_input, "columns"):
+        columns = list(model_input.columns)
+        if set(columns) >= {"query", "document"} and len(columns) == 2:
+            model_input = model_input[["query", "document"]]
+        elif len(columns) != 2:
+            raise _refuse(f"a cross-encoder takes query and document columns; got {columns}")
+        rows = model_input.values.tolist()
+    else:
+        rows = _rows(model_input)
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or len(row) != 2:
+            raise _refuse(f"pair {i} must be [query, document]; got {str(row)[:60]}")
+        _strings(row, f"pair {i}")
+    return [tuple(row) for row in rows]
+
+
+def _call(verb, inputs, params: dict):
+    """``verb(inputs, **params)``, an option the verb does not take being a bad request."""
+    try:
+        inspect.signature(verb).bind(inputs, **params)
+    except TypeError:
+        raise _refuse(f"unknown option(s) {sorted(params)} for {verb.__name__}()") from None
+    return verb(inputs, **params)
 
 
 class ArtifactModel(PythonModel):
@@ -41,7 +182,14 @@ class ArtifactModel(PythonModel):
 
     def load_context(self, context):
         root = Path(context.artifacts["artifact"])
-        self.model = import_loader(root).load(root)
+        pinned = (context.model_config or {}).get("manifest_sha256")
+        try:
+            check_before_import(root, pinned)
+        except RefusedArtifact as e:
+            raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
+        loader = import_loader(root)
+        self._invalid_input = loader.InvalidInputError
+        self.model = loader.load(root)
 
     def predict(self, context, model_input, params=None):
         """Texts in, embeddings out (sparse ones as dense rows), by the verb in ``params``
@@ -49,20 +197,16 @@ class ArtifactModel(PythonModel):
         (two columns, or a list of pairs), scores out."""
         params = dict(params or {})
         kind = self.model.manifest.chain_kind.value
-        if kind == "CrossEncoder":
-            pairs = model_input.values.tolist() if hasattr(model_input, "columns") else list(model_input)
-            return self.model.predict([tuple(p) for p in pairs], **params)
-        verb = params.pop("verb", "encode")
-        if verb not in ("encode", "encode_query", "encode_document"):
-            raise ValueError(f"verb {verb!r}: use encode, encode_query or encode_document")
-        if hasattr(model_input, "columns"):  # a pandas DataFrame: the "text" column, or the only one
-            column = "text" if "text" in model_input.columns else model_input.columns[0]
-            texts = model_input[column].tolist()
-        elif isinstance(model_input, str):
-            texts = [model_input]
-        else:
-            texts = list(model_input)
-        embeddings = getattr(self.model, verb)(texts, **params)
+        try:
+            if kind == "CrossEncoder":
+                params.pop("verb", None)
+                return _call(self.model.predict, pairs_of(model_input), params)
+            verb = params.pop("verb", "encode")
+            if verb not in ENCODE_VERBS:
+                raise _refuse(f"verb {verb!r}: use one of {', '.join(ENCODE_VERBS)}")
+            embeddings = _call(getattr(self.model, verb), texts_of(model_input), params)
+        except self._invalid_input as e:  # the loader's own input errors: a bad request, not a failure
+            raise _refuse(str(e)) from None
         return embeddings.toarray() if kind == "SparseEncoder" else embeddings
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import re
+import os
+import stat
 from pathlib import Path
 
 from .errors import ArtifactIntegrityError
+from .files import special_kind
 from .manifest import MANIFEST_FILE, FileDigest, Manifest
 
 _CHUNK = 1 << 20
-# Python writes bytecode next to the loader package when it is imported from the artifact
-# (`from loader import load`); such caches are tolerated, anything else in a __pycache__ is not.
-_CACHE_DIR = "__pycache__"
-_BYTECODE = re.compile(r"^(?P<package>.+)/__pycache__/(?P<module>\w+)\.[\w.-]+\.pyc$")
-_UNCHECKED_HASH_PYC = 1  # pyc flags: hash-based and never checked against its source
+# An artifact's loader package holds a regular, empty file named __pycache__ (listed in the
+# manifest like every other file): Python can then neither write bytecode caches into the
+# artifact nor read planted ones when the loader is imported (it falls back to the verified .py
+# sources), so any other file there is refused as unlisted.
+PYCACHE_PLACEHOLDER = "__pycache__"
 
 
 def sha256_file(path: Path) -> str:
@@ -26,42 +28,28 @@ def sha256_file(path: Path) -> str:
 
 
 def artifact_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` except the manifest and bytecode caches, as sorted
-    '/'-separated paths."""
-    return _split(_all_files(root))[0]
-
-
-def _split(files: list[str]) -> tuple[list[str], list[str]]:
-    """(artifact files without the manifest, bytecode cache files)."""
-    caches = [p for p in files if _CACHE_DIR in p.split("/")]
-    return [p for p in files if p not in caches and p != MANIFEST_FILE], caches
+    """Every regular file under ``root`` except the manifest, as sorted '/'-separated paths;
+    a link or special file anywhere is refused."""
+    return [p for p in _all_files(root) if p != MANIFEST_FILE]
 
 
 def _all_files(root: Path) -> list[str]:
     found = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            raise ArtifactIntegrityError(f"{root}: {rel} is a link or special file; artifacts hold regular files only")
-        if path.is_file():
-            found.append(rel)
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                kind = "a link" if stat.S_ISLNK(mode) else special_kind(mode)
+                raise ArtifactIntegrityError(f"{root}: {rel!r} is {kind}; artifacts hold regular files only")
+            if stat.S_ISREG(mode):
+                found.append(rel)
     return sorted(found)
 
 
-def _foreign_bytecode(root: Path, caches: list[str], listed: set[str]) -> list[str]:
-    """Cache files Python would not have written for the listed sources: other names, or pycs
-    that Python runs without comparing them to their source."""
-    foreign = []
-    for rel in caches:
-        match = _BYTECODE.match(rel)
-        if not match or f"{match['package']}/{match['module']}.py" not in listed:
-            foreign.append(rel)
-            continue
-        with open(root / rel, "rb") as f:
-            header = f.read(8)
-        if len(header) < 8 or int.from_bytes(header[4:8], "little") == _UNCHECKED_HASH_PYC:
-            foreign.append(rel)
-    return foreign
+def _raise(error: OSError) -> None:
+    raise ArtifactIntegrityError(f"cannot read {error.filename}: {error.strerror or error}")
 
 
 def digest_files(root: Path, paths: list[str]) -> tuple[FileDigest, ...]:
@@ -69,7 +57,8 @@ def digest_files(root: Path, paths: list[str]) -> tuple[FileDigest, ...]:
 
 
 def verify_artifact(root: Path, manifest: Manifest) -> None:
-    """Check that ``root`` holds exactly the files the manifest lists, byte for byte.
+    """Check that ``root`` holds exactly the files the manifest lists, byte for byte: nothing
+    missing, changed or added (bytecode caches included).
 
     Every problem is collected first and reported in one error.
     """
@@ -77,12 +66,9 @@ def verify_artifact(root: Path, manifest: Manifest) -> None:
     if manifest.sealed_sha256 != manifest.content_digest():
         problems.append(f"{MANIFEST_FILE}: changed after it was sealed (its content no longer matches sealed_sha256)")
     expected = {d.path: d for d in manifest.files}
-    regular, caches = _split(_all_files(root))
-    present = set(regular)
+    present = set(artifact_files(root))
     for path in sorted(present - set(expected)):
-        problems.append(f"{path}: not listed in the manifest")
-    for path in _foreign_bytecode(root, caches, set(expected)):
-        problems.append(f"{path}: bytecode that does not belong to the listed sources")
+        problems.append(f"{path if path.isprintable() else repr(path)}: not listed in the manifest")
     for path, digest in sorted(expected.items()):
         file = root / path
         if path not in present:

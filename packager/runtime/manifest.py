@@ -20,9 +20,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
 from .errors import ArtifactIntegrityError
+from .files import read_text
 
 SCHEMA_VERSION = 3  # 2: recipe and calibration; 3: sealed_sha256
 MANIFEST_FILE = "manifest.json"
+# A manifest lists every file of an artifact and of its source: a few hundred kB for the largest
+# models. Anything much bigger is not a manifest (a link to /dev/zero, a forged file).
+MANIFEST_LIMIT = 16 << 20
+# Token ids, lengths and counts are int32 in tokenizers and the graphs; larger ones are forged.
+INT32_LIMIT = 2**31 - 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -140,8 +146,14 @@ class TokenizerSpec:
 
     def __post_init__(self) -> None:
         check_relative_path(self.file)
-        if self.max_length < 1:
-            raise ArtifactIntegrityError(f"manifest: tokenizer max_length must be positive, got {self.max_length}")
+        if not 1 <= self.max_length <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: tokenizer max_length must be in 1..{INT32_LIMIT}, "
+                                         f"got {self.max_length}")
+        ids = {"pad_id": self.pad_id, "pad_type_id": self.pad_type_id,
+               **{f"special_ids[{i}]": v for i, v in enumerate(self.special_ids)}}
+        bad = [f"{k}={v}" for k, v in ids.items() if not 0 <= v <= INT32_LIMIT]
+        if bad:
+            raise ArtifactIntegrityError(f"manifest: token ids must be in 0..{INT32_LIMIT}: {', '.join(bad)}")
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,10 @@ class ScoringSpec:
     num_labels: int
     activation: Activation
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_labels <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: num_labels must be positive, got {self.num_labels}")
+
 
 @dataclass(frozen=True)
 class SparseSpec:
@@ -190,6 +206,14 @@ class SparseSpec:
     max_active_dims: int | None
     max_active_dims_ceiling: int | None
     vocabulary: str | None
+
+    def __post_init__(self) -> None:
+        for name in ("max_active_dims", "max_active_dims_ceiling"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= INT32_LIMIT:
+                raise ArtifactIntegrityError(f"manifest: sparse.{name} must be positive, got {value}")
+        if self.vocabulary is not None:
+            check_relative_path(self.vocabulary)
 
 
 @dataclass(frozen=True)
@@ -279,6 +303,9 @@ class Manifest:
             raise ArtifactIntegrityError("manifest: scoring is required for cross-encoders and only for them")
         if (self.sparse is None) != (self.chain_kind is not ChainKind.SPARSE_ENCODER):
             raise ArtifactIntegrityError("manifest: sparse is required for sparse encoders and only for them")
+        if self.embedding_dimension is not None and not 1 <= self.embedding_dimension <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: embedding_dimension must be positive, got "
+                                         f"{self.embedding_dimension}")
 
     def route(self, name: str) -> RouteSpec:
         for route in self.routes:
@@ -299,8 +326,10 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested beyond any real manifest
-            raise ArtifactIntegrityError(f"manifest: not valid JSON ({type(e).__name__}: {e})") from None
+        # RecursionError: nested beyond any real manifest; ValueError: also an integer of more
+        # digits than Python converts (sys.get_int_max_str_digits)
+        except (ValueError, RecursionError) as e:
+            raise ArtifactIntegrityError(f"manifest: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
         if not isinstance(data, dict):
             raise ArtifactIntegrityError("manifest: top level must be an object")
         version = data.get("schema_version")
@@ -310,9 +339,11 @@ class Manifest:
 
 
 def read_manifest(artifact_dir: str | Path) -> Manifest:
+    """The artifact's manifest, parsed strictly: a regular file (not a link, FIFO or directory)
+    of at most MANIFEST_LIMIT bytes of UTF-8 JSON."""
     path = Path(artifact_dir) / MANIFEST_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, limit=MANIFEST_LIMIT, error=ArtifactIntegrityError, follow_links=False)
     except FileNotFoundError as e:
         raise ArtifactIntegrityError(f"{artifact_dir}: no {MANIFEST_FILE}; this is not a packaged artifact") from e
     return Manifest.from_json(text)
@@ -377,6 +408,8 @@ def _scalar(tp: Any, value: Any, where: str) -> Any:
             return float(value)
         except OverflowError:
             raise ArtifactIntegrityError(f"{where}: a number too large for a float") from None
+    if tp is int and type(value) is int and abs(value) >= 2**63:  # nothing in a manifest is that large
+        raise ArtifactIntegrityError(f"{where}: the integer {str(value)[:20]}... is out of range")
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ArtifactIntegrityError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")

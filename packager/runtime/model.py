@@ -105,7 +105,11 @@ class Model:
     def prompt_for(self, verb: str, prompt: str | None = None, prompt_name: str | None = None) -> str | None:
         """The prompt sentence-transformers would prepend for this verb and these arguments."""
         prompts = self.manifest.prompts
+        for name, value in (("prompt", prompt), ("prompt_name", prompt_name)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(f"{name} must be a string or None, got {type(value).__name__}")
         if prompt is not None:
+            _check_unicode(prompt, "the prompt")
             return prompt
         if prompt_name is None:
             prompt_name = next((p for p in _VERB_PROMPTS.get(verb, ()) if p in prompts), None)
@@ -259,6 +263,8 @@ class CrossEncoderModel(Model):
         otherwise, a scalar (or one row) for a single pair."""
         pairs, single = _as_pairs(inputs)
         _check_batch_size(batch_size)
+        if activation_fn is not None and not callable(activation_fn):
+            raise InvalidInputError(f"activation_fn must be a function of a numpy array, got {type(activation_fn).__name__}")
         runner = self._runner("predict")
         pairs, prompt_length = self._with_prompt(runner, pairs, self.prompt_for("predict", prompt, prompt_name))
         scoring = self.manifest.scoring
@@ -279,6 +285,8 @@ class CrossEncoderModel(Model):
             raise UnsupportedVerbError("rank() needs a model with one label; use predict() with pairs instead")
         if not isinstance(query, str):
             raise InvalidInputError(f"rank takes a string query, got {type(query).__name__}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
         documents, _ = _as_texts(documents)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation_fn=activation_fn,
                               prompt_name=prompt_name, prompt=prompt) if documents else np.empty(0, np.float32)
@@ -324,7 +332,13 @@ def similarity(function: Similarity, a: Any, b: Any) -> np.ndarray:
 def _matrix(embeddings: Any) -> np.ndarray:
     if isinstance(embeddings, (SparseBatch, SparseEmbedding)):
         embeddings = embeddings.toarray()
-    array = np.asarray(embeddings, dtype=np.float32)
+    if isinstance(embeddings, (str, bytes)):
+        raise InvalidInputError("similarity takes embeddings (what encode returned), not text; encode the texts first")
+    try:
+        array = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"similarity takes embeddings (arrays of numbers), got {type(embeddings).__name__}: "
+                                f"{e}") from None
     if array.ndim not in (1, 2):
         raise InvalidInputError(f"similarity takes one embedding or a batch, got an array of shape {array.shape}")
     return array[None, :] if array.ndim == 1 else array

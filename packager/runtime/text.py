@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingDependencyError
+from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
 from .manifest import Side, TokenizerSpec
 
 TextInput = str | tuple[str, str]
@@ -31,9 +31,14 @@ class TextEncoder:
             from tokenizers import Tokenizer
         except ImportError as e:
             raise MissingDependencyError("the loader needs the tokenizers package: pip install tokenizers") from e
-        tokenizer = Tokenizer.from_file(str(root / spec.file))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(spec.max_length, strategy="longest_first", direction=spec.truncation_side.value)
+        try:
+            tokenizer = Tokenizer.from_file(str(root / spec.file))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(spec.max_length, strategy="longest_first",
+                                        direction=spec.truncation_side.value)
+        except Exception as e:  # tokenizers raises a bare Exception for every file it cannot read
+            raise ArtifactIntegrityError(f"{spec.file}: not a tokenizer the tokenizers library can read "
+                                         f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
         self._tokenizer = tokenizer
         self._spec = spec
         self._input_names = input_names

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from packager.errors import UsageError
+from packager.runtime.files import read_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _HEADING_RULE = re.compile(r"^[*=\-~^]{3,}$")
@@ -55,6 +56,8 @@ LONGEST_PROBE = 8192
 # the third): the gate never judges on what a quantizer calibrated on.
 TYPICAL_PROBES = 144
 CALIBRATION_TEXTS = 256
+# Validation and calibration files: texts, not corpora (the gate runs every input through torch).
+INPUTS_LIMIT = 64 << 20
 
 
 @lru_cache(maxsize=1)
@@ -161,9 +164,9 @@ def read_inputs(path: Path, *, pairs: bool = False) -> list:
     [query, document] or {"query": ..., "document": ...}, or plain text with a tab between the
     two. Blank lines are skipped."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read validation data {path}: {e}") from e
+        lines = read_text(path, limit=INPUTS_LIMIT, error=UsageError).splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"cannot read validation data {path}: no such file") from None
     jsonl = path.suffix in (".jsonl", ".ndjson")
     items = [_parse_line(path, n, line, jsonl, pairs) for n, line in enumerate(lines, 1) if line.strip()]
     if not items:
@@ -176,7 +179,7 @@ def _parse_line(path: Path, number: int, line: str, jsonl: bool, pairs: bool) ->
     if jsonl:
         try:
             item = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             raise UsageError(f"{where}: not valid JSON ({e})") from None
     else:
         item = line.split("\t") if pairs else line

@@ -304,8 +304,9 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
     pyfunc = mlflow.pyfunc.load_model(registered.model_uri)
     model = load(artifact)
     signature = pyfunc.metadata.signature
+    assert signature.inputs is None  # the pyfunc checks its inputs itself (see test_hostile_registry)
     if name.startswith("ce-"):
-        assert signature.inputs.input_names() == ["query", "document"]
+        assert list(_serving_example(registered, store)["dataframe_split"]["columns"]) == ["query", "document"]
         pairs = pd.DataFrame({"query": ["what is a tuple", "a query"], "document": ["an immutable sequence", "text"]})
         np.testing.assert_allclose(pyfunc.predict(pairs), model.predict(pairs.values.tolist()), atol=1e-6)
         return

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,33 +54,57 @@ def test_every_problem_is_listed_at_once(copy_artifact):
     assert "parity.json: missing" in str(error.value) and "README.md: size" in str(error.value)
 
 
-def _cache_pyc(artifact, module: str, mode, name: str | None = None):
+PLANTED = "open(__import__('os').environ['PACKAGER_TEST_CANARY'], 'w').write('planted bytecode ran')\n"
+
+
+def _plant_pyc(artifact: Path, module: str) -> None:
+    """What the hostile corpus did: a timestamp-based pyc carrying other code, stamped with the
+    verified source's mtime and size, so Python would take it for the source's cache."""
     import importlib.util
-    import py_compile
+    import marshal
 
     source = artifact / "loader" / f"{module}.py"
-    target = artifact / "loader" / "__pycache__" / (name or Path(importlib.util.cache_from_source(str(source))).name)
-    py_compile.compile(str(source), cfile=str(target), invalidation_mode=mode, doraise=True)
+    (artifact / "loader" / "__pycache__").unlink()  # the placeholder file
+    target = Path(importlib.util.cache_from_source(str(source)))
+    target.parent.mkdir()
+    stat = source.stat()
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + int(stat.st_mtime).to_bytes(4, "little") \
+        + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    target.write_bytes(header + marshal.dumps(compile(PLANTED, str(source), "exec")))
 
 
-def test_bytecode_python_writes_when_importing_the_loader_is_tolerated(copy_artifact):
-    from py_compile import PycInvalidationMode
+def test_importing_the_loader_writes_no_bytecode_into_the_artifact(copy_artifact, tmp_path):
+    """The documented `from loader import load`, twice: Python can write no cache next to the
+    loader (its __pycache__ is a listed file), so the second load verifies as the first did."""
+    artifact = copy_artifact()
+    code = f"import sys; sys.path.insert(0, {str(artifact)!r}); from loader import load; load({str(artifact)!r})"
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    assert (artifact / "loader" / "__pycache__").is_file()
+    assert not [p for p in artifact.rglob("*.pyc")]
+
+
+def test_the_planted_bytecode_runs_where_python_may_read_caches(copy_artifact, tmp_path):
+    """The control for the test below: the planted pyc is a working attack on a plain import,
+    which is why the artifact's own loader cannot vouch for itself (see the README's Safety)."""
+    artifact = copy_artifact()
+    _plant_pyc(artifact, "model")
+    code = f"import sys; sys.path.insert(0, {str(artifact)!r}); import loader"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                   env={**os.environ, "PACKAGER_TEST_CANARY": str(tmp_path / "canary")})
+    assert (tmp_path / "canary").read_text() == "planted bytecode ran"
+
+
+def test_planted_bytecode_is_refused_before_anything_runs(copy_artifact, tmp_path, monkeypatch):
+    from packager.artifact import import_loader
 
     artifact = copy_artifact()
-    _cache_pyc(artifact, "model", PycInvalidationMode.TIMESTAMP)
-    _cache_pyc(artifact, "text", PycInvalidationMode.CHECKED_HASH)
-    load(artifact)
-
-
-@pytest.mark.parametrize("mode,name", [("UNCHECKED_HASH", None), ("TIMESTAMP", "evil.cpython-311.pyc")])
-def test_planted_bytecode_is_refused(copy_artifact, mode, name):
-    """Python runs an unchecked-hash pyc without looking at the verified source next to it."""
-    from py_compile import PycInvalidationMode
-
-    artifact = copy_artifact()
-    _cache_pyc(artifact, "model", PycInvalidationMode[mode], name)
-    with pytest.raises(ArtifactIntegrityError, match="bytecode that does not belong"):
-        load(artifact)
+    _plant_pyc(artifact, "model")
+    monkeypatch.setenv("PACKAGER_TEST_CANARY", str(tmp_path / "canary"))
+    for attempt in (load, import_loader):
+        with pytest.raises(ArtifactIntegrityError, match="not listed in the manifest"):
+            attempt(artifact)
+    assert not (tmp_path / "canary").exists()
 
 
 def test_encode_shapes_types_and_order(model):
