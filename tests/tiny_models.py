@@ -5,10 +5,12 @@ No network, no hub. Weights are drawn large enough that outputs depend strongly 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from packager.validators.texts import real_sentences
 
@@ -17,13 +19,18 @@ BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, initializer_range=0.3)
 
 
+# The tokenizers library's trainers break ties between equally frequent pairs in hash-map order,
+# which changes from process to process: a tiny model trained with them is another model in every
+# test session (and a borderline test flips). These vocabularies are made deterministically.
+
+
 def train_wordpiece(vocab_size: int = 600) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    """WordPiece over real sentences: the special tokens, every character alone and as a
+    continuation (so any word can be spelt), then the most frequent words (ties alphabetical)."""
+    tokenizer = Tokenizer(models.WordPiece(vocab=_wordpiece_vocab(vocab_size), unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=WORDPIECE_SPECIALS)
-    tokenizer.train_from_iterator(real_sentences()[:600], trainer=trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -31,14 +38,24 @@ def train_wordpiece(vocab_size: int = 600) -> Tokenizer:
     return tokenizer
 
 
+@lru_cache
+def _wordpiece_vocab(vocab_size: int) -> dict[str, int]:
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(word for sentence in real_sentences()[:600]
+                    for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(sentence)))
+    characters = sorted({c for word in words for c in word})
+    tokens = [*WORDPIECE_SPECIALS, *characters, *(f"##{c}" for c in characters)]
+    known = set(tokens)
+    tokens += [w for w, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if w not in known]
+    return {token: i for i, token in enumerate(tokens[:vocab_size])}
+
+
 def train_byte_level_bpe(vocab_size: int = 700, *, post_processor: str = "roberta") -> Tokenizer:
     """Byte-level BPE; "roberta" wraps texts in <s> ... </s>, "eos" only appends </s> (Qwen-like)."""
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    vocab, merges = _bpe(vocab_size)
+    tokenizer = Tokenizer(models.BPE(vocab=dict(vocab), merges=list(merges), unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=BPE_SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(real_sentences()[:600], trainer=trainer)
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     if post_processor == "roberta":
         tokenizer.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
@@ -46,6 +63,41 @@ def train_byte_level_bpe(vocab_size: int = 700, *, post_processor: str = "robert
         tokenizer.post_processor = processors.TemplateProcessing(
             single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", eos)])
     return tokenizer
+
+
+@lru_cache
+def _bpe(vocab_size: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """BPE merges learnt over real sentences, the most frequent pair first (ties: the pair that
+    sorts first), on the byte-level alphabet."""
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    words = Counter(word for sentence in real_sentences()[:600] for word, _ in pre.pre_tokenize_str(sentence))
+    spelt = {tuple(word): count for word, count in words.items()}
+    tokens = [*BPE_SPECIALS, *sorted(pre_tokenizers.ByteLevel.alphabet())]
+    merges: list[tuple[str, str]] = []
+    while len(tokens) < vocab_size:
+        pairs: Counter = Counter()
+        for symbols, count in spelt.items():
+            for pair in zip(symbols, symbols[1:], strict=False):  # each symbol with the next
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        tokens.append(best[0] + best[1])
+        spelt = {_merge(symbols, best): count for symbols, count in spelt.items()}
+    return tuple((token, i) for i, token in enumerate(tokens)), tuple(merges)
+
+
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    merged, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            merged.append(pair[0] + pair[1])
+            i += 2
+        else:
+            merged.append(symbols[i])
+            i += 1
+    return tuple(merged)
 
 
 def _wordpiece_tokenizer():
@@ -106,7 +158,8 @@ def save_chain(path: Path, backbone: Path, *, pooling: str | tuple[str, ...] = "
                dense_bias: bool = True, dropout: bool = False, layer_norm: bool = False, normalize: bool = False,
                max_seq_length: int = 48, prompts: dict[str, str] | None = None,
                default_prompt_name: str | None = None, include_prompt: bool = True) -> Path:
-    """Transformer + Pooling (+ ``dense`` Dense layers, Dropout, LayerNorm, Normalize), saved as a SentenceTransformer."""
+    """Transformer + Pooling (+ ``dense`` Dense layers, Dropout, LayerNorm, Normalize), saved as a
+    SentenceTransformer."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
 
@@ -198,9 +251,8 @@ def save_splade(path: Path, mlm: Path, *, strategy: str = "max", activation: str
 
 
 def _static_embedding(tokenizer_source: Path):
-    from transformers import AutoTokenizer
-
     from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     generator = torch.Generator().manual_seed(3)
