@@ -7,7 +7,7 @@ through its own loader, on the same 1000 real sentences, 2 threads, batch 32.
 --build builds the packaged variants first (with their build times); otherwise DIR must hold them.
 The sentence-transformers backends run in .venv-st-backends (benchmarks/setup_st_backends.sh);
 without it they are skipped and the table says so. The measurement is ``packager bench``'s
-(packager.bench): each target in fresh processes, throughput the median of 3 passes over the
+(packager.bench.run): each target in fresh processes, throughput the median of 3 passes over the
 texts, latency batch 1 over 200 texts, cold start import + load + first encode (median of 3
 processes), peak RSS the worker's; this script adds the backends, build times and the table.
 """
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from packager.bench import Settings, Target, artifact_target, default_inputs, measure, reference_target
+from packager.bench.run import Settings, Target, artifact_target, default_inputs, measure, reference_target
 from packager.runtime.manifest import ChainKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def _table(rows: dict, st_backends: bool) -> str:
              "min cos | mean cos | build s |", "|---" * 12 + "|"]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['inputs_per_s']:.1f} | {r['x_ref']:.2f} | "
+            f"| {name} | {r['inputs_per_second']:.1f} | {r['x_ref']:.2f} | "
             f"{r['latency_p50_ms']:.1f} | {r['latency_p50_ms'] / base['latency_p50_ms']:.2f} | "
             f"{r['latency_p99_ms']:.1f} | "
             f"{r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {_figure(r['graph_mb'], '.1f')} | "

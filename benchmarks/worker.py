@@ -1,4 +1,4 @@
-"""sentence-transformers' own ONNX/OpenVINO backends, measured by ``packager.bench_worker``: what
+"""sentence-transformers' own ONNX/OpenVINO backends, measured by ``packager.bench.worker``: what
 only the benchmark needs. They run in .venv-st-backends (benchmarks/setup_st_backends.sh), which
 has no packager installed, so the worker module is imported from this checkout.
 
@@ -16,7 +16,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from packager.bench_worker import Run, main  # noqa: E402  (the standard library only, at import)
+from packager.bench.worker import Run, main  # noqa: E402  (the standard library only, at import)
 
 
 def open_backend(job: dict) -> Run:

@@ -24,7 +24,8 @@ def main(target: str) -> None:
 
         embeddings = load(target).encode(SENTENCES, batch_size=32)
     heavy = [m for m in ("torch", "transformers", "sentence_transformers") if importlib.util.find_spec(m)]
-    print(f"{target}: embeddings {embeddings.shape} {embeddings.dtype}; torch-like packages installed: {heavy or 'none'}")
+    print(f"{target}: embeddings {embeddings.shape} {embeddings.dtype}; torch-like packages installed: "
+          f"{heavy or 'none'}")
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     print("cosine similarity:\n" + np.array2string(unit @ unit.T, precision=3))
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then run the test suite. Extra arguments go to pytest.
+# Set up (scripts/setup.sh), check lint (ruff) and types (mypy), then run the test suite. Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,4 +13,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo -n)
     "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
 fi
+echo "== lint (ruff) and types (mypy)"
+.venv/bin/ruff check packager tests benchmarks scripts
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

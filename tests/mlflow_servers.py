@@ -86,7 +86,8 @@ def mlflow_server(root: Path, backend_uri: str | None = None, *, artifacts: Path
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}") \
+                        from None
                 time.sleep(0.5)
         yield url
     finally:

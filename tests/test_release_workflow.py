@@ -85,7 +85,8 @@ name = "tiny-release"
     version = context["needs.build.outputs.version"]
     client = MlflowClient(registry, registry_uri=registry)
     model = client.get_registered_model("tiny-release")
-    assert {alias: str(number) for alias, number in model.aliases.items()} == {"candidate": version, "champion": version}
+    aliases = {alias: str(number) for alias, number in model.aliases.items()}
+    assert aliases == {"candidate": version, "champion": version}
     # The reports: uploaded by the job, in its summary, and logged with the registered version.
     (reports,) = uploaded
     assert sorted(p.name for p in reports.iterdir()) == ["report.html", "report.json", "report.md"]

@@ -9,61 +9,14 @@ known ones, and combinations that cannot work say why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
-
 from packager.errors import UsageError
-from packager.graph import RouteGraph
-from packager.runtime.manifest import ChainKind, Format, Precision, TokenizerSpec
-from packager.validators.report import Gate
+from packager.exporters.recipe import Recipe
+from packager.runtime.manifest import Format, Precision
 
 
-@dataclass(frozen=True)
-class RecipeContext:
-    """What a recipe may need beyond the graph: calibration inputs (texts, or pairs for
-    cross-encoders), the chain kind, the gate its output must pass, and the route's tokenizer as
-    written in the staging directory."""
+class Registry:
+    """Recipes by (format, precision), fastest first, one default each."""
 
-    kind: ChainKind
-    calibration: list
-    gate: Gate
-    tokenizer: TokenizerSpec
-
-
-@dataclass(frozen=True)
-class RecipeResult:
-    files: list[str]  # written under the staging directory, graph file first
-    details: dict[str, str] = field(default_factory=dict)  # what the recipe decided, for the manifest
-
-
-class Recipe(Protocol):
-    name: str
-    format: Format
-    precision: Precision
-    calibrates: bool  # whether it reads the calibration inputs
-
-    def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
-        ...
-
-
-CALIBRATION_BATCH = 16
-
-
-def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tuple[list[dict], list]:
-    """The calibration inputs as the loader would feed them (its own tokenizer and padding), in
-    batches sorted by length, and the inputs in that same order."""
-    from packager.runtime.text import TextEncoder
-
-    encoder = TextEncoder(root, context.tokenizer, graph.input_names)
-    encodings = encoder.tokenize(context.calibration)
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-    feeds = [encoder.pad([encodings[i] for i in order[start : start + CALIBRATION_BATCH]])
-             for start in range(0, len(order), CALIBRATION_BATCH)]
-    return feeds, [context.calibration[i] for i in order]
-
-
-class _Registry:
     def __init__(self) -> None:
         self._recipes: dict[tuple[Format, Precision], list[Recipe]] = {}
         self._defaults: dict[tuple[Format, Precision], Recipe] = {}
@@ -117,12 +70,17 @@ class _Registry:
         return sorted(f"{f.value}/{p.value} ({', '.join(r.name for r in rs)})" for (f, p), rs in self._recipes.items())
 
 
-RECIPES = _Registry()
+RECIPES = Registry()
 
 
 def _register_builtin() -> None:
     from packager.exporters.onnx import OnnxFp32
-    from packager.exporters.openvino import OpenVinoFp16, OpenVinoFp32, OpenVinoInt8, OpenVinoInt8WeightsOnly
+    from packager.exporters.openvino import (
+        OpenVinoFp16,
+        OpenVinoFp32,
+        OpenVinoInt8,
+        OpenVinoInt8WeightsOnly,
+    )
     from packager.exporters.quantize import OnnxInt8Dynamic, OnnxInt8Static
 
     RECIPES.register(OnnxFp32())

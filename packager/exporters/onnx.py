@@ -6,17 +6,21 @@ chain's real forward with dynamic batch and sequence axes.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import warnings
+import tempfile
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from packager.chain.tokenizer import NO_LENGTH_LIMIT
+from packager.common.quiet import quiet
 from packager.errors import ExportError
-from packager.exporters import RecipeContext, RecipeResult
-from packager.graph import NO_LENGTH_LIMIT, PROMPT_LENGTH, RouteGraph
-from packager.runtime.manifest import Format, ModuleKind, Precision
+from packager.exporters.recipe import RecipeContext, RecipeResult
+from packager.runtime.manifest import PROMPT_LENGTH, Format, ModuleKind, Precision
+
+if TYPE_CHECKING:
+    from packager.chain.graph import RouteGraph
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,44 @@ def save_external(model: Any, path: Path) -> list[str]:
 
 
 def export_onnx(graph: RouteGraph, path: Path, *, fuse: bool) -> dict[str, int]:
-    """Export and save; with ``fuse``, onnxscript's ORT fusions (attention, SkipLayerNorm, GELU...)
-    run first (onnxruntime-only operators; OpenVINO and the quantizers want the plain graph).
-    The weights go to ``<path>.data``. Returns the fusion counts."""
+    """Save the route's export at ``path`` (weights in ``<path>.data``); with ``fuse``, onnxscript's
+    ORT fusions (attention, SkipLayerNorm, GELU...) run first (onnxruntime-only operators;
+    OpenVINO and the quantizers want the plain graph). Returns the fusion counts."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model = ir.load(_exported(graph))
+    fusions: dict[str, int] = {}
+    if fuse:
+        try:
+            with quiet("onnxscript"):
+                model, fusions = optimize_for_ort(model)
+        except Exception as e:
+            raise ExportError(f"fusing route {graph.name!r} for onnxruntime failed: {_summary(e)}") from e
+        log.info("fused for onnxruntime: %s", _count(fusions))
+    # Outside the try: a failed write (disk full, permissions) is an OSError the build reports as such.
+    ir.save(model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
+    return fusions
+
+
+# Every recipe of a build starts from the same torch export of a route, the slow step (seconds
+# for a tiny model, minutes for a large one): it is made once per route graph and kept on disk
+# (not in memory: a large model's graph is gigabytes) until the graph is gone.
+_EXPORTS: weakref.WeakKeyDictionary[Any, tempfile.TemporaryDirectory] = weakref.WeakKeyDictionary()
+
+
+def _exported(graph: RouteGraph) -> Path:
+    """The route's unfused ONNX export (``torch.onnx`` dynamo, dynamic batch and sequence axes)."""
+    if graph.module not in _EXPORTS:
+        scratch = tempfile.TemporaryDirectory(prefix="packager-export-")
+        _export(graph, Path(scratch.name) / "model.onnx")
+        _EXPORTS[graph.module] = scratch
+    return Path(_EXPORTS[graph.module].name) / "model.onnx"
+
+
+def _export(graph: RouteGraph, path: Path) -> None:
     import onnx_ir as ir
     import torch
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     # The sequence axis is bounded by the truncation length: position embeddings end there, and an
     # unbounded Dim would conflict with the model's own range checks.
@@ -71,28 +107,24 @@ def export_onnx(graph: RouteGraph, path: Path, *, fuse: bool) -> dict[str, int]:
     # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs.
     dynamic_shapes = (tuple({0: batch} if name == PROMPT_LENGTH else {0: batch, 1: sequence}
                             for name in graph.input_names),)
-    chatter = io.StringIO()  # the exporter prints reports and graph dumps; keep them for the error only
+    # The exporter prints reports and graph dumps: kept for the error only.
+    chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"), \
-                contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            warnings.simplefilter("ignore")
+        with quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", output=True) as chatter:
             program = torch.onnx.export(
                 graph.module, graph.sample_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
                 input_names=list(graph.input_names), output_names=[o.name for o in graph.outputs],
                 optimize=True, verbose=False,
             )
+            if program is None:  # only without dynamo=True
+                raise ExportError(f"route {graph.name!r}: torch.onnx.export returned no program")
             _check_dynamic(graph, program.model)
-            model, fusions = optimize_for_ort(program.model) if fuse else (program.model, {})
     except ExportError:
         raise
     except Exception as e:
         log.debug("exporter output:\n%s", chatter.getvalue())
         raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {_summary(e)}\n{_suspects(graph)}") from e
-    # Outside the try: a failed write (disk full, permissions) is an OSError the build reports as such.
-    ir.save(model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
-    if fuse:
-        log.info("fused for onnxruntime: %s", _count(fusions))
-    return fusions
+    ir.save(program.model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
 
 
 def _count(fusions: dict[str, int]) -> str:
@@ -120,8 +152,8 @@ def _check_dynamic(graph: RouteGraph, model: Any) -> None:
     frozen = [f"{value.name}{list(value.shape)}" for value in model.graph.inputs
               if any(isinstance(dim, int) for dim in value.shape)]
     if frozen:
-        raise ExportError(f"route {graph.name!r}: the exporter froze input axes to the sample's sizes ({', '.join(frozen)}); "
-                          "a module uses Python control flow over the batch or sequence length")
+        raise ExportError(f"route {graph.name!r}: the exporter froze input axes to the sample's sizes "
+                          f"({', '.join(frozen)}); a module uses Python control flow over the batch or sequence length")
 
 
 def check_loads(path: Path) -> None:
@@ -132,20 +164,3 @@ def check_loads(path: Path) -> None:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"onnxruntime cannot load the exported graph {path.name}: {e}") from e
-
-
-class _quiet:
-    """Lower the exporter's loggers to errors for the duration of an export."""
-
-    def __init__(self, *names: str) -> None:
-        self._loggers = [logging.getLogger(n) for n in names]
-        self._levels: list[int] = []
-
-    def __enter__(self) -> None:
-        self._levels = [lg.level for lg in self._loggers]
-        for lg in self._loggers:
-            lg.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        for lg, level in zip(self._loggers, self._levels):
-            lg.setLevel(level)

@@ -5,24 +5,27 @@ either weights and activations (post-training quantization, transformer mode) or
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from packager.common.progress import step
+from packager.common.quiet import quiet
 from packager.errors import ExportError
-from packager.exporters import RecipeContext, RecipeResult, calibration_feeds
-from packager.progress import step
 from packager.exporters.onnx import export_onnx
-from packager.graph import RouteGraph
+from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.runtime.manifest import Format, Precision
+
+if TYPE_CHECKING:
+    from packager.chain.graph import RouteGraph
 
 log = logging.getLogger(__name__)
 
 
 class _OpenVinoRecipe:
+    name: str
+    precision: Precision
     format = Format.OPENVINO
     calibrates = False
     compress_to_fp16 = False
@@ -34,8 +37,8 @@ class _OpenVinoRecipe:
             source = Path(scratch) / "model.onnx"
             export_onnx(graph, source, fuse=False)
             try:
-                with _quiet():
-                    model, details = self.transform(ov.convert_model(str(source)), graph, dest, context)
+                with quiet("nncf", output=True):  # NNCF draws progress bars and tables
+                    model, details = self.transform(ov.convert_model(str(source)), graph, dest=dest, context=context)
                     target = dest / f"{stem}.xml"
                     ov.save_model(model, str(target), compress_to_fp16=self.compress_to_fp16)
                     # fail here, not in the gate, if it cannot run
@@ -44,7 +47,7 @@ class _OpenVinoRecipe:
                 raise ExportError(f"route {graph.name!r}: {self.name} failed: {type(e).__name__}: {e}") from e
         return RecipeResult(files=[target.name, target.with_suffix(".bin").name], details=details)
 
-    def transform(self, model: Any, graph: RouteGraph, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
+    def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         return model, {}
 
 
@@ -66,7 +69,7 @@ class OpenVinoInt8(_OpenVinoRecipe):
     precision = Precision.INT8
     calibrates = True
 
-    def transform(self, model: Any, graph: RouteGraph, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
+    def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         import nncf
 
         feeds, _ = calibration_feeds(graph, dest, context)
@@ -83,23 +86,8 @@ class OpenVinoInt8WeightsOnly(_OpenVinoRecipe):
     name = "openvino-int8-weights"
     precision = Precision.INT8
 
-    def transform(self, model: Any, graph: RouteGraph, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
+    def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         import nncf
 
         return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM), {
             "nncf": "compress_weights, int8 asymmetric"}
-
-
-@contextlib.contextmanager
-def _quiet():
-    """NNCF draws progress bars and tables on the terminal; the build logs its own progress."""
-    import nncf
-
-    level = nncf.get_log_level() if hasattr(nncf, "get_log_level") else logging.INFO
-    nncf.set_log_level(logging.ERROR)
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            yield
-    finally:
-        nncf.set_log_level(level)

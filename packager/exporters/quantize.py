@@ -15,22 +15,30 @@ kept in float, found by measuring.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from packager.common.progress import step
+from packager.common.quiet import quiet
 from packager.errors import ExportError
-from packager.exporters import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.onnx import check_loads, export_onnx, save_external
-from packager.graph import RouteGraph
-from packager.progress import step
+from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.runtime.manifest import ChainKind, Format, Precision
-from packager.validators.parity import dense_metrics, groups, logit_metrics, sparse_metrics
+from packager.validators.parity import (
+    dense_metrics,
+    groups,
+    logit_metrics,
+    sparse_metrics,
+)
 from packager.validators.report import Check, lower_is_better
+
+if TYPE_CHECKING:
+    from packager.chain.graph import RouteGraph
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ class OnnxInt8Dynamic:
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
                              extra_options=QUANTIZER_OPTIONS)
 
-        return _quantize_route(graph, dest, stem, context, quantize, self.name)
+        return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name)
 
 
 class OnnxInt8Static:
@@ -65,7 +73,11 @@ class OnnxInt8Static:
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         from onnxruntime.quantization import (
-            CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
         )
 
         class Reader(CalibrationDataReader):
@@ -85,23 +97,23 @@ class OnnxInt8Static:
                                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
                                 extra_options=QUANTIZER_OPTIONS)
 
-            return _quantize_route(graph, dest, stem, context, quantize, self.name)
+            return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name)
 
 
 Quantize = Callable[[Path, Path, list[str], list], None]
 
 
-def _quantize_route(graph: RouteGraph, dest: Path, stem: str, context: RecipeContext, quantize: Quantize,
+def _quantize_route(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext, quantize: Quantize,
                     name: str) -> RecipeResult:
     try:
-        return _quantize(graph, dest, stem, context, quantize, name)
+        return _quantize(graph, dest, stem=stem, context=context, quantize=quantize, name=name)
     except (ExportError, OSError):  # OSError: the disk or permissions, reported by the build
         raise
     except Exception as e:  # onnxruntime's quantizers raise whatever they meet; a recipe fails with its name
         raise ExportError(f"route {graph.name!r}: {name} failed: {type(e).__name__}: {e}") from e
 
 
-def _quantize(graph: RouteGraph, dest: Path, stem: str, context: RecipeContext, quantize: Quantize,
+def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext, quantize: Quantize,
               name: str) -> RecipeResult:
     import onnx
 
@@ -116,7 +128,7 @@ def _quantize(graph: RouteGraph, dest: Path, stem: str, context: RecipeContext, 
         del model.graph.value_info[:]
         onnx.save(model, fp32, save_as_external_data=graph.parameter_bytes > 1 << 30)
         feeds, inputs = calibration_feeds(graph, dest, context)
-        search = _ExclusionSearch(fp32, Path(scratch), feeds, inputs, context,
+        search = ExclusionSearch(fp32, Path(scratch), feeds, inputs, context,
                                   lambda source, out, excluded: quantize(source, out, excluded, feeds))
         matmuls = weight_matmuls(model)
         chosen, excluded, metrics = search.run(matmuls)
@@ -146,7 +158,7 @@ def unpack_attention(model) -> int:
         packed.add(inputs[1])
         projections = [f"{node.name}_projection{j}" for j in range(3)]
         nodes += [helper.make_node("MatMul", [inputs[0], weight], [projection], name=f"{node.name}_MatMul{j}")
-                  for j, (weight, projection) in enumerate(zip(weights, projections))]
+                  for j, (weight, projection) in enumerate(zip(weights, projections, strict=True))]
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute
                       if a.name in ("num_heads", "mask_filter_value", "scale", "unidirectional")}
         nodes.append(helper.make_node("MultiHeadAttention", [*projections, inputs[2], "", inputs[5]], list(node.output),
@@ -190,7 +202,7 @@ def weight_matmuls(model) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in initializers]
 
 
-class _ExclusionSearch:
+class ExclusionSearch:
     """Quantize every weight MatMul, or find the fewest most sensitive ones to keep in float."""
 
     def __init__(self, fp32: Path, scratch: Path, feeds: list, inputs: list, context: RecipeContext,
@@ -210,8 +222,9 @@ class _ExclusionSearch:
             sensitivity = {}
             for node in nodes:
                 sensitivity[node] = self._sensitivity(nodes, node)
-                advance()
-        ranked = sorted(nodes, key=sensitivity.__getitem__, reverse=True)
+                advance(1)
+        # Most sensitive first; errors equal to 4 significant digits keep the graph's order.
+        ranked = sorted(nodes, key=lambda node: -float(f"{sensitivity[node]:.4g}"))
         low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more
         while low < high:  # the fewest exclusions that pass, assuming more exclusions never hurt
             middle = (low + high) // 2
@@ -228,7 +241,7 @@ class _ExclusionSearch:
     def _try(self, ranked: list[str], excluded: int) -> tuple[Path, dict[str, float]]:
         if excluded not in self._tried:
             target = self.scratch / f"int8-{excluded}.onnx"
-            with _quiet_root_logger():
+            with quiet(""):  # onnxruntime's quantizers log advice through the root logger
                 self.quantize(self.fp32, target, ranked[:excluded])
             self._tried[excluded] = target, _graph_metrics(self.context, self.inputs, self.reference,
                                                            _outputs(target, self.feeds))
@@ -237,7 +250,7 @@ class _ExclusionSearch:
     def _sensitivity(self, nodes: list[str], node: str) -> float:
         """The relative output error when only ``node`` is quantized."""
         target = self.scratch / "one.onnx"
-        with _quiet_root_logger():
+        with quiet(""):  # onnxruntime's quantizers log advice through the root logger
             self.quantize(self.fp32, target, [n for n in nodes if n != node])
         outputs = _outputs(target, self.feeds)
         return float(np.linalg.norm(outputs - self.reference) / max(float(np.linalg.norm(self.reference)), 1e-12))
@@ -246,18 +259,6 @@ class _ExclusionSearch:
         """The gate, tightened by the margin, on the metrics the graph outputs allow."""
         return all(Check(metric, metrics[metric], _tightened(metric, threshold)).passed
                    for metric, threshold in self.context.gate.items() if metric in metrics)
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    """onnxruntime's quantizers log advice through the root logger on every call."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _tightened(metric: str, threshold: float) -> float:
@@ -280,6 +281,9 @@ def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # One thread: the same float summation order in every process, whatever ran before and
+    # however busy the machine, so the search decides the same thing every time.
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_outputs()[0].name
     return np.concatenate([session.run([name], feed)[0].reshape(len(feed["input_ids"]), -1) for feed in feeds])

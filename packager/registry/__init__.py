@@ -1,15 +1,16 @@
-"""The model registry: MLflow (``mlflow_store.py``, the only module that imports mlflow), with
-the embedded SQLite store in the working directory by default, or any MLflow tracking server."""
+"""The model registry behind one small protocol (``Store``): MLflow (``mlflow_store.py``, the
+only module that imports mlflow; the embedded SQLite store in the working directory by default,
+or any MLflow tracking server), and an in-memory store for tests (``memory.py``, ``memory://NAME``).
+What a version carries is in ``lineage.py``; ``pyfunc.py`` is the code MLflow runs to serve it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from packager.registry.mlflow_store import MlflowStore
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 CANDIDATE_ALIAS = "candidate"
+MEMORY_SCHEME = "memory://"
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,56 @@ class RegisteredVersion:
     run_id: str | None = None  # the MLflow run that holds a new version's files and reports
 
 
-def open_store(tracking_uri: str | None = None) -> MlflowStore:
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version as ``packager list`` shows it."""
+
+    version: str
+    aliases: tuple[str, ...]
+    created: int  # milliseconds since the epoch
+    verified: bool
+    format: str
+    precision: str
+    recipe: str
+    parity_status: str
+    parity_metrics: dict[str, float]  # by verb-prefixed name, as in the manifest
+    source: str  # location@sha256 prefix
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "aliases": list(self.aliases), "created": self.created,
+                "verified": self.verified, "tags": self.tags}
+
+
+class Store(Protocol):
+    """What the build and the command line need of a registry."""
+
+    tracking_uri: str
+
+    def ping(self) -> None: ...
+
+    def register(self, artifact: Path, name: str, *, alias: str = CANDIDATE_ALIAS, force_new_version: bool = False,
+                 figures: dict[str, float] | None = None) -> RegisteredVersion: ...
+
+    def log_reports(self, registered: RegisteredVersion, reports: Path) -> None: ...
+
+    def promote(self, name: str, alias: str, *, version: str | None = None,
+                from_alias: str | None = None) -> RegisteredVersion: ...
+
+    def pull(self, uri: str, out: Path) -> Path: ...
+
+    def versions(self, name: str) -> list[VersionInfo]: ...
+
+    def cleanup(self, name: str, *, older_than_s: float | None = None) -> list[str]: ...
+
+
+def open_store(tracking_uri: str | None = None) -> Store:
+    """The registry at ``tracking_uri``: ``memory://NAME`` for an in-memory one (shared by name
+    within the process), anything else for MLflow."""
+    if tracking_uri and tracking_uri.startswith(MEMORY_SCHEME):
+        from packager.registry.memory import memory_store
+
+        return memory_store(tracking_uri)
     from packager.registry.mlflow_store import MlflowStore
 
     return MlflowStore(tracking_uri)

@@ -15,30 +15,37 @@ verified versions whose files still match their hashes only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from packager.artifact import PARITY_FILE, README_FILE, new_stage, publish
+from packager.common.artifact_dir import PARITY_FILE, README_FILE, new_stage, publish
+from packager.common.failpoints import failpoint
+from packager.common.progress import step
 from packager.errors import MissingDependencyError, PackagerError, RegistryError, UsageError
-from packager.failpoints import failpoint
-from packager.progress import step
-from packager.registry import CANDIDATE_ALIAS, RegisteredVersion
+from packager.registry import CANDIDATE_ALIAS, RegisteredVersion, VersionInfo
+from packager.registry.lineage import (
+    ABANDONED_AFTER_S,
+    BUILD_KEY_TAG,
+    OWNER_TAG,
+    VERIFIED_TAG,
+    abandoned,
+    build_key,
+    git_tags,
+    lineage_tags,
+    owner,
+    version_info,
+)
 from packager.runtime.integrity import sha256_file, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Format, Manifest, ParityStatus, read_manifest
 from packager.runtime.registered import MANIFEST_SHA256_TAG, download_registered, resolve_version
@@ -47,33 +54,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "chain-packager"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
-VERIFIED_TAG = "packager.verified"
-BUILD_KEY_TAG = "packager.build_key"
-# "host:pid" of the process registering a version (or a run): how a later registration or
-# `packager cleanup` tells a registration in progress from one that was killed.
-OWNER_TAG = "packager.owner"
-# A registration takes seconds from creating its version to verifying it (minutes for a large
-# model's download); an unverified version or a running run older than this was abandoned.
-ABANDONED_AFTER_S = 1800
 SETTLE_POLL_S = 1.0
-# The parts of a manifest that make two builds the same build; built_at, file digests and the
-# measured parity figures may differ between two runs of the same build.
-_NOT_IN_BUILD_KEY = ("built_at", "files", "parity", "sealed_sha256")
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One registered version as ``packager list`` shows it."""
-
-    version: str
-    aliases: tuple[str, ...]
-    created: int  # milliseconds since the epoch
-    verified: bool
-    tags: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "aliases": list(self.aliases), "created": self.created,
-                "verified": self.verified, "tags": self.tags}
 
 
 def default_tracking_uri() -> str:
@@ -134,7 +115,7 @@ class MlflowStore:
 
         manifest_sha256 = sha256_file(artifact / MANIFEST_FILE)
         tags = {**lineage_tags(manifest), **git_tags(), BUILD_KEY_TAG: key, MANIFEST_SHA256_TAG: manifest_sha256,
-                OWNER_TAG: _owner()}
+                OWNER_TAG: owner()}
         metrics = {f"parity.{k}": v for k, v in manifest.parity.metrics.items()}
         metrics.update(figures)
         metrics["artifact.bytes"] = float(sum(d.size for d in manifest.files))
@@ -211,20 +192,21 @@ class MlflowStore:
             verified = [int(v.version) for v in lower if v.tags.get(VERIFIED_TAG) == "true"]
             if verified:
                 return str(min(verified))
-            if not any(not _abandoned(v.tags.get(OWNER_TAG), v.creation_timestamp) for v in lower):
+            if not any(not abandoned(v.tags.get(OWNER_TAG), v.creation_timestamp) for v in lower):
                 return None
             time.sleep(SETTLE_POLL_S)
 
-    def cleanup(self, name: str, *, older_than_s: float = ABANDONED_AFTER_S, quiet: bool = False) -> list[str]:
+    def cleanup(self, name: str, *, older_than_s: float | None = None, quiet: bool = False) -> list[str]:
         """Remove what killed registrations left: versions of ``name`` never verified, and runs
         of ours still marked running, whose process is gone (same host) or that are older than
         ``older_than_s``. Returns what was done, one line each."""
         from mlflow.entities import RunStatus
 
+        older_than_s = ABANDONED_AFTER_S if older_than_s is None else older_than_s
         done = []
         with self._errors(f"cleaning up after interrupted registrations of {name!r}"):
             for v in self._client.search_model_versions(f"name = '{_quote(name)}'"):
-                if v.tags.get(VERIFIED_TAG) != "true" and _abandoned(v.tags.get(OWNER_TAG), v.creation_timestamp,
+                if v.tags.get(VERIFIED_TAG) != "true" and abandoned(v.tags.get(OWNER_TAG), v.creation_timestamp,
                                                                      older_than_s):
                     self._client.delete_model_version(name, v.version)
                     done.append(f"deleted unverified version {v.version} of {name}")
@@ -232,7 +214,7 @@ class MlflowStore:
             runs = self._client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") \
                 if experiment is not None else []
             for run in runs:
-                if _abandoned(run.data.tags.get(OWNER_TAG), run.info.start_time, older_than_s):
+                if abandoned(run.data.tags.get(OWNER_TAG), run.info.start_time, older_than_s):
                     self._client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
                     done.append(f"marked run {run.info.run_id} ({run.info.run_name}) as failed")
         for line in done:
@@ -326,9 +308,9 @@ class MlflowStore:
             for alias, number in (model.aliases or {}).items():
                 aliases.setdefault(str(number), []).append(alias)
             found = self._client.search_model_versions(f"name = '{_quote(name)}'")
-        return [VersionInfo(version=str(v.version), aliases=tuple(sorted(aliases.get(str(v.version), []))),
-                            created=int(v.creation_timestamp or 0), verified=v.tags.get(VERIFIED_TAG) == "true",
-                            tags=dict(v.tags)) for v in sorted(found, key=lambda v: -int(v.version))]
+        return [version_info(str(v.version), tuple(sorted(aliases.get(str(v.version), []))),
+                             created=int(v.creation_timestamp or 0), tags=dict(v.tags))
+                for v in sorted(found, key=lambda v: -int(v.version))]
 
     @contextmanager
     def _errors(self, doing: str, *, keep: Path | None = None) -> Iterator[None]:
@@ -355,26 +337,6 @@ def _cause(error: Exception) -> str:
     return f"{type(error).__name__}: {message.strip().splitlines()[0] if message.strip() else ''}"
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _abandoned(owner: str | None, started_ms: int | None, older_than_s: float = ABANDONED_AFTER_S) -> bool:
-    """Whether a version or run that is not finished was left by a process that is gone: one
-    of this host whose process no longer exists, or any that started ``older_than_s`` ago."""
-    host, _, pid = (owner or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, under another user
-            pass
-        if int(pid) != os.getpid():
-            return False
-    return time.time() - (started_ms or 0) / 1000 > older_than_s
-
-
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
@@ -386,54 +348,18 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     import mlflow
     from mlflow.tracking._tracking_service import utils
 
-    previous = utils._tracking_uri
+    previous, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def build_key(manifest: Manifest) -> str:
-    """What identifies a build: the source's files, format, precision, recipe and its decisions,
-    calibration, gate, routes and tool versions; not when it ran."""
-    data = json.loads(manifest.to_json())
-    for field in _NOT_IN_BUILD_KEY:
-        data.pop(field)
-    data["gate"] = manifest.parity.gate
-    data["source"].pop("files", None)  # summarized by source.sha256
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def lineage_tags(manifest: Manifest) -> dict[str, str]:
-    tags = {
-        "packager.artifact": manifest.name, "packager.chain_kind": manifest.chain_kind.value,
-        "packager.format": manifest.format.value, "packager.precision": manifest.precision.value,
-        "packager.recipe": manifest.recipe.name,
-        "packager.source.kind": manifest.source.kind.value, "packager.source.location": manifest.source.location,
-        "packager.source.sha256": manifest.source.sha256, "packager.source.revision": manifest.source.revision or "",
-        "packager.parity.status": manifest.parity.status.value, "packager.built_at": manifest.built_at,
-    }
-    if manifest.calibration is not None:
-        tags["packager.calibration.sha256"] = manifest.calibration.sha256
-    tags.update({f"packager.parity.{k}": f"{v:.8g}" for k, v in manifest.parity.metrics.items()})
-    tags.update({f"packager.tool.{k}": v for k, v in manifest.tools.items()})
-    return tags
-
-
-def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    """The commit of the calling repository (the working directory's), when there is one."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return {}
-    return {"packager.git.commit": commit, "packager.git.dirty": str(bool(git("status", "--porcelain"))).lower()}
+        # Not set_tracking_uri(previous): for None (nothing set) it would also delete the caller's
+        # MLFLOW_TRACKING_URI from the environment.
+        utils._tracking_uri = previous
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def runtime_requirements(fmt: Format = Format.ONNX) -> list[str]:
@@ -453,12 +379,12 @@ def signature(manifest: Manifest) -> Any:
     # No input schema: MLflow would convert a request's numbers and nulls to a declared string
     # column's type, and drop undeclared columns, before the pyfunc could refuse them; the pyfunc
     # checks its inputs itself, and the input example shows their shape.
-    if manifest.chain_kind is ChainKind.CROSS_ENCODER:
+    if manifest.scoring is not None:  # a cross-encoder
         labels = manifest.scoring.num_labels
-        return ModelSignature(inputs=None,
-                              outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,) if labels == 1 else (-1, labels))]))
+        shape = (-1,) if labels == 1 else (-1, labels)
+        return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]))
     return ModelSignature(inputs=None,
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension or -1))]),
                           params=ParamSchema([ParamSpec("verb", DataType.string, "encode")]))
 
 

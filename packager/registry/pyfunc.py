@@ -31,8 +31,8 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PythonModel
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 MANIFEST = "manifest.json"
 MANIFEST_LIMIT = 16 << 20
@@ -94,6 +94,8 @@ def import_loader(artifact: Path):
     spec = importlib.util.spec_from_file_location(
         f"packager_loader_{uuid.uuid4().hex}", package / "__init__.py", submodule_search_locations=[str(package)]
     )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{package}: not an importable package")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     saved = sys.pycache_prefix, sys.dont_write_bytecode

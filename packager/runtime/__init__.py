@@ -6,6 +6,8 @@ All imports inside this package are relative so the same files work as ``package
 as an artifact's ``loader`` package.
 """
 
+from .cross_encoder import CrossEncoderModel
+from .embedding import EmbeddingModel
 from .errors import (
     ArtifactIntegrityError,
     InvalidInputError,
@@ -13,9 +15,11 @@ from .errors import (
     PackagerError,
     UnsupportedVerbError,
 )
+from .load import load
 from .manifest import Manifest, read_manifest
-from .model import CrossEncoderModel, EmbeddingModel, Model, SparseEncoderModel, load
+from .model import Model
 from .sparse import SparseBatch, SparseEmbedding
+from .sparse_encoder import SparseEncoderModel
 
 __all__ = [
     "ArtifactIntegrityError",

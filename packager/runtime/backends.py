@@ -35,7 +35,7 @@ class OnnxSession:
         self._outputs = output_names
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._outputs, self._session.run(self._outputs, feeds)))
+        return dict(zip(self._outputs, self._session.run(self._outputs, feeds), strict=True))
 
 
 class OpenVinoSession:
@@ -64,7 +64,8 @@ class OpenVinoSession:
         return {name: np.array(results[port]) for name, port in self._outputs.items()}
 
 
-_SESSIONS = {Format.ONNX: OnnxSession, Format.OPENVINO: OpenVinoSession}
+_SESSIONS: dict[Format, type[OnnxSession] | type[OpenVinoSession]] = {Format.ONNX: OnnxSession,
+                                                                      Format.OPENVINO: OpenVinoSession}
 
 
 def open_session(root: Path, fmt: Format, route: RouteSpec, *, threads: int | None = None) -> GraphSession:

@@ -12,15 +12,14 @@ import dataclasses
 import hashlib
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any, Union
+from typing import Any
 
 from .errors import ArtifactIntegrityError
 from .files import read_text
+from .jsonable import from_jsonable, to_jsonable
 
 SCHEMA_VERSION = 3  # 2: recipe and calibration; 3: sealed_sha256
 MANIFEST_FILE = "manifest.json"
@@ -29,6 +28,8 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_LIMIT = 16 << 20
 # Token ids, lengths and counts are int32 in tokenizers and the graphs; larger ones are forged.
 INT32_LIMIT = 2**31 - 1
+# The graph input that carries each text's prompt length ([batch]), for pooling without the prompt.
+PROMPT_LENGTH = "prompt_length"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -111,7 +112,8 @@ def check_relative_path(path: str) -> None:
     """Refuse paths that could leave the artifact directory."""
     pure = PurePosixPath(path)
     if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or pure.parts[0] in ("", "."):
-        raise ArtifactIntegrityError(f"manifest: path {path!r} must be relative, '/'-separated and stay inside the artifact")
+        raise ArtifactIntegrityError(f"manifest: path {path!r} must be relative, '/'-separated and stay inside the "
+                                     "artifact")
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,8 @@ class Manifest:
         if len(set(names)) != len(names):
             raise ArtifactIntegrityError(f"manifest: duplicate route names {names}")
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the prompts")
+            raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the "
+                                         "prompts")
         unknown = {verb: route for verb, route in self.verbs.items() if route not in names}
         if not self.verbs or unknown:
             raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}")
@@ -335,7 +338,7 @@ class Manifest:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ArtifactIntegrityError(_schema_message(version))
-        return _from_jsonable(cls, data, "manifest")
+        return from_jsonable(cls, data, "manifest")
 
 
 def read_manifest(artifact_dir: str | Path) -> Manifest:
@@ -354,79 +357,3 @@ def _schema_message(version: Any) -> str:
         f"manifest: unknown schema_version {version!r}; this loader reads version {SCHEMA_VERSION}. "
         "Rebuild the artifact with this packager version, or load it with the loader shipped inside it."
     )
-
-
-def to_jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (tuple, list)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    return value
-
-
-def _from_jsonable(tp: Any, value: Any, where: str) -> Any:
-    """Parse ``value`` as type ``tp`` strictly; ``where`` names the field in error messages."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _from_jsonable(option, value, where)
-            except ArtifactIntegrityError as e:
-                errors.append(str(e))
-        raise ArtifactIntegrityError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {options}")
-    if dataclasses.is_dataclass(tp):
-        return _dataclass_from_jsonable(tp, value, where)
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value)
-        except ValueError as e:
-            raise ArtifactIntegrityError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from e
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ArtifactIntegrityError(f"{where}: expected a list, got {type(value).__name__}")
-        (item_type, _ellipsis) = typing.get_args(tp)
-        return tuple(_from_jsonable(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        key_type, item_type = typing.get_args(tp)
-        if not isinstance(value, dict) or not all(isinstance(k, key_type) for k in value):
-            raise ArtifactIntegrityError(f"{where}: expected an object with {key_type.__name__} keys")
-        return {k: _from_jsonable(item_type, v, f"{where}.{k}") for k, v in value.items()}
-    return _scalar(tp, value, where)
-
-
-def _scalar(tp: Any, value: Any, where: str) -> Any:
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except OverflowError:
-            raise ArtifactIntegrityError(f"{where}: a number too large for a float") from None
-    if tp is int and type(value) is int and abs(value) >= 2**63:  # nothing in a manifest is that large
-        raise ArtifactIntegrityError(f"{where}: the integer {str(value)[:20]}... is out of range")
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise ArtifactIntegrityError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")
-
-
-def _dataclass_from_jsonable(cls: Any, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise ArtifactIntegrityError(f"{where}: expected an object, got {type(value).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ArtifactIntegrityError(f"{where}: unknown fields {unknown}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, f in fields.items():
-        if name in value:
-            kwargs[name] = _from_jsonable(hints[name], value[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ArtifactIntegrityError(f"{where}: missing field {name!r}")
-    return cls(**kwargs)

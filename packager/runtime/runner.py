@@ -26,11 +26,14 @@ class RouteRunner:
             prompt_length: int = 0) -> list[np.ndarray]:
         """One output row per input, in input order. Everything is tokenized once, then batched by
         token length so each batch pads little; token embeddings are trimmed of trailing padding."""
-        name = self.spec.output(meaning).name
+        output = self.spec.output(meaning)
+        if output is None:  # the models check has() first
+            raise ValueError(f"route {self.spec.name!r} has no {meaning.value} output")
+        name = output.name
         encodings = self.text.tokenize(inputs)
         order = sorted(range(len(inputs)), key=lambda i: -len(encodings[i].ids))
         rows: list[np.ndarray] = [None] * len(inputs)  # type: ignore[list-item]
-        for batch in _batches(order, [len(e.ids) for e in encodings], batch_size):
+        for batch in batches(order, [len(e.ids) for e in encodings], batch_size):
             feeds = self.text.pad([encodings[i] for i in batch], prompt_length)
             values = self._session.run(feeds)[name]
             for position, row in enumerate(batch):
@@ -47,7 +50,7 @@ class RouteRunner:
 MAX_BATCH_TOKENS = 1024
 
 
-def _batches(order: list[int], lengths: list[int], batch_size: int):
+def batches(order: list[int], lengths: list[int], batch_size: int):
     """Consecutive slices of ``order`` (longest first): at most ``batch_size`` inputs, and no more
     than MAX_BATCH_TOKENS tokens once padded to the slice's longest (at least one input)."""
     start = 0

@@ -44,7 +44,7 @@ class SparseBatch(Sequence):
         self._embeddings = embeddings
         self.dimension = dimension
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self._embeddings[index]
 
     def __len__(self) -> int:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
-from .manifest import Side, TokenizerSpec
+from .manifest import PROMPT_LENGTH, Side, TokenizerSpec
 
 TextInput = str | tuple[str, str]
 # Pairs whose sides both have more tokens than max_length + this are cut before tokenizing (see
-# TextEncoder._bounded_pair); a side this many times longer in characters is checked.
+# TextEncoder.bounded_pair); a side this many times longer in characters is checked.
 _MARGIN_TOKENS = 16
 _CHARS_PER_TOKEN = 8
 
@@ -45,7 +45,7 @@ class TextEncoder:
 
     def tokenize(self, inputs: list[TextInput]) -> list[Any]:
         """Truncated, unpadded encodings, one per text or pair (pairs truncated longest-first)."""
-        inputs = [self._bounded_pair(*x) if isinstance(x, tuple) else x for x in inputs]
+        inputs = [self.bounded_pair(*x) if isinstance(x, tuple) else x for x in inputs]
         return self._tokenizer.encode_batch(inputs, add_special_tokens=self._spec.add_special_tokens)
 
     @cached_property
@@ -56,7 +56,7 @@ class TextEncoder:
         untruncated.no_truncation()
         return untruncated
 
-    def _bounded_pair(self, first: str, second: str) -> tuple[str, str]:
+    def bounded_pair(self, first: str, second: str) -> tuple[str, str]:
         """A pair whose sides are both long, each cut at a word start past what truncation keeps.
 
         tokenizers truncates a pair by combining every overflowing window of one side with every
@@ -74,11 +74,12 @@ class TextEncoder:
         first_longer = lengths[0] > lengths[1]  # all that decides the split (a tie splits as "not longer")
         cut = [self._cut(first, encodings[0], keep + _MARGIN_TOKENS * first_longer),
                self._cut(second, encodings[1], keep + _MARGIN_TOKENS * (not first_longer))]
-        after = [len(self._untruncated.encode(text, add_special_tokens=False).ids) for text in cut if text is not None]
-        if len(after) < 2 or min(after) <= self._spec.max_length or (after[0] > after[1]) != first_longer:
+        kept = [text for text in cut if text is not None]
+        after = [len(self._untruncated.encode(text, add_special_tokens=False).ids) for text in kept]
+        if len(kept) < 2 or min(after) <= self._spec.max_length or (after[0] > after[1]) != first_longer:
             raise InvalidInputError(f"a pair of {lengths[0]} and {lengths[1]} tokens could not be shortened safely "
                                     "before truncation; shorten them (tokenizers needs memory quadratic in them)")
-        return cut[0], cut[1]
+        return kept[0], kept[1]
 
     def _cut(self, text: str, encoding: Any, tokens: int) -> str | None:
         """``text`` cut at the first word start after ``tokens`` tokens from the side truncation
@@ -109,7 +110,7 @@ class TextEncoder:
             "input_ids": np.full(shape, spec.pad_id, dtype=np.int64),
             "attention_mask": np.zeros(shape, dtype=np.int64),
             "token_type_ids": np.full(shape, spec.pad_type_id, dtype=np.int64),
-            "prompt_length": np.full(len(encodings), prompt_length, dtype=np.int64),
+            PROMPT_LENGTH: np.full(len(encodings), prompt_length, dtype=np.int64),
         }
         for row, encoding in enumerate(encodings):
             n = len(encoding.ids)

@@ -83,7 +83,7 @@ def top_k_overlap(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) 
     """Per row: the share of the reference's k largest non-zero dimensions that are also among
     the candidate's k largest (rows with no non-zeros count as 1)."""
     overlaps = []
-    for ref, cand in zip(np.asarray(reference), np.asarray(candidate)):
+    for ref, cand in zip(np.asarray(reference), np.asarray(candidate), strict=True):
         n = min(k, int(np.count_nonzero(ref)))
         if n == 0:
             overlaps.append(1.0)

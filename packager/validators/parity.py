@@ -2,7 +2,7 @@
 
 The reference is sentence-transformers running the saved chain in torch; the candidate is the
 artifact's own loader, tokenizer included. Nothing is shared between the two sides but the
-inputs. Every verb the artifact offers is compared.
+inputs. Every verb the artifact offers is compared (verbs making the same call, once).
 """
 
 from __future__ import annotations
@@ -14,50 +14,69 @@ from typing import Any
 import numpy as np
 
 from packager.runtime.manifest import ChainKind, OutputMeaning
+from packager.validators.gates import TOP_K
 from packager.validators.metrics import (
-    max_abs_diff, neighbour_agreement, relative_max_diff, row_cosine, spearman, top_k_overlap,
+    max_abs_diff,
+    neighbour_agreement,
+    relative_max_diff,
+    row_cosine,
+    spearman,
+    top_k_overlap,
 )
 from packager.validators.report import Check, Gate, ParityReport, inputs_digest
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32
-TOP_K = 10  # active tokens compared between sparse vectors
-# What each chain kind's parity measures: the names a gate may use.
-METRICS: dict[ChainKind, frozenset[str]] = {
-    ChainKind.SENTENCE_TRANSFORMER: frozenset({"min_cosine", "mean_cosine", "max_abs_diff", "max_rel_diff",
-                                               "neighbour_agreement", "neighbour_agreement_10", "token_min_cosine"}),
-    ChainKind.SPARSE_ENCODER: frozenset({"min_cosine", "mean_cosine", "max_abs_diff", "max_rel_diff", "dot_rel_diff",
-                                         "dot_spearman_mean", f"top{TOP_K}_overlap_min", f"top{TOP_K}_overlap_mean",
-                                         "nnz_mean", "nnz_mean_abs_diff"}),
-    ChainKind.CROSS_ENCODER: frozenset({"max_abs_diff", "score_rel_diff", "logit_rel_diff", "spearman_min",
-                                        "top1_agreement", "label_agreement"}),
-}
 
 
-def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate,
-                 advance: Callable[[], None] = lambda: None) -> ParityReport:
-    """Compare every distinct verb call of ``candidate`` with ``reference`` on ``inputs`` (texts,
-    or pairs for cross-encoders) and apply ``gate`` to each; ``advance`` is called per verb."""
-    kind = candidate.manifest.chain_kind
-    compare = {ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse,
-               ChainKind.CROSS_ENCODER: _scores}[kind]
-    verbs = list(candidate.manifest.verbs)  # each verb is checked: a verb may truncate or route differently
+class ReferenceRuns:
+    """The torch reference, run once per distinct call: every variant of a build, and every verb
+    that makes the same call, is compared with the same reference outputs."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._outputs: dict[tuple[str, str, str], Any] = {}
+
+    def __call__(self, verb: str, inputs: list, **kwargs: Any) -> Any:
+        key = (verb, inputs_digest(inputs), repr(sorted(kwargs.items())))
+        if key not in self._outputs:
+            self._outputs[key] = getattr(self.model, verb)(inputs, **kwargs)
+        return self._outputs[key]
+
+
+def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
+                 advance: Callable[[int], None] | None = None) -> ParityReport:
+    """Compare every distinct verb call of ``candidate`` with ``reference`` (a model, or its
+    ``ReferenceRuns``) on ``inputs`` (texts, or pairs for cross-encoders) and apply ``gate``.
+    Verbs that make the same call (the same route and prompt) are compared once and reported
+    under each name; ``advance(n)`` is called as verbs are done."""
+    runs = reference if isinstance(reference, ReferenceRuns) else ReferenceRuns(reference)
+    comparisons: dict[ChainKind, Callable[..., Compared]] = {
+        ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse, ChainKind.CROSS_ENCODER: _scores}
+    compare = comparisons[candidate.manifest.chain_kind]
+    verbs = list(candidate.manifest.verbs)  # a verb may route or prompt differently: each is reported
+    calls: dict[tuple[str, str | None], list[str]] = {}
+    for verb in verbs:
+        calls.setdefault((candidate.manifest.verbs[verb], candidate.prompt_for(verb)), []).append(verb)
     metrics: dict[str, float] = {}
     checks: list[Check] = []
     problems: list[str] = []
     worst: list[dict] = []
     samples: dict[str, dict[str, list[float]]] = {}
-    for verb in verbs:
-        log.info("parity: %s of %d inputs, torch reference vs the artifact's loader", verb, len(inputs))
-        found, found_problems, found_worst, samples[verb] = compare(reference, candidate, verb, inputs)
-        prefix = f"{verb}." if len(verbs) > 1 else ""
-        metrics.update({prefix + k: v for k, v in found.items()})
-        if not found_problems:
-            checks += [Check(prefix + metric, found.get(metric, float("nan")), threshold)
-                       for metric, threshold in gate.items()]
-        problems += [prefix + p for p in found_problems]
-        worst += [{"verb": verb, **w} for w in found_worst]
-        advance()
+    for same in calls.values():
+        log.info("parity: %s of %d inputs, torch reference vs the artifact's loader", " = ".join(same), len(inputs))
+        found, found_problems, found_worst, sample = compare(runs, candidate, same[0], inputs)
+        for verb in same:
+            prefix = f"{verb}." if len(verbs) > 1 else ""
+            metrics.update({prefix + k: v for k, v in found.items()})
+            if not found_problems:
+                checks += [Check(prefix + metric, found.get(metric, float("nan")), threshold)
+                           for metric, threshold in gate.items()]
+            problems += [prefix + p for p in found_problems]
+            worst += [{"verb": verb, **w} for w in found_worst]
+            samples[verb] = sample
+        if advance is not None:
+            advance(len(same))
     return ParityReport(inputs=len(inputs), inputs_sha256=inputs_digest(inputs), metrics=metrics,
                         checks=tuple(checks), problems=tuple(problems), worst=tuple(worst), samples=samples)
 
@@ -65,9 +84,8 @@ def check_parity(reference: Any, candidate: Any, inputs: list, gate: Gate,
 Compared = tuple[dict[str, float], list[str], list[dict], dict[str, list[float]]]  # metrics, problems, worst, samples
 
 
-def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> Compared:
-    ref = np.asarray(getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
-                                              show_progress_bar=False))
+def _dense(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str]) -> Compared:
+    ref = np.asarray(reference(verb, texts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False))
     cand = np.asarray(getattr(candidate, verb)(texts, batch_size=BATCH_SIZE))
     problems = _shape_problems("sentence_embedding", ref, cand)
     if problems:
@@ -79,9 +97,9 @@ def _dense(reference: Any, candidate: Any, verb: str, texts: list[str]) -> Compa
     return metrics, problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
-def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> Compared:
-    ref = getattr(reference, verb)(texts, batch_size=BATCH_SIZE, convert_to_tensor=True,
-                                   convert_to_sparse_tensor=False, show_progress_bar=False)
+def _sparse(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str]) -> Compared:
+    ref = reference(verb, texts, batch_size=BATCH_SIZE, convert_to_tensor=True, convert_to_sparse_tensor=False,
+                    show_progress_bar=False)
     ref = ref.detach().cpu().numpy() if len(texts) else np.zeros((0, candidate.manifest.embedding_dimension))
     cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE).toarray()
     problems = _shape_problems("sparse_embedding", ref, cand)
@@ -91,13 +109,13 @@ def _sparse(reference: Any, candidate: Any, verb: str, texts: list[str]) -> Comp
     return sparse_metrics(ref, cand), problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
-def _scores(reference: Any, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> Compared:
+def _scores(reference: ReferenceRuns, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> Compared:
     """Logits (a saturating activation would hide their errors) and predict()'s own scores."""
     import torch
 
     def both(**kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
-        ref = reference.predict(pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
-                                activation_fn=kwargs.get("torch_fn"))
+        ref = reference("predict", pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
+                        activation_fn=kwargs.get("torch_fn"))
         return np.asarray(ref), np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE,
                                                               activation_fn=kwargs.get("numpy_fn")))
 
@@ -132,7 +150,7 @@ def sparse_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     return {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
             "max_abs_diff": max_abs_diff(ref, cand), "max_rel_diff": relative_max_diff(ref, cand),
             "dot_rel_diff": relative_max_diff(ref_dots, cand_dots),
-            "dot_spearman_mean": float(np.mean([spearman(r, c) for r, c in zip(ref_dots, cand_dots)])),
+            "dot_spearman_mean": float(np.mean([spearman(r, c) for r, c in zip(ref_dots, cand_dots, strict=True)])),
             f"top{TOP_K}_overlap_min": float(overlap.min()), f"top{TOP_K}_overlap_mean": float(overlap.mean()),
             "nnz_mean": float(nnz_ref.mean()), "nnz_mean_abs_diff": float(np.abs(nnz_ref - nnz_cand).mean())}
 
@@ -145,7 +163,7 @@ def logit_metrics(ref: np.ndarray, cand: np.ndarray, query_groups: list[np.ndarr
                "spearman_min": min(spearman(ref[g, label], cand[g, label]) for g, label in rankings),
                "top1_agreement": float(np.mean([_top1_agrees(ref[g, label], cand[g, label]) for g, label in rankings]))}
     if ref.shape[1] > 1:  # the predicted label of each pair
-        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref, cand)]))
+        metrics["label_agreement"] = float(np.mean([_top1_agrees(r, c) for r, c in zip(ref, cand, strict=True)]))
     return metrics
 
 
@@ -175,12 +193,15 @@ def _shape_problems(name: str, ref: np.ndarray, cand: np.ndarray) -> list[str]:
     return []
 
 
-def _token_min_cosine(reference: Any, candidate: Any, verb: str, texts: list[str], problems: list[str]) -> float:
-    ref = getattr(reference, verb)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
-                                   show_progress_bar=False)
+def _token_min_cosine(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str],
+                      problems: list[str]) -> float:
+    ref = reference(verb, texts, batch_size=BATCH_SIZE, output_value="token_embeddings", show_progress_bar=False)
     cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings")
+    if len(ref) != len(cand):
+        problems.append(f"token_embeddings: {len(cand)} texts' matrices, the reference has {len(ref)}")
+        return float("nan")
     worst = 1.0
-    for i, (r, c) in enumerate(zip(ref, cand)):
+    for i, (r, c) in enumerate(zip(ref, cand, strict=True)):
         r = r.detach().cpu().numpy() if hasattr(r, "detach") else np.asarray(r)
         found = _shape_problems(f"token_embeddings[{i}]", r, np.asarray(c))
         if found:

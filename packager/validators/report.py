@@ -20,6 +20,17 @@ def lower_is_better(metric: str) -> bool:
     return metric.rpartition(".")[2] in LOWER_IS_BETTER
 
 
+def worst_by_metric(values: dict[str, float]) -> dict[str, float]:
+    """The worst value of each metric over the verbs: ``{"encode.min_cosine": 0.9, "encode_query.min_cosine":
+    0.8}`` gives ``{"min_cosine": 0.8}`` (the largest, for metrics where lower is better)."""
+    worst: dict[str, float] = {}
+    for name, value in values.items():
+        metric = name.rpartition(".")[2]
+        pick = max if lower_is_better(metric) else min
+        worst[metric] = pick(worst.get(metric, value), value)
+    return worst
+
+
 @dataclass(frozen=True)
 class Check:
     metric: str  # possibly prefixed by the verb: "encode_query.min_cosine"
@@ -33,7 +44,8 @@ class Check:
         return bool(self.value >= self.threshold)
 
     def describe(self) -> str:
-        return f"{self.metric} = {self.value:.6g} (needs {'<=' if lower_is_better(self.metric) else '>='} {self.threshold:g})"
+        needs = "<=" if lower_is_better(self.metric) else ">="
+        return f"{self.metric} = {self.value:.6g} (needs {needs} {self.threshold:g})"
 
 
 @dataclass(frozen=True)

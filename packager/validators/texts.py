@@ -115,8 +115,9 @@ def probe_pairs(count_tokens: Callable[[tuple[str, str]], int], max_length: int)
     and max_length + 1 tokens. Pairs sharing a query form one ranking group."""
     sentences = real_sentences()
     queries = [s for s in sentences[7::97] if len(s.split()) <= 12][:6]
-    documents = ["", "?", *sentences[11::211][:4], UNICODE_PROBES[2], UNICODE_PROBES[11],
-                 _text_of_at_least(sentences[200:], lambda t: count_tokens(("", t)), min(3 * max_length, LONGEST_PROBE))]
+    long_document = _text_of_at_least(sentences[200:], lambda t: count_tokens(("", t)),
+                                      min(3 * max_length, LONGEST_PROBE))
+    documents = ["", "?", *sentences[11::211][:4], UNICODE_PROBES[2], UNICODE_PROBES[11], long_document]
     pairs = [(query, document) for query in queries for document in documents]
     words = " ".join(sentences[500:]).split()
     for target in (max_length - 1, max_length, max_length + 1) if max_length < LONGEST_PROBE else ():
@@ -168,13 +169,14 @@ def read_inputs(path: Path, *, pairs: bool = False) -> list:
     except FileNotFoundError:
         raise UsageError(f"cannot read validation data {path}: no such file") from None
     jsonl = path.suffix in (".jsonl", ".ndjson")
-    items = [_parse_line(path, n, line, jsonl, pairs) for n, line in enumerate(lines, 1) if line.strip()]
+    items = [_parse_line(path, n, line=line, jsonl=jsonl, pairs=pairs)
+             for n, line in enumerate(lines, 1) if line.strip()]
     if not items:
         raise UsageError(f"{path}: no inputs")
     return items
 
 
-def _parse_line(path: Path, number: int, line: str, jsonl: bool, pairs: bool) -> str | tuple[str, str]:
+def _parse_line(path: Path, number: int, *, line: str, jsonl: bool, pairs: bool) -> str | tuple[str, str]:
     where = f"{path}:{number}"
     if jsonl:
         try:

@@ -7,11 +7,12 @@ import onnx
 import onnxruntime as ort
 
 from packager.chain import load_reference, read_chain
+from packager.chain.graph import compile_routes
 from packager.exporters.onnx import export_onnx
 from packager.exporters.quantize import unpack_attention, weight_matmuls
-from packager.graph import compile_routes
 from packager.runtime.manifest import ChainKind
-from packager.validators.parity import METRICS, dense_metrics, logit_metrics, sparse_metrics
+from packager.validators.gates import METRICS
+from packager.validators.parity import dense_metrics, logit_metrics, sparse_metrics
 
 
 def test_unpacking_attention_is_exact_and_exposes_the_projections(tiny_chains, tmp_path):
@@ -24,7 +25,7 @@ def test_unpacking_attention_is_exact_and_exposes_the_projections(tiny_chains, t
     assert len(weight_matmuls(model)) == before + 2 * 3  # Q, K and V projections
     assert not any(n.op_type == "Attention" for n in model.graph.node)
     onnx.save(model, tmp_path / "unpacked.onnx")
-    feeds = {name: tensor.numpy() for name, tensor in zip(route.input_names, route.sample_inputs)}
+    feeds = {name: tensor.numpy() for name, tensor in zip(route.input_names, route.sample_inputs, strict=True)}
 
     def run(path):
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
@@ -46,8 +47,8 @@ def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(tiny_ch
     two first and keep exactly those in float."""
     from onnx import numpy_helper
 
-    from packager.exporters import RecipeContext, calibration_feeds
-    from packager.exporters.quantize import _ExclusionSearch
+    from packager.exporters.quantize import ExclusionSearch
+    from packager.exporters.recipe import RecipeContext, calibration_feeds
     from packager.validators.texts import real_sentences
 
     chain = read_chain(str(tiny_chains["mean"]))
@@ -75,12 +76,12 @@ def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(tiny_ch
     context = RecipeContext(kind=ChainKind.SENTENCE_TRANSFORMER, calibration=texts,
                             gate={"mean_cosine": 0.995, "min_cosine": 0.98}, tokenizer=route.tokenizer)
     feeds, inputs = calibration_feeds(route, tmp_path, context)
-    search = _ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context, quantize)
+    search = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context, quantize)
     _, excluded, metrics = search.run(matmuls)
     assert set(excluded) == wrecked
     assert metrics["min_cosine"] > 0.98 + 0.02 * 0.8 and metrics["mean_cosine"] > 0.995
 
-    nothing_wrecked = _ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context,
+    nothing_wrecked = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context,
                                        lambda s, t, excluded: quantize(s, t, [*excluded, *wrecked]))
     assert nothing_wrecked.run(matmuls)[1] == []  # passing at once: nothing kept in float
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-import packager.build as build_module
+from packager.builder import BuildOptions, build
 from packager.cli import main
-from packager.exporters import _Registry
+from packager.errors import ParityError
+from packager.exporters import Registry
 from packager.exporters.onnx import OnnxFp32
 from packager.exporters.quantize import OnnxInt8Dynamic
 from packager.runtime import load
@@ -75,26 +75,32 @@ class _Wrecked:
         return result
 
 
-@pytest.fixture
-def with_wrecked_recipe(monkeypatch):
-    """A registry holding the wrecked recipe before the real ones, as the build sees it."""
-    registry = _Registry()
+def _build_with_wrecked(chain, out, **options):
+    """A build whose recipes are the wrecked one before the real ones (``build``'s recipes seam)."""
+    registry = Registry()
     registry.register(_Wrecked())
     registry.register(OnnxInt8Dynamic())
     registry.register(OnnxFp32())
-    monkeypatch.setattr(build_module, "RECIPES", registry)
+    try:
+        build(str(chain), BuildOptions(out=out, reports=out / "reports", **options), recipes=registry)
+        code = 0
+    except ParityError as e:
+        code = e.exit_code
+    return code, json.loads((out / "reports" / "report.json").read_text())
 
 
-def test_a_recipe_that_breaks_accuracy_is_not_published(with_wrecked_recipe, tiny_chains, tmp_path):
-    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "int8", "--recipe", "wrecked-int8")
+def test_a_recipe_that_breaks_accuracy_is_not_published(tiny_chains, tmp_path):
+    code, report = _build_with_wrecked(tiny_chains["mean"], tmp_path, precisions=(Precision.INT8,),
+                                       recipe="wrecked-int8")
     assert code == 6 and report["error"]["type"] == "ParityError"
     failures = report["variants"][-1]["parity"]["failures"]
     assert any(f.startswith("encode.mean_cosine") for f in failures), failures
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["reports"]  # neither artifact nor stage
 
 
-def test_auto_replaces_a_recipe_that_breaks_accuracy(with_wrecked_recipe, tiny_chains, tmp_path):
-    code, report = _build(tiny_chains["mean"], tmp_path, "--precision", "auto", *TINY_NEIGHBOURS)
+def test_auto_replaces_a_recipe_that_breaks_accuracy(tiny_chains, tmp_path):
+    code, report = _build_with_wrecked(tiny_chains["mean"], tmp_path, precisions=(), auto=True,
+                                       gates={(Precision.INT8, "neighbour_agreement_10"): 0.8})  # TINY_NEIGHBOURS
     assert code == 0
     (variant,) = report["variants"]
     wrecked, dynamic = variant["attempts"]
@@ -199,11 +205,11 @@ def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifact
 
 
 def test_a_gate_override_for_token_embeddings_is_kept():
-    from packager.build import BuildOptions, _gate
     from packager.runtime.manifest import ChainKind
+    from packager.validators.gates import resolve_gate
 
-    options = BuildOptions(precisions=(Precision.INT8,), token_embeddings=True,
-                           gates={(Precision.INT8, "token_min_cosine"): 0.95})
-    assert _gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, options)["token_min_cosine"] == 0.95
-    options = dataclasses.replace(options, gates={})
-    assert _gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, options)["token_min_cosine"] == 0.98  # its min_cosine
+    overrides = {(Precision.INT8, "token_min_cosine"): 0.95}
+    assert resolve_gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, overrides,
+                        token_embeddings=True)["token_min_cosine"] == 0.95
+    assert resolve_gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, {},
+                        token_embeddings=True)["token_min_cosine"] == 0.98  # its min_cosine

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packager.artifact import seal
 from packager.cli import main
-from packager.failpoints import BARRIER_ENV
-from packager.registry.mlflow_store import OWNER_TAG, VERIFIED_TAG, MlflowStore
+from packager.common.artifact_dir import seal
+from packager.common.failpoints import BARRIER_ENV
+from packager.registry.lineage import OWNER_TAG, VERIFIED_TAG
+from packager.registry.mlflow_store import MlflowStore
 from packager.runtime import load
 from packager.runtime.manifest import read_manifest
 

@@ -17,7 +17,7 @@ import pytest
 from mlflow_servers import have_postgres, mlflow_server, postgres
 from packager.cli import main
 from packager.registry import CANDIDATE_ALIAS
-from packager.registry.mlflow_store import VERIFIED_TAG
+from packager.registry.lineage import VERIFIED_TAG
 from packager.runtime import load
 from packager.runtime.integrity import sha256_file
 

@@ -96,7 +96,7 @@ def test_the_planted_bytecode_runs_where_python_may_read_caches(copy_artifact, t
 
 
 def test_planted_bytecode_is_refused_before_anything_runs(copy_artifact, tmp_path, monkeypatch):
-    from packager.artifact import import_loader
+    from packager.common.artifact_dir import import_loader
 
     artifact = copy_artifact()
     _plant_pyc(artifact, "model")
@@ -164,11 +164,11 @@ def test_loader_reads_settings_from_the_manifest_only(copy_artifact):
 
 
 def test_batches_are_bounded_in_inputs_and_padded_tokens():
-    from packager.runtime.runner import MAX_BATCH_TOKENS, _batches
+    from packager.runtime.runner import MAX_BATCH_TOKENS, batches
 
     lengths = [5000, 300, 256, 256, 100, 100, 50, 10, 10, 10, 10, 3]  # longest first, as the runner sorts
     order = list(range(len(lengths)))
-    batches = list(_batches(order, lengths, 4))
+    batches = list(batches(order, lengths, 4))
     assert [i for batch in batches for i in batch] == order  # every input once, in order
     assert batches[0] == [0]  # one text longer than the budget still runs, alone
     for batch in batches:
@@ -188,7 +188,7 @@ def test_an_edited_manifest_is_refused(copy_artifact):
 
 def _reseal(artifact: Path) -> None:
     """Record the current files in the manifest, as someone forging an artifact would."""
-    from packager.artifact import seal
+    from packager.common.artifact_dir import seal
     from packager.runtime.manifest import read_manifest
 
     seal(artifact, read_manifest(artifact))

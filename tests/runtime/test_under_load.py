@@ -38,7 +38,7 @@ def test_sixteen_threads_of_mixed_calls_match_one_thread(fmt, name, verb, tiny_a
     expected = [run(call) for call in calls]
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         results = list(pool.map(run, calls))
-    for call, want, got in zip(calls, expected, results):
+    for call, want, got in zip(calls, expected, results, strict=True):
         np.testing.assert_array_equal(got, want, err_msg=str(call)[:200])
 
 
@@ -111,8 +111,8 @@ def test_cut_pairs_tokenize_exactly_as_the_plain_tokenizer(side, tiny_artifacts)
     pairs = [(" ".join(s[:20]), " ".join(s[400:420])), (" ".join(s[:20]), " ".join(s[:20])),
              (" ".join(s[30:60]), " ".join(s[100:110])), ("short", " ".join(s[:40])),
              (" ".join(s[200:215]), " ".join(s[300:340]))]
-    assert sum(encoder._bounded_pair(*pair) != pair for pair in pairs) == 4  # all but the one with a short side
-    for ours, theirs in zip(encoder.tokenize(pairs), plain.encode_batch(pairs)):
+    assert sum(encoder.bounded_pair(*pair) != pair for pair in pairs) == 4  # all but the one with a short side
+    for ours, theirs in zip(encoder.tokenize(pairs), plain.encode_batch(pairs), strict=True):
         assert (ours.ids, ours.type_ids) == (theirs.ids, theirs.type_ids)
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from packager.build import DEFAULT_GATES
 from packager.runtime.manifest import ChainKind, Precision
+from packager.validators.gates import DEFAULT_GATES
 from packager.validators.parity import check_parity
 
 TEXTS = [f"text {i}" for i in range(12)]
@@ -44,6 +44,9 @@ class Candidate:
     def has_output(self, verb, meaning):
         return False
 
+    def prompt_for(self, verb):
+        return None
+
     def encode(self, texts, **kwargs):
         return self.distort(EMBEDDINGS[: len(texts)].copy())
 
@@ -65,7 +68,7 @@ def _gate(kind):
 ])
 def test_dense_gate(distort, passes):
     report = check_parity(Reference(), Candidate(ChainKind.SENTENCE_TRANSFORMER, distort), TEXTS,
-                          _gate(ChainKind.SENTENCE_TRANSFORMER))
+                          gate=_gate(ChainKind.SENTENCE_TRANSFORMER))
     assert report.passed is passes, report.describe()
 
 
@@ -78,7 +81,7 @@ def test_dense_gate(distort, passes):
 ])
 def test_cross_encoder_gate(distort, passes):
     report = check_parity(Reference(), Candidate(ChainKind.CROSS_ENCODER, distort), PAIRS,
-                          _gate(ChainKind.CROSS_ENCODER))
+                          gate=_gate(ChainKind.CROSS_ENCODER))
     assert report.passed is passes, report.describe()
 
 
@@ -89,7 +92,7 @@ def test_saturated_scores_do_not_hide_wrong_logits():
     try:
         reordered = np.array([32, 31, 30, -31, -30] * 3, dtype=np.float32)  # each query's ranking reversed
         report = check_parity(Reference(), Candidate(ChainKind.CROSS_ENCODER, lambda x: reordered), PAIRS,
-                              _gate(ChainKind.CROSS_ENCODER))
+                              gate=_gate(ChainKind.CROSS_ENCODER))
     finally:
         LOGITS = saved
     assert report.metrics["score_rel_diff"] < 1e-4 and not report.passed

@@ -18,7 +18,9 @@ def test_real_sentences_come_from_a_shipped_corpus():
 
 
 def test_probes_hit_the_truncation_boundary_exactly():
-    count = lambda text: len(text.split()) + 2  # a whitespace "tokenizer" with [CLS] and [SEP]
+    def count(text):  # a whitespace "tokenizer" with [CLS] and [SEP]
+        return len(text.split()) + 2
+
     probes = probe_texts(count, max_length=40)
     counts = [count(t) for t in probes]
     assert {39, 40, 41} <= set(counts)

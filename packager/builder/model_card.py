@@ -1,0 +1,106 @@
+"""The model card: the README.md of every artifact, from its manifest and the speed the build
+measured: what it is, how it was built and checked, how fast it ran, how to load it."""
+
+from __future__ import annotations
+
+from packager.runtime.manifest import ChainKind, Manifest, ParityStatus
+
+
+def model_card(manifest: Manifest, speed: dict[str, float]) -> str:
+    """The model card: what the artifact is, how it was built and checked, how fast it ran, how
+    to load it."""
+    return "\n\n".join([_about(manifest), _how_built(manifest), _parity(manifest),
+                        f"## Speed\n\n{_speed(manifest, speed)}", _how_to_load(manifest)]) + "\n"
+
+
+def _about(manifest: Manifest) -> str:
+    verbs = ", ".join(f"`{verb}` -> {route}" for verb, route in manifest.verbs.items())
+    revision = f" revision `{manifest.source.revision}`" if manifest.source.revision else ""
+    chain = " -> ".join(m.kind.value for m in manifest.modules)
+    return f"""# {manifest.name}
+
+A {manifest.chain_kind.value} chain ({chain}) compiled into
+{manifest.format.value} graphs ({manifest.precision.value}) by chain-packager, one per route:
+
+{_routes(manifest)}
+
+Verbs: {verbs}. Source: `{manifest.source.location}`{revision}
+(sha256 of its files `{manifest.source.sha256[:16]}...`). Built {manifest.built_at}."""
+
+
+def _how_built(manifest: Manifest) -> str:
+    decided = "; ".join(f"{k}: {v}" for k, v in sorted(manifest.recipe.details.items())) or "nothing to decide"
+    tools = ", ".join(f"{k} {v}" for k, v in sorted(manifest.tools.items()))
+    return f"""## How it was built
+
+Recipe `{manifest.recipe.name}`; what it decided: {decided}. Calibration: {_calibration(manifest)}.
+Tools: {tools}."""
+
+
+def _parity(manifest: Manifest) -> str:
+    parity = manifest.parity
+    metrics = "\n".join(f"| {k} | {v:.10g} |" for k, v in sorted(parity.metrics.items())) or "| (pending) | |"
+    gate = ", ".join(f"{k} {v}" for k, v in parity.gate.items()) or "-"
+    return f"""## Parity with the torch reference: {parity.status.value}
+
+Reference: sentence-transformers on the source folder; candidate: this directory's own loader,
+inputs in, results out, over {parity.texts} inputs. Gate: {gate}.
+
+| metric | value |
+|---|---|
+{metrics}"""
+
+
+def _how_to_load(manifest: Manifest) -> str:
+    runtime = "openvino" if manifest.format.value == "openvino" else "onnxruntime"
+    return f"""## Load it
+
+Needs only `numpy`, `tokenizers` and `{runtime}` (no torch):
+
+```python
+import sys; sys.path.insert(0, "path/to/{manifest.name}")
+from loader import load
+model = load("path/to/{manifest.name}")   # verifies every file's sha256 first
+{_USAGE[manifest.chain_kind]}
+```
+
+With chain-packager installed, `packager.runtime.load(path)` does the same. A registered version
+loads with MLflow: `mlflow.pyfunc.load_model("models:/NAME@champion").predict(...)`, or
+`packager.runtime.load("models:/NAME@champion")`, which verifies the download first.
+
+The loader checks the files against `manifest.json`, which catches corruption and edits, and
+`loader/__pycache__` is a file, so Python neither writes nor reads bytecode here; but the loader's
+own code runs before it can check anything, so it cannot vouch for itself. Where the directory
+could have been changed on purpose, verify it with a trusted copy first (`packager inspect
+{manifest.name}`, or `packager.runtime.load`)."""
+
+
+_USAGE = {
+    ChainKind.SENTENCE_TRANSFORMER: 'embeddings = model.encode(["some text"], batch_size=32)',
+    ChainKind.SPARSE_ENCODER: 'sparse = model.encode_document(["some text"])   # .toarray(), model.decode(sparse[0])',
+    ChainKind.CROSS_ENCODER: 'scores = model.predict([("a query", "a document")])   # or model.rank(query, documents)',
+}
+
+
+def _routes(manifest: Manifest) -> str:
+    return "\n".join(
+        f"- `{r.name}`: `{r.graph}`, inputs {', '.join(r.inputs)} -> "
+        f"{', '.join(f'{o.name} {list(o.shape)}' for o in r.outputs)}; tokenizer `{r.tokenizer.file}`, "
+        f"max length {r.tokenizer.max_length}, padding {r.tokenizer.padding_side.value}" for r in manifest.routes)
+
+
+def _calibration(manifest: Manifest) -> str:
+    calibration = manifest.calibration
+    if calibration is None:
+        return "none (no calibration)"
+    return f"{calibration.samples} inputs from {calibration.source} (sha256 `{calibration.sha256[:16]}...`)"
+
+
+def _speed(manifest: Manifest, speed: dict[str, float]) -> str:
+    if not speed:
+        why = "" if manifest.parity.status is ParityStatus.PASSED else " (the artifact did not pass its parity gate)"
+        return f"not measured at build time{why}. Measure it with `packager bench {manifest.name}`."
+    return (f"{speed['inputs_per_second']:.1f} inputs/s in batches of 32 and a median batch-1 latency of "
+            f"{speed['latency_p50_ms']:.2f} ms, through this directory's loader on the build machine, over the "
+            f"calibration inputs. Measure on your own machine and texts with `packager bench {manifest.name}`.")
+

@@ -1,0 +1,34 @@
+"""``packager validate``: the parity gate of a built artifact run again, through its own loader,
+against the saved chain it was built from, with the gate it was built with."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from packager.builder.manifest import source_spec
+from packager.builder.prepare import inputs_file, parity_inputs
+from packager.chain import load_reference, read_chain
+from packager.common.artifact_dir import import_loader
+from packager.runtime.manifest import Manifest
+from packager.validators.parity import check_parity
+from packager.validators.report import ParityReport
+
+log = logging.getLogger(__name__)
+
+
+def validate(artifact: Path, source: str, *, validation_data: Path | None = None, trust_remote_code: bool = False,
+             allow_pickle: bool = False) -> ParityReport:
+    """Re-run the parity gate of ``artifact`` against ``source``."""
+    from packager.chain.graph import compile_routes
+
+    candidate = import_loader(artifact).load(artifact)
+    manifest: Manifest = candidate.manifest
+    chain = read_chain(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    extra = inputs_file(validation_data, chain.kind)
+    if source_spec(chain).sha256 != manifest.source.sha256:
+        log.warning("the reference's files differ from those %s was built from (%s)", artifact,
+                    manifest.source.location)
+    reference = load_reference(chain)
+    inputs = parity_inputs(chain.kind, compile_routes(reference, chain), extra)
+    return check_parity(reference, candidate, inputs, gate=dict(manifest.parity.gate))

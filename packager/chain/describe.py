@@ -1,0 +1,50 @@
+"""What ``packager inspect SOURCE`` shows: the chain as the build would see it, as a JSON-able
+dict and as text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packager.chain import check_compilable, load_reference, read_chain
+from packager.errors import UnsupportedModuleError
+from packager.runtime.jsonable import to_jsonable
+
+
+def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> tuple[dict, str]:
+    """The chain as the build would see it: kind, modules, routes with their inputs, outputs and
+    tokenizer settings resolved from the torch reference, verbs, prompts, and whether this
+    version can compile it (the routes are only resolved when it can)."""
+    chain = read_chain(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    info: dict[str, Any] = {
+        "source": {"kind": chain.source.kind.value, "location": chain.source.location,
+                   "revision": chain.source.revision},
+        "chain_kind": chain.kind.value,
+        "modules": [{"name": m.name, "path": m.path, "type": m.type, "kind": m.kind.value}
+                    for m in chain.all_modules()],
+        "pipelines": {route: [m.name for m in modules] for route, modules in chain.pipelines().items()},
+    }
+    try:
+        check_compilable(chain)
+        info["compilable"] = "yes"
+    except UnsupportedModuleError as e:
+        info["compilable"] = str(e)
+    if info["compilable"] == "yes":
+        from packager.chain.graph import compile_routes, verb_routes
+
+        reference = load_reference(chain)
+        info["routes"] = {r.name: {"inputs": list(r.input_names), "outputs": to_jsonable(r.outputs),
+                                   "tokenizer": to_jsonable(r.tokenizer)} for r in compile_routes(reference, chain)}
+        info["verbs"] = verb_routes(reference, chain)
+        info.update(prompts=dict(reference.prompts), default_prompt_name=reference.default_prompt_name)
+    revision = f", revision {chain.source.revision}" if chain.source.revision else ""
+    lines = [f"{chain.source.location} ({chain.source.kind.value}{revision})", f"chain kind: {chain.kind.value}",
+             "modules:"]
+    lines += [f"  {m.kind.value:<22} {m.type} (path {m.path!r})" for m in chain.all_modules()]
+    for route, spec in info.get("routes", {}).items():
+        lines.append(f"route {route}: inputs {spec['inputs']} -> {[o['name'] for o in spec['outputs']]}")
+        settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k != "special_ids")
+        lines.append(f"  tokenizer: {settings}")
+    if "verbs" in info:
+        lines += [f"verbs: {info['verbs']}", f"prompts: {info['prompts']} (default: {info['default_prompt_name']})"]
+    lines.append(f"compilable: {info['compilable']}")
+    return info, "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The torch reference: sentence-transformers running the saved chain on CPU, offline, with
+transformers held to the safetensors weights and its loading report watched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from packager.chain.spec import ChainSpec
+from packager.chain.weights import loading_problems, watch_loading
+from packager.errors import MissingDependencyError, SourceError
+from packager.runtime.manifest import ChainKind
+
+
+def load_reference(chain: ChainSpec) -> Any:
+    """The torch reference of ``chain``, refused if transformers had to make up weights the
+    checkpoint lacks or reshape ones it has (it would only log that)."""
+    with watch_loading() as reports:
+        try:
+            model = open_model(chain.source.folder, chain.kind, trust_remote_code=chain.trust_remote_code,
+                               allow_pickle=chain.allow_pickle)
+        except MissingDependencyError:
+            raise
+        except Exception as e:
+            problems = loading_problems(reports)
+            cause = "; ".join(problems) if problems else f"{type(e).__name__}: {e}"
+            raise SourceError(f"sentence-transformers could not load {chain.source.location}: {cause}") from e
+    problems = loading_problems(reports)
+    if problems:
+        raise SourceError(f"{chain.source.location}: the weights do not match the model's config:\n  "
+                          + "\n  ".join(problems) + "\nThe reference would not be the saved model; fix the config or "
+                          "the checkpoint.")
+    return model
+
+
+def open_model(folder: str | Path, kind: ChainKind | str, *, trust_remote_code: bool, allow_pickle: bool) -> Any:
+    """sentence-transformers' own class for ``kind`` on ``folder``: CPU, offline, eval mode, and
+    safetensors only unless pickle is allowed (transformers would otherwise fall back to pickle
+    weights behind our back). ``packager bench`` times this same model."""
+    try:
+        import sentence_transformers as st
+    except ImportError as e:
+        raise MissingDependencyError("building needs the build extra: pip install 'chain-packager[build]'") from e
+    model_class = {ChainKind.SENTENCE_TRANSFORMER: st.SentenceTransformer, ChainKind.CROSS_ENCODER: st.CrossEncoder,
+                   ChainKind.SPARSE_ENCODER: st.SparseEncoder}[ChainKind(kind)]
+    model_kwargs = {} if allow_pickle else {"use_safetensors": True}
+    return model_class(str(folder), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code,
+                       model_kwargs=model_kwargs).eval()

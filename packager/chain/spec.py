@@ -1,0 +1,56 @@
+"""A chain as read from its folder: its modules (a Router's nested ones included), their
+configs, the routes they make, and the digests of every source file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from packager.chain.source import Source
+from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind
+
+DEFAULT_ROUTE = "default"
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    name: str
+    path: str  # relative to the chain folder
+    type: str
+    kind: ModuleKind
+    config: dict[str, Any]
+    routes: dict[str, tuple[ModuleSpec, ...]] = field(default_factory=dict)  # a Router's pipelines
+
+    @property
+    def transformer_task(self) -> str | None:
+        if self.kind is ModuleKind.MLM_TRANSFORMER:
+            return self.config.get("transformer_task", "fill-mask")
+        if self.kind is ModuleKind.TRANSFORMER:
+            return self.config.get("transformer_task", "feature-extraction")
+        return None
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    source: Source
+    kind: ChainKind
+    modules: tuple[ModuleSpec, ...]
+    files: tuple[FileDigest, ...]
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    def pipelines(self) -> dict[str, tuple[ModuleSpec, ...]]:
+        """The module sequence of every route: a Router's routes (each followed by the modules
+        after the Router), or the whole chain as the one default route."""
+        first, *rest = self.modules
+        if first.kind is ModuleKind.ROUTER:
+            return {route: (*children, *rest) for route, children in first.routes.items()}
+        return {DEFAULT_ROUTE: self.modules}
+
+    def all_modules(self) -> list[ModuleSpec]:
+        return flatten(self.modules)
+
+
+def flatten(modules: tuple[ModuleSpec, ...]) -> list[ModuleSpec]:
+    """Every module, a Router's nested ones included."""
+    return [m for top in modules for m in (top, *[c for cs in top.routes.values() for c in cs])]

@@ -1,0 +1,84 @@
+"""The tokenizer exactly as the reference calls it, resolved into the manifest's settings and a
+clean tokenizer.json: the runtime applies these and infers nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packager.chain.spec import ModuleSpec
+from packager.errors import SourceError, UnsupportedModuleError
+from packager.runtime.manifest import INT32_LIMIT, ModuleKind, Side, TokenizerSpec
+
+# Tokenizers with no length limit (model_max_length unset) truncate at this, i.e. never.
+NO_LENGTH_LIMIT = INT32_LIMIT
+
+
+def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str]:
+    """The tokenizer exactly as the reference calls it: its backend tokenizer (with any
+    do_lower_case normalizer sentence-transformers added) and the call-time settings
+    (max_seq_length, not model_max_length from the file; sides; special tokens)."""
+    tokenizer: Any = getattr(module, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if tokenizer is None or backend is None:
+        raise UnsupportedModuleError(f"module {spec.name!r}: its tokenizer ({type(tokenizer).__name__}) has no fast "
+                                     "(tokenizers) backend; the runtime needs tokenizer.json")
+    overrides = {k: v for k, v in (getattr(module, "processing_kwargs", None) or {}).items() if v}
+    if overrides:
+        raise UnsupportedModuleError(f"module {spec.name!r} sets processing_kwargs {sorted(overrides)}; call-time "
+                                     "tokenizer overrides are not compiled yet")
+    max_length = module.max_seq_length
+    if max_length is None:
+        raise UnsupportedModuleError(f"module {spec.name!r} has no max_seq_length; set one in its config")
+    if type(max_length) is not int or max_length < 1:
+        raise SourceError(f"module {spec.name!r}: max_seq_length must be a positive integer, got {max_length!r} "
+                          "(from its config or its tokenizer's model_max_length)")
+    limit = _position_limit(module)
+    if limit is not None and max_length > limit:
+        raise SourceError(f"module {spec.name!r}: max_seq_length {max_length} exceeds the {limit} positions its model "
+                          f"embeds, so longer texts would fail in the reference too; set max_seq_length <= {limit}")
+    static = spec.kind is ModuleKind.SPARSE_STATIC_EMBEDDING
+    return TokenizerSpec(
+        file="tokenizer.json",  # renamed per route by the build when routes differ
+        max_length=min(max_length, NO_LENGTH_LIMIT),
+        truncation_side=Side(tokenizer.truncation_side),
+        padding_side=Side(tokenizer.padding_side),
+        pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+        pad_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+        pad_token=str(tokenizer.pad_token or ""),
+        lowercase=_lowercases(backend.normalizer),
+        add_special_tokens=not static,  # SparseStaticEmbedding tokenizes without special tokens
+        special_ids=tuple(sorted(int(i) for i in tokenizer.all_special_ids)),
+    ), _without_call_settings(backend)
+
+
+def _position_limit(module: Any) -> int | None:
+    """How many tokens a model with learned absolute positions takes (RoBERTa-likes count from
+    the padding index + 1); None for rotary or relative positions, which have no table."""
+    import torch
+
+    model = getattr(getattr(module, "auto_model", None), "base_model", None)
+    embeddings = getattr(model, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, torch.nn.Embedding):
+        return None
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return table.num_embeddings - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
+
+
+def _without_call_settings(backend: Any) -> str:
+    """tokenizer.json without truncation/padding sections: transformers sets those per call, so
+    the saved ones are stale; the runtime applies the manifest's instead."""
+    from tokenizers import Tokenizer
+
+    clean = Tokenizer.from_str(backend.to_str())
+    clean.no_truncation()
+    clean.no_padding()
+    return clean.to_str()
+
+
+def _lowercases(normalizer: Any) -> bool:
+    from tokenizers import normalizers
+
+    if isinstance(normalizer, normalizers.Sequence):
+        return any(_lowercases(normalizer[i]) for i in range(len(normalizer)))
+    return isinstance(normalizer, normalizers.Lowercase) or bool(getattr(normalizer, "lowercase", False))

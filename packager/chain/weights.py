@@ -1,0 +1,166 @@
+"""Weight files checked before anything loads them, and the loading itself watched.
+
+A safetensors file is an 8-byte header length, a JSON header naming each tensor's dtype, shape
+and byte range, and the bytes. Its header is read here and every range is checked against the
+shapes and the file's size, so a truncated or lying file is named before torch maps it. A sharded
+checkpoint's index must point at shards inside the folder. And transformers initialises weights
+that a checkpoint lacks at random and only logs it: ``watch_loading`` catches that.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeGuard
+
+from packager.errors import SourceError, UnsafeSourceError
+from packager.runtime.files import read_json
+
+_WATCHING = threading.Lock()
+
+# The safetensors library refuses larger headers too.
+MAX_HEADER_BYTES = 100_000_000
+_DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16,
+    "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "F64": 64, "I64": 64, "U64": 64, "C64": 64, "F4": 4,
+    "F6_E2M3": 6, "F6_E3M2": 6,
+}
+INDEX_SUFFIX = ".safetensors.index.json"
+INDEX_LIMIT = 64 << 20
+
+
+def check_weight_files(folder: Path, files: list[str]) -> None:
+    """Check every safetensors file and shard index among ``files`` (paths relative to ``folder``)."""
+    for rel in files:
+        if rel.endswith(".safetensors"):
+            check_safetensors(folder / rel, rel)
+        elif rel.endswith(INDEX_SUFFIX):
+            _check_index(folder, rel)
+
+
+def check_safetensors(path: Path, name: str) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        problem = _header_problem(f, size)
+    if problem:
+        raise SourceError(f"{name}: not a valid safetensors file ({problem}); the weights are truncated, corrupt or "
+                          "were written by something else. Nothing was loaded from it.")
+
+
+def _header_problem(f: Any, size: int) -> str | None:
+    if size < 8:
+        return f"{size} bytes, shorter than the header length"
+    (length,) = struct.unpack("<Q", f.read(8))
+    if length > min(MAX_HEADER_BYTES, size - 8):
+        return f"header length {length} exceeds the file ({size} bytes) or the {MAX_HEADER_BYTES}-byte limit"
+    try:
+        header = json.loads(f.read(length).decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deep, a 5000-digit number
+        return f"header is not JSON: {type(e).__name__}: {str(e)[:200]}"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            return f"tensor {name!r}: not an object"
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in _DTYPE_BITS:
+            return f"tensor {name!r}: unknown dtype {dtype!r}"
+        if not _ints(shape) or not _ints(offsets) or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1]:
+            return f"tensor {name!r}: shape {shape!r} / data_offsets {offsets!r} are not valid"
+        bits = math.prod(shape) * _DTYPE_BITS[dtype]
+        if bits != 8 * (offsets[1] - offsets[0]):
+            return (f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes, its data_offsets {offsets} "
+                    f"give {offsets[1] - offsets[0]}")
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            return f"tensor {name!r} starts at byte {begin}, not at {end}: tensors overlap or leave gaps"
+        end = stop
+    if end != size - 8 - length:
+        return f"tensors cover {end} bytes of data but the file holds {size - 8 - length}"
+    return None
+
+
+def _ints(value: Any) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def _check_index(folder: Path, rel: str) -> None:
+    """A sharded checkpoint's index names its shard files: they must be files beside it."""
+    try:
+        index = read_json(folder / rel, limit=INDEX_LIMIT, error=SourceError)
+        shards = set(index["weight_map"].values())
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SourceError(f"{rel}: not a valid safetensors index ({type(e).__name__}: {e})") from None
+    directory = PurePosixPath(rel).parent
+    for shard in sorted(map(str, shards)):
+        pure = PurePosixPath(shard)
+        if pure.is_absolute() or len(pure.parts) != 1 or pure.name in ("..", "."):
+            raise UnsafeSourceError(f"{rel}: shard {shard!r} is not a file beside the index; refusing it")
+        if not (folder / directory / shard).is_file():
+            raise SourceError(f"{rel}: shard {shard!r} is missing")
+
+
+@contextmanager
+def watch_loading() -> Iterator[list[tuple[str, Any]]]:
+    """Collect transformers' loading reports (model class, LoadStateDictInfo) while the block runs.
+
+    transformers initialises weights that a checkpoint lacks at random and only logs it; the
+    caller refuses such a model. The report function is wrapped for the block's duration, one
+    block at a time: two threads wrapping it at once would leave one wrapper behind.
+    """
+    with _WATCHING:
+        yield from _watch()
+
+
+def _watch() -> Iterator[list[tuple[str, Any]]]:
+    import transformers.modeling_utils as modeling
+
+    original = getattr(modeling, "log_state_dict_report", None)
+    reports: list[tuple[str, Any]] = []
+    if original is None:  # a transformers version that reports differently: the test suite says so
+        yield reports
+        return
+
+    signature = inspect.signature(original)
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(*args, **kwargs).arguments
+        reports.append((type(arguments["model"]).__name__, arguments["loading_info"]))
+        return original(*args, **kwargs)
+
+    modeling.log_state_dict_report = record
+    try:
+        yield reports
+    finally:
+        modeling.log_state_dict_report = original
+
+
+def loading_problems(reports: list[tuple[str, Any]]) -> list[str]:
+    """What the reports say was not loaded from the checkpoint: missing or mis-shaped weights."""
+    problems = []
+    for model, info in reports:
+        missing = sorted(getattr(info, "missing_keys", None) or ())
+        mismatched = sorted(getattr(info, "mismatched_keys", None) or ())
+        if missing:
+            problems.append(f"{model}: {len(missing)} weight(s) missing from the checkpoint ({_few(missing)}) would be "
+                            "initialised at random")
+        if mismatched:
+            shapes = [f"{key} {list(ckpt)} in the checkpoint, {list(model_shape)} in the config"
+                      for key, ckpt, model_shape in mismatched]
+            problems.append(f"{model}: weight shapes disagree with the config ({_few(shapes)})")
+    return problems
+
+
+def _few(items: list[str], limit: int = 4) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -1,0 +1,5 @@
+import sys
+
+from packager.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""What a recipe is: the protocol every export recipe follows, what it is given beyond the graph
+(``RecipeContext``) and what it returns. Imports nothing heavy, so that reading a manifest or a
+recipe's name costs no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from packager.runtime.manifest import ChainKind, Format, Precision, TokenizerSpec
+from packager.validators.report import Gate
+
+if TYPE_CHECKING:
+    from packager.chain.graph import RouteGraph
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    """What a recipe may need beyond the graph: calibration inputs (texts, or pairs for
+    cross-encoders), the chain kind, the gate its output must pass, and the route's tokenizer as
+    written in the staging directory."""
+
+    kind: ChainKind
+    calibration: list
+    gate: Gate
+    tokenizer: TokenizerSpec
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    files: list[str]  # written under the staging directory, graph file first
+    details: dict[str, str] = field(default_factory=dict)  # what the recipe decided, for the manifest
+
+
+class Recipe(Protocol):
+    name: str
+    format: Format
+    precision: Precision
+    calibrates: bool  # whether it reads the calibration inputs
+
+    def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
+        ...
+
+
+CALIBRATION_BATCH = 16
+
+
+def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tuple[list[dict], list]:
+    """The calibration inputs as the loader would feed them (its own tokenizer and padding), in
+    batches sorted by length, and the inputs in that same order."""
+    from packager.runtime.text import TextEncoder
+
+    encoder = TextEncoder(root, context.tokenizer, graph.input_names)
+    encodings = encoder.tokenize(context.calibration)
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    feeds = [encoder.pad([encodings[i] for i in order[start : start + CALIBRATION_BATCH]])
+             for start in range(0, len(order), CALIBRATION_BATCH)]
+    return feeds, [context.calibration[i] for i in order]

@@ -1,0 +1,33 @@
+"""What ``packager inspect ARTIFACT`` shows: the manifest, and whether the files still match it
+(an integrity failure raises), as a JSON-able dict and as text. Imports nothing heavy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packager.runtime.integrity import verify_artifact
+from packager.runtime.jsonable import to_jsonable
+from packager.runtime.manifest import read_manifest
+
+
+def describe_artifact(path: Path) -> tuple[dict, str]:
+    """The manifest, and whether the files still match it (an integrity failure raises)."""
+    manifest = read_manifest(path)
+    verify_artifact(path, manifest)
+    info = to_jsonable(manifest)
+    parity = manifest.parity
+    lines = [f"{manifest.name}: {manifest.chain_kind.value} as {manifest.format.value}/{manifest.precision.value}, "
+             f"schema {manifest.schema_version}, built {manifest.built_at}",
+             f"source: {manifest.source.location} (sha256 {manifest.source.sha256})",
+             "modules: " + " -> ".join(m.kind.value for m in manifest.modules),
+             f"verbs: {manifest.verbs}"]
+    for route in manifest.routes:
+        lines.append(f"route {route.name}: {route.graph} inputs={list(route.inputs)} "
+                     f"outputs={[f'{o.name}{list(o.shape)}' for o in route.outputs]}")
+        lines.append("  tokenizer: " + ", ".join(f"{k}={v}" for k, v in to_jsonable(route.tokenizer).items()
+                                                 if k != "special_ids"))
+    lines.append(f"parity: {parity.status.value} over {parity.texts} inputs; "
+                 + ", ".join(f"{k}={v:.8g}" for k, v in sorted(parity.metrics.items())))
+    lines.append(f"files ({len(manifest.files)}, all sha256-verified):")
+    lines += [f"  {f.sha256[:16]}  {f.size:>12}  {f.path}" for f in manifest.files]
+    return info, "\n".join(lines)

@@ -1,0 +1,79 @@
+"""A dense SentenceTransformer chain: ``encode``, ``encode_query``, ``encode_document`` and
+``similarity`` with sentence-transformers' arguments and meanings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .inputs import check_positive
+from .manifest import Manifest, OutputMeaning, Similarity
+from .model import Model, Unsupported
+from .similarity import similarity
+
+
+class EmbeddingModel(Model):
+    """A dense SentenceTransformer chain."""
+
+    verbs = ("encode", "encode_query", "encode_document", "similarity")
+    decode, predict, rank = Unsupported(), Unsupported(), Unsupported()
+
+    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None) -> None:
+        super().__init__(root, manifest, threads=threads)
+        self._similarity = manifest.similarity or Similarity.COSINE
+        self._dimension = int(manifest.embedding_dimension or 0)
+
+    def encode(self, inputs: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
+               batch_size: int = 32, normalize_embeddings: bool = False, output_value: str = "sentence_embedding",
+               truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
+        """Embed texts as ``SentenceTransformer.encode`` does: float32 ``[len(inputs), dim]`` in
+        input order (one vector for a single string; ``[0, dim]`` for no texts), or with
+        ``output_value="token_embeddings"`` one ``[tokens, hidden]`` array per text, if the artifact
+        was built with token embeddings. ``truncate_dim`` keeps the first dimensions (Matryoshka)."""
+        return self._encode("encode", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
+                            truncate_dim)
+
+    def encode_query(self, inputs: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
+                     batch_size: int = 32, normalize_embeddings: bool = False,
+                     output_value: str = "sentence_embedding",
+                     truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
+        """``encode`` with the query prompt and, for Router chains, the query route."""
+        return self._encode("encode_query", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
+                            truncate_dim)
+
+    def encode_document(self, inputs: str | Iterable[str], *, prompt_name: str | None = None,
+                        prompt: str | None = None, batch_size: int = 32, normalize_embeddings: bool = False,
+                        output_value: str = "sentence_embedding",
+                        truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
+        """``encode`` with the document prompt and, for Router chains, the document route."""
+        return self._encode("encode_document", inputs, prompt_name, prompt, batch_size, normalize_embeddings,
+                            output_value, truncate_dim)
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
+        """``[len(embeddings1), len(embeddings2)]`` scores with the similarity function the model declares."""
+        return similarity(self._similarity, embeddings1, embeddings2)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self._dimension
+
+    def _encode(self, verb: str, inputs: Any, prompt_name: str | None, prompt: str | None, batch_size: int,
+                normalize_embeddings: bool, output_value: str,
+                truncate_dim: int | None) -> np.ndarray | list[np.ndarray]:
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise InvalidInputError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got "
+                                    f"{output_value!r}")
+        meaning = OutputMeaning(output_value)
+        check_positive(truncate_dim, "truncate_dim", optional=True)
+        rows, single = self._embed(inputs, verb, meaning, prompt_name=prompt_name, prompt=prompt,
+                                   batch_size=batch_size)
+        if meaning is OutputMeaning.TOKEN_EMBEDDINGS:
+            return rows[0] if single else rows
+        embeddings = np.stack(rows) if rows else np.empty((0, self._dimension), np.float32)
+        embeddings = embeddings[:, :truncate_dim]  # Matryoshka truncation comes before normalization, as in ST
+        if normalize_embeddings:
+            embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return embeddings[0] if single else embeddings
