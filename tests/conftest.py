@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_WHEELS = REPO / ".cache" / "runtime-wheels"
 RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime", "openvino")
 SERVING_PACKAGES = ("mlflow-skinny", "pandas")
+CHAT_PACKAGES = ("jinja2",)  # what artifacts with a chat template require
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Backbones:
     classifier3: Path
     qwen: Path
     qwen_lm: Path
+    chat_lm: Path  # the chat-template Qwens: a causal LM, a classifier, a bare model
+    chat_classifier: Path
+    chat_embedder: Path
 
 
 # name -> how to save it from the backbones. Every chain kind, pooling mode and route shape the
@@ -71,6 +75,13 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     # A decoder with left padding, last-token pooling.
     "qwen-lasttoken": lambda p, b: tm.save_chain(p, b.qwen, pooling="lasttoken", normalize=True),
     "router-dense": lambda p, b: tm.save_dense_router(p, b.bert, b.bert2),
+    # A chat-template Transformer shared by a Router of per-task heads (per-task lengths, a template
+    # that declares the task), and per-task processing with query expansion to a fixed length.
+    "shared-router": lambda p, b: tm.save_shared_router(p, b.chat_embedder),
+    "query-expansion": lambda p, b: tm.save_query_expansion(p, b.bert),
+    # Static embeddings: the embedding-bag mean (+ Dense) + Normalize.
+    "static": lambda p, b: tm.save_static(p, b.bert),
+    "static-dense": lambda p, b: tm.save_static(p, b.bert, dense=True),
     # CrossEncoder
     "ce-sigmoid": lambda p, b: tm.save_sequence_classifier(p, b.classifier),
     "ce-3-labels": lambda p, b: tm.save_sequence_classifier(p, b.classifier3),
@@ -78,6 +89,10 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     "ce-logit-score": lambda p, b: tm.save_logit_score(p, b.qwen_lm),
     "ce-logit-true-only": lambda p, b: tm.save_logit_score(p, b.qwen_lm, false_token=False),
     "ce-lasttoken-dense": lambda p, b: tm.save_pooled_scorer(p, b.qwen),
+    # Chat-template rerankers: a causal LM + LogitScore with a default prompt (flat messages), and a
+    # sequence classifier whose template declares the task (structured messages).
+    "ce-chat": lambda p, b: tm.save_chat_reranker(p, b.chat_lm),
+    "ce-chat-classifier": lambda p, b: tm.save_chat_classifier(p, b.chat_classifier),
     # A cross-encoder with a default prompt that its pooling leaves out.
     "ce-mean-dense-prompt": lambda p, b: tm.save_pooled_scorer(
         p, b.bert, pooling="mean", include_prompt=False, prompts={"rerank": "Judge relevance: "},
@@ -97,7 +112,8 @@ TRUSTED = {"custom"}
 # The chains whose OpenVINO variant a test compares: one of each chain kind and input shape
 # (test_chain_kinds, and the loader, isolation and load tests).
 OPENVINO = {"mean", "max-dense-layernorm-normalize", "exclude-prompt", "qwen-lasttoken", "router-dense",
-            "ce-sigmoid", "ce-3-labels", "ce-logit-score", "splade-max", "sparse-static", "router-sparse", "csr"}
+            "shared-router", "query-expansion", "static", "static-dense", "ce-sigmoid", "ce-3-labels",
+            "ce-logit-score", "ce-chat", "ce-chat-classifier", "splade-max", "sparse-static", "router-sparse", "csr"}
 # One chain per kind is built through the CLI with its speed measured and its three reports
 # written (test_reports); the others skip both, which no test of theirs looks at.
 REPORTED = {"mean", "ce-3-labels", "splade-max"}
@@ -112,6 +128,10 @@ def backbones(tmp_path_factory) -> Backbones:
         classifier=tm.save_tiny_bert(root / "classifier", head="classifier"),
         classifier3=tm.save_tiny_bert(root / "classifier3", head="classifier", num_labels=3),
         qwen=tm.save_tiny_qwen(root / "qwen"), qwen_lm=tm.save_tiny_qwen(root / "qwen_lm", causal_lm=True),
+        chat_lm=tm.save_tiny_chat_qwen(root / "chat_lm", template=tm.RERANK_TEMPLATE, head="causal"),
+        chat_classifier=tm.save_tiny_chat_qwen(root / "chat_classifier", template=tm.CLASSIFIER_TEMPLATE,
+                                               head="classifier"),
+        chat_embedder=tm.save_tiny_chat_qwen(root / "chat_embedder", template=tm.EMBEDDER_TEMPLATE),
     )
 
 

@@ -153,7 +153,8 @@ def test_left_padding_is_recorded_and_used(tiny_artifacts):
 def test_routers_have_one_graph_per_route_and_verbs_pick_them(tiny_artifacts):
     sparse = read_manifest(tiny_artifacts["router-sparse"])
     assert {r.name for r in sparse.routes} == {"query", "document"}
-    assert sparse.verbs == {"encode": "document", "encode_query": "query", "encode_document": "document"}
+    assert {verb: spec.route for verb, spec in sparse.verbs.items()} == {
+        "encode": "document", "encode_query": "query", "encode_document": "document"}
     assert sparse.route("query").inputs == ("input_ids", "attention_mask")
     assert sparse.route("query").tokenizer.add_special_tokens is False
     assert sparse.route("document").graph != sparse.route("query").graph

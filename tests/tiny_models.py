@@ -151,6 +151,69 @@ def save_tiny_qwen(path: Path, *, seed: int = 0, causal_lm: bool = False, paddin
     return path
 
 
+# Chat templates of the tiny chat models (written here, in the shapes real ones have).
+CHAT_SPECIALS = ["<|im_start|>", "<|im_end|>"]
+# A causal-LM reranker's (flat messages): the system message is the instruction, the query and
+# document messages fill their slots, and the assistant turn is the tail LogitScore reads.
+RERANK_TEMPLATE = """{%- set instruction = messages | selectattr("role", "eq", "system") | map(attribute="content")
+    | first -%}
+<|im_start|>system
+Judge whether the document answers the query; reply with one word.<|im_end|>
+<|im_start|>user
+{% if instruction %}<Instruct>: {{ instruction }}
+{% endif %}<Query>: {{ messages | selectattr("role", "eq", "query") | map(attribute="content") | first }}
+<Document>: {{ messages | selectattr("role", "eq", "document") | map(attribute="content") | first }}<|im_end|>
+<|im_start|>assistant
+"""
+# A sequence-classification reranker's (structured messages), declaring ``task``.
+CLASSIFIER_TEMPLATE = """{%- for message in messages -%}
+<|im_start|>{{ message.role }}
+{{ message.content[0].text | trim }}<|im_end|>
+{% endfor -%}
+{%- if task %}<|im_start|>task {{ task }}<|im_end|>
+{% endif -%}
+<|im_start|>verdict"""
+# An embedder's (flat messages), declaring ``task``: queries get a search turn.
+EMBEDDER_TEMPLATE = """{%- for message in messages %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endfor -%}
+{%- if task == "query" %}<|im_start|>search
+{% endif -%}
+{%- if add_generation_prompt %}<|im_start|>embed{% endif %}"""
+
+
+def save_tiny_chat_qwen(path: Path, *, template: str, head: str = "none", seed: int = 0) -> Path:
+    """A 2-layer Qwen3 whose tokenizer has chat tokens and ``template``; ``head`` is "none"
+    (Qwen3Model), "causal" or "classifier" (one label)."""
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        Qwen3ForSequenceClassification,
+        Qwen3Model,
+    )
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", padding_side="left")
+    tokenizer.add_tokens(CHAT_SPECIALS, special_tokens=True)
+    tokenizer.chat_template = template
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True, initializer_range=0.3, num_labels=1)
+    torch.manual_seed(seed)
+    model_class = {"none": Qwen3Model, "causal": Qwen3ForCausalLM, "classifier": Qwen3ForSequenceClassification}[head]
+    model_class(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _messages(method_output_name: str, message_format: str, *, text: bool) -> dict:
+    """A modality_config that takes chat messages (and, with ``text``, says texts come too)."""
+    config = {"message": {"method": "forward", "method_output_name": method_output_name, "format": message_format}}
+    return {"text": {"method": "forward", "method_output_name": method_output_name}, **config} if text else config
+
+
 # --- SentenceTransformer chains --------------------------------------------------------------
 
 
@@ -195,6 +258,56 @@ def save_dense_router(path: Path, bert: Path, other_bert: Path) -> Path:
     return path
 
 
+def save_shared_router(path: Path, chat_qwen: Path) -> Path:
+    """One chat-template Transformer (per-task lengths, a template that declares ``task``)
+    followed by a Router of per-task heads, then Normalize: the Router is not the first module."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    transformer = modules.Transformer(str(chat_qwen), max_seq_length=96, query_length=64, document_length=48,
+                                      modality_config=_messages("last_hidden_state", "flat", text=True),
+                                      module_output_name="token_embeddings",
+                                      processing_kwargs={"chat_template": {"add_generation_prompt": True}})
+    torch.manual_seed(6)
+    query = [modules.Pooling(32, pooling_mode="lasttoken"), modules.Dense(32, 24)]
+    document = [modules.Pooling(32, pooling_mode="mean"), modules.Dense(32, 24)]
+    router = modules.Router.for_query_document(query_modules=query, document_modules=document)
+    SentenceTransformer(modules=[transformer, router, modules.Normalize()], device="cpu",
+                        prompts={"query": "Find passages that answer this."}).save(str(path))
+    return path
+
+
+def save_query_expansion(path: Path, bert: Path) -> Path:
+    """Query expansion to a fixed 20 tokens (attended, so mean pooling sees the mask tokens), a
+    document length, and text settings that only change how wide batches are."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    transformer = modules.Transformer(str(bert), max_seq_length=48, document_length=32,
+                                      query_expansion={"strategy": "fixed", "length": 20, "attend": True},
+                                      processing_kwargs={"text": {"pad_to_multiple_of": 4}})
+    SentenceTransformer(modules=[transformer, modules.Pooling(32, pooling_mode="mean")], device="cpu").save(str(path))
+    return path
+
+
+def save_static(path: Path, tokenizer_source: Path, *, dense: bool = False) -> Path:
+    """StaticEmbedding (random table over a WordPiece tokenizer whose tokenizer.json truncates at
+    24 tokens) + (Dense) + Normalize."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_source / "tokenizer.json"))
+    tokenizer.enable_truncation(24)
+    generator = torch.Generator().manual_seed(7)
+    table = torch.randn(tokenizer.get_vocab_size(), 32, generator=generator)
+    chain = [modules.StaticEmbedding(tokenizer, embedding_weights=table)]
+    if dense:
+        torch.manual_seed(8)
+        chain.append(modules.Dense(32, 24))
+    SentenceTransformer(modules=[*chain, modules.Normalize()], device="cpu").save(str(path))
+    return path
+
+
 # --- CrossEncoder chains ---------------------------------------------------------------------
 
 
@@ -214,6 +327,35 @@ def save_logit_score(path: Path, causal_lm: Path, *, false_token: bool = True) -
     ids = transformer.tokenizer.convert_tokens_to_ids(["the", "of"])
     score = LogitScore(true_token_id=ids[0], false_token_id=ids[1] if false_token else None)
     CrossEncoder(modules=[transformer, score], device="cpu").save(str(path))
+    return path
+
+
+def save_chat_reranker(path: Path, chat_lm: Path) -> Path:
+    """A causal-LM reranker rendering (query, document) pairs through its chat template (flat),
+    with a default instruction prompt (a system message), scored by LogitScore."""
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.modules import LogitScore, Transformer
+
+    transformer = Transformer(str(chat_lm), transformer_task="text-generation", max_seq_length=200,
+                              modality_config=_messages("logits", "flat", text=True),
+                              module_output_name="causal_logits")
+    ids = transformer.tokenizer.convert_tokens_to_ids(["the", "of"])
+    CrossEncoder(modules=[transformer, LogitScore(true_token_id=ids[0], false_token_id=ids[1])], device="cpu",
+                 prompts={"query": "Given a question, find passages that answer it"},
+                 default_prompt_name="query").save(str(path))
+    return path
+
+
+def save_chat_classifier(path: Path, chat_classifier: Path) -> Path:
+    """A sequence-classification reranker whose template (structured messages) declares ``task``,
+    with a chat-template max_length below the model's."""
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.modules import Transformer
+
+    transformer = Transformer(str(chat_classifier), transformer_task="sequence-classification", max_seq_length=160,
+                              modality_config=_messages("logits", "structured", text=True), module_output_name="scores",
+                              processing_kwargs={"chat_template": {"max_length": 120}})
+    CrossEncoder(modules=[transformer], device="cpu").save(str(path))
     return path
 
 

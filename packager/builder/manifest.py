@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import platform
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -28,7 +29,17 @@ from packager.runtime.manifest import (
     Similarity,
     SourceSpec,
     SparseSpec,
+    VerbSpec,
 )
+
+
+@dataclass(frozen=True)
+class RouteFiles:
+    """Where one route's files are in the artifact."""
+
+    graph: str
+    tokenizer: str
+    chat_template: str | None = None
 
 _TOOLS = ("chain-packager", "torch", "transformers", "sentence-transformers", "onnx", "onnxscript", "onnxruntime",
           "openvino", "nncf", "tokenizers", "numpy")
@@ -37,14 +48,16 @@ _ACTIVATIONS = {"Sigmoid": Activation.SIGMOID, "Identity": Activation.IDENTITY, 
                 "Tanh": Activation.TANH}
 
 
-def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...], verbs: dict[str, str],
+def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...], verbs: dict[str, VerbSpec],
                    scoring: ScoringSpec | None, recipe: Recipe, details: dict[str, str],
-                   calibration: CalibrationSpec | None, name: str, files: dict[str, tuple[str, str]]) -> Manifest:
+                   calibration: CalibrationSpec | None, name: str, files: dict[str, RouteFiles]) -> Manifest:
     """The manifest of one variant, its parity still pending. ``reference`` is the loaded torch
-    model (prompts, similarity, sparse settings); ``files`` maps each route to its (graph file,
-    tokenizer file) in the artifact; ``details`` is what the recipe decided."""
-    specs = tuple(RouteSpec(name=r.name, graph=files[r.name][0], inputs=r.input_names, outputs=r.outputs,
-                            tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name][1])) for r in routes)
+    model (prompts, similarity, sparse settings); ``files`` maps each route to its files in the
+    artifact; ``details`` is what the recipe decided."""
+    specs = tuple(RouteSpec(name=r.name, graph=files[r.name].graph, inputs=r.input_names, outputs=r.outputs,
+                            tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name].tokenizer),
+                            chat=dataclasses.replace(r.chat, template=files[r.name].chat_template) if r.chat else None)
+                  for r in routes)
     embedding = chain.kind is not ChainKind.CROSS_ENCODER
     return Manifest(
         schema_version=SCHEMA_VERSION, name=name, chain_kind=chain.kind, format=recipe.format,
@@ -60,6 +73,7 @@ def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...],
         source=source_spec(chain), tools=tool_versions(),
         parity=ParitySummary(status=ParityStatus.PENDING, texts=0, texts_sha256="", gate={}, metrics={}),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        requires=("jinja2",) if any(r.chat for r in specs) else (),
     )
 
 
@@ -76,12 +90,12 @@ def scoring_spec(reference: Any) -> ScoringSpec:
     return ScoringSpec(num_labels=int(reference.num_labels), activation=kind)
 
 
-def _sparse(chain: ChainSpec, reference: Any, routes: tuple[RouteSpec, ...], verbs: dict[str, str]) -> SparseSpec:
+def _sparse(chain: ChainSpec, reference: Any, routes: tuple[RouteSpec, ...], verbs: dict[str, VerbSpec]) -> SparseSpec:
     """Dimensions are vocabulary tokens (SPLADE, static weights), named by the document route's
     tokenizer, unless a sparse autoencoder makes them latent features without names; its k, fixed
     in the graph, is then the most dimensions the model can return."""
     ceiling = next((m.k for m in reference.modules() if type(m).__name__ == "SparseAutoEncoder"), None)
-    document = verbs.get("encode_document") or next(iter(verbs.values()))
+    document = (verbs.get("encode_document") or next(iter(verbs.values()))).route
     vocabulary = next(r.tokenizer.file for r in routes if r.name == document)
     return SparseSpec(max_active_dims=reference.max_active_dims, max_active_dims_ceiling=ceiling,
                       vocabulary=None if ceiling is not None else vocabulary)

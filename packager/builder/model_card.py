@@ -14,7 +14,7 @@ def model_card(manifest: Manifest, speed: dict[str, float]) -> str:
 
 
 def _about(manifest: Manifest) -> str:
-    verbs = ", ".join(f"`{verb}` -> {route}" for verb, route in manifest.verbs.items())
+    verbs = ", ".join(f"`{verb}` -> {spec.summary()}" for verb, spec in manifest.verbs.items())
     revision = f" revision `{manifest.source.revision}`" if manifest.source.revision else ""
     chain = " -> ".join(m.kind.value for m in manifest.modules)
     return f"""# {manifest.name}
@@ -86,7 +86,9 @@ def _routes(manifest: Manifest) -> str:
     return "\n".join(
         f"- `{r.name}`: `{r.graph}`, inputs {', '.join(r.inputs)} -> "
         f"{', '.join(f'{o.name} {list(o.shape)}' for o in r.outputs)}; tokenizer `{r.tokenizer.file}`, "
-        f"max length {r.tokenizer.max_length}, padding {r.tokenizer.padding_side.value}" for r in manifest.routes)
+        f"max length {r.tokenizer.max_length}, padding {r.tokenizer.padding_side.value}"
+        + (f"; chat template `{r.chat.template}` ({r.chat.message_format.value} messages)" if r.chat else "")
+        for r in manifest.routes)
 
 
 def _calibration(manifest: Manifest) -> str:

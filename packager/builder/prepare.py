@@ -12,8 +12,8 @@ from packager.builder.manifest import scoring_spec
 from packager.builder.options import BuildOptions
 from packager.chain import ChainSpec, load_reference
 from packager.common.progress import step
-from packager.runtime.manifest import CalibrationSpec, ChainKind, ScoringSpec
-from packager.validators.parity import ReferenceRuns
+from packager.runtime.manifest import CalibrationSpec, ChainKind, ScoringSpec, VerbSpec
+from packager.validators.parity import ReferenceRuns, parity_calls
 from packager.validators.report import inputs_digest
 from packager.validators.texts import calibration_inputs, probe_pairs, probe_texts, read_inputs
 
@@ -26,7 +26,7 @@ class Prepared:
     chain: ChainSpec
     reference: ReferenceRuns
     routes: tuple[Any, ...]
-    verbs: dict[str, str]
+    verbs: dict[str, VerbSpec]
     scoring: ScoringSpec | None
     inputs: list
     calibration: list
@@ -43,36 +43,47 @@ def inputs_file(path: Path | None, kind: ChainKind) -> list:
 def prepare(chain: ChainSpec, options: BuildOptions, *, extra: list, calibration: list) -> Prepared:
     """Load the reference (which checks the weights against the config too), resolve every route
     and the verbs' routes, and size the parity probes by each route's tokenizer."""
-    from packager.chain.graph import compile_routes, verb_routes
+    from packager.chain.graph import compile_routes, verb_specs
 
     with step(f"load the torch reference from {chain.source.location}"):
         model = load_reference(chain)
         # An activation the runtime cannot apply is refused here, before any export.
         scoring = scoring_spec(model) if chain.kind is ChainKind.CROSS_ENCODER else None
         routes = compile_routes(model, chain, token_embeddings=options.token_embeddings)
+        verbs = verb_specs(model, chain)
     calibration = calibration or calibration_inputs(pairs=chain.kind is ChainKind.CROSS_ENCODER)
     spec = CalibrationSpec(source=str(options.calibration_data or "built-in"), samples=len(calibration),
                            sha256=inputs_digest(calibration))
-    return Prepared(chain=chain, reference=ReferenceRuns(model), routes=routes, verbs=verb_routes(model, chain),
-                    scoring=scoring, inputs=parity_inputs(chain.kind, routes, extra), calibration=calibration,
-                    calibration_spec=spec, name=options.name or default_name(chain))
+    inputs = parity_inputs(chain.kind, routes, verbs, extra)
+    check_chat_inputs(model, routes, verbs, [*inputs, *calibration])
+    return Prepared(chain=chain, reference=ReferenceRuns(model), routes=routes, verbs=verbs, scoring=scoring,
+                    inputs=inputs, calibration=calibration, calibration_spec=spec,
+                    name=options.name or default_name(chain))
 
 
-def parity_inputs(kind: ChainKind, routes: tuple[Any, ...], extra: list) -> list:
-    """The built-in probes, sized by each route's own tokenizer and truncation length (texts at,
-    below and above it), then the user's inputs."""
-    from tokenizers import Tokenizer
+def check_chat_inputs(reference: Any, routes: tuple[Any, ...], verbs: dict[str, VerbSpec], inputs: list) -> None:
+    """Every input the reference will render, in every call the gate makes, through the route's
+    bounded chat renderer first: a template that fails or runs away is refused here."""
+    from packager.chain.graph import check_renders
 
+    encoders = {route.name: route.encoder for route in routes}
+    for call in parity_calls(verbs, dict(reference.prompts), reference.default_prompt_name):
+        check_renders(call.verb.route, encoders[call.verb.route], inputs, prompt=call.prompt, task=call.verb.task)
+
+
+def parity_inputs(kind: ChainKind, routes: tuple[Any, ...], verbs: dict[str, VerbSpec], extra: list) -> list:
+    """The built-in probes, sized by each verb's own tokenizer (and chat template) and truncation
+    length (inputs at, below and above it, rendered), then the user's inputs."""
     probes: dict[Any, None] = {}
-    for route in routes:
-        tokenizer, spec = Tokenizer.from_str(route.tokenizer_json), route.tokenizer
+    by_name = {route.name: route for route in routes}
+    for verb in dict.fromkeys(verbs.values()):
+        route = by_name[verb.route]
 
-        def count(text: Any, tokenizer: Any = tokenizer, special: bool = spec.add_special_tokens) -> int:
-            pair = (text,) if isinstance(text, str) else text
-            return len(tokenizer.encode(*pair, add_special_tokens=special).ids)
+        def count(item: Any, encoder: Any = route.encoder, task: str | None = verb.task) -> int:
+            return encoder.count(item, task=task)
 
-        made = probe_pairs(count, spec.max_length) if kind is ChainKind.CROSS_ENCODER else \
-            probe_texts(count, spec.max_length)
+        max_length = verb.max_length or route.tokenizer.max_length
+        made = probe_pairs(count, max_length) if kind is ChainKind.CROSS_ENCODER else probe_texts(count, max_length)
         probes.update(dict.fromkeys(made))
     return [*probes, *extra]
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from packager.builder.manifest import source_spec
-from packager.builder.prepare import inputs_file, parity_inputs
+from packager.builder.prepare import check_chat_inputs, inputs_file, parity_inputs
 from packager.chain import load_reference, read_chain
 from packager.common.artifact_dir import import_loader
 from packager.runtime.manifest import Manifest
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def validate(artifact: Path, source: str, *, validation_data: Path | None = None, trust_remote_code: bool = False,
              allow_pickle: bool = False) -> ParityReport:
     """Re-run the parity gate of ``artifact`` against ``source``."""
-    from packager.chain.graph import compile_routes
+    from packager.chain.graph import compile_routes, verb_specs
 
     candidate = import_loader(artifact).load(artifact)
     manifest: Manifest = candidate.manifest
@@ -30,5 +30,7 @@ def validate(artifact: Path, source: str, *, validation_data: Path | None = None
         log.warning("the reference's files differ from those %s was built from (%s)", artifact,
                     manifest.source.location)
     reference = load_reference(chain)
-    inputs = parity_inputs(chain.kind, compile_routes(reference, chain), extra)
+    routes, verbs = compile_routes(reference, chain), verb_specs(reference, chain)
+    inputs = parity_inputs(chain.kind, routes, verbs, extra)
+    check_chat_inputs(reference, routes, verbs, inputs)
     return check_parity(reference, candidate, inputs, gate=dict(manifest.parity.gate))

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from packager.builder.manifest import build_manifest
+from packager.builder.manifest import RouteFiles, build_manifest
 from packager.builder.model_card import model_card
 from packager.builder.options import BuildOptions
 from packager.builder.prepare import Prepared
@@ -25,7 +25,7 @@ from packager.common.speed import measure_speed
 from packager.errors import ExportError, ParityError
 from packager.exporters.recipe import Recipe, RecipeContext
 from packager.runtime.manifest import ChainKind, Manifest
-from packager.validators.parity import check_parity
+from packager.validators.parity import check_parity, parity_calls
 from packager.validators.report import Gate, ParityReport
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ def _gate(prep: Prepared, stage_dir: Path, *, name: str, gate: Gate, measure: bo
     (or may be published anyway) and speed is measured."""
     log.info("%s: parity gate (%s)", name, ", ".join(f"{k} {v}" for k, v in gate.items()))
     candidate = import_loader(stage_dir).load(stage_dir)
-    with step(f"{name}: parity gate, {len(prep.inputs)} inputs", total=len(candidate.manifest.verbs)) as advance:
+    manifest = candidate.manifest
+    calls = parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name)
+    with step(f"{name}: parity gate, {len(prep.inputs)} inputs", total=len(calls)) as advance:
         report = check_parity(prep.reference, candidate, prep.inputs, gate=gate, advance=advance)
     log.info("%s", report.describe())
     if not measure or not (report.passed or allow_failure):
@@ -141,24 +143,33 @@ def publish_staged(staged: Staged, out: Path) -> VariantResult:
 
 
 def write_routes(prep: Prepared, recipe: Recipe, *, gate: Gate, stage_dir: Path,
-                 name: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-    """Write every route's tokenizer (one file per distinct tokenizer), export its graph with the
-    recipe, and add the loader package. Returns route -> (graph file, tokenizer file), and what
-    the recipe decided (per route when there are several)."""
-    files: dict[str, tuple[str, str]] = {}
+                 name: str) -> tuple[dict[str, RouteFiles], dict[str, str]]:
+    """Write every route's tokenizer and chat template (one file per distinct one), export its
+    graph with the recipe, and add the loader package. Returns each route's files, and what the
+    recipe decided (per route when there are several)."""
+    files: dict[str, RouteFiles] = {}
     details: dict[str, str] = {}
-    tokenizers: dict[str, str] = {}
+    written: dict[tuple[str, str], str] = {}  # (file kind, content) -> file name
+
+    def write(kind: str, stem: str, suffix: str, content: str) -> str:
+        if (kind, content) not in written:
+            taken = sum(k == kind for k, _ in written)
+            written[kind, content] = f"{kind}{suffix}" if not taken else f"{kind}.{stem}{suffix}"
+            (stage_dir / written[kind, content]).write_text(content, encoding="utf-8")
+        return written[kind, content]
+
     with step(f"{name}: export ({recipe.name})", total=len(prep.routes)) as advance:
         for route in prep.routes:
             stem = "model" if len(prep.routes) == 1 else re.sub(r"[^A-Za-z0-9._-]", "_", route.name)
-            if route.tokenizer_json not in tokenizers:
-                tokenizer_file = "tokenizer.json" if not tokenizers else f"tokenizer.{stem}.json"
-                (stage_dir / tokenizer_file).write_text(route.tokenizer_json, encoding="utf-8")
-                tokenizers[route.tokenizer_json] = tokenizer_file
-            tokenizer = dataclasses.replace(route.tokenizer, file=tokenizers[route.tokenizer_json])
-            context = RecipeContext(kind=prep.chain.kind, calibration=prep.calibration, gate=gate, tokenizer=tokenizer)
+            tokenizer_file = write("tokenizer", stem, ".json", route.tokenizer_json)
+            tokenizer = dataclasses.replace(route.tokenizer, file=tokenizer_file)
+            chat = None if route.chat is None else dataclasses.replace(
+                route.chat, template=write("chat_template", stem, ".jinja", route.chat_template))
+            context = RecipeContext(kind=prep.chain.kind, calibration=prep.calibration, gate=gate, tokenizer=tokenizer,
+                                    chat=chat)
             result = recipe.export(route, stage_dir, stem=stem, context=context)
-            files[route.name] = (result.files[0], tokenizer.file)
+            files[route.name] = RouteFiles(graph=result.files[0], tokenizer=tokenizer.file,
+                                           chat_template=chat.template if chat else None)
             prefix = f"{route.name}." if len(prep.routes) > 1 else ""
             details.update({prefix + k: v for k, v in result.details.items()})
             advance()

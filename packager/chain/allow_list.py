@@ -44,9 +44,11 @@ MODULE_TYPES: dict[str, ModuleKind] = {
     **_type_paths(ModuleKind.ROUTER, "Asym", "models", "base.modules.router", "sentence_transformer.modules"),
     **_type_paths(ModuleKind.DROPOUT, "Dropout", "models", "sentence_transformer.modules",
                   "sentence_transformer.modules.dropout"),
+    **_type_paths(ModuleKind.STATIC_EMBEDDING, "StaticEmbedding", "models", "sentence_transformer.modules",
+                  "sentence_transformer.modules.static_embedding"),
     # Known, safe to read, refused with their own name rather than as foreign code.
     **{path: ModuleKind.NOT_COMPILED for name, file in (
-        ("StaticEmbedding", "static_embedding"), ("WeightedLayerPooling", "weighted_layer_pooling"), ("CNN", "cnn"),
+        ("WeightedLayerPooling", "weighted_layer_pooling"), ("CNN", "cnn"),
         ("LSTM", "lstm"), ("BoW", "bow"), ("WordEmbeddings", "word_embeddings"), ("WordWeights", "word_weights"),
         ("CLIPModel", "clip_model"),
     ) for path in _type_paths(ModuleKind.NOT_COMPILED, name, "models", "sentence_transformer.modules",

@@ -29,12 +29,15 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
     except UnsupportedModuleError as e:
         info["compilable"] = str(e)
     if info["compilable"] == "yes":
-        from packager.chain.graph import compile_routes, verb_routes
+        from packager.chain.graph import compile_routes, verb_specs
 
         reference = load_reference(chain)
         info["routes"] = {r.name: {"inputs": list(r.input_names), "outputs": to_jsonable(r.outputs),
-                                   "tokenizer": to_jsonable(r.tokenizer)} for r in compile_routes(reference, chain)}
-        info["verbs"] = verb_routes(reference, chain)
+                                   "tokenizer": to_jsonable(r.tokenizer), "chat": to_jsonable(r.chat)}
+                          for r in compile_routes(reference, chain)}
+        verbs = verb_specs(reference, chain)
+        info["verbs"] = to_jsonable(verbs)
+        info["verb_summary"] = {verb: spec.summary() for verb, spec in verbs.items()}
         info.update(prompts=dict(reference.prompts), default_prompt_name=reference.default_prompt_name)
     revision = f", revision {chain.source.revision}" if chain.source.revision else ""
     lines = [f"{chain.source.location} ({chain.source.kind.value}{revision})", f"chain kind: {chain.kind.value}",
@@ -44,7 +47,12 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
         lines.append(f"route {route}: inputs {spec['inputs']} -> {[o['name'] for o in spec['outputs']]}")
         settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k != "special_ids")
         lines.append(f"  tokenizer: {settings}")
+        if spec["chat"]:
+            chat = spec["chat"]
+            lines.append(f"  chat template: {chat['message_format']} messages, task variable {chat['task_variable']}, "
+                         f"restore suffix {chat['restore_suffix']}")
     if "verbs" in info:
-        lines += [f"verbs: {info['verbs']}", f"prompts: {info['prompts']} (default: {info['default_prompt_name']})"]
+        lines += ["verbs: " + "; ".join(f"{verb} -> {summary}" for verb, summary in info["verb_summary"].items()),
+                  f"prompts: {info['prompts']} (default: {info['default_prompt_name']})"]
     lines.append(f"compilable: {info['compilable']}")
     return info, "\n".join(lines)

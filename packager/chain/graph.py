@@ -2,21 +2,38 @@
 
 The wrapper runs the chain's *own* sentence-transformers modules, so the exported graph is the
 reference computation itself (Pooling, Dense, LayerNorm, Normalize, LogitScore... included);
-the three modules that branch on Python values run through the export steps of ``steps``.
+the modules the exporter cannot take as they are run through the export steps of ``steps``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from packager.chain.spec import DEFAULT_ROUTE, ChainSpec, ModuleSpec
-from packager.chain.steps import PromptExcludingPooling, export_step
+from packager.chain.chat import resolve_chat
+from packager.chain.processing import verb_spec
+from packager.chain.spec import ChainSpec, ModuleSpec
+from packager.chain.steps import PromptExcludingPooling, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
 from packager.errors import SourceError, UnsupportedModuleError
-from packager.runtime.manifest import PROMPT_LENGTH, ChainKind, ModuleKind, OutputMeaning, OutputSpec, TokenizerSpec
+from packager.runtime.chat import ChatTemplate
+from packager.runtime.errors import ArtifactIntegrityError, InvalidInputError
+from packager.runtime.manifest import (
+    PROMPT_LENGTH,
+    ChainKind,
+    ChatSpec,
+    ModuleKind,
+    OutputMeaning,
+    OutputSpec,
+    TokenizerSpec,
+    VerbSpec,
+)
+from packager.runtime.text import TextEncoder
+
+log = logging.getLogger(__name__)
 
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Samples of different lengths, so the exporter sees batch > 1 and padding, and keeps both axes dynamic.
@@ -69,6 +86,9 @@ class RouteGraph:
     sample_inputs: tuple[torch.Tensor, ...]
     tokenizer: TokenizerSpec
     tokenizer_json: str
+    chat: ChatSpec | None  # the route's texts go through this chat template
+    chat_template: str | None  # its source
+    encoder: TextEncoder  # the runtime's own tokenizer (and renderer) for this route
 
     @property
     def parameter_bytes(self) -> int:
@@ -78,7 +98,7 @@ class RouteGraph:
 def compile_routes(reference: Any, chain: ChainSpec, *, token_embeddings: bool = False) -> tuple[RouteGraph, ...]:
     """One graph per route: the Router's routes, or the whole chain as the default route. Routes
     of an embedding model must embed into one space (similarity compares across them)."""
-    routes = tuple(_compile_route(name, chain.kind, specs=specs, modules=_route_modules(reference, name),
+    routes = tuple(_compile_route(name, chain.kind, specs=specs, modules=_route_modules(reference, chain, name),
                                   token_embeddings=token_embeddings)
                    for name, specs in chain.pipelines().items())
     dimensions = {r.name: r.outputs[0].shape[-1] for r in routes}
@@ -87,42 +107,48 @@ def compile_routes(reference: Any, chain: ChainSpec, *, token_embeddings: bool =
     return routes
 
 
-def verb_routes(reference: Any, chain: ChainSpec) -> dict[str, str]:
-    """The route each verb runs, as sentence-transformers resolves it (a Router's mappings and
-    default route); a verb with no route is left out and raises a clear error at run time."""
+def verb_specs(reference: Any, chain: ChainSpec) -> dict[str, VerbSpec]:
+    """What each verb runs, as sentence-transformers resolves it: the route (a Router's mappings
+    and default route), the task, and the input module's truncation and query expansion for that
+    task. A verb with no route is left out and raises a clear error at run time."""
     tasks = _VERB_TASKS[chain.kind]
-    router = reference[0] if chain.modules[0].kind is ModuleKind.ROUTER else None
-    if router is None:
-        return {verb: DEFAULT_ROUTE for verb in tasks}
+    at = chain.router_index()
+    pipelines = chain.pipelines()
     verbs = {}
     for verb, task in tasks.items():
-        try:
-            verbs[verb] = router._resolve_route(task=task, modality="text")  # what Router.forward would pick
-        except ValueError:
-            continue
+        if at is None:
+            route = next(iter(pipelines))
+        else:
+            try:
+                route = reference[at]._resolve_route(task=task, modality="text")  # what Router.forward would pick
+            except ValueError:
+                continue
+        spec = pipelines[route][0]
+        verbs[verb] = verb_spec(_route_modules(reference, chain, route)[0], route=route, task=task,
+                                chat="message" in (spec.config.get("modality_config") or {}))
     if not verbs:
         raise UnsupportedModuleError(f"the Router resolves no route for {', '.join(tasks)}")
     return verbs
 
 
-def _route_modules(reference: Any, route: str) -> list[Any]:
-    first, *rest = list(reference)
-    sub_modules = getattr(first, "sub_modules", None)  # a Router
-    return [*sub_modules[route], *rest] if sub_modules is not None else [first, *rest]
+def _route_modules(reference: Any, chain: ChainSpec, route: str) -> list[Any]:
+    """The loaded modules of one route: the Router's route in place of the Router."""
+    modules = list(reference)
+    at = chain.router_index()
+    return modules if at is None else [*modules[:at], *modules[at].sub_modules[route], *modules[at + 1 :]]
 
 
 def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...], modules: list[Any],
                    token_embeddings: bool) -> RouteGraph:
     input_module, input_spec = modules[0], specs[0]
     tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)  # settings checked before they are used
-    try:
-        features = input_module.preprocess(list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS))
-    except Exception as e:  # the saved chain's own code, on two ordinary texts
-        raise SourceError(f"route {name!r}: the reference cannot tokenize a sample text: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+    encoder, chat = _encoder(name, input_spec, input_module, tokenizer, tokenizer_json)
+    samples = list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS)
+    check_renders(name, encoder, samples)  # before the reference renders anything with its template
+    features = _sample_features(name, input_spec, input_module, encoder, samples)
     input_names = _graph_inputs(input_spec, input_module, features)
     sample = [features[n] for n in input_names]
-    steps = [export_step(spec, module) for spec, module in zip(specs, modules, strict=True)]
+    steps = export_steps(specs, modules)
     if any(isinstance(step, PromptExcludingPooling) for step in steps):
         input_names += (PROMPT_LENGTH,)
         sample.append(torch.ones(len(sample[0]), dtype=torch.int64))
@@ -130,24 +156,78 @@ def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
     keys = (key, "token_embeddings") if token_embeddings and kind is ChainKind.SENTENCE_TRANSFORMER else (key,)
     constants = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor) and k != PROMPT_LENGTH}
     graph = ChainGraph(steps, input_names, keys, constants).eval()
-    try:
-        with torch.no_grad():
-            values = graph(*sample)
-    except KeyError as e:
-        raise UnsupportedModuleError(f"route {name!r} ({' -> '.join(s.kind.value for s in specs)}) produces no "
-                                     f"{e.args[0]!r}, which a {kind.value} must output") from None
+    values = _run(name, specs, kind, graph, sample)
+    if len(steps) < len(modules):  # a sliced head: it must compute what the whole head computes
+        whole = ChainGraph(export_steps(specs, modules, slice_head=False), input_names, keys, constants).eval()
+        expected = _run(name, specs, kind, whole, sample)
+        if torch.allclose(values[0], expected[0], rtol=1e-4, atol=1e-5 * max(1.0, float(expected[0].abs().max()))):
+            log.info("route %r: the language-model head computes only the rows LogitScore reads", name)
+        else:
+            log.warning("route %r: the sliced language-model head differs from the whole head on the samples; "
+                        "exporting the whole head", name)
+            graph, values = whole, expected
     outputs = [OutputSpec(name=meaning.value, meaning=meaning, shape=("batch", int(values[0].shape[-1])))]
     if len(keys) > 1:
         outputs.append(OutputSpec(name=OutputMeaning.TOKEN_EMBEDDINGS.value, meaning=OutputMeaning.TOKEN_EMBEDDINGS,
                                   shape=("batch", "sequence", int(values[1].shape[-1]))))
     return RouteGraph(name=name, modules=specs, module=graph, input_names=input_names, outputs=tuple(outputs),
-                      sample_inputs=tuple(sample), tokenizer=tokenizer, tokenizer_json=tokenizer_json)
+                      sample_inputs=tuple(sample), tokenizer=tokenizer, tokenizer_json=tokenizer_json,
+                      chat=chat[0] if chat else None, chat_template=chat[1] if chat else None, encoder=encoder)
+
+
+def _encoder(name: str, spec: ModuleSpec, module: Any, tokenizer: TokenizerSpec,
+             tokenizer_json: str) -> tuple[TextEncoder, tuple[ChatSpec, str] | None]:
+    """The runtime's encoder for this route, made from what the artifact will hold."""
+    from tokenizers import Tokenizer
+
+    chat = resolve_chat(spec, module)
+    try:
+        template = ChatTemplate(chat[1], chat[0], where=f"route {name!r}: chat template") if chat else None
+    except ArtifactIntegrityError as e:  # the runtime's refusal of a template, at build time a source problem
+        raise UnsupportedModuleError(str(e)) from None
+    return TextEncoder(Tokenizer.from_str(tokenizer_json), tokenizer, GRAPH_INPUTS, template), chat
+
+
+def check_renders(route: str, encoder: TextEncoder, inputs: list, **call: Any) -> None:
+    """Every input through the route's bounded chat template (if any), so a template that fails or
+    exceeds its bounds is refused here, before the reference's unbounded renderer meets it."""
+    if encoder.chat is None:
+        return
+    try:
+        for item in inputs:
+            encoder.count(item, **call)
+    except InvalidInputError as e:
+        raise UnsupportedModuleError(f"route {route!r}: the chat template cannot be compiled: {e}") from None
+
+
+def _sample_features(name: str, spec: ModuleSpec, module: Any, encoder: TextEncoder, samples: list) -> dict[str, Any]:
+    """The features the route's graph is traced with: the reference's own preprocessing, or for a
+    StaticEmbedding (whose EmbeddingBag takes flat ids and offsets) the runtime's padded ids."""
+    if spec.kind is ModuleKind.STATIC_EMBEDDING:
+        tokens, _ = encoder.encode(samples, max_length=encoder.spec.max_length)
+        return {k: torch.from_numpy(v) for k, v in encoder.pad(tokens).items()}
+    try:
+        return module.preprocess(samples)
+    except Exception as e:  # the saved chain's own code, on two ordinary texts
+        raise SourceError(f"route {name!r}: the reference cannot tokenize a sample text: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+
+
+def _run(name: str, specs: tuple[ModuleSpec, ...], kind: ChainKind, graph: ChainGraph,
+         sample: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    try:
+        with torch.no_grad():
+            return graph(*sample)
+    except KeyError as e:
+        raise UnsupportedModuleError(f"route {name!r} ({' -> '.join(s.kind.value for s in specs)}) produces no "
+                                     f"{e.args[0]!r}, which a {kind.value} must output") from None
 
 
 def _graph_inputs(spec: ModuleSpec, module: Any, features: dict[str, Any]) -> tuple[str, ...]:
     """The tensors the reference actually feeds the route: what the tokenizer produces, minus what
     the model's forward does not take (token_type_ids for RoBERTa-likes; a static sparse
     embedding reads ids and mask only)."""
-    accepted: set[str] | None = {"input_ids", "attention_mask"} if spec.kind is ModuleKind.SPARSE_STATIC_EMBEDDING \
+    static = spec.kind in (ModuleKind.SPARSE_STATIC_EMBEDDING, ModuleKind.STATIC_EMBEDDING)
+    accepted: set[str] | None = {"input_ids", "attention_mask"} if static \
         else getattr(module, "model_forward_params", None)  # None: the model takes **kwargs
     return tuple(k for k in GRAPH_INPUTS if k in features and (accepted is None or k in accepted))

@@ -35,7 +35,8 @@ _SPARSE_KINDS = {ModuleKind.MLM_TRANSFORMER, ModuleKind.SPLADE_POOLING, ModuleKi
 # Modules that tokenize, and the files a tokenizer is made from: tokenizer.json, or the vocabulary
 # files transformers converts. Without any, transformers makes a tokenizer of the special tokens
 # alone, and every word becomes [UNK].
-_TOKENIZING = {ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER, ModuleKind.SPARSE_STATIC_EMBEDDING}
+_TOKENIZING = {ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER, ModuleKind.SPARSE_STATIC_EMBEDDING,
+               ModuleKind.STATIC_EMBEDDING}
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                     "tokenizer.model", "tekken.json")
 # A folder without modules.json that sentence-transformers loads as a CrossEncoder of one module.

@@ -40,12 +40,18 @@ class ChainSpec:
     allow_pickle: bool = False
 
     def pipelines(self) -> dict[str, tuple[ModuleSpec, ...]]:
-        """The module sequence of every route: a Router's routes (each followed by the modules
-        after the Router), or the whole chain as the one default route."""
-        first, *rest = self.modules
-        if first.kind is ModuleKind.ROUTER:
-            return {route: (*children, *rest) for route, children in first.routes.items()}
-        return {DEFAULT_ROUTE: self.modules}
+        """The module sequence of every route: each of a Router's routes in the Router's place
+        (after the modules before it, before the modules after it), or the whole chain as the
+        one default route."""
+        at = self.router_index()
+        if at is None:
+            return {DEFAULT_ROUTE: self.modules}
+        before, router, after = self.modules[:at], self.modules[at], self.modules[at + 1 :]
+        return {route: (*before, *children, *after) for route, children in router.routes.items()}
+
+    def router_index(self) -> int | None:
+        """Where the (first) Router is, if there is one."""
+        return next((i for i, m in enumerate(self.modules) if m.kind is ModuleKind.ROUTER), None)
 
     def all_modules(self) -> list[ModuleSpec]:
         return flatten(self.modules)

@@ -1,9 +1,12 @@
-"""Export steps for the three modules that branch on Python values the exporter would freeze to
-the sample's shapes. Each calls the module's own code where it can, or repeats its arithmetic
-without the branch; the parity gate proves each equal to the module."""
+"""Export steps for the modules the exporter cannot take as they are: three that branch on Python
+values the exporter would freeze to the sample's shapes, StaticEmbedding (an EmbeddingBag over
+flat ids and offsets, where the graph takes padded ids and a mask), and a causal LM's head where
+LogitScore reads two of its rows. Each calls the module's own code where it can, or repeats its
+arithmetic without the branch; the parity gate proves each equal to the module."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -13,7 +16,32 @@ from packager.errors import UnsupportedModuleError
 from packager.runtime.manifest import PROMPT_LENGTH, ModuleKind
 
 
+def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], *,
+                 slice_head: bool = True) -> list[torch.nn.Module]:
+    """One step per module, except that a causal LM followed by the LogitScore that reads its
+    logits becomes one step computing only the rows LogitScore reads (``slice_head``)."""
+    steps: list[torch.nn.Module] = []
+    index = 0
+    while index < len(modules):
+        if slice_head and index + 1 < len(modules) and reads_causal_logits(specs[index], modules[index],
+                                                                          specs[index + 1], modules[index + 1]):
+            steps.append(SlicedLogitScore(modules[index], modules[index + 1]))
+            index += 2
+            continue
+        steps.append(export_step(specs[index], modules[index]))
+        index += 1
+    return steps
+
+
+def reads_causal_logits(spec: ModuleSpec, module: Any, next_spec: ModuleSpec, next_module: Any) -> bool:
+    return (spec.transformer_task == "text-generation" and next_spec.kind is ModuleKind.LOGIT_SCORE
+            and next_module.module_input_name == getattr(module, "module_output_name", None)
+            and getattr(module.model, "get_output_embeddings", lambda: None)() is not None)
+
+
 def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
+    if spec.kind is ModuleKind.STATIC_EMBEDDING:
+        return StaticEmbeddingMean(module)
     if spec.kind is ModuleKind.SPLADE_POOLING:
         return SpladePooling(module)
     if spec.kind is ModuleKind.SPARSE_AUTO_ENCODER:
@@ -84,4 +112,52 @@ class PromptExcludingPooling(torch.nn.Module):
         finally:
             del pooling._exclude_prompt_from_mask
         features["sentence_embedding"] = torch.cat(vectors, dim=-1)
+        return features
+
+
+class StaticEmbeddingMean(torch.nn.Module):
+    """StaticEmbedding's EmbeddingBag mean over padded ids: the mean of the table's rows of a
+    text's tokens (a text without tokens embeds to zeros, as an empty bag does)."""
+
+    def __init__(self, embedding: Any) -> None:  # sentence-transformers' StaticEmbedding
+        super().__init__()
+        self.table = embedding.embedding.weight
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        mask = features["attention_mask"].unsqueeze(-1).to(self.table.dtype)
+        summed = (torch.nn.functional.embedding(features["input_ids"], self.table) * mask).sum(dim=1)
+        features["sentence_embedding"] = summed / mask.sum(dim=1).clamp(min=1)
+        return features
+
+
+class SlicedLogitScore(torch.nn.Module):
+    """A causal LM and the LogitScore that reads its logits, computing the language-model head
+    only where LogitScore reads it: the true (and false) token rows at the last position, which
+    left padding makes the last real token. For a vocabulary of 151k that head is most of the
+    graph's weights and, over every position, most of its memory. The transformer's decoder is
+    the module's own; any per-logit transform of the head (final soft-capping) is applied to the
+    sliced rows."""
+
+    def __init__(self, transformer: Any, score: Any) -> None:  # sentence-transformers' Transformer, LogitScore
+        super().__init__()
+        self.accepted = transformer.model_forward_params  # None: the model takes **kwargs
+        self.decoder = transformer.model.get_decoder()
+        takes_cache = "use_cache" in inspect.signature(self.decoder.forward).parameters
+        self.no_cache = {"use_cache": False} if takes_cache else {}
+        head = transformer.model.get_output_embeddings()
+        rows = [score.true_token_id] + ([score.false_token_id] if score.false_token_id is not None else [])
+        self.rows = torch.nn.Parameter(head.weight[rows].detach().clone(), requires_grad=False)
+        bias = getattr(head, "bias", None)
+        self.bias = None if bias is None else torch.nn.Parameter(bias[rows].detach().clone(), requires_grad=False)
+        self.softcap = getattr(transformer.model.config, "final_logit_softcapping", None)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        inputs = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)
+                  and (self.accepted is None or k in self.accepted)}
+        hidden = self.decoder(**inputs, **self.no_cache).last_hidden_state[:, -1]
+        logits = torch.nn.functional.linear(hidden, self.rows, self.bias)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        scores = logits[:, 0] if logits.shape[1] == 1 else logits[:, 0] - logits[:, 1]
+        features["scores"] = scores.unsqueeze(1)
         return features

@@ -17,15 +17,14 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
     """The tokenizer exactly as the reference calls it: its backend tokenizer (with any
     do_lower_case normalizer sentence-transformers added) and the call-time settings
     (max_seq_length, not model_max_length from the file; sides; special tokens)."""
+    if spec.kind is ModuleKind.STATIC_EMBEDDING:
+        return _static_tokenizer(module.tokenizer)
     tokenizer: Any = getattr(module, "tokenizer", None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if tokenizer is None or backend is None:
         raise UnsupportedModuleError(f"module {spec.name!r}: its tokenizer ({type(tokenizer).__name__}) has no fast "
                                      "(tokenizers) backend; the runtime needs tokenizer.json")
-    overrides = {k: v for k, v in (getattr(module, "processing_kwargs", None) or {}).items() if v}
-    if overrides:
-        raise UnsupportedModuleError(f"module {spec.name!r} sets processing_kwargs {sorted(overrides)}; call-time "
-                                     "tokenizer overrides are not compiled yet")
+    text = (getattr(module, "processing_kwargs", None) or {}).get("text") or {}
     max_length = module.max_seq_length
     if max_length is None:
         raise UnsupportedModuleError(f"module {spec.name!r} has no max_seq_length; set one in its config")
@@ -46,9 +45,26 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
         pad_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
         pad_token=str(tokenizer.pad_token or ""),
         lowercase=_lowercases(backend.normalizer),
-        add_special_tokens=not static,  # SparseStaticEmbedding tokenizes without special tokens
+        # SparseStaticEmbedding tokenizes without special tokens; processing_kwargs may say either way
+        add_special_tokens=bool(text.get("add_special_tokens", not static)),
         special_ids=tuple(sorted(int(i) for i in tokenizer.all_special_ids)),
     ), _without_call_settings(backend)
+
+
+def _static_tokenizer(tokenizer: Any) -> tuple[TokenizerSpec, str]:
+    """StaticEmbedding's raw tokenizers.Tokenizer, called as it calls it: no special tokens, no
+    padding, and the truncation its own tokenizer.json sets (or none)."""
+    truncation = tokenizer.truncation or {}
+    if truncation.get("stride"):
+        raise UnsupportedModuleError("StaticEmbedding's tokenizer truncates with a stride; only plain truncation is "
+                                     "compiled")
+    special = [i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special]
+    return TokenizerSpec(
+        file="tokenizer.json", max_length=int(truncation.get("max_length", NO_LENGTH_LIMIT)),
+        truncation_side=Side(truncation.get("direction", "right")), padding_side=Side.RIGHT, pad_id=0, pad_type_id=0,
+        pad_token="", lowercase=_lowercases(tokenizer.normalizer), add_special_tokens=False,
+        special_ids=tuple(sorted(special)),
+    ), _without_call_settings(tokenizer)
 
 
 def _position_limit(module: Any) -> int | None:

@@ -6,7 +6,9 @@ kept in float, found by measuring.
    the weights' arithmetic) quantize; onnxruntime's QAttention cannot take the attention bias
    that carries the padding mask.
 2. Quantize every weight MatMul: int8 weights per output channel, int8 activations with
-   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). Embedding lookups stay float.
+   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). A transformer's embedding
+   lookups stay float; a static embedder's table, which is nearly all of its weights, is stored
+   in int8 with one scale per row (``quantize_tables``).
 3. If the outputs on the calibration inputs miss the gate (tightened by a margin), rank the
    MatMuls by the error each adds alone and keep the fewest most sensitive ones in float that
    make it pass (a binary search over how many). The parity gate then judges the result
@@ -28,7 +30,7 @@ from packager.common.quiet import quiet
 from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
-from packager.runtime.manifest import ChainKind, Format, Precision
+from packager.runtime.manifest import ChainKind, Format, ModuleKind, Precision
 from packager.validators.parity import (
     dense_metrics,
     groups,
@@ -126,19 +128,66 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
         # The fused graph's recorded shapes can disagree with onnx's own inference, which the
         # quantizers run; let them infer from scratch.
         del model.graph.value_info[:]
-        onnx.save(model, fp32, save_as_external_data=graph.parameter_bytes > 1 << 30)
+        external = graph.parameter_bytes > 1 << 30
+        onnx.save(model, fp32, save_as_external_data=external)  # (external: moves the weights out of ``model``)
+        source, tables = fp32, {}
+        if any(m.kind is ModuleKind.STATIC_EMBEDDING for m in graph.modules):
+            model = onnx.load(fp32)
+            tables = quantize_tables(model)
+            source = Path(scratch) / "tables.onnx"
+            onnx.save(model, source, save_as_external_data=external)
         feeds, inputs = calibration_feeds(graph, dest, context)
-        search = ExclusionSearch(fp32, Path(scratch), feeds, inputs, context,
-                                  lambda source, out, excluded: quantize(source, out, excluded, feeds))
+        search = ExclusionSearch(fp32, source, Path(scratch), feeds, inputs, context,
+                                 lambda source, out, excluded: quantize(source, out, excluded, feeds))
         matmuls = weight_matmuls(model)
         chosen, excluded, metrics = search.run(matmuls)
         files = save_external(onnx.load(chosen), target)
     check_loads(target)
-    log.info("%s: %d of %d weight MatMuls in int8 (%d kept in float)", name, len(matmuls) - len(excluded),
-             len(matmuls), len(excluded))
+    log.info("%s: %d of %d weight MatMuls in int8 (%d kept in float), %d embedding tables in int8", name,
+             len(matmuls) - len(excluded), len(matmuls), len(excluded), len(tables))
     return RecipeResult(files=files, details={
         "int8_matmuls": str(len(matmuls) - len(excluded)), "float_matmuls": ",".join(excluded) or "none",
+        **({"int8_tables": ",".join(f"{k} ({v})" for k, v in tables.items())} if tables else {}),
         **{f"calibration.{k}": f"{v:.6g}" for k, v in metrics.items()}})
+
+
+def quantize_tables(model) -> dict[str, str]:
+    """Store each float table a Gather reads from an initializer (a static embedder's token
+    table) in int8 with one symmetric scale per row: ``Gather(int8 table) -> Cast -> Mul`` by the
+    gathered rows' scales. A row's error is at most half a step, max|row| / 254. Returns the
+    tables and their shapes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    nodes, tables = [], {}
+    for node in model.graph.node:
+        table = initializers.get(node.input[0]) if node.op_type == "Gather" and not node.domain else None
+        if table is None or table.data_type != TensorProto.FLOAT or len(table.dims) != 2 or \
+                any(a.name == "axis" and helper.get_attribute_value(a) != 0 for a in node.attribute):
+            nodes.append(node)
+            continue
+        stem, ids, output = table.name, node.input[1], node.output[0]
+        if stem not in tables:  # once per table, however many Gathers read it
+            weights = numpy_helper.to_array(table)
+            scales = np.abs(weights).max(axis=1, keepdims=True) / 127
+            scales[scales == 0] = 1  # an all-zero row stays zero
+            rows = np.clip(np.rint(weights / scales), -127, 127).astype(np.int8)
+            model.graph.initializer.extend([numpy_helper.from_array(rows, f"{stem}.int8"),
+                                            numpy_helper.from_array(scales.astype(np.float32), f"{stem}.scale")])
+            tables[stem] = "x".join(map(str, weights.shape))
+        nodes += [helper.make_node("Gather", [f"{stem}.int8", ids], [f"{output}.int8"], name=f"{output}.gather_int8"),
+                  helper.make_node("Cast", [f"{output}.int8"], [f"{output}.float"], to=TensorProto.FLOAT,
+                                   name=f"{output}.cast"),
+                  helper.make_node("Gather", [f"{stem}.scale", ids], [f"{output}.scale"],
+                                   name=f"{output}.gather_scale"),
+                  helper.make_node("Mul", [f"{output}.float", f"{output}.scale"], [output], name=f"{output}.mul")]
+    used = {name for node in nodes for name in node.input}
+    for stem in tables:
+        if stem not in used:
+            model.graph.initializer.remove(initializers[stem])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return tables
 
 
 def unpack_attention(model) -> int:
@@ -205,9 +254,11 @@ def weight_matmuls(model) -> list[str]:
 class ExclusionSearch:
     """Quantize every weight MatMul, or find the fewest most sensitive ones to keep in float."""
 
-    def __init__(self, fp32: Path, scratch: Path, feeds: list, inputs: list, context: RecipeContext,
+    def __init__(self, fp32: Path, source: Path, scratch: Path, feeds: list, inputs: list, context: RecipeContext,
                  quantize: Callable[[Path, Path, list[str]], None]) -> None:
-        self.fp32, self.scratch, self.feeds, self.quantize = fp32, scratch, feeds, quantize
+        """``fp32``: the graph the outputs are compared with; ``source``: the graph quantized (fp32,
+        or fp32 with its tables already in int8)."""
+        self.source, self.scratch, self.feeds, self.quantize = source, scratch, feeds, quantize
         self.context, self.inputs = context, inputs
         self.reference = _outputs(fp32, feeds)
         self._tried: dict[int, tuple[Path, dict[str, float]]] = {}
@@ -242,7 +293,7 @@ class ExclusionSearch:
         if excluded not in self._tried:
             target = self.scratch / f"int8-{excluded}.onnx"
             with quiet(""):  # onnxruntime's quantizers log advice through the root logger
-                self.quantize(self.fp32, target, ranked[:excluded])
+                self.quantize(self.source, target, ranked[:excluded])
             self._tried[excluded] = target, _graph_metrics(self.context, self.inputs, self.reference,
                                                            _outputs(target, self.feeds))
         return self._tried[excluded]
@@ -251,7 +302,7 @@ class ExclusionSearch:
         """The relative output error when only ``node`` is quantized."""
         target = self.scratch / "one.onnx"
         with quiet(""):  # onnxruntime's quantizers log advice through the root logger
-            self.quantize(self.fp32, target, [n for n in nodes if n != node])
+            self.quantize(self.source, target, [n for n in nodes if n != node])
         outputs = _outputs(target, self.feeds)
         return float(np.linalg.norm(outputs - self.reference) / max(float(np.linalg.norm(self.reference)), 1e-12))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from packager.runtime.manifest import ChainKind, Format, Precision, TokenizerSpec
+from packager.runtime.manifest import ChainKind, ChatSpec, Format, Precision, TokenizerSpec
 from packager.validators.report import Gate
 
 if TYPE_CHECKING:
@@ -18,13 +18,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RecipeContext:
     """What a recipe may need beyond the graph: calibration inputs (texts, or pairs for
-    cross-encoders), the chain kind, the gate its output must pass, and the route's tokenizer as
-    written in the staging directory."""
+    cross-encoders), the chain kind, the gate its output must pass, and the route's tokenizer (and
+    chat template) as written in the staging directory."""
 
     kind: ChainKind
     calibration: list
     gate: Gate
     tokenizer: TokenizerSpec
+    chat: ChatSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> 
     batches sorted by length, and the inputs in that same order."""
     from packager.runtime.text import TextEncoder
 
-    encoder = TextEncoder(root, context.tokenizer, graph.input_names)
-    encodings = encoder.tokenize(context.calibration)
+    encoder = TextEncoder.open(root, context.tokenizer, graph.input_names, context.chat)
+    encodings, _ = encoder.encode(context.calibration, max_length=context.tokenizer.max_length)
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
     feeds = [encoder.pad([encodings[i] for i in order[start : start + CALIBRATION_BATCH]])
              for start in range(0, len(order), CALIBRATION_BATCH)]

@@ -128,7 +128,8 @@ class MlflowStore:
                 mlflow.log_metrics(metrics)
                 logged = mlflow.pyfunc.log_model(
                     name="model", python_model=str(PYFUNC_CODE), artifacts={"artifact": str(artifact)},
-                    pip_requirements=runtime_requirements(manifest.format), signature=signature(manifest),
+                    pip_requirements=runtime_requirements(manifest.format, manifest.requires),
+                    signature=signature(manifest),
                     input_example=input_example(manifest), model_config={"manifest_sha256": manifest_sha256},
                 )
                 for report in (PARITY_FILE, README_FILE):
@@ -362,10 +363,11 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
-def runtime_requirements(fmt: Format = Format.ONNX) -> list[str]:
-    """The loader's dependencies for one artifact format, at the versions the parity gate ran with."""
+def runtime_requirements(fmt: Format = Format.ONNX, requires: tuple[str, ...] = ()) -> list[str]:
+    """The loader's dependencies for one artifact format and the extra packages its manifest
+    requires (jinja2 for chat templates), at the versions the parity gate ran with."""
     engine = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}[fmt]
-    return [f"{name}=={package_version(name)}" for name in ("numpy", "tokenizers", engine)]
+    return [f"{name}=={package_version(name)}" for name in ("numpy", "tokenizers", engine, *requires)]
 
 
 def signature(manifest: Manifest) -> Any:

@@ -20,12 +20,15 @@ def describe_artifact(path: Path) -> tuple[dict, str]:
              f"schema {manifest.schema_version}, built {manifest.built_at}",
              f"source: {manifest.source.location} (sha256 {manifest.source.sha256})",
              "modules: " + " -> ".join(m.kind.value for m in manifest.modules),
-             f"verbs: {manifest.verbs}"]
+             "verbs: " + "; ".join(f"{verb} -> {spec.summary()}" for verb, spec in manifest.verbs.items())]
     for route in manifest.routes:
         lines.append(f"route {route.name}: {route.graph} inputs={list(route.inputs)} "
                      f"outputs={[f'{o.name}{list(o.shape)}' for o in route.outputs]}")
         lines.append("  tokenizer: " + ", ".join(f"{k}={v}" for k, v in to_jsonable(route.tokenizer).items()
                                                  if k != "special_ids"))
+        if route.chat is not None:
+            lines.append(f"  chat template: {route.chat.template} ({route.chat.message_format.value} messages, "
+                         f"task variable {route.chat.task_variable}, restore suffix {route.chat.restore_suffix})")
     lines.append(f"parity: {parity.status.value} over {parity.texts} inputs; "
                  + ", ".join(f"{k}={v:.8g}" for k, v in sorted(parity.metrics.items())))
     lines.append(f"files ({len(manifest.files)}, all sha256-verified):")

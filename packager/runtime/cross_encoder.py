@@ -34,15 +34,12 @@ class CrossEncoderModel(Model):
         ``activation_fn``, a numpy function) on the logits, ``[n]`` for one label, ``[n, labels]``
         otherwise, a scalar (or one row) for a single pair."""
         pairs, single = as_pairs(inputs)
-        check_positive(batch_size, "batch_size")
         if activation_fn is not None and not callable(activation_fn):
             raise InvalidInputError(f"activation_fn must be a function of a numpy array, got "
                                     f"{type(activation_fn).__name__}")
-        runner = self._runner("predict")
-        prompted = self.prompt_for("predict", prompt, prompt_name)
-        prefixed, prompt_length = self._with_prompt(runner, list(pairs), prompted)
         scoring = self._scoring
-        rows = runner.run(prefixed, OutputMeaning.SCORES, batch_size=batch_size, prompt_length=prompt_length)
+        rows = self._run("predict", list(pairs), OutputMeaning.SCORES, prompt_name=prompt_name, prompt=prompt,
+                         batch_size=batch_size)
         scores = np.stack(rows) if rows else np.empty((0, scoring.num_labels), np.float32)
         scores = (activation_fn or ACTIVATIONS[scoring.activation])(scores)
         if scoring.num_labels == 1:

@@ -21,7 +21,7 @@ from .errors import ArtifactIntegrityError
 from .files import read_text
 from .jsonable import from_jsonable, to_jsonable
 
-SCHEMA_VERSION = 3  # 2: recipe and calibration; 3: sealed_sha256
+SCHEMA_VERSION = 4  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates
 MANIFEST_FILE = "manifest.json"
 # A manifest lists every file of an artifact and of its source: a few hundred kB for the largest
 # models. Anything much bigger is not a manifest (a link to /dev/zero, a forged file).
@@ -31,6 +31,8 @@ INT32_LIMIT = 2**31 - 1
 # The graph input that carries each text's prompt length ([batch]), for pooling without the prompt.
 PROMPT_LENGTH = "prompt_length"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What an artifact may require beyond the base runtime, with the versions it needs.
+EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6"}
 
 
 class SourceKind(str, Enum):
@@ -51,6 +53,7 @@ class ModuleKind(str, Enum):
     SPLADE_POOLING = "SpladePooling"
     SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
     SPARSE_AUTO_ENCODER = "SparseAutoEncoder"
+    STATIC_EMBEDDING = "StaticEmbedding"
     ROUTER = "Router"
     DROPOUT = "Dropout"  # the identity at inference
     NOT_COMPILED = "not compiled"  # sentence-transformers' own, safe to read, but no graph is made of it
@@ -165,6 +168,33 @@ class OutputSpec:
     shape: tuple[int | str, ...]
 
 
+class MessageFormat(str, Enum):
+    """How a chat message's content is written: a string, or a list of typed parts."""
+
+    FLAT = "flat"
+    STRUCTURED = "structured"
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    """Texts reach this route as chat messages rendered by a Jinja template, as
+    sentence-transformers does for a Transformer with a ``message`` modality: a text is one
+    ``user`` message, a pair a ``query`` and a ``document`` message, a prompt a leading ``system``
+    message. ``template`` is the template's file in the artifact; ``variables`` what the template
+    sees besides the messages (special tokens, ``add_generation_prompt``...); ``task_variable``
+    whether it receives the verb's task; ``restore_suffix`` whether a truncated render gets the
+    template's tail written back over its last tokens."""
+
+    template: str
+    message_format: MessageFormat
+    variables: dict[str, str | bool | int | float]
+    task_variable: bool
+    restore_suffix: bool
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.template)
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     """One graph and the tokenizer that feeds it. Chains without a Router have one route."""
@@ -174,6 +204,7 @@ class RouteSpec:
     inputs: tuple[str, ...]
     outputs: tuple[OutputSpec, ...]
     tokenizer: TokenizerSpec
+    chat: ChatSpec | None = None
 
     def __post_init__(self) -> None:
         check_relative_path(self.graph)
@@ -184,6 +215,50 @@ class RouteSpec:
         # By value: callers may hold the enum of another copy of this module (an artifact's loader).
         value = getattr(meaning, "value", meaning)
         return next((o for o in self.outputs if o.meaning.value == value), None)
+
+
+class ExpansionStrategy(str, Enum):
+    FIXED = "fixed"  # every query padded (or cut) to exactly ``length`` tokens
+    MIN = "min"  # queries shorter than ``length`` padded up to it
+
+
+@dataclass(frozen=True)
+class ExpansionSpec:
+    """ColBERT-style query expansion: padding positions up to ``length`` get ``token_id`` (and are
+    attended to when ``attend``); the graph is told which positions they are."""
+
+    strategy: ExpansionStrategy
+    length: int
+    token_id: int
+    attend: bool
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.length <= INT32_LIMIT or not 0 <= self.token_id <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: query expansion length {self.length} / token {self.token_id}")
+
+
+@dataclass(frozen=True)
+class VerbSpec:
+    """What one verb runs: its route, the task sentence-transformers passes for it (``query``,
+    ``document`` or none), a per-task length that replaces the route tokenizer's ``max_length``
+    (``query_length``, ``document_length``, ``processing_kwargs``), and query expansion."""
+
+    route: str
+    task: str | None = None
+    max_length: int | None = None
+    expansion: ExpansionSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and not 1 <= self.max_length <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: verb max_length must be positive, got {self.max_length}")
+
+    def summary(self) -> str:
+        """``route 'query' (task query, max length 16)``, for people."""
+        notes = [f"task {self.task}"] if self.task else []
+        notes += [f"max length {self.max_length}"] if self.max_length else []
+        if self.expansion:
+            notes.append(f"query expansion {self.expansion.strategy.value} to {self.expansion.length}")
+        return f"route {self.route!r}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 @dataclass(frozen=True)
@@ -274,7 +349,7 @@ class Manifest:
     calibration: CalibrationSpec | None  # None when no recipe calibrated
     modules: tuple[ModuleEntry, ...]
     routes: tuple[RouteSpec, ...]
-    verbs: dict[str, str]  # the route each verb runs: encode, encode_query, encode_document, predict
+    verbs: dict[str, VerbSpec]  # what each verb runs: encode, encode_query, encode_document, predict
     prompts: dict[str, str]
     default_prompt_name: str | None
     similarity: Similarity | None  # None for cross-encoders
@@ -287,6 +362,9 @@ class Manifest:
     built_at: str
     files: tuple[FileDigest, ...] = field(default=())
     sealed_sha256: str = ""  # content_digest() when sealed: an edited manifest is refused like an edited file
+    # Packages the runtime needs for this artifact beyond numpy, tokenizers and its engine
+    # (jinja2 for chat templates), imported only for artifacts that list them.
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -299,13 +377,19 @@ class Manifest:
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the "
                                          "prompts")
-        unknown = {verb: route for verb, route in self.verbs.items() if route not in names}
+        unknown = {verb: spec.route for verb, spec in self.verbs.items() if spec.route not in names}
         if not self.verbs or unknown:
             raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}")
         if (self.scoring is None) != (self.chain_kind is not ChainKind.CROSS_ENCODER):
             raise ArtifactIntegrityError("manifest: scoring is required for cross-encoders and only for them")
         if (self.sparse is None) != (self.chain_kind is not ChainKind.SPARSE_ENCODER):
             raise ArtifactIntegrityError("manifest: sparse is required for sparse encoders and only for them")
+        unknown_requirements = set(self.requires) - set(EXTRA_REQUIREMENTS)
+        if unknown_requirements:
+            raise ArtifactIntegrityError(f"manifest: requires {sorted(unknown_requirements)}; this loader knows "
+                                         f"{sorted(EXTRA_REQUIREMENTS)}")
+        if any(r.chat is not None for r in self.routes) and "jinja2" not in self.requires:
+            raise ArtifactIntegrityError("manifest: routes with a chat template require jinja2")
         if self.embedding_dimension is not None and not 1 <= self.embedding_dimension <= INT32_LIMIT:
             raise ArtifactIntegrityError(f"manifest: embedding_dimension must be positive, got "
                                          f"{self.embedding_dimension}")

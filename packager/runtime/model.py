@@ -11,11 +11,27 @@ import numpy as np
 
 from .errors import InvalidInputError, UnsupportedVerbError
 from .inputs import as_texts, check_positive, check_unicode
-from .manifest import PROMPT_LENGTH, Manifest, OutputMeaning
+from .manifest import Manifest, OutputMeaning, VerbSpec
 from .runner import RouteRunner
 
 # encode_query / encode_document fall back to these saved prompts, in this order, as sentence-transformers does.
 _VERB_PROMPTS = {"encode_query": ("query",), "encode_document": ("document", "passage", "corpus")}
+
+
+def resolve_prompt(verb: str, prompts: dict[str, str], default_prompt_name: str | None, *, prompt: str | None = None,
+                   prompt_name: str | None = None) -> str | None:
+    """The prompt sentence-transformers uses for ``verb``: ``prompt``, else the named one, else the
+    verb's own (encode_query: "query"; encode_document: "document", "passage", "corpus"), else the
+    default one."""
+    if prompt is not None:
+        return prompt
+    if prompt_name is None:
+        prompt_name = next((p for p in _VERB_PROMPTS.get(verb, ()) if p in prompts), None)
+    if prompt_name is not None:
+        if prompt_name not in prompts:
+            raise InvalidInputError(f"prompt_name {prompt_name!r} is not defined; prompts: {sorted(prompts)}")
+        return prompts[prompt_name]
+    return prompts[default_prompt_name] if default_prompt_name else None
 
 
 class Unsupported:
@@ -46,53 +62,50 @@ class Model:
 
     @property
     def max_seq_length(self) -> int:
-        return self._runner(next(iter(self.manifest.verbs))).spec.tokenizer.max_length
+        """The first verb's truncation length (sentence-transformers' ``max_seq_length``)."""
+        verb = next(iter(self.manifest.verbs.values()))
+        return verb.max_length or self._runners[verb.route].spec.tokenizer.max_length
 
-    def _runner(self, verb: str) -> RouteRunner:
-        route = self.manifest.verbs.get(verb)
-        if route is None:
+    def _verb(self, verb: str) -> VerbSpec:
+        spec = self.manifest.verbs.get(verb)
+        if spec is None:
             raise UnsupportedVerbError(f"this model has no route for {verb}(); it has routes for: "
                                        f"{', '.join(self.manifest.verbs)}")
-        return self._runners[route]
+        return spec
+
+    def _runner(self, verb: str) -> RouteRunner:
+        return self._runners[self._verb(verb).route]
+
+    def _run(self, verb: str, inputs: list, meaning: OutputMeaning, *, prompt_name: str | None, prompt: str | None,
+             batch_size: int) -> list[np.ndarray]:
+        """``meaning`` for each input as ``verb`` computes it, with the prompt sentence-transformers
+        would use."""
+        check_positive(batch_size, "batch_size")
+        spec = self._verb(verb)
+        return self._runners[spec.route].run(inputs, meaning, batch_size=batch_size, verb=spec,
+                                             prompt=self.prompt_for(verb, prompt, prompt_name))
 
     def has_output(self, verb: str, meaning: OutputMeaning | str) -> bool:
         """Whether ``verb``'s route outputs ``meaning`` (e.g. "token_embeddings")."""
         return self._runner(verb).has(OutputMeaning(getattr(meaning, "value", meaning)))
 
     def prompt_for(self, verb: str, prompt: str | None = None, prompt_name: str | None = None) -> str | None:
-        """The prompt sentence-transformers would prepend for this verb and these arguments."""
-        prompts = self.manifest.prompts
+        """The prompt sentence-transformers would use for this verb and these arguments."""
         for name, value in (("prompt", prompt), ("prompt_name", prompt_name)):
             if value is not None and not isinstance(value, str):
                 raise InvalidInputError(f"{name} must be a string or None, got {type(value).__name__}")
         if prompt is not None:
             check_unicode(prompt, "the prompt")
-            return prompt
-        if prompt_name is None:
-            prompt_name = next((p for p in _VERB_PROMPTS.get(verb, ()) if p in prompts), None)
-        if prompt_name is not None:
-            if prompt_name not in prompts:
-                raise InvalidInputError(f"prompt_name {prompt_name!r} is not defined; prompts: {sorted(prompts)}")
-            return prompts[prompt_name]
-        return prompts[self.manifest.default_prompt_name] if self.manifest.default_prompt_name else None
+        return resolve_prompt(verb, self.manifest.prompts, self.manifest.default_prompt_name, prompt=prompt,
+                              prompt_name=prompt_name)
 
     def _embed(self, inputs: Any, verb: str, meaning: OutputMeaning, *, prompt_name: str | None,
                prompt: str | None, batch_size: int) -> tuple[list[np.ndarray], bool]:
         """Rows of ``meaning`` for the texts in ``inputs``, and whether a single string came in."""
         texts, single = as_texts(inputs)
-        check_positive(batch_size, "batch_size")
         runner = self._runner(verb)
         if not runner.has(meaning):
             available = [o.meaning.value for o in runner.spec.outputs]
             raise InvalidInputError(f"output_value {meaning.value!r} is not in this artifact; it has: {available}")
-        prefixed, prompt_length = self._with_prompt(runner, list(texts), self.prompt_for(verb, prompt, prompt_name))
-        return runner.run(prefixed, meaning, batch_size=batch_size, prompt_length=prompt_length), single
-
-    @staticmethod
-    def _with_prompt(runner: RouteRunner, inputs: list, prefix: str | None) -> tuple[list, int]:
-        """Prepend the prompt (to the first text of a pair) and measure it for graphs that pool
-        without the prompt's tokens. An empty prompt is no prompt, as in sentence-transformers."""
-        if not prefix:
-            return inputs, 0
-        inputs = [prefix + x if isinstance(x, str) else (prefix + x[0], x[1]) for x in inputs]
-        return inputs, runner.text.prompt_length(prefix) if PROMPT_LENGTH in runner.spec.inputs else 0
+        return self._run(verb, list(texts), meaning, prompt_name=prompt_name, prompt=prompt,
+                         batch_size=batch_size), single

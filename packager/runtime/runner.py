@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import open_session
-from .manifest import Format, OutputMeaning, RouteSpec
+from .manifest import Format, OutputMeaning, RouteSpec, VerbSpec
 from .text import TextEncoder, TextInput
 
 
@@ -16,25 +16,27 @@ class RouteRunner:
 
     def __init__(self, root: Path, fmt: Format, spec: RouteSpec, *, threads: int | None = None) -> None:
         self.spec = spec
-        self.text = TextEncoder(root, spec.tokenizer, spec.inputs)
+        self.text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat)
         self._session = open_session(root, fmt, spec, threads=threads)
 
     def has(self, meaning: OutputMeaning) -> bool:
         return self.spec.output(meaning) is not None
 
-    def run(self, inputs: list[TextInput], meaning: OutputMeaning, *, batch_size: int,
-            prompt_length: int = 0) -> list[np.ndarray]:
-        """One output row per input, in input order. Everything is tokenized once, then batched by
-        token length so each batch pads little; token embeddings are trimmed of trailing padding."""
+    def run(self, inputs: list[TextInput], meaning: OutputMeaning, *, batch_size: int, verb: VerbSpec,
+            prompt: str | None) -> list[np.ndarray]:
+        """One output row per input, in input order, as ``verb`` runs them with ``prompt``.
+        Everything is tokenized once, then batched by token length so each batch pads little;
+        token embeddings are trimmed of trailing padding."""
         output = self.spec.output(meaning)
         if output is None:  # the models check has() first
             raise ValueError(f"route {self.spec.name!r} has no {meaning.value} output")
         name = output.name
-        encodings = self.text.tokenize(inputs)
+        max_length = verb.max_length or self.spec.tokenizer.max_length
+        encodings, prompt_length = self.text.encode(inputs, max_length=max_length, prompt=prompt, task=verb.task)
         order = sorted(range(len(inputs)), key=lambda i: -len(encodings[i].ids))
         rows: list[np.ndarray] = [None] * len(inputs)  # type: ignore[list-item]
         for batch in batches(order, [len(e.ids) for e in encodings], batch_size):
-            feeds = self.text.pad([encodings[i] for i in batch], prompt_length)
+            feeds = self.text.pad([encodings[i] for i in batch], prompt_length=prompt_length, expansion=verb.expansion)
             values = self._session.run(feeds)[name]
             for position, row in enumerate(batch):
                 rows[row] = values[position]

@@ -8,12 +8,16 @@ inputs. Every verb the artifact offers is compared (verbs making the same call, 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from packager.runtime.manifest import ChainKind, OutputMeaning
+from packager.errors import SourceError
+from packager.runtime.manifest import ChainKind, OutputMeaning, VerbSpec
+from packager.runtime.model import resolve_prompt
 from packager.validators.gates import TOP_K
 from packager.validators.metrics import (
     max_abs_diff,
@@ -40,41 +44,84 @@ class ReferenceRuns:
     def __call__(self, verb: str, inputs: list, **kwargs: Any) -> Any:
         key = (verb, inputs_digest(inputs), repr(sorted(kwargs.items())))
         if key not in self._outputs:
-            self._outputs[key] = getattr(self.model, verb)(inputs, **kwargs)
+            try:
+                self._outputs[key] = getattr(self.model, verb)(inputs, **kwargs)
+            except Exception as e:  # the saved chain's own code and settings
+                shown = {k: v for k, v in kwargs.items() if k in ("prompt", "prompt_name")}
+                raise SourceError(f"the reference (sentence-transformers) fails on {verb}({shown or ''}) of the parity "
+                                  f"inputs, so there is nothing to compare with: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
         return self._outputs[key]
+
+
+@dataclass(frozen=True)
+class ParityCall:
+    """One way of calling a verb that the gate compares: as it is (its default prompt), and with
+    the prompt off (when it has one) or on (when it has none and the model saves prompts)."""
+
+    label: str  # how its metrics are named: "encode_query", "predict:no prompt", "encode:prompt query"
+    verb_name: str
+    verb: VerbSpec
+    prompt: str | None  # the prompt it resolves to
+    kwargs: dict[str, str]  # what both sides are called with
+
+    @property
+    def key(self) -> tuple[VerbSpec, str | None]:
+        """Calls with the same key compute the same thing (the same route, settings and prompt)."""
+        return self.verb, self.prompt or None
+
+
+def parity_calls(verbs: dict[str, VerbSpec], prompts: dict[str, str],
+                 default_prompt_name: str | None) -> list[ParityCall]:
+    """Each verb as called plainly and, where the chain has prompts, the other way too: without
+    its prompt if it has one, else with the first saved one. Labels are valid MLflow metric and
+    tag names (``encode:no prompt``)."""
+    calls = []
+    saved = [name for name, text in prompts.items() if text]  # an empty prompt is no prompt
+    for name, verb in verbs.items():
+        prompt = resolve_prompt(name, prompts, default_prompt_name)
+        calls.append(ParityCall(name, name, verb, prompt, {}))
+        if prompt:
+            calls.append(ParityCall(f"{name}:no prompt", name, verb, None, {"prompt": ""}))
+        elif saved:
+            label = re.sub(r"[^A-Za-z0-9_\- ]", "_", saved[0])
+            calls.append(ParityCall(f"{name}:prompt {label}", name, verb, prompts[saved[0]], {"prompt_name": saved[0]}))
+    return calls
 
 
 def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
                  advance: Callable[[int], None] | None = None) -> ParityReport:
-    """Compare every distinct verb call of ``candidate`` with ``reference`` (a model, or its
-    ``ReferenceRuns``) on ``inputs`` (texts, or pairs for cross-encoders) and apply ``gate``.
-    Verbs that make the same call (the same route and prompt) are compared once and reported
-    under each name; ``advance(n)`` is called as verbs are done."""
+    """Compare every distinct call of ``candidate``'s verbs (``parity_calls``) with ``reference``
+    (a model, or its ``ReferenceRuns``) on ``inputs`` (texts, or pairs for cross-encoders) and
+    apply ``gate``. Calls that compute the same thing are compared once and reported under each
+    label; ``advance(n)`` is called as calls are done."""
     runs = reference if isinstance(reference, ReferenceRuns) else ReferenceRuns(reference)
     comparisons: dict[ChainKind, Callable[..., Compared]] = {
         ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse, ChainKind.CROSS_ENCODER: _scores}
     compare = comparisons[candidate.manifest.chain_kind]
-    verbs = list(candidate.manifest.verbs)  # a verb may route or prompt differently: each is reported
-    calls: dict[tuple[str, str | None], list[str]] = {}
-    for verb in verbs:
-        calls.setdefault((candidate.manifest.verbs[verb], candidate.prompt_for(verb)), []).append(verb)
+    manifest = candidate.manifest
+    calls = parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name)
+    grouped: dict[tuple, list[ParityCall]] = {}
+    for call in calls:
+        grouped.setdefault(call.key, []).append(call)
     metrics: dict[str, float] = {}
     checks: list[Check] = []
     problems: list[str] = []
     worst: list[dict] = []
     samples: dict[str, dict[str, list[float]]] = {}
-    for same in calls.values():
-        log.info("parity: %s of %d inputs, torch reference vs the artifact's loader", " = ".join(same), len(inputs))
+    for same in grouped.values():
+        log.info("parity: %s of %d inputs, torch reference vs the artifact's loader",
+                 " = ".join(c.label for c in same), len(inputs))
         found, found_problems, found_worst, sample = compare(runs, candidate, same[0], inputs)
-        for verb in same:
-            prefix = f"{verb}." if len(verbs) > 1 else ""
+        for call in same:
+            prefix = f"{call.label}." if len(calls) > 1 else ""
             metrics.update({prefix + k: v for k, v in found.items()})
             if not found_problems:
                 checks += [Check(prefix + metric, found.get(metric, float("nan")), threshold)
                            for metric, threshold in gate.items()]
             problems += [prefix + p for p in found_problems]
-            worst += [{"verb": verb, **w} for w in found_worst]
-            samples[verb] = sample
+            worst += [{"verb": call.label, **w} for w in found_worst]
+            samples[call.label] = sample
         if advance is not None:
             advance(len(same))
     return ParityReport(inputs=len(inputs), inputs_sha256=inputs_digest(inputs), metrics=metrics,
@@ -84,24 +131,27 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
 Compared = tuple[dict[str, float], list[str], list[dict], dict[str, list[float]]]  # metrics, problems, worst, samples
 
 
-def _dense(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str]) -> Compared:
-    ref = np.asarray(reference(verb, texts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False))
-    cand = np.asarray(getattr(candidate, verb)(texts, batch_size=BATCH_SIZE))
+def _dense(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
+    verb = call.verb_name
+    ref = np.asarray(reference(verb, texts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
+                               **call.kwargs))
+    cand = np.asarray(getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, **call.kwargs))
     problems = _shape_problems("sentence_embedding", ref, cand)
     if problems:
         return {}, problems, [], {}
     metrics = dense_metrics(ref, cand)
     if candidate.has_output(verb, OutputMeaning.TOKEN_EMBEDDINGS):
-        metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, verb, texts, problems)
+        metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, call, texts, problems)
     cosine = row_cosine(ref, cand)
     return metrics, problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
-def _sparse(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str]) -> Compared:
+def _sparse(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
+    verb = call.verb_name
     ref = reference(verb, texts, batch_size=BATCH_SIZE, convert_to_tensor=True, convert_to_sparse_tensor=False,
-                    show_progress_bar=False)
+                    show_progress_bar=False, **call.kwargs)
     ref = ref.detach().cpu().numpy() if len(texts) else np.zeros((0, candidate.manifest.embedding_dimension))
-    cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE).toarray()
+    cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, **call.kwargs).toarray()
     problems = _shape_problems("sparse_embedding", ref, cand)
     if problems:
         return {}, problems, [], {}
@@ -109,15 +159,15 @@ def _sparse(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str
     return sparse_metrics(ref, cand), problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
-def _scores(reference: ReferenceRuns, candidate: Any, verb: str, pairs: list[tuple[str, str]]) -> Compared:
+def _scores(reference: ReferenceRuns, candidate: Any, call: ParityCall, pairs: list[tuple[str, str]]) -> Compared:
     """Logits (a saturating activation would hide their errors) and predict()'s own scores."""
     import torch
 
     def both(**kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         ref = reference("predict", pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
-                        activation_fn=kwargs.get("torch_fn"))
+                        activation_fn=kwargs.get("torch_fn"), **call.kwargs)
         return np.asarray(ref), np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE,
-                                                              activation_fn=kwargs.get("numpy_fn")))
+                                                              activation_fn=kwargs.get("numpy_fn"), **call.kwargs))
 
     ref_logits, cand_logits = both(torch_fn=torch.nn.Identity(), numpy_fn=lambda x: x)
     ref, cand = both()
@@ -193,10 +243,12 @@ def _shape_problems(name: str, ref: np.ndarray, cand: np.ndarray) -> list[str]:
     return []
 
 
-def _token_min_cosine(reference: ReferenceRuns, candidate: Any, verb: str, texts: list[str],
+def _token_min_cosine(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str],
                       problems: list[str]) -> float:
-    ref = reference(verb, texts, batch_size=BATCH_SIZE, output_value="token_embeddings", show_progress_bar=False)
-    cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings")
+    ref = reference(call.verb_name, texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
+                    show_progress_bar=False, **call.kwargs)
+    cand = getattr(candidate, call.verb_name)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
+                                              **call.kwargs)
     if len(ref) != len(cand):
         problems.append(f"token_embeddings: {len(cand)} texts' matrices, the reference has {len(ref)}")
         return float("nan")

@@ -186,7 +186,7 @@ def test_inspect_source_and_artifact(tiny_chains, tiny_artifacts, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["chain_kind"] == "SentenceTransformer" and info["compilable"] == "yes"
     assert [m["kind"] for m in info["modules"]] == ["Transformer", "Pooling", "Dense"]
-    assert info["routes"]["default"]["tokenizer"]["max_length"] == 48 and info["verbs"]["encode"] == "default"
+    assert info["routes"]["default"]["tokenizer"]["max_length"] == 48 and info["verbs"]["encode"]["route"] == "default"
     assert main(["inspect", str(tiny_artifacts["cls-dense"])]) == 0
     text = capsys.readouterr().out
     assert "parity: passed" in text and "all sha256-verified" in text

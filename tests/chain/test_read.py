@@ -79,13 +79,25 @@ def test_known_but_uncompiled_modules_are_named_not_called_foreign(chain_copy):
     assert "--trust-remote-code" not in str(error.value)
 
 
-def test_per_task_lengths_are_refused(chain_copy):
+@pytest.mark.parametrize("kwargs,match", [
+    ({"text": {"truncation": "only_second"}}, r"\['truncation'\] = 'only_second': the runtime truncates longest-first"),
+    ({"text": {"padding": False}}, r"\['padding'\] = False: batches without padding"),
+    ({"text": {"stride": 4}}, r"\['text'\]\['stride'\] is not reproduced"),
+    ({"common": {"max_length": 8}}, r"\['common'\] \['max_length'\] apply to every processor call"),
+    ({"text": {"max_length": 0}}, r"\['max_length'\] must be a positive integer, got 0"),
+])
+def test_processing_the_runtime_would_not_reproduce_is_refused_saying_why(chain_copy, kwargs, match):
+    """Per-task lengths and text settings that only change batch width compile (test_chat_and_static);
+    what would change a text's tokens in a way the runtime does not reproduce is refused."""
     import json as json_
 
     config = chain_copy / "sentence_bert_config.json"
-    config.write_text(json_.dumps({**json_.loads(config.read_text()), "query_length": 8}))
-    with pytest.raises(UnsupportedModuleError, match=r"\['query_length'\]: per-task lengths"):
+    config.write_text(json_.dumps({**json_.loads(config.read_text()), "query_length": 8, "processing_kwargs": kwargs}))
+    with pytest.raises(UnsupportedModuleError, match=match):
         check_compilable(read_chain(str(chain_copy)))
+    harmless = {"text": {"padding": True, "pad_to_multiple_of": 8}}
+    config.write_text(json_.dumps({**json_.loads(config.read_text()), "processing_kwargs": harmless}))
+    check_compilable(read_chain(str(chain_copy)))  # per-task lengths and harmless settings compile
 
 
 def test_a_classifier_folder_without_modules_json_is_a_cross_encoder(backbones):

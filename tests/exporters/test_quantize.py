@@ -76,12 +76,12 @@ def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(tiny_ch
     context = RecipeContext(kind=ChainKind.SENTENCE_TRANSFORMER, calibration=texts,
                             gate={"mean_cosine": 0.995, "min_cosine": 0.98}, tokenizer=route.tokenizer)
     feeds, inputs = calibration_feeds(route, tmp_path, context)
-    search = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context, quantize)
+    search = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context, quantize)
     _, excluded, metrics = search.run(matmuls)
     assert set(excluded) == wrecked
     assert metrics["min_cosine"] > 0.98 + 0.02 * 0.8 and metrics["mean_cosine"] > 0.995
 
-    nothing_wrecked = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context,
+    nothing_wrecked = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context,
                                        lambda s, t, excluded: quantize(s, t, [*excluded, *wrecked]))
     assert nothing_wrecked.run(matmuls)[1] == []  # passing at once: nothing kept in float
 
@@ -97,3 +97,31 @@ def test_unpacking_keeps_a_concat_that_makes_the_output():
     model = helper.make_model(graph)
     assert unpack_attention(model) == 0
     assert [n.name for n in model.graph.node] == ["pool_concat"]
+
+
+def test_tables_are_stored_in_int8_rows_once_however_many_gathers_read_them(tmp_path):
+    """A table two Gathers read becomes one int8 table and one scale per row; each looked-up row
+    is within half a step of the float row, and an all-zero row stays zero."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from packager.exporters.quantize import quantize_tables
+
+    table = (np.random.default_rng(0).normal(size=(50, 8)) * np.linspace(0.01, 3, 50)[:, None]).astype(np.float32)
+    table[7] = 0
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "a"], ["x"]), helper.make_node("Gather", ["table", "b"], ["y"]),
+         helper.make_node("Add", ["x", "y"], ["out"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["n"]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 8])], [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    assert quantize_tables(model) == {"table": "50x8"}
+    assert sorted(i.name for i in model.graph.initializer) == ["table.int8", "table.scale"]
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.arange(50, dtype=np.int64)
+    got = session.run(None, {"a": ids, "b": np.full(50, 7, dtype=np.int64)})[0]
+    step = np.abs(table).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(got - table) <= step / 2 + 1e-7) and not got[7].any()
+    assert not np.array_equal(got, table)  # it is quantized, not the float table

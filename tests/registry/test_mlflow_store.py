@@ -246,7 +246,8 @@ def test_build_with_register_through_the_cli(tmp_path, tiny_chains, monkeypatch,
     assert json.loads(report.read_text())["variants"][0]["registered"]["model_uri"] == "models:/cli-model/2"
 
 
-@pytest.mark.parametrize("name", ["ce-sigmoid", "ce-3-labels", "splade-max", "router-dense", "router-sparse"])
+@pytest.mark.parametrize("name", ["ce-sigmoid", "ce-3-labels", "ce-chat", "splade-max", "router-dense",
+                                  "router-sparse", "shared-router", "static"])
 def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifacts, monkeypatch):
     import mlflow
     import pandas as pd
@@ -256,6 +257,8 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(registered.model_uri)
     model = load(artifact)
+    requirements = (load(registered.model_uri).path.parents[1] / "requirements.txt").read_text().split()
+    assert any(r.startswith("jinja2==") for r in requirements) == bool(model.manifest.requires), requirements
     signature = pyfunc.metadata.signature
     assert signature.inputs is None  # the pyfunc checks its inputs itself (see test_hostile_registry)
     if name.startswith("ce-"):
@@ -269,7 +272,7 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
     for verb in ("encode", "encode_query", "encode_document"):
         expected = dense(getattr(model, verb)(texts))
         np.testing.assert_allclose(pyfunc.predict(texts, params={"verb": verb}), expected, atol=1e-6)
-    if name.startswith("router"):  # the routes differ, and the input example shows the query route
+    if len(model.manifest.routes) > 1:  # the routes differ, and the input example shows the query route
         assert not np.allclose(dense(model.encode_query(texts)), dense(model.encode_document(texts)))
         assert _serving_example(registered, store)["params"] == {"verb": "encode_query"}
 

@@ -104,15 +104,17 @@ def test_cut_pairs_tokenize_exactly_as_the_plain_tokenizer(side, tiny_artifacts)
     artifact = tiny_artifacts["ce-sigmoid"]
     route = read_manifest(artifact).routes[0]
     spec = dataclasses.replace(route.tokenizer, truncation_side=Side(side))
-    encoder = TextEncoder(artifact, spec, route.inputs)
+    encoder = TextEncoder.open(artifact, spec, route.inputs)
     plain = Tokenizer.from_file(str(artifact / spec.file))
     plain.enable_truncation(spec.max_length, strategy="longest_first", direction=side)
     s = real_sentences()
     pairs = [(" ".join(s[:20]), " ".join(s[400:420])), (" ".join(s[:20]), " ".join(s[:20])),
              (" ".join(s[30:60]), " ".join(s[100:110])), ("short", " ".join(s[:40])),
              (" ".join(s[200:215]), " ".join(s[300:340]))]
-    assert sum(encoder.bounded_pair(*pair) != pair for pair in pairs) == 4  # all but the one with a short side
-    for ours, theirs in zip(encoder.tokenize(pairs), plain.encode_batch(pairs), strict=True):
+    cut = [encoder.bounded_pair(*pair, max_length=spec.max_length) for pair in pairs]
+    assert sum(c != pair for c, pair in zip(cut, pairs, strict=True)) == 4  # all but the one with a short side
+    encoded, _ = encoder.encode(pairs, max_length=spec.max_length)
+    for ours, theirs in zip(encoded, plain.encode_batch(pairs), strict=True):
         assert (ours.ids, ours.type_ids) == (theirs.ids, theirs.type_ids)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from packager.runtime.manifest import ChainKind, Precision
+from packager.runtime.manifest import ChainKind, Precision, VerbSpec
 from packager.validators.gates import DEFAULT_GATES
 from packager.validators.parity import check_parity
 
@@ -37,8 +37,9 @@ class Candidate:
     """What the parity code calls on a loaded artifact; ``distort`` changes its outputs."""
 
     def __init__(self, kind: ChainKind, distort=lambda x: x) -> None:
-        verbs = {"predict": "default"} if kind is ChainKind.CROSS_ENCODER else {"encode": "default"}
-        self.manifest = SimpleNamespace(chain_kind=kind, verbs=verbs)
+        verb = VerbSpec(route="default")
+        verbs = {"predict": verb} if kind is ChainKind.CROSS_ENCODER else {"encode": verb}
+        self.manifest = SimpleNamespace(chain_kind=kind, verbs=verbs, prompts={}, default_prompt_name=None)
         self.distort = distort
 
     def has_output(self, verb, meaning):

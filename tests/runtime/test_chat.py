@@ -1,0 +1,229 @@
+"""Chat templates in the runtime: rendered as transformers renders them, sandboxed and bounded.
+
+A template is data from a model folder. These are the ways one could try to reach Python objects
+or exhaust the machine; each must be refused (when compiled) or stopped inside its bounds (when
+rendered), quickly and with a typed error, whatever the input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import tiny_models as tm
+from packager.cli import main
+from packager.runtime.chat import ChatTemplate
+from packager.runtime.errors import ArtifactIntegrityError
+from packager.runtime.manifest import ChatSpec, MessageFormat
+
+FLAT = ChatSpec(template="chat_template.jinja", message_format=MessageFormat.FLAT, variables={}, task_variable=False,
+                restore_suffix=True)
+# What real templates do (Qwen-, Llama- and Gemma-style): namespaces, reversed loops, tests and
+# filters, string methods, tojson, loop variables and raise_exception on a misuse.
+REALISTIC = """{%- set ns = namespace(last_query=-1, system=none) -%}
+{%- for message in messages[::-1] -%}
+  {%- if ns.last_query < 0 and message.role in ["user", "query"] -%}
+    {%- set ns.last_query = messages | length - 1 - loop.index0 -%}
+  {%- endif -%}
+{%- endfor -%}
+{%- if messages[0].role == "system" -%}{%- set ns.system = messages[0].content | trim -%}{%- endif -%}
+{{ bos_token }}{% if ns.system %}[SYS {{ ns.system | tojson }}]{% endif %}
+{%- for message in messages if message.role != "system" -%}
+  {%- if message.content is not string -%}{{ raise_exception("flat messages only") }}{%- endif -%}
+  {{- "<|im_start|>" ~ message.role ~ "\n" ~ message.content.strip() | replace("  ", " ") -}}
+  {%- if loop.index0 == ns.last_query %} (last query, {{ message.content.split() | length }} words){% endif -%}
+  {{- "<|im_end|>\n" if not loop.last else "<|im_end|>" -}}
+{%- endfor -%}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif -%}"""
+
+
+@pytest.fixture(scope="module")
+def tokenizers(backbones):
+    from transformers import AutoTokenizer
+
+    return {name: AutoTokenizer.from_pretrained(str(getattr(backbones, name)))
+            for name in ("chat_lm", "chat_classifier", "chat_embedder")}
+
+
+@pytest.mark.parametrize("name,template,message_format,task", [
+    ("chat_lm", tm.RERANK_TEMPLATE, "flat", None),
+    ("chat_classifier", tm.CLASSIFIER_TEMPLATE, "structured", "query"),
+    ("chat_classifier", tm.CLASSIFIER_TEMPLATE, "structured", None),
+    ("chat_embedder", tm.EMBEDDER_TEMPLATE, "flat", "query"),
+    ("chat_embedder", REALISTIC, "flat", None),
+])
+@pytest.mark.parametrize("generation", [False, True])
+def test_renders_as_transformers_does(name, template, message_format, task, generation, tokenizers):
+    tokenizer = tokenizers[name]
+    variables = {**{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
+                 "add_generation_prompt": generation}
+    spec = ChatSpec(template="t.jinja", message_format=MessageFormat(message_format), variables=variables,
+                    task_variable=True, restore_suffix=True)
+    chat = ChatTemplate(template, spec)
+    inputs = [("What is  a model?", "A  chain of modules, saved."), ("", ""), "Ünïcödé – “quotes” 東京 ",
+              ("q", "d" * 500)]
+    for item in inputs:
+        for prompt in (None, "Judge relevance.", ""):
+            conversation = chat.conversation(item, prompt)
+            extra = {"task": task} if task else {}
+            want = tokenizer.apply_chat_template(conversation, chat_template=template, tokenize=False,
+                                                 add_generation_prompt=generation, **extra)
+            assert chat.render(conversation, task=task) == want, (item, prompt)
+
+
+def test_a_prompt_is_a_leading_system_message_and_an_empty_prompt_none():
+    chat = ChatTemplate("{{ messages | tojson }}", FLAT)
+    assert chat.conversation(("a", "b"), "p") == [{"role": "system", "content": "p"},
+                                                 {"role": "query", "content": "a"},
+                                                 {"role": "document", "content": "b"}]
+    assert chat.conversation("a", "") == [{"role": "user", "content": "a"}]
+
+
+_BIG = "{% set s = 'a' * 1000000 %}"  # a 1 MB string: within the cap, so only what is made of it is refused
+HOSTILE_RENDERS = {
+    # attribute walking towards Python objects: the sandbox says no
+    "class walk": "{{ messages.__class__.__mro__[1].__subclasses__() }}",
+    "globals walk": "{{ raise_exception.__globals__['__builtins__'] }}",
+    "format walk": "{{ '{0.__class__.__init__.__globals__}'.format(messages) }}",
+    "attr filter walk": "{{ (messages | attr('__class__')).__mro__ }}",
+    "namespace private": "{% set ns = namespace() %}{% set ns._x = 1 %}{{ ns._x }}",
+    "dict mutation": "{% set d = {} %}{{ d.update({'a': 1}) }}",
+    "bytes": "{{ ('a'.encode() * 1500000000) | length }}",
+    # time: loops, ranges, big integers
+    "huge range": "{% for i in range(10**9) %}x{% endfor %}",
+    "nested loops": "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",
+    "power": "{% set n = 10 ** 9 %}{{ 2 ** n }}",
+    "big division": "{% set x = 7 ** 1000000 %}{% set y = 7 ** 500000 + 1 %}{{ (x // y) > 0 }}",
+    "membership over a repeated list": _BIG + "{% set b = 'a' * 999999 ~ 'b' %}{{ b in ([s] * 1000000) }}",
+    # memory: whatever can outgrow its inputs is sized before it runs
+    "string times": "{{ 'x' * 10**10 }}",
+    "list times": "{{ ([1] * 10**9) | length }}",
+    "doubling by tilde": "{% set ns = namespace(v='ab') %}{% for i in range(64) %}{% set ns.v = ns.v ~ ns.v %}"
+                         "{% endfor %}{{ ns.v | length }}",
+    "doubling by plus": "{% set ns = namespace(v=['a']) %}{% for i in range(64) %}{% set ns.v = ns.v + ns.v %}"
+                        "{% endfor %}{{ ns.v | length }}",
+    "long tilde chain": _BIG + "{{ " + " ~ ".join(["s"] * 1500) + " }}",
+    "literal of many": _BIG + "{% set l = [" + ", ".join(["s"] * 2000) + "] %}{{ l | length }}",
+    "list growth in a loop": "{% set ns = namespace(l=[]) %}{% for i in [0] * 90000 %}"
+                             "{% set ns.l = ns.l + ['a' * 1000000 ~ i] %}{% endfor %}",
+    "percent width": "{{ '%999999999d' % 1 }}",
+    "percent star width": "{{ ('%*d' % (1500000000, 1)) | length }}",
+    "percent dict": _BIG + "{{ (('%(a)s' * 1500) % {'a': s}) | length }}",
+    "format method": "{{ '{:>999999999}'.format(1) }}",
+    "format filter width": "{{ '%0999999999d' | format(1) }}",
+    "format filter arguments": _BIG + "{{ ('%s' * 1500) | format(*([s] * 1500)) }}",
+    "format filter mapping": _BIG + "{{ ('%(a)s' * 1500) | format(a=s) }}",
+    "center": "{{ 'x'.center(10**10) }}",
+    "translate": "{% set t = ''.maketrans({'a': 'b' * 1000000}) %}{{ ('a' * 3000).translate(t) }}",
+    "expandtabs": "{{ ('\t' * 1500).expandtabs(tabsize=1000000) }}",
+    "replace growth": "{% set ns = namespace(v='ab') %}{% for i in range(40) %}{% set ns.v = ns.v.replace('a', "
+                      "'aa') %}{% endfor %}{{ ns.v | length }}",
+    "replace with a list": _BIG + "{{ ('a' * 1500) | replace('a', [s]) }}",
+    "join growth": "{% set ns = namespace(v='ab') %}{% for i in range(64) %}{% set ns.v = [ns.v, ns.v] | join %}"
+                   "{% endfor %}{{ ns.v | length }}",
+    "join of many": _BIG + "{{ ([s] * 1500) | join | length }}",
+    "join with a long separator": _BIG + "{{ (['a'] * 1000) | join(s) | length }}",
+    "join method with a long separator": _BIG + "{{ s.join(['a'] * 1000) | length }}",
+    "join of a map": "{{ (['a'] * 1000) | map('center', 1000000) | join | length }}",
+    "indent by a string": _BIG + "{{ ('x\n' * 1500) | indent(s) }}",
+    "wordwrap": _BIG + "{{ ('x ' * 1500) | wordwrap(1, wrapstring=s) }}",
+    "tojson indent": _BIG + "{{ ([0] * 1500) | tojson(indent=s) }}",
+    "tojson of many": _BIG + "{{ ([s] * 1500) | tojson }}",
+    "string of many": _BIG + "{{ ([s] * 1500) | string }}",
+    "sort copies": "{{ (['a' * 1000000] * 100000) | sort | length }}",
+    "sum of lists": "{% set l = ['a'] * 1000000 %}{{ ([l] * 200) | sum(start=[]) | length }}",
+    "sum of small lists": "{{ ([['a']] * 100000) | sum(start=[]) | length }}",
+    "captured doubling": "{% set ns = namespace(v='ab') %}{% for i in range(64) %}{% set block %}{{ ns.v }}{{ ns.v }}"
+                         "{% endset %}{% set ns.v = block %}{% endfor %}{{ ns.v | length }}",
+    "macro recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "raise": "{{ raise_exception('no') }}",
+}
+_RENDER_ALL = """
+import json, resource, sys, time
+from packager.runtime.chat import ChatTemplate, TemplateRefused
+from packager.runtime.manifest import ChatSpec, MessageFormat
+
+spec = ChatSpec(template="t", message_format=MessageFormat.FLAT, variables={}, task_variable=False,
+                restore_suffix=True)
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) for line in status if line.startswith("VmSize")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (3 << 29), size + (3 << 29)))  # 1.5 GB more than now
+results = {}
+for name, source in json.load(sys.stdin).items():
+    chat = ChatTemplate(source, spec)
+    start = time.monotonic()
+    try:
+        chat.render(chat.conversation(("query", "document"), None), task=None)
+        outcome = ["rendered", ""]
+    except TemplateRefused as e:
+        outcome = ["refused", str(e)]
+    except Exception as e:
+        outcome = [type(e).__name__, str(e)]
+    results[name] = [*outcome, time.monotonic() - start]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_renders(tmp_path_factory):
+    """Every hostile template rendered in one child process whose address space is capped 1.5 GB
+    above its start: a render that allocates that much fails there (as "ran out of memory"),
+    not on the machine."""
+    result = subprocess.run([sys.executable, "-c", _RENDER_ALL], input=json.dumps(HOSTILE_RENDERS),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_RENDERS))
+def test_a_hostile_template_is_stopped_within_its_bounds(name, hostile_renders):
+    outcome, message, seconds = hostile_renders[name]
+    assert outcome == "refused", (outcome, message)
+    assert "out of memory" not in message  # refused by a bound, before the allocation
+    assert seconds < 10  # the 2 s deadline, with room for a busy machine
+
+
+@pytest.mark.parametrize("source", [
+    "{% include 'other.jinja' %}", "{% extends 'base.jinja' %}", "{% import 'macros.jinja' as m %}",
+    "{% from 'macros.jinja' import m %}", "{% for m in messages recursive %}{{ loop(m.children) }}{% endfor %}",
+    "{% if %}",
+    "{% set _bounded_iter = ''.join %}{% for c in 'abc' %}{% endfor %}",  # the bounds' own names are reserved
+    "{% if _bounded_iter is defined %}packager{% endif %}",
+    "{% for a in [1] %}" * 25 + "{% endfor %}" * 25,  # nested deeper than Python compiles
+])
+def test_a_template_that_cannot_be_bounded_is_refused_when_compiled(source):
+    with pytest.raises(ArtifactIntegrityError):
+        ChatTemplate(source, FLAT)
+
+
+def test_bounds_grow_with_the_input_so_long_documents_render():
+    chat = ChatTemplate(tm.RERANK_TEMPLATE, FLAT)
+    document = "token " * 400_000  # 2.4 MB: past the base size bound, rendered once
+    assert chat.render(chat.conversation(("q", document), None), task=None).count("token") == 400_000
+    per_word = ChatTemplate("{% for m in messages %}{% for w in m.content.split() %}{{ w[0] }}{% endfor %}{% endfor %}"
+                            "{% for i in range(60000) %}{% endfor %}", FLAT)
+    assert len(per_word.render(per_word.conversation("w " * 120_000, None), task=None)) == 120_000
+
+
+def _hostile_chain(tiny_chains, tmp_path, template: str):
+    chain = shutil.copytree(tiny_chains["ce-chat"], tmp_path / "chain")
+    (chain / "chat_template.jinja").write_text(template)
+    return chain
+
+
+@pytest.mark.parametrize("template,message", [
+    ("{{ messages.__class__.__mro__[1].__subclasses__() }}", "chat template"),
+    ("{% for i in range(10**9) %}x{% endfor %}", "more than"),
+    ("{% include 'other.jinja' %}", "self-contained"),
+])
+def test_a_hostile_template_fails_the_build_before_the_reference_runs(template, message, tiny_chains, tmp_path,
+                                                                      capsys):
+    chain = _hostile_chain(tiny_chains, tmp_path, template)
+    assert main(["build", str(chain), "--out", str(tmp_path / "dist"), "--no-register", "-q"]) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "dist" / "chain-onnx-fp32").exists()
