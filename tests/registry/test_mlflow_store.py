@@ -247,7 +247,7 @@ def test_build_with_register_through_the_cli(tmp_path, tiny_chains, monkeypatch,
 
 
 @pytest.mark.parametrize("name", ["ce-sigmoid", "ce-3-labels", "ce-chat", "splade-max", "router-dense",
-                                  "router-sparse", "shared-router", "static"])
+                                  "router-sparse"])
 def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifacts, monkeypatch):
     import mlflow
     import pandas as pd
@@ -257,8 +257,9 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(registered.model_uri)
     model = load(artifact)
-    requirements = (load(registered.model_uri).path.parents[1] / "requirements.txt").read_text().split()
-    assert any(r.startswith("jinja2==") for r in requirements) == bool(model.manifest.requires), requirements
+    from_registry = load(registered.model_uri)  # its download lives as long as it does
+    requirements = (from_registry.path.parents[1] / "requirements.txt").read_text().split()
+    assert any(r.startswith("jinja2==") for r in requirements) == (name == "ce-chat"), requirements
     signature = pyfunc.metadata.signature
     assert signature.inputs is None  # the pyfunc checks its inputs itself (see test_hostile_registry)
     if name.startswith("ce-"):
