@@ -23,7 +23,6 @@ PAIR_ROLES = ("query", "document")
 # What the restore of a truncated render's tail fills the content with: two fillers that tokenize
 # differently, so the common token suffix of the two renders is the template's own tail.
 SKELETON_FILLERS = ("0", "1 2 3 4")
-__all__ = ["ChatTemplate", "TemplateRefused"]
 
 
 class ChatTemplate:
