@@ -67,8 +67,10 @@ def check_chat_inputs(reference: Any, routes: tuple[Any, ...], verbs: dict[str, 
     from packager.chain.graph import check_renders
 
     encoders = {route.name: route.encoder for route in routes}
-    for call in parity_calls(verbs, dict(reference.prompts), reference.default_prompt_name):
-        check_renders(call.verb.route, encoders[call.verb.route], inputs, prompt=call.prompt, task=call.verb.task)
+    renders = {(call.verb.route, call.prompt, call.verb.task)  # calls that render alike, once
+               for call in parity_calls(verbs, dict(reference.prompts), reference.default_prompt_name)}
+    for route, prompt, task in renders:
+        check_renders(route, encoders[route], inputs, prompt=prompt, task=task)
 
 
 def parity_inputs(kind: ChainKind, routes: tuple[Any, ...], verbs: dict[str, VerbSpec], extra: list) -> list:
