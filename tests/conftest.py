@@ -105,6 +105,12 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     "sparse-static": lambda p, b: tm.save_sparse_static(p, b.mlm),
     "router-sparse": lambda p, b: tm.save_sparse_router(p, b.mlm),
     "csr": lambda p, b: tm.save_csr(p, b.bert),
+    # MultiVectorEncoder (late interaction): a token-level Dense and a punctuation skiplist; query
+    # expansion with prompts and per-task lengths; Normalize and mean-MaxSim, no skiplist.
+    "mv-skiplist": lambda p, b: tm.save_multi_vector(p, b.bert),
+    "mv-expansion": lambda p, b: tm.save_multi_vector(p, b.bert, expansion=True),
+    "mv-normalize": lambda p, b: tm.save_multi_vector(p, b.bert, skiplist=False, normalize=True,
+                                                      similarity="meanmaxsim"),
     # A custom module from the model folder: built only with --trust-remote-code.
     "custom": lambda p, b: tm.save_custom(p, b.bert),
 }
@@ -113,7 +119,8 @@ TRUSTED = {"custom"}
 # (test_chain_kinds, and the loader, isolation and load tests).
 OPENVINO = {"mean", "max-dense-layernorm-normalize", "exclude-prompt", "qwen-lasttoken", "router-dense",
             "shared-router", "query-expansion", "static", "static-dense", "ce-sigmoid", "ce-3-labels",
-            "ce-logit-score", "ce-chat", "ce-chat-classifier", "splade-max", "sparse-static", "router-sparse", "csr"}
+            "ce-logit-score", "ce-chat", "ce-chat-classifier", "splade-max", "sparse-static", "router-sparse", "csr",
+            "mv-skiplist", "mv-expansion", "mv-normalize"}
 # One chain per kind is built through the CLI with its speed measured and its three reports
 # written (test_reports); the others skip both, which no test of theirs looks at.
 REPORTED = {"mean", "ce-3-labels", "splade-max"}

@@ -35,7 +35,7 @@ def _load(name, tiny_chains, artifacts):
 
 
 def _names(kind: str) -> list[str]:
-    prefixes = {"SentenceTransformer": ("ce-", "splade", "sparse", "router-sparse", "csr"),
+    prefixes = {"SentenceTransformer": ("ce-", "splade", "sparse", "router-sparse", "csr", "mv-"),
                 "CrossEncoder": ("ce-",), "SparseEncoder": ("splade", "sparse", "router-sparse", "csr")}
     if kind == "SentenceTransformer":
         return [n for n in TINY_CHAINS if not n.startswith(prefixes[kind])]

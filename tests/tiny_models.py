@@ -487,3 +487,30 @@ def save_custom(path: Path, bert: Path, *, traceable: bool = True) -> Path:
     modules.append({"idx": 2, "name": "2", "path": f"2_{code}", "type": f"{name}.{code}"})
     (path / "modules.json").write_text(json.dumps(modules, indent=2))
     return path
+
+
+# --- multi-vector (late interaction) encoders -------------------------------------------------
+
+def save_multi_vector(path: Path, bert: Path, *, skiplist: bool = True, expansion: bool = False,
+                      normalize: bool = False, similarity: str = "maxsim") -> Path:
+    """A MultiVectorEncoder: the tiny BERT, a token-level Dense (ColBERT's projection, to 16), then
+    optionally Normalize, and a MultiVectorMask (with ``skiplist``, punctuation dropped from
+    documents). With ``expansion``: query and document prompts, queries [MASK]-padded to at least
+    20 tokens (the expansion tokens scored but not attended) and cut at 28, documents cut at 40."""
+    import string
+
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+    settings = dict(query_expansion={"strategy": "min", "length": 20, "attend": False}, query_length=28,
+                    document_length=40) if expansion else {}
+    torch.manual_seed(9)
+    chain = [Transformer(str(bert), max_seq_length=48, **settings),
+             Dense(32, 16, bias=False, activation_function=None, module_input_name="token_embeddings")]
+    if normalize:
+        chain.append(Normalize(module_input_name="token_embeddings"))
+    chain.append(MultiVectorMask(skiplist_words=list(string.punctuation) if skiplist else None))
+    prompts = {"query": "query: ", "document": "passage: "} if expansion else None
+    MultiVectorEncoder(modules=chain, device="cpu", similarity_fn_name=similarity, prompts=prompts).save(str(path))
+    return path

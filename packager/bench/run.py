@@ -167,8 +167,8 @@ def measure(targets: list[Target], inputs: list, settings: Settings = Settings()
 
 def agreement(kind: ChainKind, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """How close outputs are to the reference's: per-input cosine (min, mean) of embeddings, sparse
-    ones as full vectors; for cross-encoders the largest score difference and the smallest
-    Spearman correlation of the scores over all pairs (per label)."""
+    ones as full vectors, a multi-vector encoder's per kept token; for cross-encoders the largest
+    score difference and the smallest Spearman correlation of the scores over all pairs (per label)."""
     if kind is not ChainKind.CROSS_ENCODER:
         cosine = row_cosine(reference, candidate)
         return {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean())}

@@ -28,6 +28,8 @@ from typing import Any  # noqa: E402
 from packager.common.speed import Run, measure_speed  # noqa: E402
 
 Opener = Callable[[dict], Run]
+# The verb measured, by chain kind (encode for the others): a multi-vector encoder's corpus side.
+VERBS = {"CrossEncoder": "predict", "MultiVectorEncoder": "encode_document"}
 
 
 def open_artifact(job: dict) -> Run:
@@ -38,7 +40,7 @@ def open_artifact(job: dict) -> Run:
     from loader import load
 
     model = load(job["path"], threads=job["threads"])
-    verb = model.predict if job["kind"] == "CrossEncoder" else model.encode
+    verb = getattr(model, VERBS.get(job["kind"], "encode"))
     return lambda inputs, batch_size: verb(inputs, batch_size=batch_size)
 
 
@@ -52,7 +54,7 @@ def open_reference(job: dict) -> Run:
 
     model = open_model(job["path"], job["kind"], trust_remote_code=job["trust_remote_code"],
                        allow_pickle=job["allow_pickle"])
-    verb = model.predict if job["kind"] == "CrossEncoder" else model.encode
+    verb = getattr(model, VERBS.get(job["kind"], "encode"))
     return lambda inputs, batch_size: verb(inputs, batch_size=batch_size, show_progress_bar=False)
 
 
@@ -81,10 +83,13 @@ def _peak_rss_mb() -> float:
 
 def _save(path: str, result: Any) -> None:
     """The outputs as a dense float32 array, whichever library made them: the loader's SparseBatch
-    (``toarray``), a torch tensor (sparse or not), or numpy."""
+    (``toarray``), a torch tensor (sparse or not), numpy, or a multi-vector encoder's list of
+    ``[tokens, dim]`` matrices (their rows, text after text)."""
     import numpy as np
 
-    if hasattr(result, "toarray"):
+    if isinstance(result, list):
+        result = np.concatenate([np.asarray(m.cpu() if hasattr(m, "cpu") else m, dtype=np.float32) for m in result])
+    elif hasattr(result, "toarray"):
         result = result.toarray()
     elif hasattr(result, "to_dense"):
         result = result.to_dense().cpu().numpy()

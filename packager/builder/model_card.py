@@ -79,6 +79,8 @@ _USAGE = {
     ChainKind.SENTENCE_TRANSFORMER: 'embeddings = model.encode(["some text"], batch_size=32)',
     ChainKind.SPARSE_ENCODER: 'sparse = model.encode_document(["some text"])   # .toarray(), model.decode(sparse[0])',
     ChainKind.CROSS_ENCODER: 'scores = model.predict([("a query", "a document")])   # or model.rank(query, documents)',
+    ChainKind.MULTI_VECTOR_ENCODER: 'scores = model.similarity(model.encode_query(["a query"]), '
+                                    'model.encode_document(["a document"]))   # MaxSim',
 }
 
 

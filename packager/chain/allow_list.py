@@ -39,6 +39,8 @@ MODULE_TYPES: dict[str, ModuleKind] = {
                   "sparse_encoder.modules", "sparse_encoder.modules.sparse_static_embedding"),
     **_type_paths(ModuleKind.SPARSE_AUTO_ENCODER, "SparseAutoEncoder", "sparse_encoder.models",
                   "sparse_encoder.modules", "sparse_encoder.modules.sparse_auto_encoder"),
+    **_type_paths(ModuleKind.MULTI_VECTOR_MASK, "MultiVectorMask", "multi_vector_encoder.modules",
+                  "multi_vector_encoder.modules.multi_vector_mask"),
     **_type_paths(ModuleKind.ROUTER, "Router", "models", "base.modules", "base.modules.router",
                   "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules"),
     **_type_paths(ModuleKind.ROUTER, "Asym", "models", "base.modules.router", "sentence_transformer.modules"),
@@ -53,4 +55,6 @@ MODULE_TYPES: dict[str, ModuleKind] = {
         ("CLIPModel", "clip_model"),
     ) for path in _type_paths(ModuleKind.NOT_COMPILED, name, "models", "sentence_transformer.modules",
                               f"sentence_transformer.modules.{file}")},
+    **_type_paths(ModuleKind.NOT_COMPILED, "HierarchicalTokenPooling", "multi_vector_encoder.modules",
+                  "multi_vector_encoder.modules.token_pooling"),
 }

@@ -1,8 +1,8 @@
 """What this version compiles: each route starts with an input module its chain kind takes (a
 text or chat-message Transformer of a task the kind takes, a StaticEmbedding in a
 SentenceTransformer, a SparseStaticEmbedding in a SparseEncoder) and continues with modules that
-may follow it; a Router may stand anywhere, its routes taking its place. Everything else is
-refused before any work, naming the module that is the reason."""
+may follow it (a MultiVectorEncoder's MultiVectorMask last); a Router may stand anywhere, its routes
+taking its place. Everything else is refused before any work, naming the module that is the reason."""
 
 from __future__ import annotations
 
@@ -17,16 +17,24 @@ _INPUT_TASKS = {
     ChainKind.SENTENCE_TRANSFORMER: ("feature-extraction",),
     ChainKind.CROSS_ENCODER: ("sequence-classification", "text-generation", "feature-extraction"),
     ChainKind.SPARSE_ENCODER: ("fill-mask", "feature-extraction"),
+    ChainKind.MULTI_VECTOR_ENCODER: ("feature-extraction",),
 }
 _INPUT_MODULES = {
     ChainKind.SENTENCE_TRANSFORMER: (ModuleKind.STATIC_EMBEDDING,),
     ChainKind.CROSS_ENCODER: (),
     ChainKind.SPARSE_ENCODER: (ModuleKind.SPARSE_STATIC_EMBEDDING,),
+    ChainKind.MULTI_VECTOR_ENCODER: (),
 }
 # What may follow the input module.
 _AFTER_INPUT = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE,
                 ModuleKind.DROPOUT, ModuleKind.LOGIT_SCORE, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_AUTO_ENCODER,
                 ModuleKind.CUSTOM}
+# Why some of sentence-transformers' own modules are not compiled, where there is more to say.
+_NOT_COMPILED_BECAUSE = {
+    "HierarchicalTokenPooling": "it clusters each document's tokens with scipy's Ward linkage, which the runtime "
+                                "cannot reproduce exactly in numpy (which tokens merge turns on ties and summation "
+                                "order); save the model without it and pool the loader's output where needed",
+}
 # The modalities a Transformer's texts may reach it in: as text, or rendered as chat messages.
 _TEXT_MODALITIES = ({"text"}, {"message"}, {"text", "message"})
 
@@ -53,8 +61,7 @@ def check_compilable(chain: ChainSpec) -> None:
 
 def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list[str]:
     first, *rest = modules
-    problems = [f"module {m.name!r} is sentence-transformers' {m.type.rsplit('.', 1)[-1]}, which this version "
-                "does not compile" for m in modules if m.kind is ModuleKind.NOT_COMPILED]
+    problems = [_not_compiled(m) for m in modules if m.kind is ModuleKind.NOT_COMPILED]
     if first.kind is ModuleKind.NOT_COMPILED:
         return problems
     if first.transformer_task is not None:
@@ -62,8 +69,21 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
     elif first.kind not in _INPUT_MODULES[kind]:
         problems.append(f"module {first.name!r} ({first.type}) cannot start a {kind.value} route")
     problems += [f"module {m.name!r} ({m.type}, {m.kind.value}) cannot follow the input module"
-                 for m in rest if m.kind not in _AFTER_INPUT | {ModuleKind.NOT_COMPILED}]
+                 for m in rest if m.kind not in _AFTER_INPUT | {ModuleKind.NOT_COMPILED, ModuleKind.MULTI_VECTOR_MASK}]
+    masks = [i for i, m in enumerate(modules) if m.kind is ModuleKind.MULTI_VECTOR_MASK]
+    if masks and kind is not ChainKind.MULTI_VECTOR_ENCODER:
+        problems.append(f"module {modules[masks[0]].name!r}: a MultiVectorMask belongs to a MultiVectorEncoder, "
+                        f"not a {kind.value}")
+    elif masks and masks != [len(modules) - 1]:
+        problems.append(f"module {modules[masks[0]].name!r}: a MultiVectorMask is compiled as the last module of its "
+                        "route (only one, and nothing after it)")
     return problems
+
+
+def _not_compiled(module: ModuleSpec) -> str:
+    name = module.type.rsplit(".", 1)[-1]
+    reason = f": {_NOT_COMPILED_BECAUSE[name]}" if name in _NOT_COMPILED_BECAUSE else ""
+    return f"module {module.name!r} is sentence-transformers' {name}, which this version does not compile{reason}"
 
 
 def _transformer_problems(kind: ChainKind, module: ModuleSpec) -> list[str]:

@@ -38,7 +38,8 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
         verbs = verb_specs(reference, chain)
         info["verbs"] = to_jsonable(verbs)
         info["verb_summary"] = {verb: spec.summary() for verb, spec in verbs.items()}
-        info.update(prompts=dict(reference.prompts), default_prompt_name=reference.default_prompt_name)
+        info.update(prompts=dict(reference.prompts), default_prompt_name=reference.default_prompt_name,
+                    similarity=getattr(reference, "similarity_fn_name", None))  # none for cross-encoders
     revision = f", revision {chain.source.revision}" if chain.source.revision else ""
     lines = [f"{chain.source.location} ({chain.source.kind.value}{revision})", f"chain kind: {chain.kind.value}",
              "modules:"]
@@ -54,5 +55,6 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
     if "verbs" in info:
         lines += ["verbs: " + "; ".join(f"{verb} -> {summary}" for verb, summary in info["verb_summary"].items()),
                   f"prompts: {info['prompts']} (default: {info['default_prompt_name']})"]
+        lines += [f"similarity: {info['similarity']}"] if info["similarity"] else []
     lines.append(f"compilable: {info['compilable']}")
     return info, "\n".join(lines)

@@ -7,6 +7,7 @@ the modules the exporter cannot take as they are run through the export steps of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 from packager.chain.chat import resolve_chat
 from packager.chain.processing import verb_spec
 from packager.chain.spec import ChainSpec, ModuleSpec
-from packager.chain.steps import PromptExcludingPooling, export_steps
+from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringMasks, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
 from packager.errors import SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
@@ -31,7 +32,7 @@ from packager.runtime.manifest import (
     TokenizerSpec,
     VerbSpec,
 )
-from packager.runtime.text import TextEncoder
+from packager.runtime.text import EXPANSION_POSITIONS, TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,13 @@ _OUTPUTS = {
     ChainKind.SENTENCE_TRANSFORMER: ("sentence_embedding", OutputMeaning.SENTENCE_EMBEDDING),
     ChainKind.SPARSE_ENCODER: ("sentence_embedding", OutputMeaning.SPARSE_EMBEDDING),
     ChainKind.CROSS_ENCODER: ("scores", OutputMeaning.SCORES),
+    ChainKind.MULTI_VECTOR_ENCODER: ("token_embeddings", OutputMeaning.TOKEN_EMBEDDINGS),
 }
 # Which route each verb runs, by the task sentence-transformers passes to a Router.
 _ENCODE_TASKS: dict[str, str | None] = {"encode": None, "encode_query": "query", "encode_document": "document"}
 _VERB_TASKS: dict[ChainKind, dict[str, str | None]] = {
     ChainKind.SENTENCE_TRANSFORMER: _ENCODE_TASKS, ChainKind.SPARSE_ENCODER: _ENCODE_TASKS,
-    ChainKind.CROSS_ENCODER: {"predict": None},
+    ChainKind.MULTI_VECTOR_ENCODER: _ENCODE_TASKS, ChainKind.CROSS_ENCODER: {"predict": None},
 }
 
 
@@ -126,6 +128,9 @@ def verb_specs(reference: Any, chain: ChainSpec) -> dict[str, VerbSpec]:
         spec = pipelines[route][0]
         verbs[verb] = verb_spec(_route_modules(reference, chain, route)[0], route=route, task=task,
                                 chat="message" in (spec.config.get("modality_config") or {}))
+        if chain.kind is ChainKind.MULTI_VECTOR_ENCODER:
+            mask = SCORING_MASKS["query" if task == "query" else "document"]
+            verbs[verb] = dataclasses.replace(verbs[verb], scoring_mask=mask)
     if not verbs:
         raise UnsupportedModuleError(f"the Router resolves no route for {', '.join(tasks)}")
     return verbs
@@ -153,7 +158,15 @@ def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
         input_names += (PROMPT_LENGTH,)
         sample.append(torch.ones(len(sample[0]), dtype=torch.int64))
     key, meaning = _OUTPUTS[kind]
-    keys = (key, "token_embeddings") if token_embeddings and kind is ChainKind.SENTENCE_TRANSFORMER else (key,)
+    keys: tuple[str, ...] = (key, "token_embeddings") if token_embeddings and kind is ChainKind.SENTENCE_TRANSFORMER \
+        else (key,)
+    if kind is ChainKind.MULTI_VECTOR_ENCODER:
+        if not any(isinstance(step, ScoringMasks) for step in steps):
+            steps.append(ScoringMasks(None))
+        elif getattr(input_module, "query_expansion", None) is not None:  # MultiVectorMask scores expansion tokens
+            input_names += (EXPANSION_POSITIONS,)
+            sample.append(torch.zeros_like(sample[0], dtype=torch.bool))
+        keys = (key, *SCORING_MASKS.values())
     constants = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor) and k != PROMPT_LENGTH}
     graph = ChainGraph(steps, input_names, keys, constants).eval()
     values = _run(name, specs, kind, graph, sample)
@@ -166,13 +179,26 @@ def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
             log.warning("route %r: the sliced language-model head differs from the whole head on the samples; "
                         "exporting the whole head", name)
             graph, values = whole, expected
-    outputs = [OutputSpec(name=meaning.value, meaning=meaning, shape=("batch", int(values[0].shape[-1])))]
-    if len(keys) > 1:
-        outputs.append(OutputSpec(name=OutputMeaning.TOKEN_EMBEDDINGS.value, meaning=OutputMeaning.TOKEN_EMBEDDINGS,
-                                  shape=("batch", "sequence", int(values[1].shape[-1]))))
-    return RouteGraph(name=name, modules=specs, module=graph, input_names=input_names, outputs=tuple(outputs),
+    return RouteGraph(name=name, modules=specs, module=graph, input_names=input_names,
+                      outputs=_output_specs(keys, values, meaning),
                       sample_inputs=tuple(sample), tokenizer=tokenizer, tokenizer_json=tokenizer_json,
                       chat=chat[0] if chat else None, chat_template=chat[1] if chat else None, encoder=encoder)
+
+
+def _output_specs(keys: tuple[str, ...], values: tuple[torch.Tensor, ...],
+                  meaning: OutputMeaning) -> tuple[OutputSpec, ...]:
+    """The graph's outputs: the chain kind's own (named by its meaning), then token embeddings if
+    exported beside a sentence embedding, or a multi-vector encoder's scoring masks."""
+    def axes(value: torch.Tensor) -> tuple[int | str, ...]:
+        return ("batch", "sequence", int(value.shape[-1])) if value.dim() == 3 else ("batch", int(value.shape[-1]))
+
+    outputs = [OutputSpec(name=meaning.value, meaning=meaning, shape=axes(values[0]))]
+    for key, value in zip(keys[1:], values[1:], strict=True):
+        if key in SCORING_MASKS.values():
+            outputs.append(OutputSpec(name=key, meaning=OutputMeaning.SCORING_MASK, shape=("batch", "sequence")))
+        else:
+            outputs.append(OutputSpec(name=key, meaning=OutputMeaning(key), shape=axes(value)))
+    return tuple(outputs)
 
 
 def _encoder(name: str, spec: ModuleSpec, module: Any, tokenizer: TokenizerSpec,

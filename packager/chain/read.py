@@ -230,6 +230,8 @@ def _chain_kind(src: Source, modules: tuple[ModuleSpec, ...]) -> ChainKind:
         model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type is None:
         kinds = {m.kind for m in flatten(modules)}
+        if ModuleKind.MULTI_VECTOR_MASK in kinds:
+            return ChainKind.MULTI_VECTOR_ENCODER
         if kinds & _SPARSE_KINDS:
             return ChainKind.SPARSE_ENCODER
         return ChainKind.CROSS_ENCODER if ModuleKind.LOGIT_SCORE in kinds else ChainKind.SENTENCE_TRANSFORMER

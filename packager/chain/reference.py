@@ -42,7 +42,8 @@ def open_model(folder: str | Path, kind: ChainKind | str, *, trust_remote_code: 
     except ImportError as e:
         raise MissingDependencyError("building needs the build extra: pip install 'chain-packager[build]'") from e
     model_class = {ChainKind.SENTENCE_TRANSFORMER: st.SentenceTransformer, ChainKind.CROSS_ENCODER: st.CrossEncoder,
-                   ChainKind.SPARSE_ENCODER: st.SparseEncoder}[ChainKind(kind)]
+                   ChainKind.SPARSE_ENCODER: st.SparseEncoder,
+                   ChainKind.MULTI_VECTOR_ENCODER: st.MultiVectorEncoder}[ChainKind(kind)]
     model_kwargs = {} if allow_pickle else {"use_safetensors": True}
     return model_class(str(folder), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code,
                        model_kwargs=model_kwargs).eval()

@@ -1,7 +1,8 @@
 """Export steps for the modules the exporter cannot take as they are: three that branch on Python
 values the exporter would freeze to the sample's shapes, StaticEmbedding (an EmbeddingBag over
-flat ids and offsets, where the graph takes padded ids and a mask), and a causal LM's head where
-LogitScore reads two of its rows. Each calls the module's own code where it can, or repeats its
+flat ids and offsets, where the graph takes padded ids and a mask), a causal LM's head where
+LogitScore reads two of its rows, and MultiVectorMask, which branches on the task and uses
+``torch.isin``. Each calls the module's own code where it can, or repeats its
 arithmetic without the branch; the parity gate proves each equal to the module."""
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import torch
 from packager.chain.spec import ModuleSpec
 from packager.errors import UnsupportedModuleError
 from packager.runtime.manifest import PROMPT_LENGTH, ModuleKind
+from packager.runtime.text import EXPANSION_POSITIONS
+
+# The graph outputs of a multi-vector route: the tokens each task keeps. sentence-transformers'
+# verbs pass the task "query" (encode_query), "document" (encode_document) or none (encode), and
+# MultiVectorMask treats none as "document".
+SCORING_MASKS = {"query": "scoring_mask_query", "document": "scoring_mask_document"}
 
 
 def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], *,
@@ -46,12 +53,46 @@ def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
         return SpladePooling(module)
     if spec.kind is ModuleKind.SPARSE_AUTO_ENCODER:
         return SparseAutoEncoder(module)
+    if spec.kind is ModuleKind.MULTI_VECTOR_MASK:
+        return ScoringMasks(module)
     if spec.kind is ModuleKind.POOLING and not module.include_prompt:
         if not (hasattr(module, "_forward_padded") and hasattr(module, "_exclude_prompt_from_mask")):
             raise UnsupportedModuleError(f"module {spec.name!r}: this sentence-transformers version's Pooling lacks "
                                          "the methods include_prompt=False is exported through")
         return PromptExcludingPooling(module)
     return module
+
+
+class ScoringMasks(torch.nn.Module):
+    """MultiVectorMask for every task at once, each task's mask a graph output named in
+    SCORING_MASKS: the module's arithmetic with ``torch.isin`` (which the exporter cannot lower)
+    as a comparison against each listed id. Real tokens count; a query's expansion positions count
+    too; the skiplist drops tokens for the tasks it applies to (no task counting as "document");
+    the allow-list keeps only its ids for every task but "query". Without a MultiVectorMask
+    (``mask`` None) every task keeps the attention mask's tokens, as sentence-transformers does."""
+
+    def __init__(self, mask: Any | None) -> None:  # sentence-transformers' MultiVectorMask
+        super().__init__()
+        skip = getattr(mask, "_skiplist_ids", None)
+        keep = getattr(mask, "keep_only_token_ids", None)
+        self.skiplist_tasks = set(mask.skiplist_tasks) if mask is not None else set()
+        self.register_buffer("skip", skip.clone() if skip is not None and len(skip) else None, persistent=False)
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.long) if keep else None, persistent=False)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        ids = features["input_ids"]
+        real = features["attention_mask"].bool()
+        for task, name in SCORING_MASKS.items():
+            kept = real
+            positions = features.get(EXPANSION_POSITIONS)
+            if task == "query" and positions is not None:
+                kept = kept | positions.bool()
+            if task in self.skiplist_tasks and self.skip is not None:
+                kept = kept & ~(ids.unsqueeze(-1) == self.skip).any(dim=-1)
+            if task != "query" and self.keep is not None:
+                kept = kept & (ids.unsqueeze(-1) == self.keep).any(dim=-1)
+            features[name] = kept
+        return features
 
 
 class SpladePooling(torch.nn.Module):

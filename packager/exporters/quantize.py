@@ -31,10 +31,13 @@ from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.runtime.manifest import ChainKind, Format, ModuleKind, Precision
+from packager.runtime.similarity import maxsim
+from packager.validators.metrics import row_cosine
 from packager.validators.parity import (
     dense_metrics,
     groups,
     logit_metrics,
+    score_metrics,
     sparse_metrics,
 )
 from packager.validators.report import Check, lower_is_better
@@ -295,7 +298,7 @@ class ExclusionSearch:
             with quiet(""):  # onnxruntime's quantizers log advice through the root logger
                 self.quantize(self.source, target, ranked[:excluded])
             self._tried[excluded] = target, _graph_metrics(self.context, self.inputs, self.reference,
-                                                           _outputs(target, self.feeds))
+                                                           _outputs(target, self.feeds), self.feeds)
         return self._tried[excluded]
 
     def _sensitivity(self, nodes: list[str], node: str) -> float:
@@ -316,18 +319,26 @@ def _tightened(metric: str, threshold: float) -> float:
     return threshold * (1 - MARGIN) if lower_is_better(metric) else threshold + (1 - threshold) * MARGIN
 
 
-def _graph_metrics(context: RecipeContext, inputs: list, reference: np.ndarray,
-                   candidate: np.ndarray) -> dict[str, float]:
-    """The gate's metrics between fp32 and int8 graph outputs (embeddings, or logits)."""
+def _graph_metrics(context: RecipeContext, inputs: list, reference: np.ndarray, candidate: np.ndarray,
+                   feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """The gate's metrics between fp32 and int8 graph outputs (embeddings, or logits; token
+    embeddings scored with MaxSim, every input against every input)."""
     if context.kind is ChainKind.CROSS_ENCODER:
         return logit_metrics(reference, candidate, groups([tuple(p) for p in inputs]))
     if context.kind is ChainKind.SPARSE_ENCODER:
         return sparse_metrics(reference, candidate)
+    if context.kind is ChainKind.MULTI_VECTOR_ENCODER:  # rows are the real tokens of each input in turn
+        cosine = row_cosine(reference, candidate)
+        ends = np.cumsum([n for feed in feeds for n in feed["attention_mask"].sum(axis=1)])[:-1]
+        ref, cand = np.split(reference, ends), np.split(candidate, ends)
+        return {"token_min_cosine": float(cosine.min()), "token_mean_cosine": float(cosine.mean()),
+                **score_metrics(maxsim(ref, ref), maxsim(cand, cand))}
     return dense_metrics(reference, candidate)
 
 
 def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """The graph's first output for every calibration batch, in the feeds' order."""
+    """The graph's first output for every calibration batch, in the feeds' order: a row per input,
+    or for token embeddings a row per real token."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -337,4 +348,9 @@ def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_outputs()[0].name
-    return np.concatenate([session.run([name], feed)[0].reshape(len(feed["input_ids"]), -1) for feed in feeds])
+    rows = []
+    for feed in feeds:
+        values = session.run([name], feed)[0]
+        tokens = values.ndim == 3
+        rows.append(values[feed["attention_mask"].astype(bool)] if tokens else values.reshape(len(values), -1))
+    return np.concatenate(rows)

@@ -372,11 +372,12 @@ def runtime_requirements(fmt: Format = Format.ONNX, requires: tuple[str, ...] = 
 
 def signature(manifest: Manifest) -> Any:
     """Strings in, float32 rows out, with a ``verb`` parameter (encode, encode_query,
-    encode_document) for embedding models; for cross-encoders, (query, document) string columns
-    in, scores out."""
+    encode_document) for embedding models, and for multi-vector encoders one list of token
+    vectors per text; for cross-encoders, (query, document) string columns in, scores out."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import DataType, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import Array, ColSpec
 
     # No input schema: MLflow would convert a request's numbers and nulls to a declared string
     # column's type, and drop undeclared columns, before the pyfunc could refuse them; the pyfunc
@@ -385,9 +386,12 @@ def signature(manifest: Manifest) -> Any:
         labels = manifest.scoring.num_labels
         shape = (-1,) if labels == 1 else (-1, labels)
         return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]))
+    verb = ParamSchema([ParamSpec("verb", DataType.string, "encode")])
+    if manifest.chain_kind is ChainKind.MULTI_VECTOR_ENCODER:  # per text, its kept tokens' vectors
+        return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(Array(DataType.float)))]), params=verb)
     return ModelSignature(inputs=None,
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension or -1))]),
-                          params=ParamSchema([ParamSpec("verb", DataType.string, "encode")]))
+                          params=verb)
 
 
 def input_example(manifest: Manifest) -> Any:

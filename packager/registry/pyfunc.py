@@ -194,9 +194,10 @@ class ArtifactModel(PythonModel):
         self.model = loader.load(root)
 
     def predict(self, context, model_input, params=None):
-        """Texts in, embeddings out (sparse ones as dense rows), by the verb in ``params``
-        (encode, encode_query or encode_document); for cross-encoders, (query, document) pairs in
-        (two columns, or a list of pairs), scores out."""
+        """Texts in, embeddings out (sparse ones as dense rows; for a multi-vector encoder, one
+        list of token vectors per text), by the verb in ``params`` (encode, encode_query or
+        encode_document); for cross-encoders, (query, document) pairs in (two columns, or a list
+        of pairs), scores out."""
         params = dict(params or {})
         kind = self.model.manifest.chain_kind.value
         try:
@@ -209,6 +210,8 @@ class ArtifactModel(PythonModel):
             embeddings = _call(getattr(self.model, verb), texts_of(model_input), params)
         except self._invalid_input as e:  # the loader's own input errors: a bad request, not a failure
             raise _refuse(str(e)) from None
+        if kind == "MultiVectorEncoder":  # ragged: [tokens, dim] per text
+            return [matrix.tolist() for matrix in embeddings]
         return embeddings.toarray() if kind == "SparseEncoder" else embeddings
 
 

@@ -18,6 +18,7 @@ from .errors import (
 from .load import load
 from .manifest import Manifest, read_manifest
 from .model import Model
+from .multi_vector_encoder import MultiVectorEncoderModel
 from .sparse import SparseBatch, SparseEmbedding
 from .sparse_encoder import SparseEncoderModel
 
@@ -29,6 +30,7 @@ __all__ = [
     "Manifest",
     "MissingDependencyError",
     "Model",
+    "MultiVectorEncoderModel",
     "PackagerError",
     "SparseBatch",
     "SparseEmbedding",

@@ -13,12 +13,14 @@ from .embedding import EmbeddingModel
 from .integrity import verify_artifact
 from .manifest import ChainKind, read_manifest
 from .model import Model
+from .multi_vector_encoder import MultiVectorEncoderModel
 from .registered import download_registered
 from .sparse_encoder import SparseEncoderModel
 
 MODELS: dict[ChainKind, type[Model]] = {ChainKind.SENTENCE_TRANSFORMER: EmbeddingModel,
                                         ChainKind.SPARSE_ENCODER: SparseEncoderModel,
-                                        ChainKind.CROSS_ENCODER: CrossEncoderModel}
+                                        ChainKind.CROSS_ENCODER: CrossEncoderModel,
+                                        ChainKind.MULTI_VECTOR_ENCODER: MultiVectorEncoderModel}
 
 
 def load(path_or_uri: str | Path, *, threads: int | None = None) -> Model:

@@ -21,7 +21,8 @@ from .errors import ArtifactIntegrityError
 from .files import read_text
 from .jsonable import from_jsonable, to_jsonable
 
-SCHEMA_VERSION = 4  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates
+SCHEMA_VERSION = 5  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates;
+# 5: multi-vector encoders (scoring masks, MaxSim)
 MANIFEST_FILE = "manifest.json"
 # A manifest lists every file of an artifact and of its source: a few hundred kB for the largest
 # models. Anything much bigger is not a manifest (a link to /dev/zero, a forged file).
@@ -54,6 +55,7 @@ class ModuleKind(str, Enum):
     SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
     SPARSE_AUTO_ENCODER = "SparseAutoEncoder"
     STATIC_EMBEDDING = "StaticEmbedding"
+    MULTI_VECTOR_MASK = "MultiVectorMask"
     ROUTER = "Router"
     DROPOUT = "Dropout"  # the identity at inference
     NOT_COMPILED = "not compiled"  # sentence-transformers' own, safe to read, but no graph is made of it
@@ -64,6 +66,7 @@ class ChainKind(str, Enum):
     SENTENCE_TRANSFORMER = "SentenceTransformer"
     CROSS_ENCODER = "CrossEncoder"
     SPARSE_ENCODER = "SparseEncoder"
+    MULTI_VECTOR_ENCODER = "MultiVectorEncoder"
 
 
 class Format(str, Enum):
@@ -82,6 +85,8 @@ class Similarity(str, Enum):
     DOT = "dot"
     EUCLIDEAN = "euclidean"
     MANHATTAN = "manhattan"
+    MAXSIM = "maxsim"  # late interaction: per query token the best document token, summed
+    MEAN_MAXSIM = "meanmaxsim"  # MaxSim divided by the query's token count
 
 
 class OutputMeaning(str, Enum):
@@ -89,6 +94,7 @@ class OutputMeaning(str, Enum):
     TOKEN_EMBEDDINGS = "token_embeddings"  # dense [batch, sequence, hidden]
     SPARSE_EMBEDDING = "sparse_embedding"  # [batch, dim], mostly zeros; the loader returns indices and values
     SCORES = "scores"  # cross-encoder logits [batch, num_labels], before the activation
+    SCORING_MASK = "scoring_mask"  # [batch, sequence]: the tokens a multi-vector encoder keeps for one task
 
 
 class Activation(str, Enum):
@@ -241,12 +247,14 @@ class ExpansionSpec:
 class VerbSpec:
     """What one verb runs: its route, the task sentence-transformers passes for it (``query``,
     ``document`` or none), a per-task length that replaces the route tokenizer's ``max_length``
-    (``query_length``, ``document_length``, ``processing_kwargs``), and query expansion."""
+    (``query_length``, ``document_length``, ``processing_kwargs``), query expansion, and for a
+    multi-vector encoder the graph output that says which tokens the task keeps."""
 
     route: str
     task: str | None = None
     max_length: int | None = None
     expansion: ExpansionSpec | None = None
+    scoring_mask: str | None = None  # multi-vector encoders: the output whose true entries are the tokens kept
 
     def __post_init__(self) -> None:
         if self.max_length is not None and not 1 <= self.max_length <= INT32_LIMIT:
@@ -258,6 +266,7 @@ class VerbSpec:
         notes += [f"max length {self.max_length}"] if self.max_length else []
         if self.expansion:
             notes.append(f"query expansion {self.expansion.strategy.value} to {self.expansion.length}")
+        notes += [f"tokens kept by {self.scoring_mask}"] if self.scoring_mask else []
         return f"route {self.route!r}" + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -380,6 +389,14 @@ class Manifest:
         unknown = {verb: spec.route for verb, spec in self.verbs.items() if spec.route not in names}
         if not self.verbs or unknown:
             raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}")
+        multi_vector = self.chain_kind is ChainKind.MULTI_VECTOR_ENCODER
+        for verb, spec in self.verbs.items():
+            route = self.route(spec.route)
+            mask = next((o for o in route.outputs if o.name == spec.scoring_mask
+                         and o.meaning is OutputMeaning.SCORING_MASK), None)
+            if multi_vector != (spec.scoring_mask is not None) or (multi_vector and mask is None):
+                raise ArtifactIntegrityError(f"manifest: verb {verb}: a scoring mask output of its route is required "
+                                             "for multi-vector encoders and only for them")
         if (self.scoring is None) != (self.chain_kind is not ChainKind.CROSS_ENCODER):
             raise ArtifactIntegrityError("manifest: scoring is required for cross-encoders and only for them")
         if (self.sparse is None) != (self.chain_kind is not ChainKind.SPARSE_ENCODER):

@@ -26,7 +26,8 @@ class RouteRunner:
             prompt: str | None) -> list[np.ndarray]:
         """One output row per input, in input order, as ``verb`` runs them with ``prompt``.
         Everything is tokenized once, then batched by token length so each batch pads little;
-        token embeddings are trimmed of trailing padding."""
+        token embeddings are trimmed of trailing padding, or with the verb's scoring mask (a
+        multi-vector encoder) reduced to the tokens it keeps."""
         output = self.spec.output(meaning)
         if output is None:  # the models check has() first
             raise ValueError(f"route {self.spec.name!r} has no {meaning.value} output")
@@ -37,10 +38,13 @@ class RouteRunner:
         rows: list[np.ndarray] = [None] * len(inputs)  # type: ignore[list-item]
         for batch in batches(order, [len(e.ids) for e in encodings], batch_size):
             feeds = self.text.pad([encodings[i] for i in batch], prompt_length=prompt_length, expansion=verb.expansion)
-            values = self._session.run(feeds)[name]
+            outputs = self._session.run(feeds)
+            values = outputs[name]
             for position, row in enumerate(batch):
                 rows[row] = values[position]
-                if meaning is OutputMeaning.TOKEN_EMBEDDINGS:
+                if verb.scoring_mask is not None:
+                    rows[row] = values[position][outputs[verb.scoring_mask][position].astype(bool)]
+                elif meaning is OutputMeaning.TOKEN_EMBEDDINGS:
                     rows[row] = _trim(values[position], feeds["attention_mask"][position])
         return rows
 

@@ -1,5 +1,5 @@
 """sentence-transformers' similarity functions in numpy: cosine, dot, and negated euclidean and
-manhattan distance, over dense rows or sparse embeddings."""
+manhattan distance, over dense rows or sparse embeddings; MaxSim over multi-vector embeddings."""
 
 from __future__ import annotations
 
@@ -41,3 +41,67 @@ def _matrix(embeddings: Any) -> np.ndarray:
     if array.ndim not in (1, 2):
         raise InvalidInputError(f"similarity takes one embedding or a batch, got an array of shape {array.shape}")
     return array[None, :] if array.ndim == 1 else array
+
+
+# The score of a document without tokens (all masked, or none): below every real one, as in
+# sentence-transformers' maxsim.
+EMPTY_DOCUMENT_SCORE = -1e9
+
+
+def maxsim(queries: Any, documents: Any, *, mean: bool = False) -> np.ndarray:
+    """Late interaction, ``[len(queries), len(documents)]``: for each query token the largest dot
+    product with any token of the document, summed over the query's tokens (with ``mean``,
+    divided by their count). Each side is a list of ``[tokens, dim]`` arrays, or one such array."""
+    a, b = _token_matrices(queries, "queries"), _token_matrices(documents, "documents")
+    _same_dimension(a, b)
+    scores = np.zeros((len(a), len(b)), np.float32)
+    filled = [i for i, query in enumerate(a) if len(query)]  # a query without tokens scores 0
+    tokens = np.concatenate([a[i] for i in filled]) if filled else None
+    starts = np.cumsum([0] + [len(a[i]) for i in filled[:-1]])
+    for j, document in enumerate(b):
+        if not len(document):
+            scores[:, j] = EMPTY_DOCUMENT_SCORE
+        elif tokens is not None:  # every query token against the document at once, summed per query
+            scores[filled, j] = np.add.reduceat((tokens @ document.T).max(axis=1), starts)
+    return scores / _token_counts(a)[:, None] if mean else scores
+
+
+def maxsim_pairwise(queries: Any, documents: Any, *, mean: bool = False) -> np.ndarray:
+    """``[n]``: the MaxSim of ``queries[i]`` against ``documents[i]``."""
+    a, b = _token_matrices(queries, "queries"), _token_matrices(documents, "documents")
+    if len(a) != len(b):
+        raise InvalidInputError(f"similarity_pairwise takes as many queries as documents, got {len(a)} and {len(b)}")
+    _same_dimension(a, b)
+    scores = np.array([maxsim([q], [d])[0, 0] for q, d in zip(a, b, strict=True)], np.float32).reshape(len(a))
+    return scores / _token_counts(a) if mean else scores
+
+
+def _token_counts(matrices: list[np.ndarray]) -> np.ndarray:
+    return np.array([max(len(m), 1) for m in matrices], np.float32)
+
+
+def _same_dimension(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    dimensions = {m.shape[1] for m in a + b if len(m)}
+    if len(dimensions) > 1:
+        raise InvalidInputError(f"token embeddings of different dimensions: {sorted(dimensions)}")
+
+
+def _token_matrices(embeddings: Any, what: str) -> list[np.ndarray]:
+    """A list of ``[tokens, dim]`` float32 arrays: what encode returned for several texts (a list),
+    or for one (an array)."""
+    if isinstance(embeddings, (str, bytes)):
+        raise InvalidInputError(f"{what}: similarity takes token embeddings (what encode returned), not text")
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim != 2:
+        raise InvalidInputError(f"{what}: pass what encode returned (a list of [tokens, dim] arrays, or one), not an "
+                                f"array of shape {embeddings.shape}")
+    items = [embeddings] if isinstance(embeddings, np.ndarray) else list(embeddings)
+    matrices = []
+    for i, item in enumerate(items):
+        try:
+            matrix = np.asarray(item, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"{what}[{i}]: not an array of numbers ({e})") from None
+        if matrix.ndim != 2:
+            raise InvalidInputError(f"{what}[{i}]: a [tokens, dim] array is expected, got shape {matrix.shape}")
+        matrices.append(matrix)
+    return matrices

@@ -210,6 +210,7 @@ class TextEncoder:
             "attention_mask": np.zeros(shape, dtype=np.int64),
             "token_type_ids": np.full(shape, spec.pad_type_id, dtype=np.int64),
             PROMPT_LENGTH: np.full(len(batch), prompt_length, dtype=np.int64),
+            EXPANSION_POSITIONS: np.zeros(shape, dtype=bool),  # none, unless a query is expanded
         }
         for row, tokens in enumerate(batch):
             n = len(tokens.ids)

@@ -97,7 +97,8 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
     label; ``advance(n)`` is called as calls are done."""
     runs = reference if isinstance(reference, ReferenceRuns) else ReferenceRuns(reference)
     comparisons: dict[ChainKind, Callable[..., Compared]] = {
-        ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse, ChainKind.CROSS_ENCODER: _scores}
+        ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse, ChainKind.CROSS_ENCODER: _scores,
+        ChainKind.MULTI_VECTOR_ENCODER: _MultiVector(runs, candidate, inputs)}
     compare = comparisons[candidate.manifest.chain_kind]
     manifest = candidate.manifest
     calls = parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name)
@@ -180,6 +181,72 @@ def _scores(reference: ReferenceRuns, candidate: Any, call: ParityCall, pairs: l
     worst = [{"pair": [a[:100], b[:100]], "abs_diff": float(difference[i])}
              for i, (a, b) in ((i, pairs[i]) for i in np.argsort(-difference)[:3])]
     return metrics, problems, worst, {"reference": ref.ravel().tolist(), "candidate": cand.ravel().tolist()}
+
+
+class _MultiVector:
+    """Multi-vector parity: each text's kept tokens (their count, and each token's cosine), and
+    the MaxSim scores of the call's outputs, as queries, against the plain ``encode_document`` of
+    the same texts as documents: each side scored by its own ``similarity``."""
+
+    def __init__(self, reference: ReferenceRuns, candidate: Any, texts: list[str]) -> None:
+        self.reference, self.candidate, self.texts = reference, candidate, texts
+        self._documents: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+
+    def __call__(self, reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
+        ref = self._reference(call.verb_name, call.kwargs)
+        cand = getattr(candidate, call.verb_name)(texts, batch_size=BATCH_SIZE, **call.kwargs)
+        problems = _count_problems(ref, cand)
+        if problems:
+            return {}, problems, [], {}
+        for i, (r, c) in enumerate(zip(ref, cand, strict=True)):
+            problems += _shape_problems(f"token_embeddings[{i}]", r, c)
+        if problems:
+            return {}, problems, [], {}
+        ref_documents, cand_documents = self._documents or self._encode_documents()
+        ref_scores = self.reference.model.similarity(ref, ref_documents).detach().cpu().numpy()
+        cand_scores = candidate.similarity(cand, cand_documents)
+        scored = np.array([len(d) > 0 for d in ref_documents])  # a document without tokens scores a constant
+        cosine = [row_cosine(r, c) for r, c in zip(ref, cand, strict=True)]
+        every = np.concatenate(cosine) if cosine else np.ones(1)
+        metrics = {"token_min_cosine": float(every.min()), "token_mean_cosine": float(every.mean()),
+                   "max_abs_diff": max(max_abs_diff(r, c) for r, c in zip(ref, cand, strict=True)),
+                   "tokens_mean": float(np.mean([len(r) for r in ref])),
+                   **score_metrics(ref_scores[:, scored], cand_scores[:, scored])}
+        per_text = np.array([c.min() if len(c) else 1.0 for c in cosine])
+        return metrics, problems, _worst(texts, per_text), {"cosine": per_text.tolist()}
+
+    def _reference(self, verb: str, kwargs: dict[str, str]) -> list[np.ndarray]:
+        outputs = self.reference(verb, self.texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
+                                 show_progress_bar=False, **kwargs)
+        return [np.asarray(o, dtype=np.float32) for o in outputs]
+
+    def _encode_documents(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        cand = self.candidate.encode_document(self.texts, batch_size=BATCH_SIZE)
+        self._documents = self._reference("encode_document", {}), cand
+        return self._documents
+
+
+def _count_problems(ref: list[np.ndarray], cand: list[np.ndarray]) -> list[str]:
+    """Each text must keep the tokens the reference keeps: a count that differs is a masking or
+    tokenization mismatch, which no threshold excuses."""
+    if len(ref) != len(cand):
+        return [f"token_embeddings: {len(cand)} texts' matrices, the reference has {len(ref)}"]
+    differ = [(i, len(c), len(r)) for i, (r, c) in enumerate(zip(ref, cand, strict=True)) if len(r) != len(c)]
+    if not differ:
+        return []
+    shown = ", ".join(f"text {i}: {c} tokens, reference {r}" for i, c, r in differ[:3])
+    return [f"kept tokens: {len(differ)} of {len(ref)} texts keep another number of tokens than the reference "
+            f"({shown}{', ...' if len(differ) > 3 else ''})"]
+
+
+def score_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """A score matrix (queries x documents): its difference, and each query's ranking of the documents."""
+    if not ref.size:
+        return {"score_rel_diff": 0.0, "score_spearman_min": 1.0, "score_spearman_mean": 1.0, "top1_agreement": 1.0}
+    rank = [spearman(r, c) for r, c in zip(ref, cand, strict=True)]
+    return {"score_rel_diff": relative_max_diff(ref, cand), "score_spearman_min": float(np.min(rank)),
+            "score_spearman_mean": float(np.mean(rank)),
+            "top1_agreement": float(np.mean([_top1_agrees(r, c) for r, c in zip(ref, cand, strict=True)]))}
 
 
 def dense_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
