@@ -86,7 +86,13 @@ def test_int8_and_fp16_variants_pass_their_gates_and_auto_picks_one(tiny_chains,
     chain = str(tiny_chains["mv-normalize"])
     assert main(["build", chain, "--out", str(out), "--format", "onnx", "--precision", "auto", "-q",
                  "--no-register"]) == 0
-    (auto,) = json.loads((out / "mv-normalize-report" / "report.json").read_text())["variants"]
+    from jsonschema import Draft202012Validator
+
+    from packager.reports import SCHEMA_FILE
+
+    report = json.loads((out / "mv-normalize-report" / "report.json").read_text())
+    assert not list(Draft202012Validator(json.loads(SCHEMA_FILE.read_text())).iter_errors(report))
+    (auto,) = report["variants"]
     # auto gated both ONNX int8 recipes; each passed the int8 gate on its own
     assert {(a["recipe"], a["passed"]) for a in auto["attempts"]} == {("onnx-int8-dynamic", True),
                                                                        ("onnx-int8-static-qdq", True)}
@@ -212,3 +218,38 @@ def test_the_exported_mask_step_is_multi_vector_masks_arithmetic_for_every_task(
                                                                                         mask.skiplist_tasks)
     # the document mask drops something exactly when the module has a skiplist or an allow-list
     assert torch.equal(masks[SCORING_MASKS["document"]], attention.bool()) == (settings == {})
+
+
+def test_maxsim_is_sentence_transformers_maxsim_at_the_edges():
+    """The runtime's MaxSim against sentence-transformers' on queries and documents without tokens,
+    no queries, one matrix, and padded arrays; bad inputs are input errors."""
+    import torch
+    from sentence_transformers.util import similarity as st
+
+    from packager.runtime.similarity import maxsim, maxsim_pairwise
+
+    rng = np.random.default_rng(0)
+    queries = [rng.normal(size=(5, 8)), np.zeros((0, 8)), rng.normal(size=(1, 8))]
+    documents = [rng.normal(size=(7, 8)), np.zeros((0, 8)), rng.normal(size=(3, 8))]
+    queries, documents = [q.astype(np.float32) for q in queries], [d.astype(np.float32) for d in documents]
+
+    def tensors(items):
+        return [torch.from_numpy(i) for i in items]
+
+    for mean, full, pairwise in ((False, st.maxsim, st.maxsim_pairwise), (True, st.mean_maxsim,
+                                                                         st.mean_maxsim_pairwise)):
+        cases = [(queries, documents), (queries, documents[1:2]), (queries[:0], documents), (queries[0], documents[2])]
+        for a, b in cases:
+            want = full(tensors(a) if isinstance(a, list) else torch.from_numpy(a),
+                        tensors(b) if isinstance(b, list) else torch.from_numpy(b)).numpy()
+            got = maxsim(a, b, mean=mean)
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(maxsim_pairwise(queries, documents, mean=mean),
+                                   pairwise(tensors(queries), tensors(documents)).numpy(), rtol=1e-5, atol=1e-5)
+    padded = np.zeros((2, 7, 8), np.float32)  # sentence-transformers takes all-zero rows as padding
+    padded[0, :5], padded[1, :1] = queries[0], queries[2]
+    np.testing.assert_allclose(maxsim(padded, documents), maxsim([queries[0], queries[2]], documents))
+    for bad in (None, 5, "a text", [np.ones(8)], [np.ones((2, 8)), np.ones((2, 4))], np.ones((2, 2, 2, 2))):
+        with pytest.raises(InvalidInputError):
+            maxsim(bad, documents)

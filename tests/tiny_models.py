@@ -107,12 +107,14 @@ def _wordpiece_tokenizer():
                              cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def save_tiny_bert(path: Path, *, seed: int = 0, head: str = "none", num_labels: int = 1) -> Path:
+def save_tiny_bert(path: Path, *, seed: int = 0, head: str = "none", num_labels: int = 1,
+                   initializer_range: float = SMALL["initializer_range"]) -> Path:
     """A 2-layer BERT: ``head`` is "none" (BertModel), "mlm" or "classifier"."""
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 
     tokenizer = _wordpiece_tokenizer()
-    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=64, num_labels=num_labels, **SMALL)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=64, num_labels=num_labels,
+                        **{**SMALL, "initializer_range": initializer_range})
     model_class = {"none": BertModel, "mlm": BertForMaskedLM, "classifier": BertForSequenceClassification}[head]
     torch.manual_seed(seed)
     model_class(config).eval().save_pretrained(path)

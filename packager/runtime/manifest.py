@@ -390,6 +390,11 @@ class Manifest:
         if not self.verbs or unknown:
             raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}")
         multi_vector = self.chain_kind is ChainKind.MULTI_VECTOR_ENCODER
+        late = self.similarity in (Similarity.MAXSIM, Similarity.MEAN_MAXSIM)
+        if multi_vector != late:
+            function = getattr(self.similarity, "value", None)
+            raise ArtifactIntegrityError(f"manifest: similarity {function!r} for a {self.chain_kind.value}: MaxSim is "
+                                         "for multi-vector encoders, and only for them")
         for verb, spec in self.verbs.items():
             route = self.route(spec.route)
             mask = next((o for o in route.outputs if o.name == spec.scoring_mask

@@ -88,12 +88,18 @@ def _same_dimension(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 def _token_matrices(embeddings: Any, what: str) -> list[np.ndarray]:
     """A list of ``[tokens, dim]`` float32 arrays: what encode returned for several texts (a list),
-    or for one (an array)."""
+    or for one (an array); or, as sentence-transformers takes it, a padded ``[n, tokens, dim]``
+    array whose all-zero rows are padding."""
     if isinstance(embeddings, (str, bytes)):
         raise InvalidInputError(f"{what}: similarity takes token embeddings (what encode returned), not text")
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 3:
+        return [m[np.any(m != 0, axis=1)].astype(np.float32) for m in embeddings]
     if isinstance(embeddings, np.ndarray) and embeddings.ndim != 2:
         raise InvalidInputError(f"{what}: pass what encode returned (a list of [tokens, dim] arrays, or one), not an "
                                 f"array of shape {embeddings.shape}")
+    if not isinstance(embeddings, (np.ndarray, list, tuple)):
+        raise InvalidInputError(f"{what}: similarity takes what encode returned (a list of [tokens, dim] arrays, or "
+                                f"one), got {type(embeddings).__name__}")
     items = [embeddings] if isinstance(embeddings, np.ndarray) else list(embeddings)
     matrices = []
     for i, item in enumerate(items):
