@@ -81,15 +81,38 @@ def test_masking_and_expansion_are_what_the_chains_declare(tiny_artifacts):
         skiplist.similarity_pairwise(skiplist.encode_query(["a", "b"]), skiplist.encode_document(["c"]))
 
 
-def test_int8_and_fp16_variants_pass_their_gates_and_auto_picks_one(tiny_chains, tiny_artifacts, tmp_path):
+INT8_GATE = {"token_mean_cosine", "score_spearman_mean", "top1_agreement"}
+
+
+def _agrees_with_fp32(artifact, fp32) -> None:
+    """Real queries against real documents: the same best document as the fp32 artifact, mostly."""
+    queries, documents = real_sentences()[:8], real_sentences()[100:140]
+    want = fp32.similarity(fp32.encode_query(queries), fp32.encode_document(documents))
+    model = load(artifact)
+    scores = model.similarity(model.encode_query(queries), model.encode_document(documents))
+    assert scores.shape == want.shape
+    assert np.mean(np.argmax(scores, axis=1) == np.argmax(want, axis=1)) >= 0.75
+
+
+def test_onnx_int8_passes_its_ranking_gate(tiny_chains, tiny_artifacts, tmp_path):
     out = tmp_path / "dist"
-    chain = str(tiny_chains["mv-normalize"])
-    assert main(["build", chain, "--out", str(out), "--format", "onnx", "--precision", "auto", "-q",
-                 "--no-register"]) == 0
+    assert main(["build", str(tiny_chains["mv-normalize"]), "--out", str(out), "--format", "onnx", "--precision",
+                 "int8", "-q", "--no-register"]) == 0
+    manifest = read_manifest(out / "mv-normalize-onnx-int8")
+    assert manifest.parity.status.value == "passed" and set(manifest.parity.gate) == INT8_GATE
+    _agrees_with_fp32(out / "mv-normalize-onnx-int8", load(tiny_artifacts["mv-normalize"]))
+
+
+@pytest.mark.slow  # about 25 s of builds: every recipe, each gated (the default run builds ONNX int8 above)
+def test_every_int8_recipe_and_fp16_pass_their_gates_and_auto_picks_one(tiny_chains, tiny_artifacts, tmp_path):
     from jsonschema import Draft202012Validator
 
     from packager.reports import SCHEMA_FILE
 
+    out = tmp_path / "dist"
+    chain = str(tiny_chains["mv-normalize"])
+    assert main(["build", chain, "--out", str(out), "--format", "onnx", "--precision", "auto", "-q",
+                 "--no-register"]) == 0
     report = json.loads((out / "mv-normalize-report" / "report.json").read_text())
     assert not list(Draft202012Validator(json.loads(SCHEMA_FILE.read_text())).iter_errors(report))
     (auto,) = report["variants"]
@@ -98,20 +121,13 @@ def test_int8_and_fp16_variants_pass_their_gates_and_auto_picks_one(tiny_chains,
                                                                        ("onnx-int8-static-qdq", True)}
     assert main(["build", chain, "--out", str(out), "--format", "openvino", "--precision", "int8,fp16", "-q",
                  "--no-register"]) == 0
+    expected = {"int8": INT8_GATE, "fp16": {"token_min_cosine", "token_mean_cosine", "score_spearman_min"}}
     for variant in ("onnx-int8", "openvino-int8", "openvino-fp16"):
         manifest = read_manifest(out / f"mv-normalize-{variant}")
         assert manifest.parity.status.value == "passed", (variant, manifest.parity.failures)
-        expected = {"int8": {"token_mean_cosine", "score_spearman_mean", "top1_agreement"},
-                    "fp16": {"token_min_cosine", "token_mean_cosine", "score_spearman_min"}}
         assert set(manifest.parity.gate) == expected[manifest.precision.value]
-    queries, documents = real_sentences()[:8], real_sentences()[100:140]
-    fp32 = load(tiny_artifacts["mv-normalize"])
-    want = fp32.similarity(fp32.encode_query(queries), fp32.encode_document(documents))
-    for variant in ("onnx-int8", "openvino-fp16"):
-        model = load(out / f"mv-normalize-{variant}")
-        scores = model.similarity(model.encode_query(queries), model.encode_document(documents))
-        assert scores.shape == want.shape
-        assert np.mean(np.argmax(scores, axis=1) == np.argmax(want, axis=1)) >= 0.75  # the same best document
+    for variant in ("openvino-int8", "openvino-fp16"):
+        _agrees_with_fp32(out / f"mv-normalize-{variant}", load(tiny_artifacts["mv-normalize"]))
 
 
 def test_the_pyfunc_returns_one_list_of_vectors_per_text(tiny_artifacts, tmp_path, monkeypatch):
