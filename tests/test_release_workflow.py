@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -34,6 +35,7 @@ def _outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line) if path.exists() else {}
 
 
+@pytest.mark.slow  # the whole workflow through the CLI, every step in turn (25-34 s): run by .ci/run
 def test_the_release_workflow_builds_reports_registers_and_promotes(tmp_path, tiny_chains):
     workflow = yaml.safe_load(WORKFLOW.read_text())
     jobs = workflow["jobs"]

@@ -98,7 +98,7 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
     runs = reference if isinstance(reference, ReferenceRuns) else ReferenceRuns(reference)
     comparisons: dict[ChainKind, Callable[..., Compared]] = {
         ChainKind.SENTENCE_TRANSFORMER: _dense, ChainKind.SPARSE_ENCODER: _sparse, ChainKind.CROSS_ENCODER: _scores,
-        ChainKind.MULTI_VECTOR_ENCODER: _MultiVector(runs, candidate, inputs)}
+        ChainKind.MULTI_VECTOR_ENCODER: _MultiVector()}
     compare = comparisons[candidate.manifest.chain_kind]
     manifest = candidate.manifest
     calls = parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name)
@@ -186,25 +186,24 @@ def _scores(reference: ReferenceRuns, candidate: Any, call: ParityCall, pairs: l
 class _MultiVector:
     """Multi-vector parity: each text's kept tokens (their count, and each token's cosine), and
     the MaxSim scores of the call's outputs, as queries, against the plain ``encode_document`` of
-    the same texts as documents: each side scored by its own ``similarity``."""
+    the same texts as documents: each side scored by its own ``similarity``. The reference's
+    outputs are kept by ``ReferenceRuns``, the candidate's here, so each call runs once."""
 
-    def __init__(self, reference: ReferenceRuns, candidate: Any, texts: list[str]) -> None:
-        self.reference, self.candidate, self.texts = reference, candidate, texts
-        self._documents: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    def __init__(self) -> None:
+        self._candidate: dict[tuple, list[np.ndarray]] = {}
 
     def __call__(self, reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
-        ref = self._reference(call.verb_name, call.kwargs)
-        cand = getattr(candidate, call.verb_name)(texts, batch_size=BATCH_SIZE, **call.kwargs)
-        problems = _count_problems(ref, cand)
+        ref = _matrices(reference(call.verb_name, texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
+                                  show_progress_bar=False, **call.kwargs))
+        cand = self._run(candidate, call.verb_name, texts, call.kwargs)
+        problems = _count_problems(ref, cand) or [problem for i, (r, c) in enumerate(zip(ref, cand, strict=True))
+                                                  for problem in _shape_problems(f"token_embeddings[{i}]", r, c)]
         if problems:
             return {}, problems, [], {}
-        for i, (r, c) in enumerate(zip(ref, cand, strict=True)):
-            problems += _shape_problems(f"token_embeddings[{i}]", r, c)
-        if problems:
-            return {}, problems, [], {}
-        ref_documents, cand_documents = self._documents or self._encode_documents()
-        ref_scores = self.reference.model.similarity(ref, ref_documents).detach().cpu().numpy()
-        cand_scores = candidate.similarity(cand, cand_documents)
+        ref_documents = _matrices(reference("encode_document", texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
+                                            show_progress_bar=False))
+        ref_scores = reference.model.similarity(ref, ref_documents).detach().cpu().numpy()
+        cand_scores = candidate.similarity(cand, self._run(candidate, "encode_document", texts, {}))
         # A text against itself wins on both sides whatever the error, and a document without
         # tokens scores a constant: neither says anything about ranking.
         compared = ~np.eye(len(texts), dtype=bool) & np.array([len(d) > 0 for d in ref_documents])
@@ -217,15 +216,15 @@ class _MultiVector:
         per_text = np.array([c.min() if len(c) else 1.0 for c in cosine])
         return metrics, problems, _worst(texts, per_text), {"cosine": per_text.tolist()}
 
-    def _reference(self, verb: str, kwargs: dict[str, str]) -> list[np.ndarray]:
-        outputs = self.reference(verb, self.texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
-                                 show_progress_bar=False, **kwargs)
-        return [np.asarray(o, dtype=np.float32) for o in outputs]
+    def _run(self, candidate: Any, verb: str, texts: list[str], kwargs: dict[str, str]) -> list[np.ndarray]:
+        key = (verb, tuple(sorted(kwargs.items())))
+        if key not in self._candidate:
+            self._candidate[key] = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, **kwargs)
+        return self._candidate[key]
 
-    def _encode_documents(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        cand = self.candidate.encode_document(self.texts, batch_size=BATCH_SIZE)
-        self._documents = self._reference("encode_document", {}), cand
-        return self._documents
+
+def _matrices(outputs: Any) -> list[np.ndarray]:
+    return [np.asarray(o, dtype=np.float32) for o in outputs]
 
 
 def _count_problems(ref: list[np.ndarray], cand: list[np.ndarray]) -> list[str]:
