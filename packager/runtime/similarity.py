@@ -72,8 +72,15 @@ def maxsim_pairwise(queries: Any, documents: Any, *, mean: bool = False) -> np.n
     if len(a) != len(b):
         raise InvalidInputError(f"similarity_pairwise takes as many queries as documents, got {len(a)} and {len(b)}")
     _same_dimension(a, b)
-    scores = np.array([maxsim([q], [d])[0, 0] for q, d in zip(a, b, strict=True)], np.float32).reshape(len(a))
+    scores = np.array([_pair(q, d) for q, d in zip(a, b, strict=True)], np.float32).reshape(len(a))
     return scores / _token_counts(a) if mean else scores
+
+
+def _pair(query: np.ndarray, document: np.ndarray) -> float:
+    """One query against one document, both already checked."""
+    if not len(document):
+        return EMPTY_DOCUMENT_SCORE
+    return float((query @ document.T).max(axis=1).sum(dtype=np.float32)) if len(query) else 0.0
 
 
 def _token_counts(matrices: list[np.ndarray]) -> np.ndarray:
