@@ -20,9 +20,9 @@ import argparse
 import dataclasses
 import json
 import string
-import subprocess
-import sys
 from pathlib import Path
+
+from variants import build_variant
 
 from packager.bench.run import Settings, artifact_target, default_inputs, measure, reference_target, table
 from packager.runtime.manifest import ChainKind, read_manifest
@@ -84,16 +84,8 @@ def _save(path: Path) -> Path:
 
 def _build(source: Path, fmt: str, precision: str, dist: Path) -> tuple[float, list[str]]:
     """Build one variant (unless it is there): its build time, and its gate's failures if the gate
-    refused it (exit 6), from its report."""
-    reports = dist / f"reports-{fmt}-{precision}"
-    if not (reports / "report.json").exists():
-        print(f"building {fmt} {precision} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", "packager.cli", "build", str(source), "--name", NAME, "--out",
-                               str(dist), "--format", fmt, "--precision", precision, "--no-register", "-q",
-                               "--reports", str(reports)], stdout=subprocess.DEVNULL)
-        if done.returncode not in (0, 6):
-            raise SystemExit(f"building {fmt} {precision} failed (exit {done.returncode})")
-    report = json.loads((reports / "report.json").read_text())
+    refused it."""
+    report = build_variant(source, NAME, fmt, precision, dist)
     failures = [f for variant in report["variants"] for f in variant.get("parity", {}).get("failures", [])]
     return float(report["seconds"]), failures
 

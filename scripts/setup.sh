@@ -13,5 +13,5 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 "${pip[@]}" install -q torch==2.13.0
 "${pip[@]}" install -q -c constraints.txt -e '.[build,test]'
 "${pip[@]}" download -q -c constraints.txt -d .cache/runtime-wheels numpy tokenizers onnxruntime openvino \
-    jinja2 mlflow-skinny pandas
+    jinja2 pillow mlflow-skinny pandas
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, sentence_transformers as st; print("torch", torch.__version__, "/ sentence-transformers", st.__version__)'))"

@@ -31,6 +31,7 @@ RUNTIME_WHEELS = REPO / ".cache" / "runtime-wheels"
 RUNTIME_PACKAGES = ("numpy", "tokenizers", "onnxruntime", "openvino")
 SERVING_PACKAGES = ("mlflow-skinny", "pandas")
 CHAT_PACKAGES = ("jinja2",)  # what artifacts with a chat template require
+IMAGE_PACKAGES = ("pillow",)  # what artifacts with an image route require
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
     "mv-expansion": lambda p, b: tm.save_multi_vector(p, b.bert, expansion=True),
     "mv-normalize": lambda p, b: tm.save_multi_vector(p, b.bert_default_init, skiplist=False, normalize=True,
                                                       similarity="meanmaxsim"),
+    # CLIP-style (text and image routes): sentence-transformers 6's Transformer, and the legacy CLIPModel module.
+    "clip": lambda p, b: tm.save_clip(p),
+    "clip-legacy": lambda p, b: tm.save_clip(p, legacy=True),
     # A custom module from the model folder: built only with --trust-remote-code.
     "custom": lambda p, b: tm.save_custom(p, b.bert),
 }
@@ -125,7 +129,7 @@ TRUSTED = {"custom"}
 OPENVINO = {"mean", "max-dense-layernorm-normalize", "exclude-prompt", "qwen-lasttoken", "router-dense",
             "shared-router", "query-expansion", "static", "static-dense", "ce-sigmoid", "ce-3-labels",
             "ce-logit-score", "ce-chat", "ce-chat-classifier", "splade-max", "sparse-static", "router-sparse", "csr",
-            "mv-skiplist", "mv-expansion", "mv-normalize"}
+            "mv-skiplist", "mv-expansion", "mv-normalize", "clip"}
 # One chain per kind is built through the CLI with its speed measured and its three reports
 # written (test_reports); the others skip both, which no test of theirs looks at.
 REPORTED = {"mean", "ce-3-labels", "splade-max"}

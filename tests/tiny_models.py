@@ -516,3 +516,34 @@ def save_multi_vector(path: Path, bert: Path, *, skiplist: bool = True, expansio
     prompts = {"query": "query: ", "document": "passage: "} if expansion else None
     MultiVectorEncoder(modules=chain, device="cpu", similarity_fn_name=similarity, prompts=prompts).save(str(path))
     return path
+
+
+def save_clip(path: Path, *, legacy: bool = False, seed: int = 0) -> Path:
+    """A CLIP-style SentenceTransformer: a random 2-layer CLIP (text and 32x32 vision towers,
+    projected to 16) with a byte-level BPE tokenizer and a CLIP image processor made here. The v6
+    form is one Transformer whose modalities are text and image; ``legacy`` saves the CLIPModel
+    module as sentence-transformers before v5.4 did (its type, no modality_config)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
+
+    backbone = path.with_name(path.name + "-backbone")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(), bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", model_max_length=40)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=16, initializer_factor=4.0)
+    torch.manual_seed(seed)
+    CLIPModel(config).eval().save_pretrained(backbone)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(backbone)
+    SentenceTransformer(modules=[Transformer(str(backbone))], device="cpu").save(str(path))
+    if legacy:
+        (path / "sentence_bert_config.json").unlink()
+        (path / "modules.json").write_text(json.dumps(
+            [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.CLIPModel"}]))
+    return path

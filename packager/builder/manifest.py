@@ -38,7 +38,7 @@ class RouteFiles:
     """Where one route's files are in the artifact."""
 
     graph: str
-    tokenizer: str
+    tokenizer: str | None  # None for an image route
     chat_template: str | None = None
 
 _TOOLS = ("chain-packager", "torch", "transformers", "sentence-transformers", "onnx", "onnxscript", "onnxruntime",
@@ -55,8 +55,10 @@ def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...],
     model (prompts, similarity, sparse settings); ``files`` maps each route to its files in the
     artifact; ``details`` is what the recipe decided."""
     specs = tuple(RouteSpec(name=r.name, graph=files[r.name].graph, inputs=r.input_names, outputs=r.outputs,
-                            tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name].tokenizer),
-                            chat=dataclasses.replace(r.chat, template=files[r.name].chat_template) if r.chat else None)
+                            tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name].tokenizer)
+                            if r.tokenizer else None,
+                            chat=dataclasses.replace(r.chat, template=files[r.name].chat_template) if r.chat else None,
+                            modality=r.modality, image=r.image)
                   for r in routes)
     embedding = chain.kind is not ChainKind.CROSS_ENCODER
     return Manifest(
@@ -73,7 +75,8 @@ def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...],
         source=source_spec(chain), tools=tool_versions(),
         parity=ParitySummary(status=ParityStatus.PENDING, texts=0, texts_sha256="", gate={}, metrics={}),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        requires=("jinja2",) if any(r.chat for r in specs) else (),
+        requires=(*(("jinja2",) if any(r.chat for r in specs) else ()),
+                  *(("pillow",) if any(r.image for r in specs) else ())),
     )
 
 
@@ -96,7 +99,7 @@ def _sparse(chain: ChainSpec, reference: Any, routes: tuple[RouteSpec, ...], ver
     in the graph, is then the most dimensions the model can return."""
     ceiling = next((m.k for m in reference.modules() if type(m).__name__ == "SparseAutoEncoder"), None)
     document = (verbs.get("encode_document") or next(iter(verbs.values()))).route
-    vocabulary = next(r.tokenizer.file for r in routes if r.name == document)
+    vocabulary = next(r.text.file for r in routes if r.name == document)
     return SparseSpec(max_active_dims=reference.max_active_dims, max_active_dims_ceiling=ceiling,
                       vocabulary=None if ceiling is not None else vocabulary)
 

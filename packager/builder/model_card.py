@@ -3,7 +3,7 @@ measured: what it is, how it was built and checked, how fast it ran, how to load
 
 from __future__ import annotations
 
-from packager.runtime.manifest import ChainKind, Manifest, ParityStatus
+from packager.runtime.manifest import ChainKind, ImageSpec, Manifest, ParityStatus
 
 
 def model_card(manifest: Manifest, speed: dict[str, float]) -> str:
@@ -84,11 +84,26 @@ _USAGE = {
 }
 
 
+def _image_steps(image: ImageSpec | None) -> str:
+    """An image route's preprocessing, for people."""
+    if image is None:
+        return ""
+    steps = ["RGB"] if image.convert_rgb else []
+    if image.shortest_edge or image.size:
+        rule = f"shortest edge {image.shortest_edge}" if image.shortest_edge else f"{image.size}"
+        steps.append(f"resize ({rule}, PIL filter {image.resample})")
+    steps += [f"center crop {image.crop}"] if image.crop else []
+    steps += [f"rescale {image.rescale:.6g}"] if image.rescale else []
+    steps += [f"normalize (mean {image.mean}, std {image.std})"] if image.mean else []
+    return "images: " + ", ".join(steps)
+
+
 def _routes(manifest: Manifest) -> str:
     return "\n".join(
         f"- `{r.name}`: `{r.graph}`, inputs {', '.join(r.inputs)} -> "
-        f"{', '.join(f'{o.name} {list(o.shape)}' for o in r.outputs)}; tokenizer `{r.tokenizer.file}`, "
-        f"max length {r.tokenizer.max_length}, padding {r.tokenizer.padding_side.value}"
+        f"{', '.join(f'{o.name} {list(o.shape)}' for o in r.outputs)}; "
+        + (f"tokenizer `{r.tokenizer.file}`, max length {r.tokenizer.max_length}, padding "
+           f"{r.tokenizer.padding_side.value}" if r.tokenizer else _image_steps(r.image))
         + (f"; chat template `{r.chat.template}` ({r.chat.message_format.value} messages)" if r.chat else "")
         for r in manifest.routes)
 

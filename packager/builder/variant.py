@@ -161,14 +161,14 @@ def write_routes(prep: Prepared, recipe: Recipe, *, gate: Gate, stage_dir: Path,
     with step(f"{name}: export ({recipe.name})", total=len(prep.routes)) as advance:
         for route in prep.routes:
             stem = "model" if len(prep.routes) == 1 else re.sub(r"[^A-Za-z0-9._-]", "_", route.name)
-            tokenizer_file = write("tokenizer", stem, ".json", route.tokenizer_json)
-            tokenizer = dataclasses.replace(route.tokenizer, file=tokenizer_file)
+            tokenizer = None if route.tokenizer is None else dataclasses.replace(
+                route.tokenizer, file=write("tokenizer", stem, ".json", route.tokenizer_json))
             chat = None if route.chat is None else dataclasses.replace(
                 route.chat, template=write("chat_template", stem, ".jinja", route.chat_template))
             context = RecipeContext(kind=prep.chain.kind, calibration=prep.calibration, gate=gate, tokenizer=tokenizer,
                                     chat=chat)
             result = recipe.export(route, stage_dir, stem=stem, context=context)
-            files[route.name] = RouteFiles(graph=result.files[0], tokenizer=tokenizer.file,
+            files[route.name] = RouteFiles(graph=result.files[0], tokenizer=tokenizer.file if tokenizer else None,
                                            chat_template=chat.template if chat else None)
             prefix = f"{route.name}." if len(prep.routes) > 1 else ""
             details.update({prefix + k: v for k, v in result.details.items()})

@@ -21,6 +21,9 @@ MODULE_TYPES: dict[str, ModuleKind] = {
     **_type_paths(ModuleKind.TRANSFORMER, "Transformer", "models", "base.modules", "base.modules.transformer",
                   "sentence_transformer.modules", "cross_encoder.modules", "sparse_encoder.modules",
                   "sparse_encoder.models"),
+    # The legacy CLIP module: a Transformer with CLIP's text and image modalities (LEGACY_CLIP_MODALITIES).
+    **_type_paths(ModuleKind.TRANSFORMER, "CLIPModel", "models", "sentence_transformer.modules",
+                  "sentence_transformer.modules.clip_model"),
     **_type_paths(ModuleKind.POOLING, "Pooling", "models", "sentence_transformer.modules",
                   "sentence_transformer.modules.pooling"),
     **_type_paths(ModuleKind.DENSE, "Dense", "models", "base.modules", "base.modules.dense",
@@ -52,9 +55,14 @@ MODULE_TYPES: dict[str, ModuleKind] = {
     **{path: ModuleKind.NOT_COMPILED for name, file in (
         ("WeightedLayerPooling", "weighted_layer_pooling"), ("CNN", "cnn"),
         ("LSTM", "lstm"), ("BoW", "bow"), ("WordEmbeddings", "word_embeddings"), ("WordWeights", "word_weights"),
-        ("CLIPModel", "clip_model"),
     ) for path in _type_paths(ModuleKind.NOT_COMPILED, name, "models", "sentence_transformer.modules",
                               f"sentence_transformer.modules.{file}")},
     **_type_paths(ModuleKind.NOT_COMPILED, "HierarchicalTokenPooling", "multi_vector_encoder.modules",
                   "multi_vector_encoder.modules.token_pooling"),
+}
+
+# What sentence-transformers' CLIPModel runs when its folder saves no modality_config (saves before v5.4).
+LEGACY_CLIP_MODALITIES = {
+    "text": {"method": "get_text_features", "method_output_name": "pooler_output"},
+    "image": {"method": "get_image_features", "method_output_name": "pooler_output"},
 }

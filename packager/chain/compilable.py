@@ -1,5 +1,6 @@
 """What this version compiles: each route starts with an input module its chain kind takes (a
-text or chat-message Transformer of a task the kind takes, a StaticEmbedding in a
+text or chat-message Transformer of a task the kind takes, a CLIP-style text+image Transformer in a
+SentenceTransformer (a route per modality), a StaticEmbedding in a
 SentenceTransformer, a SparseStaticEmbedding in a SparseEncoder) and continues with modules that
 may follow it (a MultiVectorEncoder's MultiVectorMask last); a Router may stand anywhere, its routes
 taking its place. Everything else is refused before any work, naming the module that is the reason."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from packager.chain.chat import takes_messages
 from packager.chain.processing import processing_problems
-from packager.chain.spec import ChainSpec, ModuleSpec
+from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
 from packager.errors import UnsupportedModuleError
 from packager.runtime.manifest import ChainKind, ModuleKind
 
@@ -37,6 +38,11 @@ _NOT_COMPILED_BECAUSE = {
 }
 # The modalities a Transformer's texts may reach it in: as text, or rendered as chat messages.
 _TEXT_MODALITIES = ({"text"}, {"message"}, {"text", "message"})
+_IMAGE_AND_TEXT = set(IMAGE_AND_TEXT)
+# What the runtime lacks for the other modalities (the README's "What compiles" says it at length).
+_OTHER_MODALITIES = ("audio and video need their own feature extractors in the runtime; an image and a text in "
+                     "one input, and multimodal chat messages, need the processor's interleaving of image tokens "
+                     "into the text")
 
 
 def check_compilable(chain: ChainSpec) -> None:
@@ -45,6 +51,10 @@ def check_compilable(chain: ChainSpec) -> None:
     routers = [m.name for m in chain.modules if m.kind is ModuleKind.ROUTER]
     reasons = [f"the chain has {len(routers)} Routers ({', '.join(routers)}); one is compiled"] \
         if len(routers) > 1 else []
+    if routers:
+        reasons += [f"module {m.name!r}: a text+image Transformer is compiled without a Router (its modalities "
+                    "are its routes), not inside or beside one" for m in chain.all_modules()
+                    if m.modalities == _IMAGE_AND_TEXT]
     pipelines = chain.pipelines()
     for route, modules in pipelines.items():
         prefix = f"route {route!r}: " if len(pipelines) > 1 else ""
@@ -53,7 +63,8 @@ def check_compilable(chain: ChainSpec) -> None:
         tasks = "; ".join(f"{k.value}: {', '.join(t)}" for k, t in _INPUT_TASKS.items())
         raise UnsupportedModuleError(
             "this chain cannot be compiled:\n  " + "\n  ".join(dict.fromkeys(reasons))
-            + f"\nA route starts with a text or chat-message Transformer ({tasks}), a StaticEmbedding in a "
+            + f"\nA route starts with a text or chat-message Transformer ({tasks}), a CLIP-style text+image "
+            "Transformer in a SentenceTransformer, a StaticEmbedding in a "
             "SentenceTransformer or a SparseStaticEmbedding in a SparseEncoder, followed by any of: "
             f"{', '.join(sorted(k.value for k in _AFTER_INPUT))}; a Router may stand anywhere."
         )
@@ -91,12 +102,28 @@ def _transformer_problems(kind: ChainKind, module: ModuleSpec) -> list[str]:
     if module.transformer_task not in _INPUT_TASKS[kind]:
         problems.append(f"module {module.name!r}: a {kind.value} cannot start with a {module.transformer_task!r} "
                         "Transformer")
-    modalities = set(module.config.get("modality_config") or {"text": None})
-    if modalities not in _TEXT_MODALITIES:
-        problems.append(f"module {module.name!r}: only text and chat-message input is compiled, not "
-                        f"{sorted(modalities - {'text', 'message'})} (images are not)")
+    problems += _modality_problems(kind, module)
     chat = takes_messages(module)
     if chat and module.config.get("query_expansion") is not None:
         problems.append(f"module {module.name!r} sets query_expansion on a chat-template backbone, which "
                         "sentence-transformers itself refuses to run (the template should append its own query tokens)")
     return problems + processing_problems(module.name, module.config, chat=chat)
+
+
+def _modality_problems(kind: ChainKind, module: ModuleSpec) -> list[str]:
+    """Text or chat messages; or CLIP-style text and image, each to one embedding, in a
+    SentenceTransformer without a Router."""
+    modalities = module.modalities
+    if modalities in _TEXT_MODALITIES:
+        return []
+    if modalities != _IMAGE_AND_TEXT:
+        other = sorted(str(m) for m in modalities - {"text", "message", "image"})
+        shown = other if other else f"the combination {sorted(str(m) for m in modalities)}"
+        return [f"module {module.name!r}: text, chat-message and CLIP-style text+image input is compiled, not "
+                f"{shown}: {_OTHER_MODALITIES}"]
+    if kind is not ChainKind.SENTENCE_TRANSFORMER or module.config.get("module_output_name") != "sentence_embedding":
+        return [f"module {module.name!r}: text+image input is compiled for a SentenceTransformer whose Transformer "
+                "gives one embedding per text and per image (module_output_name 'sentence_embedding', as CLIP's "
+                f"get_text_features and get_image_features do), not a {kind.value} with "
+                f"{module.config.get('module_output_name')!r}"]
+    return []

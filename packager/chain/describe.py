@@ -32,8 +32,9 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
         from packager.chain.graph import compile_routes, verb_specs
 
         reference = load_reference(chain)
-        info["routes"] = {r.name: {"inputs": list(r.input_names), "outputs": to_jsonable(r.outputs),
-                                   "tokenizer": to_jsonable(r.tokenizer), "chat": to_jsonable(r.chat)}
+        info["routes"] = {r.name: {"modality": r.modality.value, "inputs": list(r.input_names),
+                                   "outputs": to_jsonable(r.outputs), "tokenizer": to_jsonable(r.tokenizer),
+                                   "chat": to_jsonable(r.chat), "image": to_jsonable(r.image)}
                           for r in compile_routes(reference, chain)}
         verbs = verb_specs(reference, chain)
         info["verbs"] = to_jsonable(verbs)
@@ -45,9 +46,13 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
              "modules:"]
     lines += [f"  {m.kind.value:<22} {m.type} (path {m.path!r})" for m in chain.all_modules()]
     for route, spec in info.get("routes", {}).items():
-        lines.append(f"route {route}: inputs {spec['inputs']} -> {[o['name'] for o in spec['outputs']]}")
-        settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k != "special_ids")
-        lines.append(f"  tokenizer: {settings}")
+        lines.append(f"route {route} ({spec['modality']}): inputs {spec['inputs']} -> "
+                     f"{[o['name'] for o in spec['outputs']]}")
+        if spec["tokenizer"]:
+            settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k != "special_ids")
+            lines.append(f"  tokenizer: {settings}")
+        if spec["image"]:
+            lines.append("  image preprocessing: " + ", ".join(f"{k}={v}" for k, v in spec["image"].items()))
         if spec["chat"]:
             chat = spec["chat"]
             lines.append(f"  chat template: {chat['message_format']} messages, task variable {chat['task_variable']}, "

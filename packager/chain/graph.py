@@ -15,17 +15,21 @@ from typing import Any
 import torch
 
 from packager.chain.chat import resolve_chat
+from packager.chain.images import resolve_image_spec, sample_images
 from packager.chain.processing import verb_spec
-from packager.chain.spec import ChainSpec, ModuleSpec
+from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
 from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringMasks, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
 from packager.errors import SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
 from packager.runtime.errors import ArtifactIntegrityError, InvalidInputError
 from packager.runtime.manifest import (
+    PIXEL_VALUES,
     PROMPT_LENGTH,
     ChainKind,
     ChatSpec,
+    ImageSpec,
+    Modality,
     ModuleKind,
     OutputMeaning,
     OutputSpec,
@@ -86,11 +90,20 @@ class RouteGraph:
     input_names: tuple[str, ...]
     outputs: tuple[OutputSpec, ...]
     sample_inputs: tuple[torch.Tensor, ...]
-    tokenizer: TokenizerSpec
-    tokenizer_json: str
+    tokenizer: TokenizerSpec | None  # a text route's tokenizer (None for an image route)...
+    tokenizer_json: str | None
     chat: ChatSpec | None  # the route's texts go through this chat template
     chat_template: str | None  # its source
-    encoder: TextEncoder  # the runtime's own tokenizer (and renderer) for this route
+    encoder: TextEncoder | None  # the runtime's own tokenizer (and renderer) for this route
+    modality: Modality = Modality.TEXT
+    image: ImageSpec | None = None  # ...an image route's preprocessing
+
+    @property
+    def text(self) -> TextEncoder:
+        """A text route's encoder."""
+        if self.encoder is None:
+            raise ValueError(f"route {self.name!r} takes images, not texts")
+        return self.encoder
 
     @property
     def parameter_bytes(self) -> int:
@@ -119,7 +132,7 @@ def verb_specs(reference: Any, chain: ChainSpec) -> dict[str, VerbSpec]:
     verbs = {}
     for verb, task in tasks.items():
         if at is None:
-            route = next(iter(pipelines))
+            route = next(iter(pipelines))  # a CLIP-style chain's first route is its text route
         else:
             try:
                 route = reference[at]._resolve_route(task=task, modality="text")  # what Router.forward would pick
@@ -128,6 +141,8 @@ def verb_specs(reference: Any, chain: ChainSpec) -> dict[str, VerbSpec]:
         spec = pipelines[route][0]
         verbs[verb] = verb_spec(_route_modules(reference, chain, route)[0], route=route, task=task,
                                 chat="message" in (spec.config.get("modality_config") or {}))
+        if Modality.IMAGE.value in pipelines:
+            verbs[verb] = dataclasses.replace(verbs[verb], image_route=Modality.IMAGE.value)
         if chain.kind is ChainKind.MULTI_VECTOR_ENCODER:
             mask = SCORING_MASKS["query" if task == "query" else "document"]
             verbs[verb] = dataclasses.replace(verbs[verb], scoring_mask=mask)
@@ -145,6 +160,8 @@ def _route_modules(reference: Any, chain: ChainSpec, route: str) -> list[Any]:
 
 def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...], modules: list[Any],
                    token_embeddings: bool) -> RouteGraph:
+    if name == Modality.IMAGE.value and specs[0].modalities == set(IMAGE_AND_TEXT):
+        return _compile_image_route(name, kind, specs=specs, modules=modules)
     input_module, input_spec = modules[0], specs[0]
     tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)  # settings checked before they are used
     encoder, chat = _encoder(name, input_spec, input_module, tokenizer, tokenizer_json)
@@ -183,6 +200,28 @@ def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
                       outputs=_output_specs(keys, values, meaning),
                       sample_inputs=tuple(sample), tokenizer=tokenizer, tokenizer_json=tokenizer_json,
                       chat=chat[0] if chat else None, chat_template=chat[1] if chat else None, encoder=encoder)
+
+
+def _compile_image_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
+                         modules: list[Any]) -> RouteGraph:
+    """A CLIP-style chain's image side: pixel values in (the runtime makes them as the reference's
+    image processor does, by ``ImageSpec``), the chain's embedding out."""
+    image = resolve_image_spec(name, modules[0])
+    try:
+        features = modules[0].preprocess(sample_images())
+    except Exception as e:  # the saved chain's own processor, on two ordinary images
+        raise SourceError(f"route {name!r}: the reference cannot preprocess a sample image: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+    input_names = (PIXEL_VALUES,)
+    sample = [features[PIXEL_VALUES]]
+    key, meaning = _OUTPUTS[kind]
+    constants = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor)}
+    graph = ChainGraph(export_steps(specs, modules), input_names, (key,), constants).eval()
+    values = _run(name, specs, kind, graph, sample)
+    return RouteGraph(name=name, modules=specs, module=graph, input_names=input_names,
+                      outputs=_output_specs((key,), values, meaning), sample_inputs=tuple(sample), tokenizer=None,
+                      tokenizer_json=None, chat=None, chat_template=None, encoder=None, modality=Modality.IMAGE,
+                      image=image)
 
 
 def _output_specs(keys: tuple[str, ...], values: tuple[torch.Tensor, ...],

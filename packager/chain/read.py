@@ -11,7 +11,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from packager.chain.allow_list import MODULE_TYPES
+from packager.chain.allow_list import LEGACY_CLIP_MODALITIES, MODULE_TYPES
 from packager.chain.config_paths import check_config_paths
 from packager.chain.source import SKIPPED_DIRS, Source, resolve_source, scan_files
 from packager.chain.spec import ChainSpec, ModuleSpec, flatten
@@ -157,6 +157,8 @@ def _module_spec(src: Source, name: str, *, rel: str, type_: str, trust_remote_c
         raise SourceError(f"module {name!r}: max_seq_length must be a positive integer or null, got {length!r}")
     if kind in _TOKENIZING:
         _check_tokenizer(directory, name)
+    if type_.endswith(".CLIPModel") and "modality_config" not in config:
+        config = {**config, "modality_config": LEGACY_CLIP_MODALITIES, "module_output_name": "sentence_embedding"}
     return ModuleSpec(name=name, path=rel, type=type_, kind=kind, config=config)
 
 

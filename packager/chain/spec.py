@@ -10,6 +10,8 @@ from packager.chain.source import Source
 from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind
 
 DEFAULT_ROUTE = "default"
+# A CLIP-style Transformer's modalities: each becomes a route of its own, named by its modality.
+IMAGE_AND_TEXT = ("text", "image")
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,13 @@ class ModuleSpec:
     kind: ModuleKind
     config: dict[str, Any]
     routes: dict[str, tuple[ModuleSpec, ...]] = field(default_factory=dict)  # a Router's pipelines
+
+    @property
+    def modalities(self) -> set[str]:
+        """The modalities a Transformer takes (``modality_config``'s keys; text by default)."""
+        if self.kind not in (ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER):
+            return set()
+        return set(self.config.get("modality_config") or {"text": None})
 
     @property
     def transformer_task(self) -> str | None:
@@ -42,8 +51,10 @@ class ChainSpec:
     def pipelines(self) -> dict[str, tuple[ModuleSpec, ...]]:
         """The module sequence of every route: each of a Router's routes in the Router's place
         (after the modules before it, before the modules after it), or the whole chain as the
-        one default route."""
+        one default route, or for a CLIP-style chain one route per modality ("text", "image")."""
         at = self.router_index()
+        if at is None and self.modules[0].modalities == set(IMAGE_AND_TEXT):
+            return {modality: self.modules for modality in IMAGE_AND_TEXT}
         if at is None:
             return {DEFAULT_ROUTE: self.modules}
         before, router, after = self.modules[:at], self.modules[at], self.modules[at + 1 :]

@@ -17,7 +17,7 @@ from packager.chain.tokenizer import NO_LENGTH_LIMIT
 from packager.common.quiet import quiet
 from packager.errors import ExportError
 from packager.exporters.recipe import RecipeContext, RecipeResult
-from packager.runtime.manifest import PROMPT_LENGTH, Format, ModuleKind, Precision
+from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, ModuleKind, Precision
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph
@@ -102,10 +102,11 @@ def _export(graph: RouteGraph, path: Path) -> None:
     # The sequence axis is bounded by the truncation length: position embeddings end there, and an
     # unbounded Dim would conflict with the model's own range checks.
     batch = torch.export.Dim("batch")
-    limit = graph.tokenizer.max_length
+    limit = graph.tokenizer.max_length if graph.tokenizer else NO_LENGTH_LIMIT
     sequence = torch.export.Dim("sequence", max=limit) if limit < NO_LENGTH_LIMIT else torch.export.Dim("sequence")
-    # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs.
-    dynamic_shapes = (tuple({0: batch} if name == PROMPT_LENGTH else {0: batch, 1: sequence}
+    # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs. Pixel
+    # values have a fixed image size (the processor's crop): only their batch axis is dynamic.
+    dynamic_shapes = (tuple({0: batch} if _dynamic_axes(name) == 1 else {0: batch, 1: sequence}
                             for name in graph.input_names),)
     # The exporter prints reports and graph dumps: kept for the error only.
     chatter = io.StringIO()
@@ -125,6 +126,12 @@ def _export(graph: RouteGraph, path: Path) -> None:
         log.debug("exporter output:\n%s", chatter.getvalue())
         raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {_summary(e)}\n{_suspects(graph)}") from e
     ir.save(program.model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
+
+
+def _dynamic_axes(name: str) -> int:
+    """How many leading axes of an input are dynamic: the batch of a prompt length or of pixel
+    values (their image size is the processor's crop), batch and sequence of token inputs."""
+    return 1 if name in (PROMPT_LENGTH, PIXEL_VALUES) else 2
 
 
 def _count(fusions: dict[str, int]) -> str:
@@ -150,7 +157,7 @@ def _check_dynamic(graph: RouteGraph, model: Any) -> None:
     """An exporter falling back to a draft trace can freeze an axis to the sample's size without
     failing; such a graph would refuse every other batch shape, so refuse it here."""
     frozen = [f"{value.name}{list(value.shape)}" for value in model.graph.inputs
-              if any(isinstance(dim, int) for dim in value.shape)]
+              if any(isinstance(dim, int) for dim in list(value.shape)[: _dynamic_axes(value.name)])]
     if frozen:
         raise ExportError(f"route {graph.name!r}: the exporter froze input axes to the sample's sizes "
                           f"({', '.join(frozen)}); a module uses Python control flow over the batch or sequence length")

@@ -24,7 +24,7 @@ class RecipeContext:
     kind: ChainKind
     calibration: list
     gate: Gate
-    tokenizer: TokenizerSpec
+    tokenizer: TokenizerSpec | None  # None for an image route, calibrated on calibration_images()
     chat: ChatSpec | None = None
 
 
@@ -49,12 +49,29 @@ CALIBRATION_BATCH = 16
 
 def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tuple[list[dict], list]:
     """The calibration inputs as the loader would feed them (its own tokenizer and padding), in
-    batches sorted by length, and the inputs in that same order."""
+    batches sorted by length, and the inputs in that same order; for an image route, the built-in
+    calibration images through the runtime's image pipeline."""
     from packager.runtime.text import TextEncoder
 
+    if context.tokenizer is None:
+        return _image_feeds(graph)
     encoder = TextEncoder.open(root, context.tokenizer, graph.input_names, context.chat)
     encodings, _ = encoder.encode(context.calibration, max_length=context.tokenizer.max_length)
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
     feeds = [encoder.pad([encodings[i] for i in order[start : start + CALIBRATION_BATCH]])
              for start in range(0, len(order), CALIBRATION_BATCH)]
     return feeds, [context.calibration[i] for i in order]
+
+
+def _image_feeds(graph: RouteGraph) -> tuple[list[dict], list]:
+    from packager.runtime.images import ImagePipeline
+    from packager.runtime.manifest import PIXEL_VALUES
+    from packager.validators.images import calibration_images
+
+    if graph.image is None:
+        raise ValueError(f"route {graph.name!r} has neither a tokenizer nor an image pipeline")
+    images = calibration_images()
+    pipeline = ImagePipeline(graph.image)
+    feeds = [{PIXEL_VALUES: pipeline.pixel_values(images[start : start + CALIBRATION_BATCH])}
+             for start in range(0, len(images), CALIBRATION_BATCH)]
+    return feeds, [f"image {i}" for i in range(len(images))]

@@ -400,4 +400,14 @@ def input_example(manifest: Manifest) -> Any:
 
         return pd.DataFrame({"query": ["What is a packaged model?"], "document": ["A model with its own loader."]})
     verb = "encode_query" if manifest.verbs.get("encode_query") != manifest.verbs.get("encode_document") else "encode"
+    if any(spec.image_route for spec in manifest.verbs.values()):  # texts and images, one per row
+        import pandas as pd
+
+        return pd.DataFrame({"text": ["a photo of an orange square", None],
+                             "image": [None, _EXAMPLE_IMAGE_BASE64]}), {"verb": verb}
     return ["An example sentence to embed."], {"verb": verb}
+
+
+# An 8x8 orange PNG, base64-encoded: how a JSON request sends an image.
+_EXAMPLE_IMAGE_BASE64 = ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAE0lEQVR4nGP838OAFTBhFx6sEgA5mAGbBP"
+                         "y2ewAAAABJRU5ErkJggg==")

@@ -12,7 +12,10 @@ loader then verifies every other file. This file itself and the MLmodel that nam
 same artifact store: whoever can write there can change them too (see the README's "Safety").
 
 Inputs are checked here as sentence-transformers would take them: strings (and for
-cross-encoders, pairs of strings), never numbers, nulls or nested lists. The signature declares
+cross-encoders, pairs of strings), never numbers, nulls or nested lists. A CLIP-style artifact
+also takes images: a frame (or a dict of columns) with ``text`` and ``image`` columns, each row
+filling one of them, images as encoded file bytes or their base64 (from JSON); strings are
+always texts, never paths or URLs the server would read. The signature declares
 no input schema on purpose: MLflow converts a request's values to a declared string column's
 type (``1`` -> ``"1"``, ``null`` -> ``"None"``) and drops undeclared columns before ``predict``
 could see them.
@@ -142,16 +145,62 @@ def texts_of(model_input) -> list:
     return _strings(_rows(model_input), "texts")
 
 
+def _frame(model_input):
+    """``{"inputs": {"column": [...]}}`` as a frame, as MLflow passes dicts of columns."""
+    import pandas as pd
+
+    try:
+        return pd.DataFrame({k: list(v) if hasattr(v, "__len__") and not isinstance(v, (str, bytes)) else [v]
+                             for k, v in model_input.items()})
+    except ValueError as e:
+        raise _refuse(f"the columns must be lists of the same length ({e})") from None
+
+
+def items_of(model_input) -> list:
+    """The texts and images of a request to a model that embeds both, in row order: a frame (or
+    a dict) of ``text`` and ``image`` columns, one of them filled per row, images as bytes or
+    base64; or texts alone as ``texts_of`` takes them."""
+    if isinstance(model_input, dict):
+        model_input = _frame(model_input)
+    if not hasattr(model_input, "columns") or "image" not in model_input.columns:
+        return texts_of(model_input)
+    columns = set(model_input.columns)
+    if not columns <= {"text", "image"}:
+        raise _refuse(f"this model embeds a text column and an image column; got columns {sorted(columns)}")
+    items = []
+    for i, row in enumerate(model_input.to_dict("records")):
+        text, image = row.get("text"), row.get("image")
+        filled = [v for v in (text, image) if v is not None and not (isinstance(v, float) and v != v)]  # NaN: empty
+        if len(filled) != 1:
+            raise _refuse(f"row {i} must have a text or an image, not {'both' if filled else 'neither'}")
+        if filled[0] is text:
+            items.append(_strings([text], f"row {i}'s text")[0])
+        else:
+            items.append(_image_bytes(image, i))
+    return items
+
+
+def _image_bytes(value, row: int) -> bytes:
+    """An image as encoded file bytes: given as bytes, or as base64 (optionally a data URI)."""
+    import base64
+    import binascii
+
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise _refuse(f"row {row}'s image must be bytes or a base64 string, got {type(value).__name__}")
+    payload = value.partition(",")[2] if value.startswith("data:") else value
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise _refuse(f"row {row}'s image is not valid base64") from None
+
+
 def pairs_of(model_input) -> list:
     """(query, document) pairs: a frame (or a dict) of query and document columns (or exactly
     two), or a list of [query, document] lists."""
     if isinstance(model_input, dict):  # {"inputs": {"query": [...], "document": [...]}}
-        import pandas as pd
-
-        try:
-            model_input = pd.DataFrame({k: list(v) if hasattr(v, "__len__") else [v] for k, v in model_input.items()})
-        except ValueError as e:
-            raise _refuse(f"the query and document columns must be lists of the same length ({e})") from None
+        model_input = _frame(model_input)
     if hasattr(model_input, "columns"):
         columns = list(model_input.columns)
         if set(columns) >= {"query", "document"} and len(columns) == 2:
@@ -196,7 +245,8 @@ class ArtifactModel(PythonModel):
     def predict(self, context, model_input, params=None):
         """Texts in, embeddings out (sparse ones as dense rows; for a multi-vector encoder, one
         list of token vectors per text), by the verb in ``params`` (encode, encode_query or
-        encode_document); for cross-encoders, (query, document) pairs in (two columns, or a list
+        encode_document), and texts and images (``items_of``) for a CLIP-style model; for
+        cross-encoders, (query, document) pairs in (two columns, or a list
         of pairs), scores out."""
         params = dict(params or {})
         kind = self.model.manifest.chain_kind.value
@@ -207,7 +257,11 @@ class ArtifactModel(PythonModel):
             verb = params.pop("verb", "encode")
             if verb not in ENCODE_VERBS:
                 raise _refuse(f"verb {verb!r}: use one of {', '.join(ENCODE_VERBS)}")
-            embeddings = _call(getattr(self.model, verb), texts_of(model_input), params)
+            if any(spec.image_route for spec in self.model.manifest.verbs.values()):  # texts and images
+                params = {**params, "image_strings": False}
+                embeddings = _call(getattr(self.model, verb), items_of(model_input), params)
+            else:
+                embeddings = _call(getattr(self.model, verb), texts_of(model_input), params)
         except self._invalid_input as e:  # the loader's own input errors: a bad request, not a failure
             raise _refuse(str(e)) from None
         if kind == "MultiVectorEncoder":  # ragged: [tokens, dim] per text

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +26,39 @@ class EmbeddingModel(Model):
         self._similarity = manifest.similarity or Similarity.COSINE
         self._dimension = int(manifest.embedding_dimension or 0)
 
-    def encode(self, inputs: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
+    def encode(self, inputs: Any, *, prompt_name: str | None = None, prompt: str | None = None,
                batch_size: int = 32, normalize_embeddings: bool = False, output_value: str = "sentence_embedding",
-               truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
+               truncate_dim: int | None = None, fetch_urls: bool = False,
+               image_strings: bool = True) -> np.ndarray | list[np.ndarray]:
         """Embed texts as ``SentenceTransformer.encode`` does: float32 ``[len(inputs), dim]`` in
         input order (one vector for a single string; ``[0, dim]`` for no texts), or with
         ``output_value="token_embeddings"`` one ``[tokens, hidden]`` array per text, if the artifact
-        was built with token embeddings. ``truncate_dim`` keeps the first dimensions (Matryoshka)."""
-        return self._encode("encode", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
-                            truncate_dim)
+        was built with token embeddings. ``truncate_dim`` keeps the first dimensions (Matryoshka).
 
-    def encode_query(self, inputs: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
+        A CLIP-style artifact embeds images too, mixed with texts in any order: PIL images, HWC
+        uint8 arrays, image file bytes, local image paths and ``data:image/...;base64,`` URIs
+        (prompts apply to texts only). Image URLs are fetched only with ``fetch_urls=True``; with
+        ``image_strings=False`` every string is a text (what a service wants from its callers)."""
+        return self._encode("encode", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
+                            truncate_dim, fetch_urls, image_strings)
+
+    def encode_query(self, inputs: Any, *, prompt_name: str | None = None, prompt: str | None = None,
                      batch_size: int = 32, normalize_embeddings: bool = False,
                      output_value: str = "sentence_embedding",
-                     truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
+                     truncate_dim: int | None = None, fetch_urls: bool = False,
+                     image_strings: bool = True) -> np.ndarray | list[np.ndarray]:
         """``encode`` with the query prompt and, for Router chains, the query route."""
         return self._encode("encode_query", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
-                            truncate_dim)
+                            truncate_dim, fetch_urls, image_strings)
 
-    def encode_document(self, inputs: str | Iterable[str], *, prompt_name: str | None = None,
+    def encode_document(self, inputs: Any, *, prompt_name: str | None = None,
                         prompt: str | None = None, batch_size: int = 32, normalize_embeddings: bool = False,
                         output_value: str = "sentence_embedding",
-                        truncate_dim: int | None = None) -> np.ndarray | list[np.ndarray]:
+                        truncate_dim: int | None = None, fetch_urls: bool = False,
+                     image_strings: bool = True) -> np.ndarray | list[np.ndarray]:
         """``encode`` with the document prompt and, for Router chains, the document route."""
         return self._encode("encode_document", inputs, prompt_name, prompt, batch_size, normalize_embeddings,
-                            output_value, truncate_dim)
+                            output_value, truncate_dim, fetch_urls, image_strings)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         """``[len(embeddings1), len(embeddings2)]`` scores with the similarity function the model declares."""
@@ -61,15 +68,15 @@ class EmbeddingModel(Model):
         return self._dimension
 
     def _encode(self, verb: str, inputs: Any, prompt_name: str | None, prompt: str | None, batch_size: int,
-                normalize_embeddings: bool, output_value: str,
-                truncate_dim: int | None) -> np.ndarray | list[np.ndarray]:
+                normalize_embeddings: bool, output_value: str, truncate_dim: int | None,
+                fetch_urls: bool, image_strings: bool) -> np.ndarray | list[np.ndarray]:
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise InvalidInputError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got "
                                     f"{output_value!r}")
         meaning = OutputMeaning(output_value)
         check_positive(truncate_dim, "truncate_dim", optional=True)
         rows, single = self._embed(inputs, verb, meaning, prompt_name=prompt_name, prompt=prompt,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, fetch_urls=fetch_urls, image_strings=image_strings)
         if meaning is OutputMeaning.TOKEN_EMBEDDINGS:
             return rows[0] if single else rows
         embeddings = np.stack(rows) if rows else np.empty((0, self._dimension), np.float32)

@@ -24,6 +24,22 @@ def as_texts(inputs: Any) -> tuple[list[str], bool]:
     return texts, False
 
 
+def as_items(inputs: Any, is_image: Any) -> tuple[list, bool]:
+    """Texts and images, and whether a single one came in: a string or an image (``is_image``) is
+    one input, anything else iterable a list of them. Each item must be a string or an image."""
+    if isinstance(inputs, str) or is_image(inputs):
+        items, single = [inputs], True
+    elif inputs is None or isinstance(inputs, dict) or not isinstance(inputs, Iterable):
+        raise InvalidInputError(f"expected texts or images, or a list of them, got {type(inputs).__name__}")
+    else:
+        items, single = list(inputs), False
+    for i, item in enumerate(items):
+        if not isinstance(item, str) and not is_image(item):
+            raise InvalidInputError(f"expected texts or images (PIL images, HWC uint8 arrays, image bytes, image "
+                                    f"paths); item {i} is {type(item).__name__}")
+    return items, single
+
+
 def as_pairs(inputs: Any) -> tuple[list[tuple[str, str]], bool]:
     """A single (text, text) pair, or a list of them, as ``CrossEncoder.predict`` accepts; and
     whether a single pair came in."""

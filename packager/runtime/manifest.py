@@ -21,8 +21,8 @@ from .errors import ArtifactIntegrityError
 from .files import read_text
 from .jsonable import from_jsonable, to_jsonable
 
-SCHEMA_VERSION = 5  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates;
-# 5: multi-vector encoders (scoring masks, MaxSim)
+SCHEMA_VERSION = 6  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates;
+# 5: multi-vector encoders (scoring masks, MaxSim); 6: image routes
 MANIFEST_FILE = "manifest.json"
 # A manifest lists every file of an artifact and of its source: a few hundred kB for the largest
 # models. Anything much bigger is not a manifest (a link to /dev/zero, a forged file).
@@ -33,7 +33,9 @@ INT32_LIMIT = 2**31 - 1
 PROMPT_LENGTH = "prompt_length"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What an artifact may require beyond the base runtime, with the versions it needs.
-EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6"}
+EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6", "pillow": ">=10.1"}
+# The graph input of an image route: [batch, channels, height, width] float32.
+PIXEL_VALUES = "pixel_values"
 
 
 class SourceKind(str, Enum):
@@ -201,21 +203,75 @@ class ChatSpec:
         check_relative_path(self.template)
 
 
+class Modality(str, Enum):
+    TEXT = "text"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How an image becomes an image route's ``pixel_values``, step by step as the saved image
+    processor does it (transformers' PIL backend): to RGB (transparency composited onto white),
+    resized with the PIL filter ``resample`` so its shorter edge is ``shortest_edge`` (the longer
+    one scaled and rounded down) or to exactly ``size`` (height, width), center-cropped to
+    ``crop`` (height, width; zero-padded where smaller), multiplied by ``rescale``, normalized
+    with ``mean`` and ``std`` per channel, laid out channels first. A step that is None is
+    skipped, as the processor skips it."""
+
+    convert_rgb: bool
+    shortest_edge: int | None
+    size: tuple[int, ...] | None
+    resample: int
+    crop: tuple[int, ...] | None
+    rescale: float | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    def __post_init__(self) -> None:
+        sizes = [self.shortest_edge or 1, *(self.size or (1, 1)), *(self.crop or (1, 1))]
+        if self.shortest_edge is not None and self.size is not None:
+            raise ArtifactIntegrityError("manifest: an image is resized by shortest_edge or to a size, not both")
+        if len(self.size or (1, 1)) != 2 or len(self.crop or (1, 1)) != 2 or not all(1 <= v <= 1 << 14
+                                                                                       for v in sizes):
+            raise ArtifactIntegrityError(f"manifest: image sizes must be (height, width) in 1..16384, got {self}")
+        if self.resample not in range(6):  # PIL's filters: nearest, lanczos, bilinear, bicubic, box, hamming
+            raise ArtifactIntegrityError(f"manifest: unknown PIL resample filter {self.resample}")
+        if (self.mean is None) != (self.std is None) or len(self.mean or (0, 0, 0)) != 3 \
+                or len(self.std or (1, 1, 1)) != 3 or not all(s > 0 for s in self.std or (1,)):
+            raise ArtifactIntegrityError("manifest: image mean and std must be given together, three each, std > 0")
+
+
 @dataclass(frozen=True)
 class RouteSpec:
-    """One graph and the tokenizer that feeds it. Chains without a Router have one route."""
+    """One graph and what feeds it: the tokenizer of a text route, or the image pipeline of an
+    image route. Chains without a Router have one route (a CLIP-style chain one per modality)."""
 
     name: str
     graph: str
     inputs: tuple[str, ...]
     outputs: tuple[OutputSpec, ...]
-    tokenizer: TokenizerSpec
+    tokenizer: TokenizerSpec | None
     chat: ChatSpec | None = None
+    modality: Modality = Modality.TEXT
+    image: ImageSpec | None = None
 
     def __post_init__(self) -> None:
         check_relative_path(self.graph)
-        if "input_ids" not in self.inputs:
-            raise ArtifactIntegrityError(f"manifest: route {self.name!r} has no input_ids input")
+        if self.modality is Modality.TEXT and (self.tokenizer is None or "input_ids" not in self.inputs
+                                               or self.image is not None):
+            raise ArtifactIntegrityError(f"manifest: text route {self.name!r} needs a tokenizer and an input_ids "
+                                         "input, and no image pipeline")
+        if self.modality is Modality.IMAGE and (self.image is None or self.inputs != (PIXEL_VALUES,)
+                                                or self.tokenizer is not None or self.chat is not None):
+            raise ArtifactIntegrityError(f"manifest: image route {self.name!r} needs an image pipeline and the "
+                                         f"{PIXEL_VALUES} input only")
+
+    @property
+    def text(self) -> TokenizerSpec:
+        """The tokenizer of a text route (the manifest checked it has one)."""
+        if self.tokenizer is None:
+            raise ArtifactIntegrityError(f"manifest: route {self.name!r} takes images, not texts")
+        return self.tokenizer
 
     def output(self, meaning: OutputMeaning | str) -> OutputSpec | None:
         # By value: callers may hold the enum of another copy of this module (an artifact's loader).
@@ -255,6 +311,7 @@ class VerbSpec:
     max_length: int | None = None
     expansion: ExpansionSpec | None = None
     scoring_mask: str | None = None  # multi-vector encoders: the output whose true entries are the tokens kept
+    image_route: str | None = None  # the route this verb's images take (CLIP-style chains)
 
     def __post_init__(self) -> None:
         if self.max_length is not None and not 1 <= self.max_length <= INT32_LIMIT:
@@ -267,6 +324,7 @@ class VerbSpec:
         if self.expansion:
             notes.append(f"query expansion {self.expansion.strategy.value} to {self.expansion.length}")
         notes += [f"tokens kept by {self.scoring_mask}"] if self.scoring_mask else []
+        notes += [f"images through route {self.image_route!r}"] if self.image_route else []
         return f"route {self.route!r}" + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -386,9 +444,17 @@ class Manifest:
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the "
                                          "prompts")
-        unknown = {verb: spec.route for verb, spec in self.verbs.items() if spec.route not in names}
-        if not self.verbs or unknown:
-            raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}")
+        modality = {r.name: r.modality for r in self.routes}
+        wrong = {verb: (spec.route, spec.image_route) for verb, spec in self.verbs.items()
+                 if modality.get(spec.route) is not Modality.TEXT
+                 or spec.image_route is not None and modality.get(spec.image_route) is not Modality.IMAGE}
+        if not self.verbs or wrong:
+            raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}, a text "
+                                         "route for texts and an image route for images")
+        if any(m is Modality.IMAGE for m in modality.values()) and (
+                self.chain_kind is not ChainKind.SENTENCE_TRANSFORMER or "pillow" not in self.requires):
+            raise ArtifactIntegrityError("manifest: image routes belong to SentenceTransformer chains and require "
+                                         "pillow")
         multi_vector = self.chain_kind is ChainKind.MULTI_VECTOR_ENCODER
         late = self.similarity in (Similarity.MAXSIM, Similarity.MEAN_MAXSIM)
         if multi_vector != late:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError, UnsupportedVerbError
-from .inputs import as_texts, check_positive, check_unicode
+from .images import is_image
+from .inputs import as_items, as_texts, check_positive, check_unicode
 from .manifest import Manifest, OutputMeaning, VerbSpec
 from .runner import RouteRunner
 
@@ -64,7 +65,7 @@ class Model:
     def max_seq_length(self) -> int:
         """The first verb's truncation length (sentence-transformers' ``max_seq_length``)."""
         verb = next(iter(self.manifest.verbs.values()))
-        return verb.max_length or self._runners[verb.route].spec.tokenizer.max_length
+        return verb.max_length or self._runners[verb.route].spec.text.max_length
 
     def _verb(self, verb: str) -> VerbSpec:
         spec = self.manifest.verbs.get(verb)
@@ -100,12 +101,43 @@ class Model:
                               prompt_name=prompt_name)
 
     def _embed(self, inputs: Any, verb: str, meaning: OutputMeaning, *, prompt_name: str | None,
-               prompt: str | None, batch_size: int) -> tuple[list[np.ndarray], bool]:
-        """Rows of ``meaning`` for the texts in ``inputs``, and whether a single string came in."""
-        texts, single = as_texts(inputs)
+               prompt: str | None, batch_size: int, fetch_urls: bool = False,
+               image_strings: bool = True) -> tuple[list[np.ndarray], bool]:
+        """Rows of ``meaning`` for the inputs, in input order, and whether a single input came in:
+        texts through the verb's route, images (for a chain that takes them) through its image
+        route; strings name images (paths, URLs, data URIs) unless ``image_strings`` is False."""
+        spec = self._verb(verb)
+        if spec.image_route is None:
+            texts, single = as_texts(inputs)
+            items: list = list(texts)
+            images: list[int] = []
+        else:
+            def image(item: Any) -> bool:
+                return is_image(item, strings=image_strings)
+
+            items, single = as_items(inputs, image)
+            images = [i for i, item in enumerate(items) if image(item)]
+        text_at = [i for i in range(len(items)) if i not in set(images)]
+        for i in text_at:
+            check_unicode(items[i], f"item {i}")
         runner = self._runner(verb)
         if not runner.has(meaning):
             available = [o.meaning.value for o in runner.spec.outputs]
             raise InvalidInputError(f"output_value {meaning.value!r} is not in this artifact; it has: {available}")
-        return self._run(verb, list(texts), meaning, prompt_name=prompt_name, prompt=prompt,
-                         batch_size=batch_size), single
+        rows: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
+        if images:
+            image_runner = self._runners[spec.image_route]  # type: ignore[index]
+            if not image_runner.has(meaning):
+                raise InvalidInputError(f"output_value {meaning.value!r} is not computed for images; images give "
+                                        f"{[o.meaning.value for o in image_runner.spec.outputs]}")
+            check_positive(batch_size, "batch_size")
+            found = image_runner.run_images([items[i] for i in images], meaning, batch_size=batch_size,
+                                            fetch_urls=fetch_urls, positions=images)
+            for i, row in zip(images, found, strict=True):
+                rows[i] = row
+        if text_at or not images:
+            found = self._run(verb, [items[i] for i in text_at], meaning, prompt_name=prompt_name, prompt=prompt,
+                              batch_size=batch_size)
+            for i, row in zip(text_at, found, strict=True):
+                rows[i] = row
+        return rows, single

@@ -1,13 +1,16 @@
-"""One route of an artifact: its tokenizer and its graph session, run in length-sorted batches."""
+"""One route of an artifact: its tokenizer (or image pipeline) and its graph session, run in
+batches (texts sorted by length)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .backends import open_session
-from .manifest import Format, OutputMeaning, RouteSpec, VerbSpec
+from .images import ImagePipeline
+from .manifest import PIXEL_VALUES, Format, Modality, OutputMeaning, RouteSpec, VerbSpec
 from .text import TextEncoder, TextInput
 
 
@@ -16,8 +19,16 @@ class RouteRunner:
 
     def __init__(self, root: Path, fmt: Format, spec: RouteSpec, *, threads: int | None = None) -> None:
         self.spec = spec
-        self.text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat)
+        self._text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat) if spec.tokenizer else None
+        self.images = ImagePipeline(spec.image) if spec.modality is Modality.IMAGE and spec.image else None
         self._session = open_session(root, fmt, spec, threads=threads)
+
+    @property
+    def text(self) -> TextEncoder:
+        """The tokenizer of a text route."""
+        if self._text is None:
+            raise ValueError(f"route {self.spec.name!r} takes images, not texts")
+        return self._text
 
     def has(self, meaning: OutputMeaning) -> bool:
         return self.spec.output(meaning) is not None
@@ -32,7 +43,7 @@ class RouteRunner:
         if output is None:  # the models check has() first
             raise ValueError(f"route {self.spec.name!r} has no {meaning.value} output")
         name = output.name
-        max_length = verb.max_length or self.spec.tokenizer.max_length
+        max_length = verb.max_length or self.spec.text.max_length
         encodings, prompt_length = self.text.encode(inputs, max_length=max_length, prompt=prompt, task=verb.task)
         order = sorted(range(len(inputs)), key=lambda i: -len(encodings[i].ids))
         rows: list[np.ndarray] = [None] * len(inputs)  # type: ignore[list-item]
@@ -46,6 +57,22 @@ class RouteRunner:
                     rows[row] = values[position][outputs[verb.scoring_mask][position].astype(bool)]
                 elif meaning is OutputMeaning.TOKEN_EMBEDDINGS:
                     rows[row] = _trim(values[position], feeds["attention_mask"][position])
+        return rows
+
+    def run_images(self, images: list[Any], meaning: OutputMeaning, *, batch_size: int, fetch_urls: bool = False,
+                   positions: list[int] | None = None) -> list[np.ndarray]:
+        """One output row per image, in input order, in batches of ``batch_size`` (decoded a batch
+        at a time, so memory holds one batch of pixels). Errors name each image by its position
+        in the caller's inputs (``positions``)."""
+        at = positions or list(range(len(images)))
+        output = self.spec.output(meaning)
+        if self.images is None or output is None:
+            raise ValueError(f"route {self.spec.name!r} has no {meaning.value} output for images")
+        rows: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            pixels = [self.images.one(image, at[start + i], fetch_urls=fetch_urls)
+                      for i, image in enumerate(images[start : start + batch_size])]
+            rows.extend(self._session.run({PIXEL_VALUES: np.stack(pixels)})[output.name])
         return rows
 
 

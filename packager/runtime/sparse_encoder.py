@@ -58,7 +58,7 @@ class SparseEncoderModel(Model):
             raise InvalidInputError(f"decode takes what encode returned, got {type(embeddings).__name__}")
         order = np.argsort(-embeddings.values, kind="stable")[:top_k]
         vocabulary = self._sparse.vocabulary
-        runner = next((r for r in self._runners.values() if r.spec.tokenizer.file == vocabulary), None)
+        runner = next((r for r in self._runners.values() if r.spec.text.file == vocabulary), None)
         name = runner.text.id_to_token if runner else str
         return [(name(int(embeddings.indices[i])), float(embeddings.values[i])) for i in order]
 

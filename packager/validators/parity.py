@@ -19,6 +19,7 @@ from packager.errors import SourceError
 from packager.runtime.manifest import ChainKind, OutputMeaning, VerbSpec
 from packager.runtime.model import resolve_prompt
 from packager.validators.gates import TOP_K
+from packager.validators.images import CAPTIONS, parity_images
 from packager.validators.metrics import (
     max_abs_diff,
     neighbour_agreement,
@@ -42,7 +43,14 @@ class ReferenceRuns:
         self._outputs: dict[tuple[str, str, str], Any] = {}
 
     def __call__(self, verb: str, inputs: list, **kwargs: Any) -> Any:
-        key = (verb, inputs_digest(inputs), repr(sorted(kwargs.items())))
+        return self._run((verb, inputs_digest(inputs), repr(sorted(kwargs.items()))), verb, inputs, kwargs)
+
+    def images(self, labels: list[str], images: list, **kwargs: Any) -> Any:
+        """``encode`` of ``images``, which their ``labels`` name (and key)."""
+        return self._run(("encode", inputs_digest(["images", *labels]), repr(sorted(kwargs.items()))), "encode",
+                         images, kwargs)
+
+    def _run(self, key: tuple[str, str, str], verb: str, inputs: list, kwargs: dict[str, Any]) -> Any:
         if key not in self._outputs:
             try:
                 self._outputs[key] = getattr(self.model, verb)(inputs, **kwargs)
@@ -125,6 +133,17 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
             samples[call.label] = sample
         if advance is not None:
             advance(len(same))
+    if any(verb.image_route for verb in manifest.verbs.values()):
+        log.info("parity: images, torch reference vs the artifact's loader")
+        found, found_problems, found_worst, sample = _images(runs, candidate)
+        metrics.update({f"images.{k}": v for k, v in found.items()})
+        image_gate = {**gate, **({"similarity_rel_diff": gate["max_rel_diff"]} if "max_rel_diff" in gate else {})}
+        if not found_problems:
+            checks += [Check(f"images.{metric}", found.get(metric, float("nan")), threshold)
+                       for metric, threshold in image_gate.items()]
+        problems += [f"images.{p}" for p in found_problems]
+        worst += [{"verb": "encode (images)", **w} for w in found_worst]
+        samples["images"] = sample
     return ParityReport(inputs=len(inputs), inputs_sha256=inputs_digest(inputs), metrics=metrics,
                         checks=tuple(checks), problems=tuple(problems), worst=tuple(worst), samples=samples)
 
@@ -145,6 +164,27 @@ def _dense(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: li
         metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, call, texts, problems)
     cosine = row_cosine(ref, cand)
     return metrics, problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
+
+
+def _images(reference: ReferenceRuns, candidate: Any) -> Compared:
+    """Each parity image's embedding (per-image cosine, as for texts) and the text-image
+    similarity matrix of the captions against the images, each side scored by its own
+    ``similarity``. Images take no prompt, so ``encode`` stands for every verb."""
+    images = parity_images()
+    labels, values = list(images), list(images.values())
+    settings: dict[str, Any] = {"batch_size": BATCH_SIZE, "convert_to_numpy": True, "show_progress_bar": False}
+    ref = np.asarray(reference.images(labels, values, **settings))
+    cand = np.asarray(candidate.encode(values, batch_size=BATCH_SIZE))
+    problems = _shape_problems("image embeddings", ref, cand)
+    if problems:
+        return {}, problems, [], {}
+    captions = list(CAPTIONS)
+    ref_similarity = np.asarray(reference.model.similarity(reference("encode", captions, **settings), ref))
+    cand_similarity = candidate.similarity(candidate.encode(captions, batch_size=BATCH_SIZE), cand)
+    cosine = row_cosine(ref, cand)
+    metrics = {**dense_metrics(ref, cand), "similarity_rel_diff": relative_max_diff(ref_similarity, cand_similarity)}
+    worst = [{"image": labels[i], "cosine": float(cosine[i])} for i in np.argsort(cosine)[:3]]
+    return metrics, problems, worst, {"cosine": cosine.tolist()}
 
 
 def _sparse(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:

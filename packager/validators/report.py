@@ -10,7 +10,7 @@ from packager.runtime.manifest import ParityStatus, ParitySummary
 
 # Metrics where smaller is better; every other gated metric must reach its threshold from below.
 LOWER_IS_BETTER = frozenset({"max_abs_diff", "max_rel_diff", "score_rel_diff", "logit_rel_diff", "dot_rel_diff",
-                             "nnz_mean_abs_diff"})
+                             "nnz_mean_abs_diff", "similarity_rel_diff"})
 
 Gate = dict[str, float]  # metric -> threshold, e.g. {"min_cosine": 0.99999}
 

@@ -39,7 +39,7 @@ def _raw(artifact: Path, old: str, new: str) -> None:
 
 
 FORGERIES = {
-    "a 5000-digit number": (lambda a: _raw(a, '"schema_version": 5', '"schema_version": ' + "9" * 5000),
+    "a 5000-digit number": (lambda a: _raw(a, '"schema_version": 6', '"schema_version": ' + "9" * 5000),
                             "not valid JSON"),
     "one 0xFF byte": (lambda a: (a / "manifest.json").write_bytes((a / "manifest.json").read_bytes() + b"\xff"),
                       "not UTF-8"),

@@ -21,7 +21,7 @@ def test_round_trip_is_exact_and_sorted(manifest_text):
     assert manifest.to_json() == manifest_text
     data = json.loads(manifest_text)
     assert list(data) == sorted(data)
-    assert data["schema_version"] == 5
+    assert data["schema_version"] == 6
 
 
 def test_manifest_describes_what_the_runtime_needs(manifest_text):

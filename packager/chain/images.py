@@ -1,0 +1,88 @@
+"""An image route's preprocessing, resolved from the image processor the reference actually runs
+into the manifest's ``ImageSpec``, which the runtime reproduces in numpy and Pillow. Only
+transformers' PIL backend with its own steps is resolved; anything else is refused here, naming
+what differs, rather than reproduced approximately."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packager.errors import UnsupportedModuleError
+from packager.runtime.manifest import ImageSpec
+
+# The steps of transformers' PIL backend that ImageSpec describes; a processor that overrides any
+# of them does something else.
+_STEPS = ("process_image", "convert_to_rgb", "resize", "center_crop", "rescale", "normalize", "_preprocess")
+
+
+def image_processor(route: str, module: Any) -> Any:
+    processor = getattr(module, "processor", None)
+    found = getattr(processor, "image_processor", None)
+    if found is None:
+        raise UnsupportedModuleError(f"route {route!r}: the Transformer takes images but has no image processor")
+    return found
+
+
+def resolve_image_spec(route: str, module: Any) -> ImageSpec:
+    """What the reference's image processor does to an image, or a refusal naming what the runtime
+    would not reproduce."""
+    from transformers.image_processing_backends import PilBackend
+
+    found = image_processor(route, module)
+    name = type(found).__name__
+    if not isinstance(found, PilBackend):
+        raise UnsupportedModuleError(
+            f"route {route!r}: the reference preprocesses images with {name} (backend "
+            f"{getattr(found, 'backend', '?')!r}); the runtime reproduces transformers' PIL backend only. Build "
+            "where torchvision is not installed (transformers then uses the PIL backend), so the gate compares "
+            "the preprocessing the artifact will run")
+    processor: Any = found  # its settings are set per processor class
+    overridden = [step for step in _STEPS if getattr(type(processor), step) is not getattr(PilBackend, step)]
+    if overridden:
+        raise UnsupportedModuleError(f"route {route!r}: {name} has its own {', '.join(overridden)}, which the runtime "
+                                     "does not reproduce")
+    extra = [k for k in ("do_pad", "do_reduce_labels", "do_flip_channel_order")
+             if getattr(processor, k, None)]
+    if extra:
+        raise UnsupportedModuleError(f"route {route!r}: {name} sets {', '.join(extra)}, which the runtime does not "
+                                     "reproduce")
+    shortest_edge, size = None, None
+    if processor.do_resize:
+        shortest_edge, size = _resize_rule(route, name, processor.size)
+    crop = None
+    if processor.do_center_crop:
+        crop_size = processor.crop_size
+        if not (crop_size.height and crop_size.width):
+            raise UnsupportedModuleError(f"route {route!r}: {name} center-crops to {crop_size}, not a height and width")
+        crop = (int(crop_size.height), int(crop_size.width))
+    mean = std = None
+    if processor.do_normalize:
+        mean, std = _per_channel(processor.image_mean), _per_channel(processor.image_std)
+    return ImageSpec(convert_rgb=bool(processor.do_convert_rgb), shortest_edge=shortest_edge, size=size,
+                     resample=int(processor.resample if processor.resample is not None else 2),
+                     crop=crop, rescale=float(processor.rescale_factor) if processor.do_rescale else None,
+                     mean=mean, std=std)
+
+
+def _resize_rule(route: str, name: str, size: Any) -> tuple[int | None, tuple[int, ...] | None]:
+    """The backend's resize: shortest edge alone, or an exact height and width."""
+    if size.shortest_edge and not size.longest_edge:
+        return int(size.shortest_edge), None
+    if size.height and size.width and not (size.shortest_edge or size.longest_edge):
+        return None, (int(size.height), int(size.width))
+    raise UnsupportedModuleError(f"route {route!r}: {name} resizes by {size}; the runtime reproduces a shortest edge "
+                                 "or an exact height and width")
+
+
+def _per_channel(values: Any) -> tuple[float, ...]:
+    items = list(values) if isinstance(values, (list, tuple)) else [values] * 3
+    return tuple(float(v) for v in items)
+
+
+def sample_images() -> list[Any]:
+    """Two images of different sizes and shapes to trace an image route with (batch of two, so the
+    batch axis stays dynamic)."""
+    from PIL import Image
+
+    gradient = Image.linear_gradient("L").resize((48, 40)).convert("RGB")
+    return [gradient, Image.new("RGB", (30, 64), (200, 120, 40))]

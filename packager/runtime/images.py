@@ -1,0 +1,237 @@
+"""Images to an image route's ``pixel_values``, in numpy and Pillow only, step by step as the
+saved image processor does it (transformers' PIL backend, whose steps the manifest's
+``ImageSpec`` records): decoded safely, converted to RGB, resized, center-cropped, rescaled and
+normalized, channels first.
+
+Inputs are what sentence-transformers takes for images (a PIL image, an HWC uint8 array, a local
+image file path, a ``data:image/...;base64,`` URI) plus an image file's raw bytes. URLs are not
+fetched unless the caller opts in: a service that fetches whatever URL it is sent can be made to
+reach hosts it should not (server-side request forgery).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .errors import InvalidInputError, MissingDependencyError
+from .manifest import ImageSpec
+
+# The image file suffixes sentence-transformers reads a string ending in as an image (if it is a file).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
+# An image file is at most this large, and an image (decoded, or resized) at most this many pixels
+# (PIL's own decompression-bomb limit): a larger one is refused before it is decoded.
+FILE_LIMIT = 64 << 20
+MAX_PIXELS = 89_478_485
+_URL_TIMEOUT_S = 10
+
+
+def pillow() -> Any:
+    """Pillow's Image module, or a clear error: only image artifacts need it."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise MissingDependencyError("this artifact embeds images and needs Pillow: pip install 'pillow>=10.1'") from e
+    return Image
+
+
+def is_image(item: Any, *, strings: bool = True) -> bool:
+    """Whether ``item`` is an image as sentence-transformers classifies inputs (a string is one if it
+    is a data URI, an http(s) URL or an existing file ending in an image suffix; with ``strings``
+    False a string is always a text), or raw bytes."""
+    if isinstance(item, str):
+        if not strings:
+            return False
+        if item.startswith("data:image/"):
+            return True
+        if _is_url(item):
+            try:
+                return urlparse(item).path.lower().endswith(IMAGE_SUFFIXES)
+            except ValueError:
+                return False
+        return item.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return True
+    if isinstance(item, np.ndarray):
+        return True
+    return type(item).__module__.startswith("PIL.") and hasattr(item, "getbands")
+
+
+class ImagePipeline:
+    """One image route's preprocessing. Stateless, so one instance can serve many threads."""
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self.spec = spec
+        self._image = pillow()
+
+    def pixel_values(self, images: list[Any], *, fetch_urls: bool = False) -> np.ndarray:
+        """``[len(images), 3, height, width]`` float32, as the reference's processor makes them."""
+        return np.stack([self.one(image, i, fetch_urls=fetch_urls) for i, image in enumerate(images)])
+
+    def one(self, item: Any, index: int = 0, *, fetch_urls: bool = False) -> np.ndarray:
+        where = f"item {index}"
+        rgb = self._rgb(self._decode(item, where, fetch_urls), where)
+        spec = self.spec
+        if spec.shortest_edge is not None or spec.size is not None:
+            height, width = self._target(rgb.shape[0], rgb.shape[1], where)
+            resized = self._image.fromarray(rgb).resize((width, height), resample=spec.resample)
+            rgb = np.asarray(resized).reshape(height, width, -1)
+        if spec.crop is not None:
+            rgb = center_crop(rgb, spec.crop[0], spec.crop[1])
+        values: np.ndarray = rgb.astype(np.float32)
+        if spec.rescale is not None:
+            values = (rgb.astype(np.float64) * spec.rescale).astype(np.float32)
+        if spec.mean is not None and spec.std is not None:
+            values = (values - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+        return np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32)
+
+    def _target(self, height: int, width: int, where: str) -> tuple[int, int]:
+        """The resized (height, width): the shorter edge to ``shortest_edge`` and the longer one
+        scaled and rounded down, or exactly ``size``."""
+        spec = self.spec
+        if spec.size is not None:
+            return spec.size[0], spec.size[1]
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)  # type: ignore[operator]
+        if new_short * new_long > MAX_PIXELS:  # type: ignore[operator]
+            raise InvalidInputError(f"{where}: {width}x{height} would be resized to {new_short}x{new_long} pixels "
+                                    f"(its shorter edge to {new_short}), more than {MAX_PIXELS}; crop it first")
+        return (new_long, new_short) if width <= height else (new_short, new_long)  # type: ignore[return-value]
+
+    def _decode(self, item: Any, where: str, fetch_urls: bool) -> Any:
+        """A PIL image or an HWC uint8 array."""
+        if isinstance(item, np.ndarray):
+            return _checked_array(item, where)
+        if not isinstance(item, (str, bytes, bytearray, memoryview)):
+            if not is_image(item):
+                raise InvalidInputError(f"{where}: expected a PIL image, an HWC uint8 array, image bytes or an image "
+                                        f"path, got {type(item).__name__}")
+            _check_size(item.size, where)
+            return item
+        data = self._read(item, where, fetch_urls) if isinstance(item, str) else bytes(item)
+        if not data:
+            raise InvalidInputError(f"{where}: empty image data")
+        Image = self._image
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+                _check_size(image.size, where)
+                image.load()  # decode now: a truncated or corrupt file fails here, not later
+        except InvalidInputError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InvalidInputError(f"{where}: {e}") from None
+        except Exception as e:  # UnidentifiedImageError, OSError (truncated), SyntaxError, ValueError...
+            raise InvalidInputError(f"{where}: not an image Pillow can decode ({type(e).__name__}: "
+                                    f"{str(e)[:200]})") from None
+        return image
+
+    def _read(self, text: str, where: str, fetch_urls: bool) -> bytes:
+        if text.startswith("data:image/"):
+            header, _, payload = text.partition(",")
+            if not header.endswith(";base64"):
+                raise InvalidInputError(f"{where}: only base64 data URIs are read (data:image/...;base64,...)")
+            try:
+                return base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInputError(f"{where}: the data URI is not valid base64") from None
+        if _is_url(text):
+            if not fetch_urls:
+                raise InvalidInputError(f"{where}: {text[:100]!r} is a URL; the loader does not fetch URLs unless "
+                                        "the caller opts in (fetch_urls=True), because a service that fetches any "
+                                        "URL it is sent can be made to reach hosts it should not")
+            return _fetch(text, where)
+        path = Path(text)
+        try:
+            if path.stat().st_size > FILE_LIMIT:
+                raise InvalidInputError(f"{where}: {text[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
+            return path.read_bytes()
+        except OSError as e:
+            raise InvalidInputError(f"{where}: cannot read {text[:100]!r}: {e.strerror}") from None
+
+    def _rgb(self, image: Any, where: str) -> np.ndarray:
+        """HWC uint8 RGB, as the processor's ``convert_to_rgb`` makes it: a PIL image with
+        transparency composited onto white, any other mode converted by Pillow; an array's
+        single channel repeated, its alpha blended onto white."""
+        if not isinstance(image, np.ndarray):
+            if not self.spec.convert_rgb:
+                image = np.asarray(image)
+            elif "A" in image.getbands() or image.info.get("transparency") is not None:
+                Image = self._image
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            else:
+                return np.asarray(image.convert("RGB"))
+        if image.ndim == 2:
+            image = image[:, :, None]
+        channels = image.shape[-1]
+        if self.spec.convert_rgb and channels == 1:
+            return np.repeat(image, 3, axis=-1)
+        if self.spec.convert_rgb and channels == 4:
+            alpha = image[..., 3:4] / 255
+            return np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+        if channels != 3:
+            raise InvalidInputError(f"{where}: {channels} channels, and this model's image processor does not "
+                                    "convert images to RGB; pass RGB images")
+        return image
+
+
+def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The processor's center crop of an HWC image: the middle ``height`` x ``width``, the image
+    first zero-padded (centered, the extra pixel after) where it is smaller."""
+    rows, cols = image.shape[:2]
+    top, left = (rows - height) // 2, (cols - width) // 2
+    if top >= 0 and left >= 0:
+        return image[top : top + height, left : left + width]
+    new_rows, new_cols = max(height, rows), max(width, cols)
+    pad_top, pad_left = -(-(new_rows - rows) // 2), -(-(new_cols - cols) // 2)
+    padded = np.zeros((new_rows, new_cols, image.shape[2]), image.dtype)
+    padded[pad_top : pad_top + rows, pad_left : pad_left + cols] = image
+    top, left = top + pad_top, left + pad_left
+    return padded[max(0, top) : min(new_rows, top + height), max(0, left) : min(new_cols, left + width)]
+
+
+def _checked_array(array: np.ndarray, where: str) -> np.ndarray:
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise InvalidInputError(f"{where}: arrays must be HWC uint8 with 1, 3 or 4 channels, got {array.dtype} "
+                                f"{list(array.shape)}")
+    _check_size((array.shape[1], array.shape[0]), where)
+    return array
+
+
+def _check_size(size: tuple[int, int], where: str) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidInputError(f"{where}: the image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise InvalidInputError(f"{where}: {width}x{height} pixels is more than {MAX_PIXELS} (a decompression "
+                                "bomb?); refusing to decode it")
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://")) and " " not in text
+
+
+def _fetch(url: str, where: str) -> bytes:
+    """An image URL's bytes, bounded in size and time (the caller opted in)."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(url, timeout=_URL_TIMEOUT_S) as response:  # noqa: S310 (http(s) only, checked above)
+            data = response.read(FILE_LIMIT + 1)
+    except (URLError, OSError, ValueError) as e:
+        raise InvalidInputError(f"{where}: fetching {url[:100]!r} failed: {e}") from None
+    if len(data) > FILE_LIMIT:
+        raise InvalidInputError(f"{where}: {url[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
+    return data

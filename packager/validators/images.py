@@ -1,0 +1,68 @@
+"""The images an image route is gated and calibrated on: real photographs and drawings that ship
+with matplotlib (a build dependency), and the same images made odd in every way the runtime's
+preprocessing has a branch for: grayscale, transparency, a palette, CMYK, rotation, a single pixel,
+very thin, very large, cropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# matplotlib's sample data: a photograph and two drawings with transparency.
+_REAL = ("grace_hopper.jpg", "logo2.png", "Minduka_Present_Blue_Pack.png")
+# What the gate's similarity matrix compares the images with.
+CAPTIONS = ("a portrait photograph of a woman in a naval uniform", "the matplotlib logo", "a blue present box",
+            "a black and white photograph", "a tiny icon", "a diagram with text")
+
+
+def real_images() -> dict[str, Any]:
+    """The real images, decoded (RGB and RGBA, as they ship)."""
+    from matplotlib import get_data_path
+    from PIL import Image
+
+    folder = Path(get_data_path()) / "sample_data"
+    images = {}
+    for name in _REAL:
+        with Image.open(folder / name) as image:
+            image.load()
+            images[name] = image.copy()
+    return images
+
+
+def parity_images() -> dict[str, Any]:
+    """The real images and their odd variants, by label."""
+    from PIL import Image
+
+    real = real_images()
+    photo, logo, drawing = (real[n] for n in _REAL)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    transparent_palette = drawing.convert("RGBA").convert("P", palette=Image.Palette.ADAPTIVE)
+    transparent_palette.info["transparency"] = 0
+    return {
+        **real,
+        "photo grayscale (L)": photo.convert("L"),
+        "photo with an alpha gradient (RGBA)": rgba,
+        "photo as a 64-colour palette (P)": photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64),
+        "drawing as a palette with a transparent colour": transparent_palette,
+        "photo in CMYK": photo.convert("CMYK"),
+        "photo rotated 90 degrees": photo.transpose(Image.Transpose.ROTATE_90),
+        "photo rotated 33 degrees, expanded": photo.rotate(33, expand=True, resample=Image.Resampling.BICUBIC),
+        "photo 1x1": photo.resize((1, 1)),
+        "photo very thin (400x2)": photo.resize((400, 2)),
+        "photo very tall (3x500)": photo.resize((3, 500)),
+        "photo very large (2560x3000)": photo.resize((2560, 3000), Image.Resampling.BICUBIC),
+        "photo cropped (face)": photo.crop((150, 60, 370, 300)),
+        "logo cropped off-centre": logo.crop((0, 0, 130, 130)),
+    }
+
+
+def calibration_images() -> list[Any]:
+    """What an image route's int8 recipes calibrate on: the real images and crops of them at
+    several scales (none of the parity set's extremes)."""
+    images = list(real_images().values())
+    photo = images[0]
+    width, height = photo.size
+    crops = [photo.crop((x, y, x + width // 2, y + height // 2)) for x in (0, width // 4, width // 2)
+             for y in (0, height // 4, height // 2)]
+    return [*images, *crops, photo.transpose(0), images[1].convert("RGB"), images[2].resize((300, 300))]
