@@ -48,7 +48,8 @@ def _close(got, want, what: str) -> None:
 
 
 @pytest.mark.parametrize("name,fmt", [("clip", "onnx"), ("clip", "openvino"), ("clip-legacy", "onnx")])
-def test_images_and_texts_match_sentence_transformers(name, fmt, references, tiny_artifacts, tiny_openvino):
+def test_images_and_texts_match_sentence_transformers(name, fmt, references, tiny_artifacts, tiny_openvino,
+                                                      tmp_path):
     artifact = (tiny_artifacts if fmt == "onnx" else tiny_openvino)[name]
     manifest = read_manifest(artifact)
     assert [(r.name, r.modality.value, r.inputs) for r in manifest.routes] == [
@@ -67,36 +68,67 @@ def test_images_and_texts_match_sentence_transformers(name, fmt, references, tin
     _close(model.encode(TEXTS), texts, "texts")
     _close(model.similarity(model.encode(TEXTS), got), reference.similarity(texts, want).numpy(), "text-image")
 
-    # One photo in every form the loader takes, and mixed with texts in input order.
+    # Files in every form the loader takes, against sentence-transformers on the path (which it
+    # opens with EXIF orientation and transparency dropped): a JPEG with an EXIF rotation, a PNG
+    # with transparency; and an HWC array. Then mixed with texts, in input order.
+    for path in _files(tmp_path):
+        raw = path.read_bytes()
+        expected = reference.encode([str(path)])[0]
+        forms = [str(path), raw, bytearray(raw), "data:image/png;base64," + base64.b64encode(raw).decode()]
+        _close(model.encode(forms), np.stack([expected] * len(forms)), f"{path.name}: path, bytes, data URI")
     photo = reference.encode([images[0]])[0]
+    _close(model.encode(np.asarray(images[0])), reference.encode([np.asarray(images[0])])[0], "an HWC array")
     raw = PHOTO.read_bytes()
-    forms = [str(PHOTO), raw, bytearray(raw), "data:image/jpeg;base64," + base64.b64encode(raw).decode(),
-             np.asarray(images[0])]
-    _close(model.encode(forms), np.stack([photo] * len(forms)), "a path, bytes, a data URI and an HWC array")
-    _close(reference.encode([np.asarray(images[0])])[0], photo, "sentence-transformers on the array")
     mixed = model.encode([TEXTS[0], raw, TEXTS[1], str(PHOTO), images[1]], batch_size=2)
     _close(mixed, np.stack([texts[0], photo, texts[1], photo, want[1]]), "mixed, in input order")
 
 
-def test_the_pixel_values_are_the_processors_own(tiny_artifacts, references):
-    """The runtime's preprocessing against the reference's processor output, pixel by pixel,
-    on every branch of it: each image mode, upscaling, a crop that needs padding."""
+def _files(folder: Path) -> list[Path]:
+    """Image files that sentence-transformers opens differently from the PIL image they hold."""
     from PIL import Image
 
+    photo, logo, _ = real_images().values()
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90 degrees counter-clockwise to view
+    photo.resize((200, 120)).save(folder / "exif.jpg", exif=exif.tobytes())
+    logo.save(folder / "alpha.png")
+    return [folder / "exif.jpg", folder / "alpha.png"]
+
+
+def test_the_pixel_values_are_the_processors_own(tiny_artifacts, references):
+    """The runtime's preprocessing against the reference's processor output, pixel by pixel,
+    on every branch of it: each image mode, upscaling, and (with a crop larger than the resize)
+    a crop that needs padding; an exact-size resize with the nearest filter."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from packager.chain.images import resolve_image_spec
     from packager.runtime.images import ImagePipeline
 
     route = read_manifest(tiny_artifacts["clip"]).route("image")
-    processor = references["clip"][0].processor.image_processor
-    images = [*unseen_images(), Image.new("CMYK", (40, 50), (10, 200, 30, 5)), Image.new("I;16", (33, 35), 999)]
-    ours = ImagePipeline(route.image).pixel_values(images)
-    theirs = processor(images, return_tensors="np")["pixel_values"]
-    np.testing.assert_array_equal(ours, theirs)
+    images = [*unseen_images(), Image.new("CMYK", (40, 50), (10, 200, 30, 5)), Image.new("I;16", (33, 35), 999),
+              Image.new("RGBa", (20, 30), (10, 20, 30, 40)), Image.new("PA", (25, 25))]
+    processors = {"the model's": references["clip"][0].processor.image_processor,
+                  "crop larger than the resize": CLIPImageProcessorPil(size={"shortest_edge": 20},
+                                                                       crop_size={"height": 32, "width": 28}),
+                  "exact size, nearest": CLIPImageProcessorPil(size={"height": 24, "width": 40}, resample=0,
+                                                               do_center_crop=False)}
+    for label, processor in processors.items():
+        spec = route.image if label == "the model's" else resolve_image_spec(
+            "image", SimpleNamespace(processor=SimpleNamespace(image_processor=processor)))
+        ours = ImagePipeline(spec).pixel_values(images)
+        np.testing.assert_array_equal(ours, processor(images, return_tensors="np")["pixel_values"], err_msg=label)
 
 
 HOSTILE = {
-    "random bytes": os.urandom(2048),
+    "random bytes": np.random.default_rng(0).bytes(2048),
     "empty bytes": b"",
     "a truncated JPEG": PHOTO.read_bytes()[:20_000],
+    "a truncated PNG": (PHOTO.parent / "logo2.png").read_bytes()[:3000],
+    "an array 3 pixels high (ambiguous: channels first?)": np.zeros((3, 40, 3), np.uint8),
+    "a PostScript file (a decoder that runs Ghostscript)": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
     "a PNG header claiming 40000x40000 pixels": None,  # made below
     "a URL (not fetched by default)": "https://example.com/cat.jpg",
     "a data URI of bad base64": "data:image/png;base64,!!!",

@@ -61,7 +61,7 @@ Needs only `numpy`, `tokenizers` and `{runtime}` (no torch):
 import sys; sys.path.insert(0, "path/to/{manifest.name}")
 from loader import load
 model = load("path/to/{manifest.name}")   # verifies every file's sha256 first
-{_USAGE[manifest.chain_kind]}
+{_IMAGE_USAGE if any(r.image for r in manifest.routes) else _USAGE[manifest.chain_kind]}
 ```
 
 With chain-packager installed, `packager.runtime.load(path)` does the same. A registered version
@@ -82,6 +82,8 @@ _USAGE = {
     ChainKind.MULTI_VECTOR_ENCODER: 'scores = model.similarity(model.encode_query(["a query"]), '
                                     'model.encode_document(["a document"]))   # MaxSim',
 }
+_IMAGE_USAGE = ('vectors = model.encode(["a photo of a cat", "cat.jpg", image_bytes, pil_image])   # needs Pillow\n'
+                'scores = model.similarity(model.encode(["a cat"]), vectors)')
 
 
 def _image_steps(image: ImageSpec | None) -> str:

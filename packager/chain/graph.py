@@ -17,7 +17,7 @@ import torch
 from packager.chain.chat import resolve_chat
 from packager.chain.images import resolve_image_spec, sample_images
 from packager.chain.processing import verb_spec
-from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
+from packager.chain.spec import ChainSpec, ModuleSpec
 from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringMasks, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
 from packager.errors import SourceError, UnsupportedModuleError
@@ -114,7 +114,8 @@ def compile_routes(reference: Any, chain: ChainSpec, *, token_embeddings: bool =
     """One graph per route: the Router's routes, or the whole chain as the default route. Routes
     of an embedding model must embed into one space (similarity compares across them)."""
     routes = tuple(_compile_route(name, chain.kind, specs=specs, modules=_route_modules(reference, chain, name),
-                                  token_embeddings=token_embeddings)
+                                  token_embeddings=token_embeddings,
+                                  image=chain.takes_images and name == Modality.IMAGE.value)
                    for name, specs in chain.pipelines().items())
     dimensions = {r.name: r.outputs[0].shape[-1] for r in routes}
     if chain.kind is not ChainKind.CROSS_ENCODER and len(set(dimensions.values())) > 1:
@@ -141,7 +142,7 @@ def verb_specs(reference: Any, chain: ChainSpec) -> dict[str, VerbSpec]:
         spec = pipelines[route][0]
         verbs[verb] = verb_spec(_route_modules(reference, chain, route)[0], route=route, task=task,
                                 chat="message" in (spec.config.get("modality_config") or {}))
-        if Modality.IMAGE.value in pipelines:
+        if chain.takes_images:
             verbs[verb] = dataclasses.replace(verbs[verb], image_route=Modality.IMAGE.value)
         if chain.kind is ChainKind.MULTI_VECTOR_ENCODER:
             mask = SCORING_MASKS["query" if task == "query" else "document"]
@@ -159,8 +160,8 @@ def _route_modules(reference: Any, chain: ChainSpec, route: str) -> list[Any]:
 
 
 def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...], modules: list[Any],
-                   token_embeddings: bool) -> RouteGraph:
-    if name == Modality.IMAGE.value and specs[0].modalities == set(IMAGE_AND_TEXT):
+                   token_embeddings: bool, image: bool = False) -> RouteGraph:
+    if image:
         return _compile_image_route(name, kind, specs=specs, modules=modules)
     input_module, input_spec = modules[0], specs[0]
     tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)  # settings checked before they are used

@@ -10,10 +10,6 @@ from typing import Any
 from packager.errors import UnsupportedModuleError
 from packager.runtime.manifest import ImageSpec
 
-# The steps of transformers' PIL backend that ImageSpec describes; a processor that overrides any
-# of them does something else.
-_STEPS = ("process_image", "convert_to_rgb", "resize", "center_crop", "rescale", "normalize", "_preprocess")
-
 
 def image_processor(route: str, module: Any) -> Any:
     processor = getattr(module, "processor", None)
@@ -37,7 +33,11 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
             "where torchvision is not installed (transformers then uses the PIL backend), so the gate compares "
             "the preprocessing the artifact will run")
     processor: Any = found  # its settings are set per processor class
-    overridden = [step for step in _STEPS if getattr(type(processor), step) is not getattr(PilBackend, step)]
+    # ImageSpec describes the PIL backend's own steps; a processor class that defines any method
+    # of its own (beyond __init__, which only sets defaults) may do something else.
+    below = type(processor).__mro__[: type(processor).__mro__.index(PilBackend)]
+    overridden = sorted({k for cls in below for k, v in vars(cls).items()
+                         if callable(v) and k not in ("__init__", "__init_subclass__")})
     if overridden:
         raise UnsupportedModuleError(f"route {route!r}: {name} has its own {', '.join(overridden)}, which the runtime "
                                      "does not reproduce")
@@ -55,6 +55,9 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
         if not (crop_size.height and crop_size.width):
             raise UnsupportedModuleError(f"route {route!r}: {name} center-crops to {crop_size}, not a height and width")
         crop = (int(crop_size.height), int(crop_size.width))
+    if crop is None and shortest_edge is not None or not processor.do_resize and crop is None:
+        raise UnsupportedModuleError(f"route {route!r}: {name} leaves images at varying sizes (no center crop after a "
+                                     "shortest-edge resize); a graph of fixed image size is compiled")
     mean = std = None
     if processor.do_normalize:
         mean, std = _per_channel(processor.image_mean), _per_channel(processor.image_std)

@@ -19,7 +19,8 @@ from packager.runtime.manifest import INT32_LIMIT, ExpansionSpec, ExpansionStrat
 _TEXT_KEYS = frozenset({"max_length", "truncation", "padding", "pad_to_multiple_of", "logits_to_keep",
                         "add_special_tokens", "return_tensors"})
 _TRUNCATING = (True, "longest_first")  # what the runtime's truncation is
-# Settings for other modalities never reach a text route's inputs.
+# Settings for other modalities never reach a text route's inputs (an image route's are refused:
+# they would change the image processor's settings the manifest records).
 _OTHER_MODALITIES = ("image", "audio", "video")
 # apply_chat_template arguments that are not template variables: the size settings (the text
 # settings above), the template itself, and what changes the rendered conversation.
@@ -37,6 +38,10 @@ def processing_problems(name: str, config: dict[str, Any], *, chat: bool) -> lis
     where = f"module {name!r}: processing_kwargs"
     problems = []
     for group, settings in kwargs.items():
+        if group == "image" and settings and "image" in (config.get("modality_config") or {}):
+            problems.append(f"{where}['image'] {sorted(settings)} override the image processor's settings per call; "
+                            "they are not compiled (save the processor with them instead)")
+            continue
         if group in _OTHER_MODALITIES or not settings:
             continue
         if group == "common":

@@ -53,12 +53,17 @@ class ChainSpec:
         (after the modules before it, before the modules after it), or the whole chain as the
         one default route, or for a CLIP-style chain one route per modality ("text", "image")."""
         at = self.router_index()
-        if at is None and self.modules[0].modalities == set(IMAGE_AND_TEXT):
+        if self.takes_images:
             return {modality: self.modules for modality in IMAGE_AND_TEXT}
         if at is None:
             return {DEFAULT_ROUTE: self.modules}
         before, router, after = self.modules[:at], self.modules[at], self.modules[at + 1 :]
         return {route: (*before, *children, *after) for route, children in router.routes.items()}
+
+    @property
+    def takes_images(self) -> bool:
+        """A CLIP-style chain: no Router, and a first module that takes text and images."""
+        return self.router_index() is None and self.modules[0].modalities == set(IMAGE_AND_TEXT)
 
     def router_index(self) -> int | None:
         """Where the (first) Router is, if there is one."""

@@ -72,11 +72,10 @@ class OpenVinoInt8(_OpenVinoRecipe):
     def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         import nncf
 
-        feeds, _ = calibration_feeds(graph, dest, context)
-        with step(f"calibration: NNCF on {len(context.calibration)} inputs"):
+        feeds, inputs = calibration_feeds(graph, dest, context)  # texts, or an image route's images
+        with step(f"calibration: NNCF on {len(inputs)} inputs"):
             quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                                      preset=nncf.QuantizationPreset.MIXED,
-                                      subset_size=sum(len(f["input_ids"]) for f in feeds))
+                                      preset=nncf.QuantizationPreset.MIXED, subset_size=len(inputs))
         return quantized, {"nncf": "quantize, transformer model type, mixed preset"}
 
 

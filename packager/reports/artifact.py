@@ -24,8 +24,9 @@ def describe_artifact(path: Path) -> tuple[dict, str]:
     for route in manifest.routes:
         lines.append(f"route {route.name}: {route.graph} inputs={list(route.inputs)} "
                      f"outputs={[f'{o.name}{list(o.shape)}' for o in route.outputs]}")
-        lines.append("  tokenizer: " + ", ".join(f"{k}={v}" for k, v in to_jsonable(route.tokenizer).items()
-                                                 if k != "special_ids"))
+        settings = to_jsonable(route.tokenizer or route.image) or {}
+        lines.append(f"  {'tokenizer' if route.tokenizer else 'image preprocessing'}: "
+                     + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "special_ids"))
         if route.chat is not None:
             lines.append(f"  chat template: {route.chat.template} ({route.chat.message_format.value} messages, "
                          f"task variable {route.chat.task_variable}, restore suffix {route.chat.restore_suffix})")

@@ -4,9 +4,12 @@ saved image processor does it (transformers' PIL backend, whose steps the manife
 normalized, channels first.
 
 Inputs are what sentence-transformers takes for images (a PIL image, an HWC uint8 array, a local
-image file path, a ``data:image/...;base64,`` URI) plus an image file's raw bytes. URLs are not
-fetched unless the caller opts in: a service that fetches whatever URL it is sent can be made to
-reach hosts it should not (server-side request forgery).
+image file path, a ``data:image/...;base64,`` URI) plus an image file's raw bytes. A file (path,
+data URI, bytes) is opened as transformers' ``load_image`` opens one for sentence-transformers: its
+EXIF orientation applied, then converted to RGB (transparency dropped, not composited); a PIL image
+or an array goes to the processor as it is. URLs are not fetched unless the caller opts in: a
+service that fetches whatever URL it is sent can be made to reach hosts it should not (server-side
+request forgery). Only the formats of the image suffixes below are decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import base64
 import binascii
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -31,6 +33,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
 # (PIL's own decompression-bomb limit): a larger one is refused before it is decoded.
 FILE_LIMIT = 64 << 20
 MAX_PIXELS = 89_478_485
+# The formats of those suffixes (MPO: multi-picture JPEGs, in Pillow versions that keep it apart):
+# Pillow's other decoders (EPS, which runs Ghostscript, PSD, FITS...) are never reached from a
+# caller's bytes.
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 _URL_TIMEOUT_S = 10
 
 
@@ -61,7 +67,7 @@ def is_image(item: Any, *, strings: bool = True) -> bool:
     if isinstance(item, (bytes, bytearray, memoryview)):
         return True
     if isinstance(item, np.ndarray):
-        return True
+        return item.dtype.kind not in "USO"  # an array of strings is a batch of texts
     return type(item).__module__.startswith("PIL.") and hasattr(item, "getbands")
 
 
@@ -71,6 +77,8 @@ class ImagePipeline:
     def __init__(self, spec: ImageSpec) -> None:
         self.spec = spec
         self._image = pillow()
+        self._image.init()  # every plugin registered, so the formats below are known by name
+        self._formats = tuple(f for f in FORMATS if f in self._image.OPEN)
 
     def pixel_values(self, images: list[Any], *, fetch_urls: bool = False) -> np.ndarray:
         """``[len(images), 3, height, width]`` float32, as the reference's processor makes them."""
@@ -78,12 +86,19 @@ class ImagePipeline:
 
     def one(self, item: Any, index: int = 0, *, fetch_urls: bool = False) -> np.ndarray:
         where = f"item {index}"
-        rgb = self._rgb(self._decode(item, where, fetch_urls), where)
+        image = self._decode(item, where, fetch_urls)
         spec = self.spec
-        if spec.shortest_edge is not None or spec.size is not None:
-            height, width = self._target(rgb.shape[0], rgb.shape[1], where)
-            resized = self._image.fromarray(rgb).resize((width, height), resample=spec.resample)
-            rgb = np.asarray(resized).reshape(height, width, -1)
+        try:
+            rgb = self._rgb(image, where)
+            if spec.shortest_edge is not None or spec.size is not None:
+                height, width = self._target(rgb.shape[0], rgb.shape[1], where)
+                resized = self._image.fromarray(rgb).resize((width, height), resample=spec.resample)
+                rgb = np.asarray(resized).reshape(height, width, -1)
+        except InvalidInputError:
+            raise
+        except (OSError, ValueError, TypeError, SyntaxError) as e:  # a lazily loaded PIL image, an odd mode
+            raise InvalidInputError(f"{where}: the image cannot be converted ({type(e).__name__}: "
+                                    f"{str(e)[:200]})") from None
         if spec.crop is not None:
             rgb = center_crop(rgb, spec.crop[0], spec.crop[1])
         values: np.ndarray = rgb.astype(np.float32)
@@ -120,20 +135,22 @@ class ImagePipeline:
         if not data:
             raise InvalidInputError(f"{where}: empty image data")
         Image = self._image
+        from PIL import ImageOps
+
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data))
-                _check_size(image.size, where)
-                image.load()  # decode now: a truncated or corrupt file fails here, not later
+            # Pillow refuses more than twice MAX_PIXELS itself (DecompressionBombError);
+            # _check_size refuses more than MAX_PIXELS from the header, before decoding.
+            image = Image.open(io.BytesIO(data), formats=self._formats)
+            _check_size(image.size, where)
+            image.load()  # decode now: a truncated or corrupt file fails here, not later
+            return ImageOps.exif_transpose(image).convert("RGB")  # as transformers' load_image
         except InvalidInputError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except Image.DecompressionBombError as e:
             raise InvalidInputError(f"{where}: {e}") from None
         except Exception as e:  # UnidentifiedImageError, OSError (truncated), SyntaxError, ValueError...
-            raise InvalidInputError(f"{where}: not an image Pillow can decode ({type(e).__name__}: "
-                                    f"{str(e)[:200]})") from None
-        return image
+            raise InvalidInputError(f"{where}: not an image Pillow can decode as {', '.join(self._formats)} "
+                                    f"({type(e).__name__}: {str(e)[:200]})") from None
 
     def _read(self, text: str, where: str, fetch_urls: bool) -> bytes:
         if text.startswith("data:image/"):
@@ -150,11 +167,12 @@ class ImagePipeline:
                                         "the caller opts in (fetch_urls=True), because a service that fetches any "
                                         "URL it is sent can be made to reach hosts it should not")
             return _fetch(text, where)
-        path = Path(text)
         try:
-            if path.stat().st_size > FILE_LIMIT:
+            with Path(text).open("rb") as f:
+                data = f.read(FILE_LIMIT + 1)
+            if len(data) > FILE_LIMIT:
                 raise InvalidInputError(f"{where}: {text[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
-            return path.read_bytes()
+            return data
         except OSError as e:
             raise InvalidInputError(f"{where}: cannot read {text[:100]!r}: {e.strerror}") from None
 
@@ -205,6 +223,9 @@ def _checked_array(array: np.ndarray, where: str) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise InvalidInputError(f"{where}: arrays must be HWC uint8 with 1, 3 or 4 channels, got {array.dtype} "
                                 f"{list(array.shape)}")
+    if array.shape[0] in (1, 3, 4):  # the processor would read it as channels first
+        raise InvalidInputError(f"{where}: an array {array.shape[0]} pixels high is ambiguous (the reference's "
+                                "processor reads it as channels first); pass a PIL image")
     _check_size((array.shape[1], array.shape[0]), where)
     return array
 

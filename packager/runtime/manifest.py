@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -228,9 +229,16 @@ class ImageSpec:
     std: tuple[float, ...] | None
 
     def __post_init__(self) -> None:
-        sizes = [self.shortest_edge or 1, *(self.size or (1, 1)), *(self.crop or (1, 1))]
+        sizes = [1 if self.shortest_edge is None else self.shortest_edge, *(self.size or (1, 1)),
+                 *(self.crop or (1, 1))]
         if self.shortest_edge is not None and self.size is not None:
             raise ArtifactIntegrityError("manifest: an image is resized by shortest_edge or to a size, not both")
+        if self.crop is None and self.size is None:
+            raise ArtifactIntegrityError("manifest: an image route needs a fixed image size (a crop or a resize to a "
+                                         "size): its graph takes one")
+        numbers = [*(self.mean or ()), *(self.std or ()), 1.0 if self.rescale is None else self.rescale]
+        if not all(math.isfinite(v) for v in numbers):
+            raise ArtifactIntegrityError("manifest: image rescale, mean and std must be finite")
         if len(self.size or (1, 1)) != 2 or len(self.crop or (1, 1)) != 2 or not all(1 <= v <= 1 << 14
                                                                                        for v in sizes):
             raise ArtifactIntegrityError(f"manifest: image sizes must be (height, width) in 1..16384, got {self}")

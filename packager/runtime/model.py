@@ -117,7 +117,8 @@ class Model:
 
             items, single = as_items(inputs, image)
             images = [i for i, item in enumerate(items) if image(item)]
-        text_at = [i for i in range(len(items)) if i not in set(images)]
+        image_at = set(images)
+        text_at = [i for i in range(len(items)) if i not in image_at]
         for i in text_at:
             check_unicode(items[i], f"item {i}")
         runner = self._runner(verb)

@@ -1,7 +1,8 @@
 """The images an image route is gated and calibrated on: real photographs and drawings that ship
 with matplotlib (a build dependency), and the same images made odd in every way the runtime's
 preprocessing has a branch for: grayscale, transparency, a palette, CMYK, rotation, a single pixel,
-very thin, very large, cropped."""
+very thin, very large, cropped; and some as files (a path, a data URI), which sentence-transformers
+opens another way (EXIF orientation applied, transparency dropped)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ def real_images() -> dict[str, Any]:
     return images
 
 
-def parity_images() -> dict[str, Any]:
-    """The real images and their odd variants, by label."""
+def parity_images(folder: Path) -> dict[str, Any]:
+    """The real images and their odd variants, by label; the file forms written into ``folder``."""
+    import base64
+    import io
+
     from PIL import Image
 
     real = real_images()
@@ -39,6 +43,12 @@ def parity_images() -> dict[str, Any]:
     rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
     transparent_palette = drawing.convert("RGBA").convert("P", palette=Image.Palette.ADAPTIVE)
     transparent_palette.info["transparency"] = 0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    photo.save(folder / "photo-exif-rotated.jpg", exif=exif.tobytes())
+    drawing.save(folder / "drawing-rgba.png")
+    logo_png = io.BytesIO()
+    logo.save(logo_png, "PNG")
     return {
         **real,
         "photo grayscale (L)": photo.convert("L"),
@@ -54,6 +64,9 @@ def parity_images() -> dict[str, Any]:
         "photo very large (2560x3000)": photo.resize((2560, 3000), Image.Resampling.BICUBIC),
         "photo cropped (face)": photo.crop((150, 60, 370, 300)),
         "logo cropped off-centre": logo.crop((0, 0, 130, 130)),
+        "photo file with an EXIF orientation (path)": str(folder / "photo-exif-rotated.jpg"),
+        "drawing file with transparency (path)": str(folder / "drawing-rgba.png"),
+        "logo as a data URI": "data:image/png;base64," + base64.b64encode(logo_png.getvalue()).decode(),
     }
 
 

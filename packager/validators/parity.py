@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,7 +172,11 @@ def _images(reference: ReferenceRuns, candidate: Any) -> Compared:
     """Each parity image's embedding (per-image cosine, as for texts) and the text-image
     similarity matrix of the captions against the images, each side scored by its own
     ``similarity``. Images take no prompt, so ``encode`` stands for every verb."""
-    images = parity_images()
+    with tempfile.TemporaryDirectory(prefix="packager-parity-images-") as folder:
+        return _compare_images(reference, candidate, parity_images(Path(folder)))
+
+
+def _compare_images(reference: ReferenceRuns, candidate: Any, images: dict[str, Any]) -> Compared:
     labels, values = list(images), list(images.values())
     settings: dict[str, Any] = {"batch_size": BATCH_SIZE, "convert_to_numpy": True, "show_progress_bar": False}
     ref = np.asarray(reference.images(labels, values, **settings))

@@ -71,3 +71,23 @@ def test_dataclasses_are_frozen(manifest_text):
         manifest.name = "other"  # type: ignore[misc]
     with pytest.raises(ArtifactIntegrityError):
         FileDigest(path="a", sha256="not-a-digest", size=1)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d["routes"][1]["image"].update(shortest_edge=0), "in 1..16384"),
+    (lambda d: d["routes"][1]["image"].update(crop=None), "fixed image size"),
+    (lambda d: d["routes"][1]["image"].update(mean=[float("nan"), 0.5, 0.5]), "finite"),
+    (lambda d: d["routes"][1]["image"].update(std=[1.0, 0.0, 1.0]), "std > 0"),
+    (lambda d: d["routes"][1]["image"].update(resample=9), "resample filter"),
+    (lambda d: d["routes"][1].update(inputs=["pixel_values", "input_ids"]), "pixel_values input only"),
+    (lambda d: d["routes"][1].update(modality="text"), "needs a tokenizer"),
+    (lambda d: d.update(requires=[]), "require pillow"),
+    (lambda d: d["verbs"]["encode"].update(image_route="text"), "an image route for images"),
+    (lambda d: d.update(chain_kind="SparseEncoder"), "belong to SentenceTransformer"),
+])
+def test_forged_image_routes_are_refused(tiny_artifacts, edit, match):
+    data = json.loads((tiny_artifacts["clip"] / "manifest.json").read_text())
+    assert [r["modality"] for r in data["routes"]] == ["text", "image"]
+    edit(data)
+    with pytest.raises(ArtifactIntegrityError, match=match):
+        Manifest.from_json(json.dumps(data))
