@@ -107,27 +107,27 @@ class Model:
         texts through the verb's route, images (for a chain that takes them) through its image
         route; strings name images (paths, URLs, data URIs) unless ``image_strings`` is False."""
         spec = self._verb(verb)
-        if spec.image_route is None:
-            texts, single = as_texts(inputs)
-            items: list = list(texts)
-            images: list[int] = []
-        else:
-            def image(item: Any) -> bool:
-                return is_image(item, strings=image_strings)
-
-            items, single = as_items(inputs, image)
-            images = [i for i, item in enumerate(items) if image(item)]
-        image_at = set(images)
-        text_at = [i for i in range(len(items)) if i not in image_at]
-        for i in text_at:
-            check_unicode(items[i], f"item {i}")
         runner = self._runner(verb)
         if not runner.has(meaning):
             available = [o.meaning.value for o in runner.spec.outputs]
             raise InvalidInputError(f"output_value {meaning.value!r} is not in this artifact; it has: {available}")
+        if spec.image_route is None:
+            texts, single = as_texts(inputs)
+            return self._run(verb, texts, meaning, prompt_name=prompt_name, prompt=prompt,
+                             batch_size=batch_size), single
+
+        def image(item: Any) -> bool:
+            return is_image(item, strings=image_strings)
+
+        items, single = as_items(inputs, image)
+        images = [i for i, item in enumerate(items) if image(item)]
+        image_at = set(images)
+        text_at = [i for i in range(len(items)) if i not in image_at]
+        for i in text_at:
+            check_unicode(items[i], f"item {i}")
         rows: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
         if images:
-            image_runner = self._runners[spec.image_route]  # type: ignore[index]
+            image_runner = self._runners[spec.image_route]
             if not image_runner.has(meaning):
                 raise InvalidInputError(f"output_value {meaning.value!r} is not computed for images; images give "
                                         f"{[o.meaning.value for o in image_runner.spec.outputs]}")
