@@ -144,7 +144,7 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
             checks += [Check(f"images.{metric}", found.get(metric, float("nan")), threshold)
                        for metric, threshold in image_gate.items()]
         problems += [f"images.{p}" for p in found_problems]
-        worst += [{"verb": "encode (images)", **w} for w in found_worst]
+        worst += [{"verb": "images", **w} for w in found_worst]
         samples["images"] = sample
     return ParityReport(inputs=len(inputs), inputs_sha256=inputs_digest(inputs), metrics=metrics,
                         checks=tuple(checks), problems=tuple(problems), worst=tuple(worst), samples=samples)

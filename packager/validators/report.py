@@ -72,6 +72,9 @@ class ParityReport:
         head = f"parity {'passed' if self.passed else 'FAILED'} over {self.inputs} inputs"
         lines = [head] + [f"  {'ok  ' if c.passed else 'FAIL'} {c.describe()}" for c in self.checks]
         lines += [f"  FAIL {p}" for p in self.problems]
+        failed = {c.metric.rpartition(".")[0] for c in self.checks if not c.passed}
+        lines += [f"  worst of {w['verb']}: " + ", ".join(f"{k} {v!r:.100}" for k, v in w.items() if k != "verb")
+                  for w in self.worst if not self.passed and (w.get("verb") in failed or "" in failed)]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
