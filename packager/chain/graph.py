@@ -99,13 +99,6 @@ class RouteGraph:
     image: ImageSpec | None = None  # ...an image route's preprocessing
 
     @property
-    def text(self) -> TextEncoder:
-        """A text route's encoder."""
-        if self.encoder is None:
-            raise ValueError(f"route {self.name!r} takes images, not texts")
-        return self.encoder
-
-    @property
     def parameter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.module.parameters())
 
