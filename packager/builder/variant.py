@@ -25,7 +25,7 @@ from packager.common.speed import measure_speed
 from packager.errors import ExportError, ParityError
 from packager.exporters.recipe import Recipe, RecipeContext
 from packager.runtime.manifest import ChainKind, Manifest
-from packager.validators.parity import check_parity, parity_calls
+from packager.validators.parity import check_parity, gate_calls
 from packager.validators.report import Gate, ParityReport
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ def _gate(prep: Prepared, stage_dir: Path, *, name: str, gate: Gate, measure: bo
     (or may be published anyway) and speed is measured."""
     log.info("%s: parity gate (%s)", name, ", ".join(f"{k} {v}" for k, v in gate.items()))
     candidate = import_loader(stage_dir).load(stage_dir)
-    manifest = candidate.manifest
-    calls = parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name)
+    calls = gate_calls(candidate.manifest)
     with step(f"{name}: parity gate, {len(prep.inputs)} inputs", total=len(calls)) as advance:
         report = check_parity(prep.reference, candidate, prep.inputs, gate=gate, advance=advance)
     log.info("%s", report.describe())

@@ -11,14 +11,14 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from packager.errors import SourceError
-from packager.runtime.manifest import ChainKind, OutputMeaning, VerbSpec
+from packager.runtime.manifest import ChainKind, Manifest, ModuleKind, OutputMeaning, VerbSpec
 from packager.runtime.model import resolve_prompt
 from packager.validators.gates import TOP_K
 from packager.validators.images import CAPTIONS, parity_images
@@ -74,29 +74,46 @@ class ParityCall:
     verb: VerbSpec
     prompt: str | None  # the prompt it resolves to
     kwargs: dict[str, str]  # what both sides are called with
-
-    @property
-    def key(self) -> tuple[VerbSpec, str | None]:
-        """Calls with the same key compute the same thing (the same route, settings and prompt)."""
-        return self.verb, self.prompt or None
+    key: tuple[VerbSpec, str | None]  # calls with the same key compute the same thing
 
 
-def parity_calls(verbs: dict[str, VerbSpec], prompts: dict[str, str],
-                 default_prompt_name: str | None) -> list[ParityCall]:
+def parity_calls(verbs: dict[str, VerbSpec], prompts: dict[str, str], default_prompt_name: str | None, *,
+                 tasks_matter: bool = True) -> list[ParityCall]:
     """Each verb as called plainly and, where the chain has prompts, the other way too: without
     its prompt if it has one, else with the first saved one. Labels are valid MLflow metric and
-    tag names (``encode:no prompt``)."""
+    tag names (``encode:no prompt``). Calls share a key when they run the same route with the same
+    settings and prompt, and the same task unless ``tasks_matter`` is false (``tasks_matter``)."""
     calls = []
     saved = [name for name, text in prompts.items() if text]  # an empty prompt is no prompt
+
+    def call(label: str, name: str, verb: VerbSpec, prompt: str | None, kwargs: dict[str, str]) -> ParityCall:
+        key = (verb if tasks_matter else replace(verb, task=None), prompt or None)
+        return ParityCall(label, name, verb, prompt, kwargs, key)
+
     for name, verb in verbs.items():
         prompt = resolve_prompt(name, prompts, default_prompt_name)
-        calls.append(ParityCall(name, name, verb, prompt, {}))
+        calls.append(call(name, name, verb, prompt, {}))
         if prompt:
-            calls.append(ParityCall(f"{name}:no prompt", name, verb, None, {"prompt": ""}))
+            calls.append(call(f"{name}:no prompt", name, verb, None, {"prompt": ""}))
         elif saved:
             label = re.sub(r"[^A-Za-z0-9_\- ]", "_", saved[0])
-            calls.append(ParityCall(f"{name}:prompt {label}", name, verb, prompts[saved[0]], {"prompt_name": saved[0]}))
+            calls.append(call(f"{name}:prompt {label}", name, verb, prompts[saved[0]], {"prompt_name": saved[0]}))
     return calls
+
+
+def tasks_matter(manifest: Manifest) -> bool:
+    """Whether a verb's task can change what it computes beyond the rest of its ``VerbSpec``:
+    through a Router (the gate confirms, task by task, the route the build resolved), a chat
+    template (rendered with the task) or a custom module (which may read it). Elsewhere
+    ``encode_query`` and ``encode_document`` of one route without prompts are one call."""
+    return any(m.kind in (ModuleKind.ROUTER, ModuleKind.CUSTOM) for m in manifest.modules) \
+        or any(route.chat is not None for route in manifest.routes)
+
+
+def gate_calls(manifest: Manifest) -> list[ParityCall]:
+    """The calls the gate makes of an artifact's verbs."""
+    return parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name,
+                        tasks_matter=tasks_matter(manifest))
 
 
 def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
@@ -111,7 +128,7 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
         ChainKind.MULTI_VECTOR_ENCODER: _MultiVector()}
     compare = comparisons[candidate.manifest.chain_kind]
     manifest = candidate.manifest
-    calls = parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name)
+    calls = gate_calls(manifest)
     grouped: dict[tuple, list[ParityCall]] = {}
     for call in calls:
         grouped.setdefault(call.key, []).append(call)

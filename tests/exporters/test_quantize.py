@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from packager.chain import load_reference, read_chain
 from packager.chain.graph import compile_routes
@@ -42,48 +43,130 @@ def test_metric_table_names_what_parity_measures():
     assert set(logits) | {"max_abs_diff", "score_rel_diff"} == METRICS[ChainKind.CROSS_ENCODER]
 
 
-def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(tiny_chains, tmp_path):
-    """A stand-in quantizer that wrecks two MatMuls and nudges the rest: the search must rank the
-    two first and keep exactly those in float."""
-    from onnx import numpy_helper
+def _fragile(model, node_name: str, outlier: float) -> None:
+    """Make MatMul ``node_name`` fragile in int8 and leave the float graph's function as it was:
+    its input's first channel scaled by ``outlier`` and its weight's first row divided by it (the
+    inverse of SmoothQuant), so one channel sets the whole tensor's uint8 range."""
+    from onnx import helper, numpy_helper
 
-    from packager.exporters.quantize import ExclusionSearch
+    node = next(n for n in model.graph.node if n.name == node_name)
+    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
+    array = numpy_helper.to_array(weight).copy()
+    scale = np.ones(array.shape[0], dtype=np.float32)
+    scale[0] = outlier
+    weight.CopyFrom(numpy_helper.from_array((array / scale[:, None]).astype(np.float32), weight.name))
+    model.graph.initializer.append(numpy_helper.from_array(scale, f"{node_name}.outlier"))
+    model.graph.node.insert(list(model.graph.node).index(node), helper.make_node(
+        "Mul", [node.input[0], f"{node_name}.outlier"], [f"{node_name}.scaled"], name=f"{node_name}.scale"))
+    node.input[0] = f"{node_name}.scaled"
+
+
+@pytest.fixture(scope="module")
+def search_setup(tiny_chains, tmp_path_factory):
+    """The tiny chain's unpacked fp32 graph, a copy with two MatMuls made fragile, and calibration
+    feeds."""
     from packager.exporters.recipe import RecipeContext, calibration_feeds
     from packager.validators.texts import real_sentences
 
+    folder = tmp_path_factory.mktemp("search")
     chain = read_chain(str(tiny_chains["mean"]))
     (route,) = compile_routes(load_reference(chain), chain)
-    export_onnx(route, tmp_path / "fp32.onnx", fuse=True)
-    (tmp_path / "tokenizer.json").write_text(route.tokenizer_json)
-    matmuls = weight_matmuls(onnx.load(tmp_path / "fp32.onnx"))
-    wrecked = {matmuls[1], matmuls[-2]}
-
-    def quantize(source, target, excluded):
-        model = onnx.load(source)
-        weights = {n.name: n.input[1] for n in model.graph.node if n.name in matmuls}
-        rng = np.random.default_rng(0)
-        for initializer in model.graph.initializer:
-            node = next((n for n, w in weights.items() if w == initializer.name and n not in excluded), None)
-            if node is not None:
-                array = numpy_helper.to_array(initializer)
-                noise = 1.0 if node in wrecked else 1e-4
-                initializer.CopyFrom(numpy_helper.from_array(
-                    (array + noise * rng.normal(size=array.shape) * np.abs(array).mean()).astype(array.dtype),
-                    initializer.name))
-        onnx.save(model, target)
-
-    texts = list(real_sentences()[:64])
-    context = RecipeContext(kind=ChainKind.SENTENCE_TRANSFORMER, calibration=texts,
+    export_onnx(route, folder / "fp32.onnx", fuse=True)
+    model = onnx.load(folder / "fp32.onnx")
+    unpack_attention(model)
+    del model.graph.value_info[:]
+    onnx.save(model, folder / "fp32.onnx")
+    matmuls = weight_matmuls(model)
+    fragile = [matmuls[1], matmuls[-2]]
+    for name in fragile:
+        _fragile(model, name, 300.0)
+    onnx.save(model, folder / "fragile.onnx")
+    (folder / "tokenizer.json").write_text(route.tokenizer_json)
+    context = RecipeContext(kind=ChainKind.SENTENCE_TRANSFORMER, calibration=list(real_sentences()[:64]),
                             gate={"mean_cosine": 0.995, "min_cosine": 0.98}, tokenizer=route.tokenizer)
-    feeds, inputs = calibration_feeds(route, tmp_path, context)
-    search = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context, quantize)
-    _, excluded, metrics = search.run(matmuls)
-    assert set(excluded) == wrecked
-    assert metrics["min_cosine"] > 0.98 + 0.02 * 0.8 and metrics["mean_cosine"] > 0.995
+    feeds, inputs = calibration_feeds(route, folder, context)
+    return folder, matmuls, fragile, context, feeds, inputs
 
-    nothing_wrecked = ExclusionSearch(tmp_path / "fp32.onnx", tmp_path / "fp32.onnx", tmp_path, feeds, inputs, context,
-                                       lambda s, t, excluded: quantize(s, t, [*excluded, *wrecked]))
-    assert nothing_wrecked.run(matmuls)[1] == []  # passing at once: nothing kept in float
+
+def test_int8_errors_from_one_float_run_are_what_onnxruntime_int8_does(search_setup):
+    """The error ranking's emulation of dynamic int8 against onnxruntime's own, one MatMul
+    quantized at a time: the same relative error at the MatMul's output, to 4 digits. The
+    fragile MatMuls rank first, with static ranges too (whose emulation is approximate:
+    onnxruntime runs a MatMul fed by a fused GELU its own way)."""
+    from onnx import helper
+
+    from packager.exporters.sensitivity import matmul_errors
+
+    folder, matmuls, fragile, _, feeds, _ = search_setup
+    subset = feeds[:2]
+    for static in (False, True):
+        errors = matmul_errors(folder / "fragile.onnx", subset, matmuls, static=static)
+        assert set(sorted(errors, key=errors.__getitem__)[-2:]) == set(fragile)
+    errors = matmul_errors(folder / "fragile.onnx", subset, matmuls, static=False)
+    model = onnx.load(folder / "fragile.onnx")
+    for name in (fragile[0], matmuls[0], matmuls[-1]):
+        node = next(n for n in model.graph.node if n.name == name)
+        _quantize(folder / "fragile.onnx", folder / "one.onnx", [m for m in matmuls if m != name], subset, False)
+
+        def output(path, node=node):
+            graph = onnx.load(path)
+            graph.graph.output.append(helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+            session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+            mask = [f["attention_mask"].astype(bool) for f in subset]
+            return np.concatenate([session.run([node.output[0]], f)[0][m] for f, m in zip(subset, mask, strict=True)])
+
+        exact, int8 = output(folder / "fragile.onnx"), output(folder / "one.onnx")
+        measured = np.linalg.norm(int8 - exact) / np.linalg.norm(exact)
+        assert errors[name] == pytest.approx(measured, rel=1e-4), name
+
+
+def _quantize(source, target, excluded, feeds, static):
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    from packager.exporters.quantize import QUANTIZER_OPTIONS
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    if static:
+        quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
+                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=QUANTIZER_OPTIONS)
+    else:
+        quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         nodes_to_exclude=excluded, extra_options=QUANTIZER_OPTIONS)
+
+
+def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(search_setup):
+    """With onnxruntime's own dynamic int8: the two fragile MatMuls (float-exact, int8-hostile)
+    are kept in float and nothing else, every time; the plain graph passes with all in int8."""
+    from packager.exporters.quantize import ExclusionSearch
+
+    folder, matmuls, fragile, context, feeds, inputs = search_setup
+
+    def search(graph, scratch):
+        scratch.mkdir()
+        return ExclusionSearch(graph, graph, scratch, feeds, inputs, context,
+                               lambda source, target, excluded: _quantize(source, target, excluded, feeds, False),
+                               static=False).run(matmuls)
+
+    _, excluded, metrics = search(folder / "fragile.onnx", folder / "a")
+    assert excluded == fragile[::-1] or excluded == fragile
+    assert metrics["min_cosine"] > 0.98 + 0.02 * 0.2 and metrics["mean_cosine"] > 0.995 + 0.005 * 0.2
+    assert search(folder / "fragile.onnx", folder / "b")[1] == excluded  # the same decision again
+    assert search(folder / "fp32.onnx", folder / "c")[1] == []  # passing at once: nothing kept in float
 
 
 def test_unpacking_keeps_a_concat_that_makes_the_output():

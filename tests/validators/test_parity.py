@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from packager.runtime.manifest import ChainKind, Precision, VerbSpec
+from packager.runtime.manifest import ChainKind, ModuleKind, Precision, VerbSpec
 from packager.validators.gates import DEFAULT_GATES
 from packager.validators.parity import check_parity
 
@@ -39,7 +39,8 @@ class Candidate:
     def __init__(self, kind: ChainKind, distort=lambda x: x) -> None:
         verb = VerbSpec(route="default")
         verbs = {"predict": verb} if kind is ChainKind.CROSS_ENCODER else {"encode": verb}
-        self.manifest = SimpleNamespace(chain_kind=kind, verbs=verbs, prompts={}, default_prompt_name=None)
+        self.manifest = SimpleNamespace(chain_kind=kind, verbs=verbs, prompts={}, default_prompt_name=None, modules=(),
+                                        routes=())
         self.distort = distort
 
     def has_output(self, verb, meaning):
@@ -51,9 +52,39 @@ class Candidate:
     def encode(self, texts, **kwargs):
         return self.distort(EMBEDDINGS[: len(texts)].copy())
 
+    encode_query = encode_document = encode
+
     def predict(self, pairs, activation_fn=None, **kwargs):
         logits = self.distort(LOGITS[: len(pairs)].copy())
         return (activation_fn or (lambda x: 1 / (1 + np.exp(-x))))(logits)
+
+
+@pytest.mark.parametrize("module,chat,runs", [
+    (ModuleKind.POOLING, False, 1),  # the task reaches nothing: encode, encode_query and encode_document are one call
+    (ModuleKind.ROUTER, False, 3),  # the gate confirms the route resolved for each task
+    (ModuleKind.CUSTOM, False, 3),  # custom code may read the task
+    (ModuleKind.POOLING, True, 3),  # a chat template is rendered with the task
+])
+def test_verbs_that_differ_only_by_task_are_gated_once_where_the_task_reaches_nothing(module, chat, runs):
+    calls = []
+
+    class Counting(Reference):
+        def encode(self, texts, **kwargs):
+            calls.append("reference")
+            return EMBEDDINGS[: len(texts)]
+
+        encode_query = encode_document = encode
+
+    candidate = Candidate(ChainKind.SENTENCE_TRANSFORMER)
+    candidate.manifest.verbs = {"encode": VerbSpec(route="default"),
+                                "encode_query": VerbSpec(route="default", task="query"),
+                                "encode_document": VerbSpec(route="default", task="document")}
+    candidate.manifest.modules = (SimpleNamespace(kind=ModuleKind.TRANSFORMER), SimpleNamespace(kind=module))
+    candidate.manifest.routes = (SimpleNamespace(chat=object() if chat else None),)
+    report = check_parity(Counting(), candidate, TEXTS, gate=_gate(ChainKind.SENTENCE_TRANSFORMER))
+    assert report.passed and len(calls) == runs
+    assert {c.metric for c in report.checks} == {f"{verb}.{metric}" for verb in candidate.manifest.verbs
+                                                 for metric in _gate(ChainKind.SENTENCE_TRANSFORMER)}
 
 
 def _gate(kind):
