@@ -10,9 +10,10 @@ kept in float, found by measuring.
    lookups stay float; a static embedder's table, which is nearly all of its weights, is stored
    in int8 with one scale per row (``quantize_tables``).
 3. If the outputs on the calibration inputs miss the gate (tightened by a margin), rank the
-   MatMuls by their own int8 error, from one float run (``packager.exporters.sensitivity``),
-   and keep the fewest most sensitive ones in float that make it pass (a binary search over
-   how many, each step quantizing and running the whole graph on every calibration input).
+   MatMuls by the output error each causes alone in int8, on a subset of the calibration
+   inputs, all from one session (``packager.exporters.sensitivity``), and keep the fewest
+   most sensitive ones in float that make it pass (a binary search over how many, each step
+   quantizing and running the whole graph on every calibration input).
    The parity gate then judges the result against the torch reference, on other inputs.
 """
 
@@ -31,7 +32,7 @@ from packager.common.quiet import quiet
 from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
-from packager.exporters.sensitivity import matmul_errors
+from packager.exporters.sensitivity import output_errors
 from packager.runtime.manifest import ChainKind, Format, ModuleKind, Precision
 from packager.runtime.similarity import maxsim
 from packager.validators.metrics import row_cosine
@@ -69,8 +70,7 @@ class OnnxInt8Dynamic:
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
                              extra_options=QUANTIZER_OPTIONS)
 
-        return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name,
-                               static=False)
+        return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name)
 
 
 class OnnxInt8Static:
@@ -105,17 +105,16 @@ class OnnxInt8Static:
                                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
                                 extra_options=QUANTIZER_OPTIONS)
 
-            return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name,
-                                   static=True)
+            return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name)
 
 
 Quantize = Callable[[Path, Path, list[str], list], None]
 
 
 def _quantize_route(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext, quantize: Quantize,
-                    name: str, static: bool) -> RecipeResult:
+                    name: str) -> RecipeResult:
     try:
-        return _quantize(graph, dest, stem=stem, context=context, quantize=quantize, name=name, static=static)
+        return _quantize(graph, dest, stem=stem, context=context, quantize=quantize, name=name)
     except (ExportError, OSError):  # OSError: the disk or permissions, reported by the build
         raise
     except Exception as e:  # onnxruntime's quantizers raise whatever they meet; a recipe fails with its name
@@ -123,7 +122,7 @@ def _quantize_route(graph: RouteGraph, dest: Path, *, stem: str, context: Recipe
 
 
 def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext, quantize: Quantize,
-              name: str, static: bool) -> RecipeResult:
+              name: str) -> RecipeResult:
     import onnx
 
     target = dest / f"{stem}.onnx"
@@ -145,7 +144,7 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
             onnx.save(model, source, save_as_external_data=external)
         feeds, inputs = calibration_feeds(graph, dest, context)
         search = ExclusionSearch(fp32, source, Path(scratch), feeds, inputs, context,
-                                 lambda source, out, excluded: quantize(source, out, excluded, feeds), static=static)
+                                 lambda source, out, excluded: quantize(source, out, excluded, feeds))
         matmuls = weight_matmuls(model)
         chosen, excluded, metrics = search.run(matmuls)
         files = save_external(onnx.load(chosen), target)
@@ -262,12 +261,10 @@ class ExclusionSearch:
     """Quantize every weight MatMul, or find the fewest most sensitive ones to keep in float."""
 
     def __init__(self, fp32: Path, source: Path, scratch: Path, feeds: list, inputs: list, context: RecipeContext,
-                 quantize: Callable[[Path, Path, list[str]], None], *, static: bool) -> None:
+                 quantize: Callable[[Path, Path, list[str]], None]) -> None:
         """``fp32``: the graph the outputs are compared with; ``source``: the graph quantized (fp32,
-        or fp32 with its tables already in int8); ``static``: whether activation ranges are
-        calibrated (else measured per batch)."""
+        or fp32 with its tables already in int8)."""
         self.fp32, self.source, self.scratch, self.feeds, self.quantize = fp32, source, scratch, feeds, quantize
-        self.static = static
         self.context, self.inputs = context, inputs
         self.reference = _outputs(fp32, feeds)
         self._tried: dict[int, tuple[Path, dict[str, float]]] = {}
@@ -277,10 +274,10 @@ class ExclusionSearch:
             path, metrics = self._try(nodes, 0)
         if self._passes(metrics) or len(nodes) < 2:
             return path, [], metrics
-        log.info("int8 misses the gate on the calibration inputs; ranking the %d MatMuls by their own int8 error",
-                 len(nodes))
-        with step(f"calibration: the int8 error of each of {len(nodes)} MatMuls, from one float run"):
-            errors = matmul_errors(self.fp32, self.feeds, nodes, static=self.static)
+        log.info("int8 misses the gate on the calibration inputs; measuring the %d MatMuls one by one", len(nodes))
+        with step(f"calibration: the output error of each of {len(nodes)} MatMuls alone in int8",
+                  total=len(nodes)) as advance:
+            errors = output_errors(self.fp32, self.feeds, nodes, advance)
         # Most sensitive first; errors equal to 4 significant digits keep the graph's order.
         ranked = sorted(nodes, key=lambda node: -float(f"{errors[node]:.4g}"))
         low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more

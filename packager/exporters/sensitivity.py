@@ -1,104 +1,110 @@
-"""How much int8 hurts each weight MatMul, from one float run: the ranking the int8 exclusion
-search keeps MatMuls in float by (``packager.exporters.quantize``).
+"""How much int8 hurts the outputs through each weight MatMul alone: the ranking the int8
+exclusion search keeps MatMuls in float by (``packager.exporters.quantize``).
 
-Each MatMul's input is captured from the fp32 graph on a subset of the calibration batches and
-quantized as onnxruntime's int8 MatMuls quantize it: uint8 with one asymmetric range per tensor
-(per batch for dynamic int8; over all batches for static int8's calibrated ranges), times the
-weight in int8 with one symmetric scale per output channel. A MatMul's error is the relative
-error of that product against the float product, over the real tokens only (padding widens a
-dynamic range, which counts, but its own outputs are never read). The cost is one run of the
-float graph and two products per MatMul: linear in the model's size, where measuring each
-MatMul's effect on the outputs takes one whole-model run per MatMul.
+One graph measures them all: each weight MatMul becomes ``If(which == i)``, whose branches are
+the float MatMul and the MatMul as onnxruntime's dynamic int8 computes it (the input through
+``DynamicQuantizeLinear``, uint8 with one range per tensor and batch, times the weight in int8
+with one symmetric scale per output channel). Run with ``which = i`` on a subset of the
+calibration batches, it gives the outputs with MatMul ``i`` alone in int8, from one session:
+no quantized model written and loaded per MatMul, and only the one MatMul's extra work per run.
+
+The MatMul's error is measured where it counts, at the outputs (a local error misses how much
+the layers after a MatMul amplify or damp it: on MPNet a ranking by each MatMul's own output
+error kept half the MatMuls in float and still failed the gate). Static int8 is ranked with
+dynamic ranges; the search's binary search then confirms with the recipe's own quantizer.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-SUBSET_BATCHES = 4  # calibration batches the errors are measured on, spread over the lengths
+SUBSET_BATCHES = 4  # calibration batches the ranking runs on, spread over the lengths ...
+SUBSET_SPAN = 0.75  # ... of the shortest three quarters (the longest batch alone costs more than these four)
+WHICH = "packager_int8_matmul"  # the selector input: the index of the MatMul run in int8, -1 for none
 
 
-def matmul_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[str], *,
-                  static: bool) -> dict[str, float]:
-    """The relative int8 error of each MatMul of ``matmuls`` (node names in ``fp32``) on a subset
-    of ``feeds``; ``static``: activation ranges calibrated over the subset instead of per batch."""
-    import onnx
+def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[str],
+                  advance: Callable[[int], None] | None = None) -> dict[str, float]:
+    """The relative error of the graph's first output (real tokens only, for token outputs) when
+    only that MatMul of ``matmuls`` (node names in ``fp32``) is in dynamic int8, on a subset of
+    ``feeds``. ``advance(1)`` is called per MatMul."""
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
+
+    last = int((len(feeds) - 1) * SUBSET_SPAN)
+    subset = [feeds[i] for i in np.unique(np.linspace(0, last, min(SUBSET_BATCHES, last + 1)).round().astype(int))]
+    with tempfile.TemporaryDirectory(prefix="packager-sensitivity-") as scratch:
+        path, measured = switchable_graph(fp32, matmuls, Path(scratch))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same sums in every process
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    output = session.get_outputs()[0].name
+
+    def run(which: int) -> np.ndarray:
+        rows = []
+        for feed in subset:
+            values = session.run([output], {**feed, WHICH: np.array(which, dtype=np.int64)})[0]
+            mask = feed.get("attention_mask")
+            tokens = values.ndim == 3 and mask is not None and values.shape[:2] == mask.shape
+            rows.append(values[mask.astype(bool)] if tokens else values.reshape(len(values), -1))
+        return np.concatenate(rows)
+
+    reference = run(-1)
+    scale = max(float(np.linalg.norm(reference)), 1e-12)
+    errors = dict.fromkeys(matmuls, 0.0)  # a MatMul the graph cannot switch ranks last
+    for index, name in enumerate(measured):
+        errors[name] = float(np.linalg.norm(run(index) - reference)) / scale
+        if advance is not None:
+            advance(1)
+    return errors
+
+
+def switchable_graph(fp32: Path, matmuls: list[str], scratch: Path) -> tuple[Path, list[str]]:
+    """``fp32`` with each of ``matmuls`` (2-D weight, activation input) behind an ``If`` on the
+    ``WHICH`` input, saved in ``scratch`` (weights beside it, so any size saves); the MatMuls in
+    index order."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(fp32)
     initializers = {i.name: i for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node if n.name in set(matmuls) and n.input[0] not in initializers
-             and len(initializers[n.input[1]].dims) == 2}  # others (none in the graphs built here) rank last
-    weights = {name: numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32, copy=False)
-               for name, node in nodes.items()}
-    activations = list(dict.fromkeys(node.input[0] for node in nodes.values()))
-    outputs = {o.name for o in model.graph.output}
-    model.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in activations if name not in outputs)
-    del initializers
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same sums in every process
-    options.enable_cpu_mem_arena = False  # the captured batches are copied out; keep no arena of their size
-    with tempfile.TemporaryDirectory(prefix="packager-capture-") as scratch:  # weights beside it: any size
-        capture = Path(scratch) / "capture.onnx"
-        onnx.save(model, capture, save_as_external_data=True, location="capture.onnx.data")
-        del model
-        session = ort.InferenceSession(str(capture), options, providers=["CPUExecutionProvider"])
-    subset = [feeds[i] for i in np.unique(np.linspace(0, len(feeds) - 1, min(SUBSET_BATCHES, len(feeds))).round()
-                                          .astype(int))]
-
-    def captured(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(activations, session.run(activations, feed), strict=True))
-
-    ranges: dict[str, tuple[float, float]] = {}
-    if static:  # MinMax calibration: one range per tensor over every batch
-        for feed in subset:
-            for name, x in captured(feed).items():
-                low, high = ranges.get(name, (0.0, 0.0))
-                ranges[name] = (min(low, float(x.min())), max(high, float(x.max())))
-    readers: dict[str, list[str]] = {}  # activation -> the MatMuls reading it (Q, K and V share theirs)
-    for name, node in nodes.items():
-        readers.setdefault(node.input[0], []).append(name)
-    error = dict.fromkeys(nodes, 0.0)
-    norm = dict.fromkeys(nodes, 0.0)
-    for feed in subset:
-        values = captured(feed)
-        for activation in activations:  # one at a time: a batch's activations are the memory this needs
-            value = values.pop(activation)
-            bounds = ranges[activation] if ranges else (float(value.min()), float(value.max()))
-            x, x_q = _real_rows(value, feed), _real_rows(_uint8_activation(value, bounds), feed)
-            for name in readers[activation]:
-                weight = weights[name]
-                exact = x @ weight
-                weight_q = _int8_weight(weight)
-                error[name] += float(np.square(x_q @ weight_q - exact).sum())
-                norm[name] += float(np.square(exact).sum())
-    return {name: (error[name] / norm[name]) ** 0.5 if norm.get(name) else 0.0 for name in matmuls}
-
-
-def _int8_weight(weight: np.ndarray) -> np.ndarray:
-    """``weight`` through int8 with one symmetric scale per output channel (column)."""
-    scale = np.abs(weight).max(axis=0, keepdims=True) / 127
-    scale[scale == 0] = 1
-    return (np.clip(np.rint(weight / scale), -127, 127) * scale).astype(np.float32)
-
-
-def _uint8_activation(x: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
-    """``x`` through uint8 with an asymmetric range that includes zero (DynamicQuantizeLinear)."""
-    low, high = min(bounds[0], 0.0), max(bounds[1], 0.0)
-    scale = (high - low) / 255 or 1.0
-    zero = np.clip(np.rint(-low / scale), 0, 255)
-    return ((np.clip(np.rint(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
-
-
-def _real_rows(x: np.ndarray, feed: dict[str, np.ndarray]) -> np.ndarray:
-    """``x`` as rows of its last axis, the padding's rows left out where the mask tells them."""
-    mask = feed.get("attention_mask")
-    if mask is not None and x.ndim == 3 and x.shape[:2] == mask.shape:
-        return x[mask.astype(bool)]
-    return x.reshape(-1, x.shape[-1])
+    wanted = set(matmuls)
+    nodes, added = [], []
+    measured: list[str] = []
+    for node in model.graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and node.name in wanted else None
+        if weight is None or len(weight.dims) != 2 or node.input[0] in initializers:
+            nodes.append(node)
+            continue
+        index, stem, (x, w), (y,) = len(measured), f"{WHICH}_{len(measured)}", node.input, node.output
+        array = numpy_helper.to_array(weight).astype(np.float32, copy=False)
+        scale = np.abs(array).max(axis=0) / 127
+        scale[scale == 0] = 1
+        added += [numpy_helper.from_array(np.clip(np.rint(array / scale), -127, 127).astype(np.int8), f"{stem}_w"),
+                  numpy_helper.from_array(scale.astype(np.float32), f"{stem}_scale"),
+                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{stem}_zero"),
+                  numpy_helper.from_array(np.array(index, np.int64), f"{stem}_index")]
+        int8 = helper.make_graph([
+            helper.make_node("DynamicQuantizeLinear", [x], [f"{stem}_xq", f"{stem}_xs", f"{stem}_xz"]),
+            helper.make_node("DequantizeLinear", [f"{stem}_xq", f"{stem}_xs", f"{stem}_xz"], [f"{stem}_x"]),
+            helper.make_node("DequantizeLinear", [f"{stem}_w", f"{stem}_scale", f"{stem}_zero"], [f"{stem}_wf"],
+                             axis=1),
+            helper.make_node("MatMul", [f"{stem}_x", f"{stem}_wf"], [f"{stem}_y8"])],
+            f"{stem}_int8", [], [helper.make_tensor_value_info(f"{stem}_y8", TensorProto.FLOAT, None)])
+        plain = helper.make_graph([helper.make_node("MatMul", [x, w], [f"{stem}_y"])], f"{stem}_float", [],
+                                  [helper.make_tensor_value_info(f"{stem}_y", TensorProto.FLOAT, None)])
+        nodes += [helper.make_node("Equal", [WHICH, f"{stem}_index"], [f"{stem}_on"]),
+                  helper.make_node("If", [f"{stem}_on"], [y], name=node.name, then_branch=int8, else_branch=plain)]
+        measured.append(node.name)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(added)
+    model.graph.input.append(helper.make_tensor_value_info(WHICH, TensorProto.INT64, []))
+    del model.graph.value_info[:]  # the If outputs' shapes are left to onnxruntime
+    path = scratch / "switchable.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="switchable.onnx.data")
+    return path, measured

@@ -88,65 +88,41 @@ def search_setup(tiny_chains, tmp_path_factory):
     return folder, matmuls, fragile, context, feeds, inputs
 
 
-def test_int8_errors_from_one_float_run_are_what_onnxruntime_int8_does(search_setup):
-    """The error ranking's emulation of dynamic int8 against onnxruntime's own, one MatMul
-    quantized at a time: the same relative error at the MatMul's output, to 4 digits. The
-    fragile MatMuls rank first, with static ranges too (whose emulation is approximate:
-    onnxruntime runs a MatMul fed by a fused GELU its own way)."""
-    from onnx import helper
-
-    from packager.exporters.sensitivity import matmul_errors
+def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_setup, tmp_path):
+    """One switchable graph stands for a quantized model per MatMul: with ``which = i`` its outputs
+    are those of onnxruntime's own dynamic int8 of MatMul ``i`` alone, and with -1 the float
+    graph's. The fragile MatMuls rank first."""
+    from packager.exporters.sensitivity import WHICH, output_errors, switchable_graph
 
     folder, matmuls, fragile, _, feeds, _ = search_setup
-    subset = feeds[:2]
-    for static in (False, True):
-        errors = matmul_errors(folder / "fragile.onnx", subset, matmuls, static=static)
-        assert set(sorted(errors, key=errors.__getitem__)[-2:]) == set(fragile)
-    errors = matmul_errors(folder / "fragile.onnx", subset, matmuls, static=False)
-    model = onnx.load(folder / "fragile.onnx")
+    errors = output_errors(folder / "fragile.onnx", feeds, matmuls)
+    assert set(sorted(errors, key=errors.__getitem__)[-2:]) == set(fragile)
+    path, measured = switchable_graph(folder / "fragile.onnx", matmuls, tmp_path)
+    assert measured == matmuls
+    switchable = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = feeds[len(feeds) // 2]
+
+    def outputs(session, **extra):
+        return session.run(None, {**feed, **extra})[0]
+
+    float_graph = ort.InferenceSession(str(folder / "fragile.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(outputs(switchable, **{WHICH: np.array(-1)}), outputs(float_graph))
     for name in (fragile[0], matmuls[0], matmuls[-1]):
-        node = next(n for n in model.graph.node if n.name == name)
-        _quantize(folder / "fragile.onnx", folder / "one.onnx", [m for m in matmuls if m != name], subset, False)
-
-        def output(path, node=node):
-            graph = onnx.load(path)
-            graph.graph.output.append(helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
-            session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-            mask = [f["attention_mask"].astype(bool) for f in subset]
-            return np.concatenate([session.run([node.output[0]], f)[0][m] for f, m in zip(subset, mask, strict=True)])
-
-        exact, int8 = output(folder / "fragile.onnx"), output(folder / "one.onnx")
-        measured = np.linalg.norm(int8 - exact) / np.linalg.norm(exact)
-        assert errors[name] == pytest.approx(measured, rel=1e-4), name
+        _quantize(folder / "fragile.onnx", folder / "one.onnx", [m for m in matmuls if m != name])
+        int8 = outputs(ort.InferenceSession(str(folder / "one.onnx"), providers=["CPUExecutionProvider"]))
+        switched = outputs(switchable, **{WHICH: np.array(matmuls.index(name))})
+        np.testing.assert_allclose(switched, int8, atol=1e-5, err_msg=name)
+        assert np.abs(int8 - outputs(float_graph)).max() > 1e-4  # the int8 MatMul did change the outputs
 
 
-def _quantize(source, target, excluded, feeds, static):
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+def _quantize(source, target, excluded):
+    """The dynamic int8 recipe's quantizer call."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from packager.exporters.quantize import QUANTIZER_OPTIONS
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter(feeds)
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    if static:
-        quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
-                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options=QUANTIZER_OPTIONS)
-    else:
-        quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         nodes_to_exclude=excluded, extra_options=QUANTIZER_OPTIONS)
+    quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     nodes_to_exclude=excluded, extra_options=QUANTIZER_OPTIONS)
 
 
 def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(search_setup):
@@ -158,9 +134,7 @@ def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(search_
 
     def search(graph, scratch):
         scratch.mkdir()
-        return ExclusionSearch(graph, graph, scratch, feeds, inputs, context,
-                               lambda source, target, excluded: _quantize(source, target, excluded, feeds, False),
-                               static=False).run(matmuls)
+        return ExclusionSearch(graph, graph, scratch, feeds, inputs, context, _quantize).run(matmuls)
 
     _, excluded, metrics = search(folder / "fragile.onnx", folder / "a")
     assert excluded == fragile[::-1] or excluded == fragile
