@@ -188,21 +188,18 @@ def test_int8_of_a_sparse_router_passes_its_gate(tiny_chains, tmp_path):
 
 def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifacts, tmp_path):
     """The tiny random cross-encoder scores every document about alike (logit spread ~0.4, int8
-    error ~0.04 on average), so int8 reorders some of its documents: its gate is on ranking, a
-    gate asking for the exact order refuses it for that alone, and the artifact published anyway
-    still tracks the fp32 scores."""
-    code, report = _build(tiny_chains["ce-sigmoid"], tmp_path / "strict", "--precision", "int8",
-                          "--gate", "int8.spearman_min=0.999")
-    assert code == 6 and {f.split(" ")[0] for f in report["variants"][-1]["parity"]["failures"]} == {
-        "spearman_min"}, report["variants"][-1]["parity"]["failures"]
-    code, report = _build(tiny_chains["ce-sigmoid"], tmp_path / "default", "--precision", "int8")
+    error ~0.04 on average), so int8 reorders its documents: the default gate must refuse it by
+    ranking metrics, and the artifact published anyway must still track the fp32 scores."""
+    code, report = _build(tiny_chains["ce-sigmoid"], tmp_path, "--precision", "int8")
+    assert code == 6 and {f.split(" ")[0] for f in report["variants"][-1]["parity"]["failures"]} <= {
+        "spearman_min", "top1_agreement"}, report["variants"][-1]["parity"]["failures"]
+    code, report = _build(tiny_chains["ce-sigmoid"], tmp_path, "--precision", "int8", "--allow-parity-failure")
     assert code == 0
-    assert set(read_manifest(report["variants"][0]["artifact"]).parity.gate) == {"spearman_min", "top1_agreement"}
     pairs = [(q, d) for q in TEXTS[:4] for d in TEXTS[4:20]]
     int8 = load(report["variants"][0]["artifact"]).predict(pairs, activation_fn=lambda x: x)
     fp32 = load(tiny_artifacts["ce-sigmoid"]).predict(pairs, activation_fn=lambda x: x)
-    # Measured 0.93 with the search's earlier ranking (half the MatMuls in float on this 32-wide
-    # model, as now). A scrambled graph scores near 0.
+    # Measured 0.93 (calibration disjoint from the probes; 0.96 when it shared them): the search
+    # stops at half the MatMuls in float on this 32-wide model. A scrambled graph scores near 0.
     assert np.corrcoef(int8, fp32)[0, 1] > 0.9
     assert not np.allclose(int8, fp32, atol=1e-4)
 
