@@ -1,0 +1,109 @@
+"""How the cost of a build grows with the model: ``packager build SRC --format onnx --precision
+fp32,int8`` (no registry) of each benchmark model (``benchmarks/models.py``), one process per
+build, one after another: wall time, peak RSS of the build process, the time of each step (from
+the build's own progress lines) and what the int8 search decided.
+
+    .venv/bin/python benchmarks/bench_scale.py [MODEL ...] [--dist DIR] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import MODELS, ROOT, model_path  # noqa: E402
+
+STEP = re.compile(r"^packager: (?P<step>.+?): done in (?P<seconds>[0-9.]+) s$")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist" / "bench-scale")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    args = parser.parse_args()
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for name in args.models:
+        results[name] = build_cost(name, model_path(name), args.dist / name)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: a long run keeps what it has
+    print(table(results))
+
+
+def build_cost(name: str, source: Path, dist: Path) -> dict:
+    argv = [sys.executable, "-m", "packager.cli", "-v", "build", str(source), "--name", name, "--out", str(dist),
+            "--format", "onnx", "--precision", "fp32,int8", "--no-register", "--reports", str(dist / "reports")]
+    print(f"building {name} ...", file=sys.stderr, flush=True)
+    log = dist.parent / f"{name}.log"
+    dist.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    lines = log.read_text().splitlines()
+    steps = {m["step"]: float(m["seconds"]) for m in map(STEP.match, lines) if m}
+    row: dict = {"parameters": parameters(source), "exit": os.waitstatus_to_exitcode(status),
+                 "build_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "steps": steps}
+    report = dist / "reports" / "report.json"
+    if report.exists():
+        for variant in json.loads(report.read_text())["variants"]:
+            manifest = json.loads((Path(variant["artifact"]) / "manifest.json").read_text())
+            details = manifest["recipe"]["details"]
+            row[manifest["precision"]] = {
+                "gate": manifest["parity"]["status"],
+                "metrics": {k: v for k, v in manifest["parity"]["metrics"].items() if "." not in k
+                            or k.startswith("encode.")},
+                **({"int8_matmuls": details["int8_matmuls"],
+                    "float_matmuls": len([n for n in details["float_matmuls"].split(",") if n != "none"])}
+                   if "int8_matmuls" in details else {})}
+    return row
+
+
+def parameters(source: Path) -> int:
+    """The parameters in the chain's safetensors files, read from their headers."""
+    from safetensors import safe_open
+
+    count = 0
+    for path in source.rglob("*.safetensors"):
+        with safe_open(str(path), "np") as weights:
+            for key in weights.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                count += math.prod(weights.get_slice(key).get_shape())
+    return count
+
+
+def table(results: dict) -> str:
+    lines = ["| model | parameters | build s | peak RSS MB | fp32 export s | fp32 gate s | int8 export s | of which "
+             "ranking s | int8 MatMuls in float | int8 mean cos | int8 min cos |", "|---" * 11 + "|"]
+    for name, r in results.items():
+        steps = r["steps"]
+
+        def seconds(*words: str, steps: dict = steps) -> float | None:
+            return next((s for step, s in steps.items() if all(w in step for w in words)), None)
+
+        int8 = r.get("int8", {})
+        kept = f"{int8['float_matmuls']} of {int8['float_matmuls'] + int(int8['int8_matmuls'])}" if int8 else "–"
+        metrics = int8.get("metrics", {})
+        mean = metrics.get("encode.mean_cosine", metrics.get("mean_cosine"))
+        low = metrics.get("encode.min_cosine", metrics.get("min_cosine"))
+        lines.append(f"| {name} | {r['parameters'] / 1e6:.1f} M | {r['build_s']:.0f} | {r['peak_rss_mb']} | "
+                     f"{_cell(seconds('fp32: export'), '.0f')} | {_cell(seconds('fp32: parity gate'), '.0f')} | "
+                     f"{_cell(seconds('int8: export'), '.0f')} | {_cell(seconds('the output error of each'), '.0f')} | "
+                     f"{kept} | {_cell(mean, '.4f')} | {_cell(low, '.4f')} |")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+if __name__ == "__main__":
+    main()
