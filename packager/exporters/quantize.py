@@ -277,7 +277,7 @@ class ExclusionSearch:
         log.info("int8 misses the gate on the calibration inputs; measuring the %d MatMuls one by one", len(nodes))
         with step(f"calibration: the output error of each of {len(nodes)} MatMuls alone in int8",
                   total=len(nodes)) as advance:
-            errors = output_errors(self.fp32, self.feeds, nodes, advance)
+            errors = output_errors(self.fp32, self.feeds, nodes, self.scratch, advance)
         # Most sensitive first; errors equal to 4 significant digits keep the graph's order.
         ranked = sorted(nodes, key=lambda node: -float(f"{errors[node]:.4g}"))
         low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more

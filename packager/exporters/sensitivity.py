@@ -16,7 +16,6 @@ dynamic ranges; the search's binary search then confirms with the recipe's own q
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,21 +26,21 @@ SUBSET_SPAN = 0.75  # ... of the shortest three quarters (the longest batch alon
 WHICH = "packager_int8_matmul"  # the selector input: the index of the MatMul run in int8, -1 for none
 
 
-def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[str],
+def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[str], scratch: Path,
                   advance: Callable[[int], None] | None = None) -> dict[str, float]:
     """The relative error of the graph's first output (real tokens only, for token outputs) when
     only that MatMul of ``matmuls`` (node names in ``fp32``) is in dynamic int8, on a subset of
-    ``feeds``. ``advance(1)`` is called per MatMul."""
+    ``feeds``; the ranking graph is written in ``scratch``. A MatMul the graph cannot switch (a
+    weight that is not 2-D) counts as the most sensitive. ``advance(1)`` is called per MatMul."""
     import onnxruntime as ort
 
     last = int((len(feeds) - 1) * SUBSET_SPAN)
     subset = [feeds[i] for i in np.unique(np.linspace(0, last, min(SUBSET_BATCHES, last + 1)).round().astype(int))]
-    with tempfile.TemporaryDirectory(prefix="packager-sensitivity-") as scratch:
-        path, measured = switchable_graph(fp32, matmuls, Path(scratch))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same sums in every process
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    path, measured = switchable_graph(fp32, matmuls, scratch)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same sums in every process
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
 
     def run(which: int) -> np.ndarray:
@@ -55,18 +54,21 @@ def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[
 
     reference = run(-1)
     scale = max(float(np.linalg.norm(reference)), 1e-12)
-    errors = dict.fromkeys(matmuls, 0.0)  # a MatMul the graph cannot switch ranks last
+    errors = dict.fromkeys(matmuls, float("inf"))
     for index, name in enumerate(measured):
         errors[name] = float(np.linalg.norm(run(index) - reference)) / scale
         if advance is not None:
             advance(1)
+    if advance is not None:
+        advance(len(matmuls) - len(measured))
     return errors
 
 
 def switchable_graph(fp32: Path, matmuls: list[str], scratch: Path) -> tuple[Path, list[str]]:
     """``fp32`` with each of ``matmuls`` (2-D weight, activation input) behind an ``If`` on the
     ``WHICH`` input, saved in ``scratch`` (weights beside it, so any size saves); the MatMuls in
-    index order."""
+    index order. (A weight two MatMuls share is switched for each on its own, where onnxruntime's
+    quantizer would store it once in int8 for both; the graphs built here share none.)"""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

@@ -95,7 +95,7 @@ def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_s
     from packager.exporters.sensitivity import WHICH, output_errors, switchable_graph
 
     folder, matmuls, fragile, _, feeds, _ = search_setup
-    errors = output_errors(folder / "fragile.onnx", feeds, matmuls)
+    errors = output_errors(folder / "fragile.onnx", feeds, matmuls, tmp_path)
     assert set(sorted(errors, key=errors.__getitem__)[-2:]) == set(fragile)
     path, measured = switchable_graph(folder / "fragile.onnx", matmuls, tmp_path)
     assert measured == matmuls

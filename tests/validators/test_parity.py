@@ -59,13 +59,15 @@ class Candidate:
         return (activation_fn or (lambda x: 1 / (1 + np.exp(-x))))(logits)
 
 
-@pytest.mark.parametrize("module,chat,runs", [
-    (ModuleKind.POOLING, False, 1),  # the task reaches nothing: encode, encode_query and encode_document are one call
-    (ModuleKind.ROUTER, False, 3),  # the gate confirms the route resolved for each task
-    (ModuleKind.CUSTOM, False, 3),  # custom code may read the task
-    (ModuleKind.POOLING, True, 3),  # a chat template is rendered with the task
+@pytest.mark.parametrize("module,chat,query_length,runs", [
+    (ModuleKind.POOLING, False, None, 1),  # the task reaches nothing: the three verbs are one call
+    (ModuleKind.POOLING, False, 16, 2),  # encode_query truncates otherwise: its own call
+    (ModuleKind.ROUTER, False, None, 3),  # the gate confirms the route resolved for each task
+    (ModuleKind.CUSTOM, False, None, 3),  # custom code may read the task
+    (ModuleKind.POOLING, True, None, 3),  # a chat template is rendered with the task
 ])
-def test_verbs_that_differ_only_by_task_are_gated_once_where_the_task_reaches_nothing(module, chat, runs):
+def test_verbs_that_differ_only_by_task_are_gated_once_where_the_task_reaches_nothing(module, chat, query_length,
+                                                                                       runs):
     calls = []
 
     class Counting(Reference):
@@ -77,7 +79,7 @@ def test_verbs_that_differ_only_by_task_are_gated_once_where_the_task_reaches_no
 
     candidate = Candidate(ChainKind.SENTENCE_TRANSFORMER)
     candidate.manifest.verbs = {"encode": VerbSpec(route="default"),
-                                "encode_query": VerbSpec(route="default", task="query"),
+                                "encode_query": VerbSpec(route="default", task="query", max_length=query_length),
                                 "encode_document": VerbSpec(route="default", task="document")}
     candidate.manifest.modules = (SimpleNamespace(kind=ModuleKind.TRANSFORMER), SimpleNamespace(kind=module))
     candidate.manifest.routes = (SimpleNamespace(chat=object() if chat else None),)
