@@ -9,8 +9,9 @@ calibration batches, it gives the outputs with MatMul ``i`` alone in int8, from 
 no quantized model written and loaded per MatMul, and only the one MatMul's extra work per run.
 
 The MatMul's error is measured where it counts, at the outputs (a local error misses how much
-the layers after a MatMul amplify or damp it: on MPNet a ranking by each MatMul's own output
-error kept half the MatMuls in float and still failed the gate). Static int8 is ranked with
+the layers after a MatMul amplify or damp it: on MPNet a ranking by the error of each MatMul's
+own product, X @ W against its int8 version, kept half the MatMuls in float and still failed
+the gate). Static int8 is ranked with
 dynamic ranges; the search's binary search then confirms with the recipe's own quantizer.
 """
 
@@ -31,7 +32,8 @@ def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[
     """The relative error of the graph's first output (real tokens only, for token outputs) when
     only that MatMul of ``matmuls`` (node names in ``fp32``) is in dynamic int8, on a subset of
     ``feeds``; the ranking graph is written in ``scratch``. A MatMul the graph cannot switch (a
-    weight that is not 2-D) counts as the most sensitive. ``advance(1)`` is called per MatMul."""
+    weight that is not 2-D, or no activation input) counts as the most sensitive. ``advance(1)``
+    is called per MatMul."""
     import onnxruntime as ort
 
     last = int((len(feeds) - 1) * SUBSET_SPAN)
