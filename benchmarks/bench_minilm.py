@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from packager.bench.run import Settings, Target, artifact_target, default_inputs, measure, reference_target
+from packager.bench.run import Settings, Target, artifact_target, cell, default_inputs, measure, reference_target
 from packager.runtime.manifest import ChainKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,16 +101,13 @@ def _table(rows: dict, st_backends: bool) -> str:
             f"| {name} | {r['inputs_per_second']:.1f} | {r['x_ref']:.2f} | "
             f"{r['latency_p50_ms']:.1f} | {r['latency_p50_ms'] / base['latency_p50_ms']:.2f} | "
             f"{r['latency_p99_ms']:.1f} | "
-            f"{r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {_figure(r['graph_mb'], '.1f')} | "
-            f"{_figure(r.get('min_cosine'), '.5f')} | {_figure(r.get('mean_cosine'), '.5f')} | "
-            f"{_figure(r.get('build_s'), '.0f')} |")
+            f"{r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {cell(r['graph_mb'], '.1f')} | "
+            f"{cell(r.get('min_cosine'), '.5f')} | {cell(r.get('mean_cosine'), '.5f')} | "
+            f"{cell(r.get('build_s'), '.0f')} |")
     if not st_backends:
         lines.append("\n(sentence-transformers' own backends skipped: run benchmarks/setup_st_backends.sh)")
     return "\n".join(lines)
 
-
-def _figure(value: float | None, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import MODELS, ROOT, model_path  # noqa: E402
 
+from packager.bench.run import cell  # noqa: E402
+
 STEP = re.compile(r"^packager: (?P<step>.+?): done in (?P<seconds>[0-9.]+) s$")
 
 
@@ -98,14 +100,11 @@ def table(results: dict) -> str:
         mean = metrics.get("encode.mean_cosine", metrics.get("mean_cosine"))
         low = metrics.get("encode.min_cosine", metrics.get("min_cosine"))
         lines.append(f"| {name} | {r['parameters'] / 1e6:.1f} M | {r['build_s']:.0f} | {r['peak_rss_mb']} | "
-                     f"{_cell(seconds('fp32: export'), '.0f')} | {_cell(seconds('fp32: parity gate'), '.0f')} | "
-                     f"{_cell(seconds('int8: export'), '.0f')} | {_cell(seconds('the output error of each'), '.0f')} | "
-                     f"{kept} | {_cell(mean, '.4f')} | {_cell(low, '.4f')} |")
+                     f"{cell(seconds('fp32: export'), '.0f')} | {cell(seconds('fp32: parity gate'), '.0f')} | "
+                     f"{cell(seconds('int8: export'), '.0f')} | {cell(seconds('the output error of each'), '.0f')} | "
+                     f"{kept} | {cell(mean, '.4f')} | {cell(low, '.4f')} |")
     return "\n".join(lines)
 
-
-def _cell(value: float | None, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from packager.bench.run import Settings, artifact_target, default_inputs, measure, reference_target
+from packager.bench.run import Settings, artifact_target, cell, default_inputs, measure, reference_target
 from packager.runtime.manifest import ChainKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,13 +94,10 @@ def _table(rows: list[dict]) -> str:
         lines.append(f"| {r['name']} | {r['inputs_per_second']:.0f} | "
                      f"{r['inputs_per_second'] / static['inputs_per_second']:.2f} | "
                      f"{r['inputs_per_second'] / minilm['inputs_per_second']:.1f} | {r['latency_p50_ms']:.2f} | "
-                     f"{r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {_figure(r['graph_mb'], '.1f')} | "
-                     f"{_figure(r.get('min_cosine'), '.5f')} | {_figure(r.get('mean_cosine'), '.5f')} |")
+                     f"{r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {cell(r['graph_mb'], '.1f')} | "
+                     f"{cell(r.get('min_cosine'), '.5f')} | {cell(r.get('mean_cosine'), '.5f')} |")
     return "\n".join(lines)
 
-
-def _figure(value: float | None, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
 
 
 if __name__ == "__main__":

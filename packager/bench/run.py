@@ -224,7 +224,7 @@ def table(rows: list[dict]) -> str:
     present = [(header, key, fmt) for header, key, fmt in _COLUMNS if any(key in row for row in rows)]
     lines = ["| " + " | ".join(header for header, _, _ in present) + " |", "|---" * len(present) + "|"]
     for row in rows:
-        cells = [_cell(row.get(key), fmt) for _, key, fmt in present]
+        cells = [cell(row.get(key), fmt) for _, key, fmt in present]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -238,5 +238,6 @@ _COLUMNS = (  # header, row key, format
 )
 
 
-def _cell(value: Any, fmt: str) -> str:
+def cell(value: Any, fmt: str) -> str:
+    """A table cell: ``value`` formatted, or a dash for none."""
     return "–" if value is None else format(value, fmt)
