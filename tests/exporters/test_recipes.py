@@ -39,6 +39,7 @@ def test_int8_dynamic_is_published_when_it_passes_its_gate(tiny_chains, tiny_art
     manifest = read_manifest(variant["artifact"])
     assert manifest.precision.value == "int8" and manifest.recipe.name == "onnx-int8-dynamic"
     assert int(manifest.recipe.details["int8_matmuls"]) > 0
+    assert "word_embeddings" in manifest.recipe.details["int8_tables"]  # the token table too
     assert manifest.calibration.source == "built-in" and manifest.calibration.samples == 256
     assert manifest.parity.gate == {"mean_cosine": 0.995, "min_cosine": 0.98, "neighbour_agreement_10": 0.8}
     int8, fp32 = load(variant["artifact"]).encode(TEXTS), load(tiny_artifacts["mean"]).encode(TEXTS)
