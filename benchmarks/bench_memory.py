@@ -1,9 +1,10 @@
 """Does the loader's memory grow under calls of varying shapes? (onnxruntime's CPU arena keeps
 every block it ever grew to: onnxruntime #11627.)
 
-    .venv/bin/python benchmarks/bench_memory.py [--artifact DIR] [--calls N] [--out FILE]
+    .venv/bin/python benchmarks/bench_memory.py [--artifact DIR ...] [--calls N] [--out FILE]
 
-For each onnxruntime session setting, a fresh process loads the artifact with its own loader,
+For each artifact (default: all-MiniLM-L6-v2's fp32 and int8 ONNX builds in dist/bench) and each
+onnxruntime session setting, a fresh process loads the artifact with its own loader,
 warms up with one call, then makes N calls of random batch sizes (1-64) and text lengths (one
 sentence up to the model's full length), the same sequence for every setting, and reports RSS
 after the warm-up and every N/10 calls, and the throughput. "loader" is the setting the loader
@@ -70,7 +71,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifact", type=Path, default=ROOT / "dist" / "bench" / "all-MiniLM-L6-v2-onnx-fp32")
+    parser.add_argument("--artifact", type=Path, nargs="+",
+                        default=[ROOT / "dist" / "bench" / f"all-MiniLM-L6-v2-onnx-{p}" for p in ("fp32", "int8")])
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
     args = parser.parse_args()
@@ -83,17 +85,17 @@ def main() -> None:
              for _ in range(args.calls)]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(calls, f)
-    results = {}
-    for setting in SETTINGS:
-        line = subprocess.run([sys.executable, __file__, "--worker", str(args.artifact), f.name, setting],
-                              check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        results[setting] = json.loads(line)
-        rss = results[setting]["rss_mb"]
-        print(f"{setting:62s} RSS after warm-up {rss[0]:7.1f} MB, after {args.calls} calls {rss[-1]:7.1f} MB "
-              f"(+{rss[-1] - rss[0]:.1f}), peak {results[setting]['peak_rss_mb']:.1f} MB, "
-              f"{results[setting]['texts_per_second']:.1f} texts/s", flush=True)
-    args.out.write_text(json.dumps({"artifact": args.artifact.name, "calls": args.calls, "results": results},
-                                   indent=2) + "\n")
+    results: dict[str, dict] = {}
+    for artifact in args.artifact:
+        for setting in SETTINGS:
+            line = subprocess.run([sys.executable, __file__, "--worker", str(artifact), f.name, setting], check=True,
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            row = results.setdefault(artifact.name, {})[setting] = json.loads(line)
+            rss = row["rss_mb"]
+            print(f"{artifact.name} {setting:62s} RSS after warm-up {rss[0]:7.1f} MB, after {args.calls} calls "
+                  f"{rss[-1]:7.1f} MB (+{rss[-1] - rss[0]:.1f}), peak {row['peak_rss_mb']:.1f} MB, "
+                  f"{row['texts_per_second']:.1f} texts/s", flush=True)
+    args.out.write_text(json.dumps({"calls": args.calls, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -77,11 +77,14 @@ class RouteRunner:
         return rows
 
 
-# A batch holds at most this many tokens once padded (32 texts of 32 tokens; 4 of 256): the work
-# per token is the same in smaller batches, and their activations stay in cache. Measured on
-# all-MiniLM-L6-v2, 1000 real sentences, batch_size 32: 1.19x (fp32) and 1.15x (int8) the
-# throughput of unbounded batches, and a peak RSS of 203 MB instead of 385 MB.
-MAX_BATCH_TOKENS = 1024
+# A batch holds at most this many tokens once padded (32 texts of 8 tokens; 1 of 256): the work
+# per token is the same in smaller batches, and their activations stay in cache, while
+# onnxruntime's arena keeps the blocks of the largest batch it ran. Measured on
+# all-MiniLM-L6-v2 (2 threads; same process, the budgets alternated, median of 3): against 1024
+# tokens, 256 ran 1000 real sentences (batch_size 32) at 1.08x (fp32) / 1.03x (int8) and texts
+# of 1 to 16 sentences (batch_size 64) at 1.06x / 1.20x, and the loader's peak RSS over 100 such
+# calls fell from 242 to 184 MB (fp32) and from 193 to 139 MB (int8; benchmarks/bench_memory.py).
+MAX_BATCH_TOKENS = 256
 
 
 # An image batch holds at most this many images, whatever batch_size asks (a request cannot make

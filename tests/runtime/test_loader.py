@@ -163,9 +163,12 @@ def test_loader_reads_settings_from_the_manifest_only(copy_artifact):
     assert tokenizer["truncation"] is None and tokenizer["padding"] is None
 
 
-def test_batches_are_bounded_in_inputs_and_padded_tokens():
-    from packager.runtime.runner import MAX_BATCH_TOKENS, batches
+def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
+    from packager.runtime import runner
+    from packager.runtime.runner import batches
 
+    MAX_BATCH_TOKENS = 1024  # the lengths below are chosen around this budget
+    monkeypatch.setattr(runner, "MAX_BATCH_TOKENS", MAX_BATCH_TOKENS)
     lengths = [5000, 300, 256, 256, 100, 100, 50, 10, 10, 10, 10, 3]  # longest first, as the runner sorts
     order = list(range(len(lengths)))
     batches = list(batches(order, lengths, 4))
