@@ -6,9 +6,9 @@ kept in float, found by measuring.
    the weights' arithmetic) quantize; onnxruntime's QAttention cannot take the attention bias
    that carries the padding mask.
 2. Quantize every weight MatMul: int8 weights per output channel, int8 activations with
-   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). Every table a Gather looks up
-   (a transformer's token and position embeddings, a static embedder's table) is stored in int8
-   with one scale per row (``quantize_tables``): all-MiniLM-L6-v2's token table is 47 of its 90 MB,
+   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). Every large table only Gathers
+   read (a transformer's token embeddings, a static embedder's table) is stored in int8 with one
+   scale per row (``quantize_tables``): all-MiniLM-L6-v2's token table is 47 of its 90 MB,
    and a loader serving it touches the table's pages as new tokens come.
 3. If the outputs on the calibration inputs miss the gate (tightened by a margin), rank the
    MatMuls by the output error each causes alone in int8, on a subset of the calibration
@@ -158,19 +158,33 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
         **{f"calibration.{k}": f"{v:.6g}" for k, v in metrics.items()}})
 
 
+MIN_TABLE_SHARE = 0.05  # of the graph's weights: a token table (MiniLM: 52 %), not token types or positions (1 %)
+
+
 def quantize_tables(model) -> dict[str, str]:
-    """Store each float table a Gather reads from an initializer (token and position embeddings,
-    a static embedder's table) in int8 with one symmetric scale per row: ``Gather(int8 table) -> Cast -> Mul`` by the
+    """Store each float table only Gathers read from an initializer, if it holds at least
+    MIN_TABLE_SHARE of the weights (a transformer's token embeddings, a static embedder's table),
+    in int8 with one symmetric scale per row: ``Gather(int8 table) -> Cast -> Mul`` by the
     gathered rows' scales. A row's error is at most half a step, max|row| / 254. Returns the
     tables and their shapes."""
     from onnx import TensorProto, helper, numpy_helper
 
+    def row_gather(node) -> bool:
+        return node.op_type == "Gather" and not node.domain and \
+            all(a.name != "axis" or helper.get_attribute_value(a) == 0 for a in node.attribute)
+
+    # A table another node or a graph output also reads (tied weights) stays as it is: an int8
+    # copy beside it would only add bytes; so does a small one (token types, positions, relative
+    # attention biases): it would cost accuracy and save nothing.
+    shared = {o.name for o in model.graph.output} | \
+        {name for node in model.graph.node for name in (node.input[1:] if row_gather(node) else node.input)}
     initializers = {i.name: i for i in model.graph.initializer}
+    smallest = MIN_TABLE_SHARE * sum(int(np.prod(i.dims)) for i in initializers.values())
     nodes, tables = [], {}
     for node in model.graph.node:
-        table = initializers.get(node.input[0]) if node.op_type == "Gather" and not node.domain else None
-        if table is None or table.data_type != TensorProto.FLOAT or len(table.dims) != 2 or \
-                any(a.name == "axis" and helper.get_attribute_value(a) != 0 for a in node.attribute):
+        table = initializers.get(node.input[0]) if row_gather(node) else None
+        if table is None or table.name in shared or table.data_type != TensorProto.FLOAT or len(table.dims) != 2 or \
+                int(np.prod(table.dims)) < smallest:
             nodes.append(node)
             continue
         stem, ids, output = table.name, node.input[1], node.output[0]
@@ -188,10 +202,8 @@ def quantize_tables(model) -> dict[str, str]:
                   helper.make_node("Gather", [f"{stem}.scale", ids], [f"{output}.scale"],
                                    name=f"{output}.gather_scale"),
                   helper.make_node("Mul", [f"{output}.float", f"{output}.scale"], [output], name=f"{output}.mul")]
-    used = {name for node in nodes for name in node.input}
     for stem in tables:
-        if stem not in used:
-            model.graph.initializer.remove(initializers[stem])
+        model.graph.initializer.remove(initializers[stem])
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return tables

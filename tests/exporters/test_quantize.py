@@ -156,6 +156,26 @@ def test_unpacking_keeps_a_concat_that_makes_the_output():
     assert [n.name for n in model.graph.node] == ["pool_concat"]
 
 
+def test_tied_and_small_tables_stay_float():
+    """Only a table that nothing but row Gathers reads, and that holds a real share of the
+    weights, is stored in int8: a tied one would gain an int8 copy beside it, a small one
+    (token types, positions) would lose accuracy for nothing."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from packager.exporters.quantize import quantize_tables
+
+    tables = {"solo": (100, 8), "tied": (100, 8), "tiny": (2, 8)}
+    graph = helper.make_graph(
+        [*(helper.make_node("Gather", [name, "ids"], [f"{name}.rows"]) for name in tables),
+         helper.make_node("MatMul", ["solo.rows", "tied"], ["logits"])], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 100])],
+        [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in tables.items()])
+    model = helper.make_model(graph)
+    assert quantize_tables(model) == {"solo": "100x8"}
+    assert sorted(i.name for i in model.graph.initializer) == ["solo.int8", "solo.scale", "tied", "tiny"]
+
+
 def test_tables_are_stored_in_int8_rows_once_however_many_gathers_read_them(tmp_path):
     """A table two Gathers read becomes one int8 table and one scale per row; each looked-up row
     is within half a step of the float row, and an all-zero row stays zero."""
