@@ -13,11 +13,15 @@ from .manifest import Format, RouteSpec
 
 
 class GraphSession(Protocol):
+    compiles_per_shape: bool  # keeps kernels and buffers for every input shape it runs (runner.batches)
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 class OnnxSession:
     """An onnxruntime session on CPU. ``run`` is safe to call from several threads at once."""
+
+    compiles_per_shape = False
 
     def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None) -> None:
         try:
@@ -42,6 +46,8 @@ class OpenVinoSession:
     """An OpenVINO model compiled for the CPU in f32 with the latency hint (one request at a time uses
     every core; the throughput hint would want many requests in flight). Each thread gets its own
     infer request, so ``run`` is safe to call from several threads at once."""
+
+    compiles_per_shape = True
 
     def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None) -> None:
         try:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .backends import open_session
 from .images import ImagePipeline
-from .manifest import PIXEL_VALUES, Format, Modality, OutputMeaning, RouteSpec, VerbSpec
+from .manifest import PIXEL_VALUES, Format, Modality, OutputMeaning, RouteSpec, Side, VerbSpec
 from .text import TextEncoder, TextInput
 
 
@@ -22,6 +22,10 @@ class RouteRunner:
         self._text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat) if spec.tokenizer else None
         self.images = ImagePipeline(spec.image) if spec.modality is Modality.IMAGE and spec.image else None
         self._session = open_session(root, fmt, spec, threads=threads)
+        # Extra padding on the right is masked out of every token before it; on the left it would
+        # move the positions of a left-padded decoder.
+        self._bucketed = (self._session.compiles_per_shape and self._text is not None
+                          and self._text.spec.padding_side is Side.RIGHT)
 
     @property
     def text(self) -> TextEncoder:
@@ -47,8 +51,12 @@ class RouteRunner:
         encodings, prompt_length = self.text.encode(inputs, max_length=max_length, prompt=prompt, task=verb.task)
         order = sorted(range(len(inputs)), key=lambda i: -len(encodings[i].ids))
         rows: list[np.ndarray] = [None] * len(inputs)  # type: ignore[list-item]
-        for batch in batches(order, [len(e.ids) for e in encodings], batch_size):
-            feeds = self.text.pad([encodings[i] for i in batch], prompt_length=prompt_length, expansion=verb.expansion)
+        lengths = [len(e.ids) for e in encodings]
+        bucket_limit = max_length if self._bucketed else None
+        for batch, width, size in batches(order, lengths, batch_size, bucket_limit=bucket_limit):
+            members = [encodings[i] for i in batch]
+            members += members[-1:] * (size - len(batch))  # filler rows, dropped below
+            feeds = self.text.pad(members, width=width, prompt_length=prompt_length, expansion=verb.expansion)
             outputs = self._session.run(feeds)
             values = outputs[name]
             for position, row in enumerate(batch):
@@ -92,13 +100,34 @@ MAX_BATCH_TOKENS = 256
 MAX_BATCH_IMAGES = 32
 
 
-def batches(order: list[int], lengths: list[int], batch_size: int):
-    """Consecutive slices of ``order`` (longest first): at most ``batch_size`` inputs, and no more
-    than MAX_BATCH_TOKENS tokens once padded to the slice's longest (at least one input)."""
+# With a session that compiles per input shape (OpenVINO's CPU plugin keeps kernels and buffers
+# for every shape it has run, about 1.4 MB each for all-MiniLM-L6-v2, and its caches' capacities
+# do not bound them), a batch is padded to a bucketed width and its row count to a power of two,
+# so a route runs in a few dozen shapes instead of one per (texts, length).
+def bucket_width(length: int) -> int:
+    """``length`` rounded up to eight steps per doubling, at least 8 tokens apart: 8, 16, ..., 64,
+    80, ..., 128, 160, ..., 256, 320, ... (16 widths up to 256; less than 8 tokens of padding, or a
+    quarter of the length above 64)."""
+    step = max(8, (1 << (length - 1).bit_length()) >> 3)
+    return -(-length // step) * step
+
+
+def batches(order: list[int], lengths: list[int], batch_size: int, *, bucket_limit: int | None = None):
+    """Consecutive slices of ``order`` (longest first), each with the width to pad it to and the
+    number of rows to run it as: at most ``batch_size`` inputs, and no more than MAX_BATCH_TOKENS
+    tokens once padded (at least one input). Without ``bucket_limit`` a slice is padded to its
+    longest input and runs as is; with it, the width is bucket_width's (not past ``bucket_limit``,
+    the route's max length, unless the input already is) and a short last slice runs as the next
+    power of two rows."""
     start = 0
     while start < len(order):
-        size = min(batch_size, max(1, MAX_BATCH_TOKENS // max(lengths[order[start]], 1)))
-        yield order[start : start + size]
+        width = lengths[order[start]]
+        if bucket_limit is not None:
+            width = max(width, min(bucket_width(width), bucket_limit))
+        size = min(batch_size, max(1, MAX_BATCH_TOKENS // max(width, 1)))
+        batch = order[start : start + size]
+        rows = min(size, 1 << (len(batch) - 1).bit_length()) if bucket_limit is not None else len(batch)
+        yield batch, width, rows
         start += size
 
 

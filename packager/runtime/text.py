@@ -196,12 +196,13 @@ class TextEncoder:
     def id_to_token(self, index: int) -> str:
         return self._tokenizer.id_to_token(index) or f"[{index}]"
 
-    def pad(self, batch: list[Tokens], *, prompt_length: int = 0,
+    def pad(self, batch: list[Tokens], *, width: int = 0, prompt_length: int = 0,
             expansion: ExpansionSpec | None = None) -> dict[str, np.ndarray]:
-        """Pad one batch to its longest member on the side the reference pads, then, for a query
-        with expansion, swap the padding up to the expansion length for the expansion token."""
+        """Pad one batch to its longest member (or to ``width``, if wider) on the side the
+        reference pads, then, for a query with expansion, swap the padding up to the expansion
+        length for the expansion token."""
         spec = self.spec
-        width = max(1, *(len(t.ids) for t in batch))  # an all-empty batch still needs one (masked) column
+        width = max(1, width, *(len(t.ids) for t in batch))  # an all-empty batch still needs one (masked) column
         if expansion is not None:
             width = expansion.length if expansion.strategy is ExpansionStrategy.FIXED else max(width, expansion.length)
         shape = (len(batch), width)

@@ -171,13 +171,40 @@ def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
     monkeypatch.setattr(runner, "MAX_BATCH_TOKENS", MAX_BATCH_TOKENS)
     lengths = [5000, 300, 256, 256, 100, 100, 50, 10, 10, 10, 10, 3]  # longest first, as the runner sorts
     order = list(range(len(lengths)))
-    batches = list(batches(order, lengths, 4))
-    assert [i for batch in batches for i in batch] == order  # every input once, in order
-    assert batches[0] == [0]  # one text longer than the budget still runs, alone
-    for batch in batches:
-        assert 1 <= len(batch) <= 4
-        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= MAX_BATCH_TOKENS
-    assert batches[-1] == [8, 9, 10, 11]  # short texts fill the batch size
+    plain = list(batches(order, lengths, 4))
+    assert [i for batch, _, _ in plain for i in batch] == order  # every input once, in order
+    assert plain[0] == ([0], 5000, 1)  # one text longer than the budget still runs, alone
+    for batch, width, rows in plain:
+        assert 1 <= len(batch) == rows <= 4 and width == lengths[batch[0]]  # padded to its longest, as is
+        assert len(batch) == 1 or len(batch) * width <= MAX_BATCH_TOKENS
+    assert plain[-1][0] == [8, 9, 10, 11]  # short texts fill the batch size
+
+
+def test_bucketed_batches_come_in_few_shapes():
+    from packager.runtime.runner import MAX_BATCH_TOKENS, batches, bucket_width
+
+    limit = 256
+    lengths = sorted(((i * 37) % limit + 1 for i in range(1000)), reverse=True)  # every length 1..256
+    order = list(range(len(lengths)))
+    shapes = set()
+    for one in order:  # batch-1 calls
+        (batch, width, rows), = batches([one], lengths, 1, bucket_limit=limit)
+        assert batch == [one] and rows == 1 and 0 <= width - lengths[one] < max(8, lengths[one] / 4)
+        shapes.add((rows, width))
+    assert sorted({width for _, width in shapes}) == [*range(8, 65, 8), *range(80, 129, 16), *range(160, 257, 32)]
+    for size in (7, 32):  # the whole list, then a short tail
+        for take in (order, order[-13:]):
+            seen = list(batches(take, lengths, size, bucket_limit=limit))
+            assert [i for batch, _, _ in seen for i in batch] == take
+            for batch, width, rows in seen:
+                full = min(size, max(1, MAX_BATCH_TOKENS // width))  # the budget's rows at this width
+                assert len(batch) <= rows and (rows == full or rows < full and rows & (rows - 1) == 0)
+                assert max(lengths[i] for i in batch) <= width == bucket_width(width)
+                shapes.add((rows, width))
+    assert len(shapes) < 64  # against 256 widths x up to 32 row counts unbucketed
+    # never wider than the route's max length unless the input already is
+    assert next(batches([0], [20], 1, bucket_limit=20))[1] == 20
+    assert next(batches([0], [30], 1, bucket_limit=20))[1] == 30
 
 
 def test_an_edited_manifest_is_refused(copy_artifact):
