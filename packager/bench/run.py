@@ -38,7 +38,7 @@ from packager.validators.texts import calibration_inputs, read_inputs, real_sent
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEXTS = 1000  # real sentences, as in benchmarks/bench_minilm.py; cross-encoders get 192 pairs
+DEFAULT_TEXTS = 1000  # real sentences, as in benchmarks/bench_speed.py; cross-encoders get 192 pairs
 WORKER = (sys.executable, "-m", "packager.bench.worker")
 # Exit codes a worker can end with, back to the class that carries them; any other failure
 # (a crash, an untyped exception) is unexpected.
