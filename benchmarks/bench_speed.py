@@ -6,7 +6,8 @@ packaged variant through its own loader, on the same 1000 real sentences, 2 thre
 
 MODEL is a name from benchmarks/models.py (default: minilm mpnet-base). Each variant is built
 with ``packager build`` into DIR/MODEL unless its report is already there (its build time comes
-from that report). The sentence-transformers backends run in .venv-st-backends
+from that report; an artifact carries the loader it was built with, so remove DIR after changing
+packager). The sentence-transformers backends run in .venv-st-backends
 (benchmarks/setup_st_backends.sh); without it they are skipped and the table says so. The
 measurement is ``packager bench``'s (packager.bench.run): each target in fresh processes,
 throughput the median of 3 passes over the texts, latency batch 1 over 200 texts, cold start

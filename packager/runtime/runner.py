@@ -22,10 +22,10 @@ class RouteRunner:
         self._text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat) if spec.tokenizer else None
         self.images = ImagePipeline(spec.image) if spec.modality is Modality.IMAGE and spec.image else None
         self._session = open_session(root, fmt, spec, threads=threads)
-        # Extra padding on the right is masked out of every token before it; on the left it would
-        # move the positions of a left-padded decoder.
+        # Extra padding on the right is masked by the attention mask and leaves every real token's
+        # position as it was; on the left it would move a left-padded decoder's positions.
         self._bucketed = (self._session.compiles_per_shape and self._text is not None
-                          and self._text.spec.padding_side is Side.RIGHT)
+                          and self._text.spec.padding_side is Side.RIGHT and "attention_mask" in spec.inputs)
 
     @property
     def text(self) -> TextEncoder:
@@ -102,14 +102,24 @@ MAX_BATCH_IMAGES = 32
 
 # With a session that compiles per input shape (OpenVINO's CPU plugin keeps kernels and buffers
 # for every shape it has run, about 1.4 MB each for all-MiniLM-L6-v2, and its caches' capacities
-# do not bound them), a batch is padded to a bucketed width and its row count to a power of two,
-# so a route runs in a few dozen shapes instead of one per (texts, length).
+# do not bound them), a batch is padded to a bucketed width and a short batch to a bucketed row
+# count, so a route runs in a few dozen shapes instead of one per (texts, length).
 def bucket_width(length: int) -> int:
     """``length`` rounded up to eight steps per doubling, at least 8 tokens apart: 8, 16, ..., 64,
     80, ..., 128, 160, ..., 256, 320, ... (16 widths up to 256; less than 8 tokens of padding, or a
     quarter of the length above 64)."""
-    step = max(8, (1 << (length - 1).bit_length()) >> 3)
-    return -(-length // step) * step
+    return _round_up(length, steps=8, least=8)
+
+
+def bucket_rows(count: int) -> int:
+    """``count`` rounded up to four steps per doubling: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ...
+    (less than a third of the rows are filler)."""
+    return _round_up(count, steps=4, least=1)
+
+
+def _round_up(n: int, *, steps: int, least: int) -> int:
+    step = max(least, (1 << (n - 1).bit_length()) // steps)
+    return -(-n // step) * step
 
 
 def batches(order: list[int], lengths: list[int], batch_size: int, *, bucket_limit: int | None = None):
@@ -117,8 +127,8 @@ def batches(order: list[int], lengths: list[int], batch_size: int, *, bucket_lim
     number of rows to run it as: at most ``batch_size`` inputs, and no more than MAX_BATCH_TOKENS
     tokens once padded (at least one input). Without ``bucket_limit`` a slice is padded to its
     longest input and runs as is; with it, the width is bucket_width's (not past ``bucket_limit``,
-    the route's max length, unless the input already is) and a short last slice runs as the next
-    power of two rows."""
+    the route's max length, unless the input already is) and a short slice runs as bucket_rows'
+    rows (not past the full slice's)."""
     start = 0
     while start < len(order):
         width = lengths[order[start]]
@@ -126,7 +136,7 @@ def batches(order: list[int], lengths: list[int], batch_size: int, *, bucket_lim
             width = max(width, min(bucket_width(width), bucket_limit))
         size = min(batch_size, max(1, MAX_BATCH_TOKENS // max(width, 1)))
         batch = order[start : start + size]
-        rows = min(size, 1 << (len(batch) - 1).bit_length()) if bucket_limit is not None else len(batch)
+        rows = min(size, bucket_rows(len(batch))) if bucket_limit is not None else len(batch)
         yield batch, width, rows
         start += size
 

@@ -42,9 +42,11 @@ UNICODE_PROBES = (
     "∑ᵢ xᵢ² ≤ ∞ — maths, arrows → and quotes «like these».",
 )
 EDGE_PROBES = ("", " ", "a", "OK", "?", "...", "12345")
-# Calibration's own short inputs and other scripts: none of them is a probe. "\t" is a text with
-# no content tokens (only the special ones, as the probes "" and " "): int8 can move it furthest
-# (all-mpnet-base-v2: cosine 0.965 with 17 MatMuls in float, when nothing like it was calibrated).
+# Calibration's own short inputs and other scripts: none of them is a probe. "\t" is, for the
+# tokenizers that drop whitespace (WordPiece, SentencePiece), a text with no content tokens: only
+# the special ones, as the probes "" and " ", which int8 can move furthest (all-mpnet-base-v2:
+# cosine 0.965 with 17 MatMuls in float, when nothing like it was calibrated). A byte-level BPE
+# tokenizes it as a token of its own.
 CALIBRATION_SHORT = ("\t", "b", "No.", "!", "yes", "2024", "  x  ", "Hi there")
 CALIBRATION_SCRIPTS = (
     "東京は日本の首都であり、世界最大の都市圏の一つです。",

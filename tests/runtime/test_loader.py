@@ -181,7 +181,7 @@ def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
 
 
 def test_bucketed_batches_come_in_few_shapes():
-    from packager.runtime.runner import MAX_BATCH_TOKENS, batches, bucket_width
+    from packager.runtime.runner import MAX_BATCH_TOKENS, batches, bucket_rows, bucket_width
 
     limit = 256
     lengths = sorted(((i * 37) % limit + 1 for i in range(1000)), reverse=True)  # every length 1..256
@@ -198,13 +198,46 @@ def test_bucketed_batches_come_in_few_shapes():
             assert [i for batch, _, _ in seen for i in batch] == take
             for batch, width, rows in seen:
                 full = min(size, max(1, MAX_BATCH_TOKENS // width))  # the budget's rows at this width
-                assert len(batch) <= rows and (rows == full or rows < full and rows & (rows - 1) == 0)
+                assert len(batch) <= rows and (rows == full or rows < full and rows == bucket_rows(rows))
                 assert max(lengths[i] for i in batch) <= width == bucket_width(width)
                 shapes.add((rows, width))
     assert len(shapes) < 64  # against 256 widths x up to 32 row counts unbucketed
+    assert [bucket_rows(n) for n in range(1, 34)] == [1, 2, 3, 4, 6, 6, 8, 8, *[12] * 4, *[16] * 4, *[24] * 8,
+                                                     *[32] * 8, 48]
     # never wider than the route's max length unless the input already is
     assert next(batches([0], [20], 1, bucket_limit=20))[1] == 20
     assert next(batches([0], [30], 1, bucket_limit=20))[1] == 30
+
+
+BUCKETED_CALLS = {  # a call per output kind: pooled, tokens with a scoring mask and query expansion, pair scores
+    "mean": lambda m, texts: m.encode(texts, batch_size=8),
+    "mv-expansion": lambda m, texts: [*m.encode_query(texts, batch_size=8), *m.encode_document(texts, batch_size=8)],
+    "ce-sigmoid": lambda m, texts: m.predict([(t, "a") for t in texts], batch_size=8),
+}
+
+
+@pytest.mark.parametrize("chain", BUCKETED_CALLS)
+def test_bucketed_shapes_change_no_output(tiny_artifacts, monkeypatch, chain):
+    """What a session that compiles per shape (OpenVINO) is given, run here through onnxruntime:
+    wider padding and filler rows, none of which may reach the outputs."""
+    from packager.runtime.backends import OnnxSession
+    from packager.runtime.runner import bucket_width
+
+    texts = [*real_sentences()[:18], "", "a", real_sentences()[40] * 3]  # 21: 8 + 8 + 5 run as 6
+    call = BUCKETED_CALLS[chain]
+    want = call(load(tiny_artifacts[chain]), texts)
+    shapes = []
+    run = OnnxSession.run
+    monkeypatch.setattr(OnnxSession, "compiles_per_shape", True)
+    monkeypatch.setattr(OnnxSession, "run", lambda self, feeds: (shapes.append(feeds["input_ids"].shape),
+                                                                 run(self, feeds))[1])
+    got = call(load(tiny_artifacts[chain]), texts)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert np.shape(a) == np.shape(b) and np.allclose(a, b, atol=1e-5)
+    assert all(width == bucket_width(width) for _, width in shapes if chain != "mv-expansion")  # (its queries'
+    # fixed expansion length is a width of its own)
+    assert sum(rows for rows, _ in shapes) > len(texts) * (len(got) // len(texts))  # filler rows ran
 
 
 def test_an_edited_manifest_is_refused(copy_artifact):

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from packager.errors import UsageError
-from packager.validators.texts import UNICODE_PROBES, probe_pairs, probe_texts, read_inputs, real_sentences
+from packager.validators.texts import (
+    UNICODE_PROBES,
+    calibration_inputs,
+    probe_pairs,
+    probe_texts,
+    read_inputs,
+    real_sentences,
+)
 
 
 def test_real_sentences_come_from_a_shipped_corpus():
@@ -26,6 +33,14 @@ def test_probes_hit_the_truncation_boundary_exactly():
     assert {39, 40, 41} <= set(counts)
     assert max(counts) > 10 * 40  # far beyond max_length too
     assert "" in probes and set(UNICODE_PROBES) <= set(probes)
+
+
+def test_calibration_is_apart_from_the_probes_and_covers_their_kinds():
+    texts = calibration_inputs(pairs=False)
+    assert len(texts) == len(set(texts)) == 256
+    assert not set(texts) & set(probe_texts(lambda t: len(t.split()) + 2, max_length=40))
+    assert any(not t.split() for t in texts)  # like the probes "" and " ": no content tokens (WordPiece)
+    assert len(calibration_inputs(pairs=True)) == 192
 
 
 def test_read_texts_plain_and_jsonl(tmp_path):
