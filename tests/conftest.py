@@ -41,6 +41,7 @@ class Backbones:
     bert: Path
     bert2: Path
     roberta: Path
+    modernbert: Path
     mlm: Path
     classifier: Path
     classifier3: Path
@@ -77,6 +78,8 @@ TINY_CHAINS: dict[str, Callable[[Path, Backbones], Path]] = {
                                                  prompts={"query": "query: ", "document": "passage: "}),
     # A byte-level BPE tokenizer that makes no token_type_ids (RoBERTa): the graph must not take them.
     "roberta-mean": lambda p, b: tm.save_chain(p, b.roberta),
+    # Rotary positions and sliding-window attention (ModernBERT), no token_type_ids either.
+    "modernbert-mean": lambda p, b: tm.save_chain(p, b.modernbert),
     # A decoder with left padding, last-token pooling.
     "qwen-lasttoken": lambda p, b: tm.save_chain(p, b.qwen, pooling="lasttoken", normalize=True),
     "router-dense": lambda p, b: tm.save_dense_router(p, b.bert, b.bert2),
@@ -141,7 +144,8 @@ def backbones(tmp_path_factory) -> Backbones:
     return Backbones(
         bert=tm.save_tiny_bert(root / "bert"), bert2=tm.save_tiny_bert(root / "bert2", seed=5),
         bert_default_init=tm.save_tiny_bert(root / "bert_default_init", initializer_range=0.02),
-        roberta=tm.save_tiny_roberta(root / "roberta"), mlm=tm.save_tiny_bert(root / "mlm", head="mlm"),
+        roberta=tm.save_tiny_roberta(root / "roberta"), modernbert=tm.save_tiny_modernbert(root / "modernbert"),
+        mlm=tm.save_tiny_bert(root / "mlm", head="mlm"),
         classifier=tm.save_tiny_bert(root / "classifier", head="classifier"),
         classifier3=tm.save_tiny_bert(root / "classifier3", head="classifier", num_labels=3),
         qwen=tm.save_tiny_qwen(root / "qwen"), qwen_lm=tm.save_tiny_qwen(root / "qwen_lm", causal_lm=True),

@@ -137,6 +137,24 @@ def save_tiny_roberta(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+def save_tiny_modernbert(path: Path, *, seed: int = 0) -> Path:
+    """A 3-layer ModernBERT: rotary positions, sliding-window attention in two layers of three,
+    no token_type_ids."""
+    from transformers import ModernBertConfig, ModernBertModel
+
+    tokenizer = _wordpiece_tokenizer()
+    config = ModernBertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=128,
+                              local_attention=16, global_attn_every_n_layers=3, pad_token_id=tokenizer.pad_token_id,
+                              cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                              bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                              initializer_range=SMALL["initializer_range"])
+    torch.manual_seed(seed)
+    ModernBertModel(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def save_tiny_qwen(path: Path, *, seed: int = 0, causal_lm: bool = False, padding_side: str = "left") -> Path:
     """A 2-layer Qwen3 (decoder) with a byte-level BPE tokenizer that appends </s>."""
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, Qwen3Model

@@ -214,3 +214,20 @@ def test_a_gate_override_for_token_embeddings_is_kept():
                         token_embeddings=True)["token_min_cosine"] == 0.95
     assert resolve_gate(ChainKind.SENTENCE_TRANSFORMER, Precision.INT8, {},
                         token_embeddings=True)["token_min_cosine"] == 0.98  # its min_cosine
+
+
+@pytest.mark.parametrize("name,fused,layers", [
+    ("mean", "Attention", 2),  # BERT: packed QKV
+    ("roberta-mean", "Attention", 2),
+    ("qwen-lasttoken", "MultiHeadAttention", 2),  # rotary, grouped-query (4 heads over 2 key/value heads)
+    ("modernbert-mean", "MultiHeadAttention", 3),  # rotary, sliding-window attention in two layers of three
+])
+def test_fp32_runs_onnxruntimes_fused_attention_in_every_layer(name, fused, layers, tiny_artifacts):
+    import onnx
+
+    artifact = tiny_artifacts[name]  # built through the fp32 gate (test_chain_kinds checks it passed)
+    (route,) = read_manifest(artifact).routes
+    graph = onnx.load(str(artifact / route.graph), load_external_data=False).graph
+    ops = [(node.domain, node.op_type) for node in graph.node]
+    assert ops.count(("com.microsoft", fused)) == layers, sorted(set(ops))
+    assert ("", "Softmax") not in ops  # no attention left unfused
