@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import ROOT, model_path  # noqa: E402
+from models import MODELS, ROOT, SHAPED, model_path  # noqa: E402
 
 from packager.chain import load_reference, read_chain  # noqa: E402
 from packager.chain.graph import compile_routes  # noqa: E402
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=list(DEFAULT))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fusion.json")
     args = parser.parse_args()
+    if unknown := sorted(set(args.models) - set(MODELS + SHAPED)):
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS + SHAPED)}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.models:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)

@@ -29,10 +29,12 @@ STEP = re.compile(r"^packager: (?P<step>.+?): done in (?P<seconds>[0-9.]+) s$")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("models", nargs="*", default=list(MODELS), help=f"any of: {' '.join(MODELS)}")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist" / "bench-scale")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args()
+    if unknown := sorted(set(args.models) - set(MODELS)):  # (choices= would refuse the default list itself)
+        parser.error(f"unknown model(s) {', '.join(unknown)}; measured here: {', '.join(MODELS)}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.models:
         results[name] = build_cost(name, model_path(name), args.dist / name)
