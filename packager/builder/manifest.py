@@ -19,6 +19,7 @@ from packager.runtime.manifest import (
     Activation,
     CalibrationSpec,
     ChainKind,
+    EmbeddingRanges,
     Manifest,
     ModuleEntry,
     ParityStatus,
@@ -50,10 +51,11 @@ _ACTIVATIONS = {"Sigmoid": Activation.SIGMOID, "Identity": Activation.IDENTITY, 
 
 def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...], verbs: dict[str, VerbSpec],
                    scoring: ScoringSpec | None, recipe: Recipe, details: dict[str, str],
-                   calibration: CalibrationSpec | None, name: str, files: dict[str, RouteFiles]) -> Manifest:
+                   calibration: CalibrationSpec | None, name: str, files: dict[str, RouteFiles],
+                   ranges: dict[str, EmbeddingRanges] | None = None) -> Manifest:
     """The manifest of one variant, its parity still pending. ``reference`` is the loaded torch
     model (prompts, similarity, sparse settings); ``files`` maps each route to its files in the
-    artifact; ``details`` is what the recipe decided."""
+    artifact; ``details`` is what the recipe decided; ``ranges`` each verb's output ranges."""
     specs = tuple(RouteSpec(name=r.name, graph=files[r.name].graph, inputs=r.input_names, outputs=r.outputs,
                             tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name].tokenizer)
                             if r.tokenizer else None,
@@ -77,6 +79,7 @@ def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...],
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         requires=(*(("jinja2",) if any(r.chat for r in specs) else ()),
                   *(("pillow",) if any(r.image for r in specs) else ())),
+        embedding_ranges=dict(ranges or {}),
     )
 
 

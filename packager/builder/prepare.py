@@ -1,5 +1,6 @@
 """What every variant of one build shares, made once: the chain, its torch reference, its route
-graphs, the verbs' routes, the parity inputs and the calibration inputs."""
+graphs, the verbs' routes, the parity inputs, the calibration inputs and, for dense embedders,
+the ranges of the int8/uint8 output precisions."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from packager.builder.manifest import scoring_spec
 from packager.builder.options import BuildOptions
 from packager.chain import ChainSpec, load_reference
 from packager.common.progress import step
-from packager.runtime.manifest import CalibrationSpec, ChainKind, ScoringSpec, VerbSpec
-from packager.validators.parity import ReferenceRuns, parity_calls
+from packager.runtime.manifest import CalibrationSpec, ChainKind, EmbeddingRanges, ScoringSpec, VerbSpec
+from packager.validators.parity import ReferenceRuns, parity_calls, tasks_matter
 from packager.validators.report import inputs_digest
 from packager.validators.texts import calibration_inputs, probe_pairs, probe_texts, read_inputs
 
@@ -32,6 +33,7 @@ class Prepared:
     calibration: list
     calibration_spec: CalibrationSpec
     name: str
+    ranges: dict[str, EmbeddingRanges]
 
 
 def inputs_file(path: Path | None, kind: ChainKind) -> list:
@@ -56,9 +58,33 @@ def prepare(chain: ChainSpec, options: BuildOptions, *, extra: list, calibration
                            sha256=inputs_digest(calibration))
     inputs = parity_inputs(chain.kind, routes, verbs, extra)
     check_chat_inputs(model, routes, verbs, [*inputs, *calibration])
-    return Prepared(chain=chain, reference=ReferenceRuns(model), routes=routes, verbs=verbs, scoring=scoring,
+    reference = ReferenceRuns(model)
+    ranges = {}
+    if chain.kind is ChainKind.SENTENCE_TRANSFORMER:
+        with step(f"output ranges: the reference on {len(calibration)} calibration texts"):
+            ranges = embedding_ranges(reference, verbs, calibration, tasks=tasks_matter(chain.all_modules(), routes))
+    return Prepared(chain=chain, reference=reference, routes=routes, verbs=verbs, scoring=scoring,
                     inputs=inputs, calibration=calibration, calibration_spec=spec,
-                    name=options.name or default_name(chain))
+                    name=options.name or default_name(chain), ranges=ranges)
+
+
+def embedding_ranges(reference: ReferenceRuns, verbs: dict[str, VerbSpec], texts: list, *,
+                     tasks: bool) -> dict[str, EmbeddingRanges]:
+    """Each verb's per-dimension minima and maxima over its reference embeddings of ``texts``
+    (verbs that make the same call, once): where the int8/uint8 output precisions put their
+    buckets, the same for every variant of the build and every request."""
+    import numpy as np
+
+    model = reference.model
+    plain = [call for call in parity_calls(verbs, dict(model.prompts), model.default_prompt_name, tasks_matter=tasks)
+             if call.label == call.verb_name]  # each verb as called, its default prompt included
+    made: dict[tuple, EmbeddingRanges] = {}
+    for call in plain:
+        if call.key not in made:
+            embeddings = np.asarray(reference(call.verb_name, texts, batch_size=32), dtype=np.float32)
+            made[call.key] = EmbeddingRanges(minimum=tuple(embeddings.min(axis=0).tolist()),
+                                             maximum=tuple(embeddings.max(axis=0).tolist()))
+    return {call.verb_name: made[call.key] for call in plain}
 
 
 def check_chat_inputs(reference: Any, routes: tuple[Any, ...], verbs: dict[str, VerbSpec], inputs: list) -> None:

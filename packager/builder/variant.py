@@ -98,7 +98,8 @@ def _export(prep: Prepared, recipe: Recipe, *, gate: Gate, stage_dir: Path, name
     failpoint("build.exported")
     draft = build_manifest(
         prep.chain, prep.reference.model, routes=prep.routes, verbs=prep.verbs, scoring=prep.scoring, recipe=recipe,
-        details=details, calibration=prep.calibration_spec if recipe.calibrates else None, name=name, files=files)
+        details=details, calibration=prep.calibration_spec if recipe.calibrates else None, name=name, files=files,
+        ranges=prep.ranges)
     return seal(stage_dir, draft, readme=model_card(draft, {}))
 
 

@@ -10,8 +10,9 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .inputs import check_positive
-from .manifest import Manifest, OutputMeaning, Similarity
+from .manifest import Manifest, ModuleKind, OutputMeaning, Similarity
 from .model import Model, Unsupported
+from .precision import check_precision, quantize
 from .similarity import similarity
 
 
@@ -29,7 +30,8 @@ class EmbeddingModel(Model):
     def encode(self, inputs: Any, *, prompt_name: str | None = None, prompt: str | None = None,
                batch_size: int = 32, normalize_embeddings: bool = False, output_value: str = "sentence_embedding",
                truncate_dim: int | None = None, fetch_urls: bool = False,
-               image_strings: bool = True) -> np.ndarray | list[np.ndarray]:
+               image_strings: bool = True, precision: str = "float32",
+               ranges: Any = None) -> np.ndarray | list[np.ndarray]:
         """Embed texts as ``SentenceTransformer.encode`` does: float32 ``[len(inputs), dim]`` in
         input order (one vector for a single string; ``[0, dim]`` for no texts), or with
         ``output_value="token_embeddings"`` one ``[tokens, hidden]`` array per text, if the artifact
@@ -38,27 +40,33 @@ class EmbeddingModel(Model):
         A CLIP-style artifact embeds images too, mixed with texts in any order: PIL images, HWC
         uint8 arrays, image file bytes, local image paths and ``data:image/...;base64,`` URIs
         (prompts apply to texts only). Image URLs are fetched only with ``fetch_urls=True``; with
-        ``image_strings=False`` every string is a text (what a service wants from its callers)."""
+        ``image_strings=False`` every string is a text (what a service wants from its callers).
+
+        ``precision`` is ``float32``, ``int8``, ``uint8`` (the artifact's build-time ranges, or
+        ``ranges=[minima, maxima]``), ``binary`` or ``ubinary``, as sentence-transformers'
+        ``quantize_embeddings`` makes them (see ``precision.py``)."""
         return self._encode("encode", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
-                            truncate_dim, fetch_urls, image_strings)
+                            truncate_dim, fetch_urls, image_strings, precision, ranges)
 
     def encode_query(self, inputs: Any, *, prompt_name: str | None = None, prompt: str | None = None,
                      batch_size: int = 32, normalize_embeddings: bool = False,
                      output_value: str = "sentence_embedding",
                      truncate_dim: int | None = None, fetch_urls: bool = False,
-                     image_strings: bool = True) -> np.ndarray | list[np.ndarray]:
+                     image_strings: bool = True, precision: str = "float32",
+                     ranges: Any = None) -> np.ndarray | list[np.ndarray]:
         """``encode`` with the query prompt and, for Router chains, the query route."""
         return self._encode("encode_query", inputs, prompt_name, prompt, batch_size, normalize_embeddings, output_value,
-                            truncate_dim, fetch_urls, image_strings)
+                            truncate_dim, fetch_urls, image_strings, precision, ranges)
 
     def encode_document(self, inputs: Any, *, prompt_name: str | None = None,
                         prompt: str | None = None, batch_size: int = 32, normalize_embeddings: bool = False,
                         output_value: str = "sentence_embedding",
                         truncate_dim: int | None = None, fetch_urls: bool = False,
-                     image_strings: bool = True) -> np.ndarray | list[np.ndarray]:
+                        image_strings: bool = True, precision: str = "float32",
+                        ranges: Any = None) -> np.ndarray | list[np.ndarray]:
         """``encode`` with the document prompt and, for Router chains, the document route."""
         return self._encode("encode_document", inputs, prompt_name, prompt, batch_size, normalize_embeddings,
-                            output_value, truncate_dim, fetch_urls, image_strings)
+                            output_value, truncate_dim, fetch_urls, image_strings, precision, ranges)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         """``[len(embeddings1), len(embeddings2)]`` scores with the similarity function the model declares."""
@@ -69,12 +77,17 @@ class EmbeddingModel(Model):
 
     def _encode(self, verb: str, inputs: Any, prompt_name: str | None, prompt: str | None, batch_size: int,
                 normalize_embeddings: bool, output_value: str, truncate_dim: int | None,
-                fetch_urls: bool, image_strings: bool) -> np.ndarray | list[np.ndarray]:
+                fetch_urls: bool, image_strings: bool, precision: str, ranges: Any) -> np.ndarray | list[np.ndarray]:
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise InvalidInputError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got "
                                     f"{output_value!r}")
         meaning = OutputMeaning(output_value)
         check_positive(truncate_dim, "truncate_dim", optional=True)
+        check_precision(precision)
+        if precision != "float32" and meaning is OutputMeaning.TOKEN_EMBEDDINGS:
+            raise InvalidInputError("precision applies to sentence embeddings, not token embeddings")
+        if ranges is None and precision.endswith("int8"):
+            ranges = self._ranges(verb, normalize_embeddings, truncate_dim)
         rows, single = self._embed(inputs, verb, meaning, prompt_name=prompt_name, prompt=prompt,
                                    batch_size=batch_size, fetch_urls=fetch_urls, image_strings=image_strings)
         if meaning is OutputMeaning.TOKEN_EMBEDDINGS:
@@ -83,4 +96,18 @@ class EmbeddingModel(Model):
         embeddings = embeddings[:, :truncate_dim]  # Matryoshka truncation comes before normalization, as in ST
         if normalize_embeddings:
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        embeddings = quantize(embeddings, precision, ranges)
         return embeddings[0] if single else embeddings
+
+    def _ranges(self, verb: str, normalize_embeddings: bool, truncate_dim: int | None) -> np.ndarray | None:
+        """The build-time ranges of ``verb``'s embeddings, cut to ``truncate_dim``: they describe
+        the chain's own outputs, so they hold after ``normalize_embeddings`` only if the chain
+        normalizes already and nothing was truncated."""
+        recorded = self.manifest.embedding_ranges.get(verb)
+        if recorded is None:
+            return None
+        normalizes = any(m.kind is ModuleKind.NORMALIZE for m in self.manifest.modules)
+        if normalize_embeddings and not (normalizes and truncate_dim is None):
+            raise InvalidInputError("int8/uint8 with normalize_embeddings=True on this model needs ranges= of "
+                                    "normalized embeddings: the recorded ranges are of its outputs as they are")
+        return np.array([recorded.minimum, recorded.maximum], dtype=np.float32)[:, :truncate_dim]

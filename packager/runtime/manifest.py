@@ -35,6 +35,8 @@ PROMPT_LENGTH = "prompt_length"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What an artifact may require beyond the base runtime, with the versions it needs.
 EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6", "pillow": ">=10.1"}
+# Optional fields added to the manifest without a new schema version, written only when set.
+_ADDED_IN_VERSION = ("embedding_ranges",)
 # The graph input of an image route: [batch, channels, height, width] float32.
 PIXEL_VALUES = "pixel_values"
 
@@ -404,6 +406,22 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class EmbeddingRanges:
+    """Per-dimension minima and maxima of one verb's embeddings of the calibration texts, as the
+    torch reference made them at build time: the buckets of the int8 and uint8 output precisions."""
+
+    minimum: tuple[float, ...]
+    maximum: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        low, high = self.minimum, self.maximum
+        if len(low) != len(high) or not all(math.isfinite(a) and math.isfinite(b) and a <= b
+                                            for a, b in zip(low, high, strict=True)):
+            raise ArtifactIntegrityError("manifest: embedding ranges must be finite minima and maxima of one length, "
+                                         "each minimum at most its maximum")
+
+
+@dataclass(frozen=True)
 class ParitySummary:
     status: ParityStatus
     texts: int
@@ -440,6 +458,8 @@ class Manifest:
     # Packages the runtime needs for this artifact beyond numpy, tokenizers and its engine
     # (jinja2 for chat templates), imported only for artifacts that list them.
     requires: tuple[str, ...] = ()
+    # Dense embedders: each verb's ranges for the int8/uint8 output precisions (runtime/precision.py).
+    embedding_ranges: dict[str, EmbeddingRanges] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -489,6 +509,17 @@ class Manifest:
         if self.embedding_dimension is not None and not 1 <= self.embedding_dimension <= INT32_LIMIT:
             raise ArtifactIntegrityError(f"manifest: embedding_dimension must be positive, got "
                                          f"{self.embedding_dimension}")
+        wrong_ranges = [verb for verb, r in self.embedding_ranges.items()
+                        if verb not in self.verbs or len(r.minimum) != self.embedding_dimension]
+        if wrong_ranges:
+            raise ArtifactIntegrityError(f"manifest: embedding ranges of {wrong_ranges} must belong to verbs and have "
+                                         f"{self.embedding_dimension} dimensions")
+
+    def _jsonable(self) -> dict[str, Any]:
+        """The manifest as JSON values, without the fields added within this schema version when
+        they are empty: a manifest sealed before them keeps its digest."""
+        data = to_jsonable(self)
+        return {k: v for k, v in data.items() if k not in _ADDED_IN_VERSION or v}
 
     def route(self, name: str) -> RouteSpec:
         for route in self.routes:
@@ -497,11 +528,11 @@ class Manifest:
         raise ArtifactIntegrityError(f"manifest: no route {name!r}; routes: {[r.name for r in self.routes]}")
 
     def to_json(self) -> str:
-        return json.dumps(to_jsonable(self), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(self._jsonable(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
     def content_digest(self) -> str:
         """sha256 of everything in the manifest but ``sealed_sha256``, as canonical JSON."""
-        body = json.dumps(to_jsonable(dataclasses.replace(self, sealed_sha256="")), sort_keys=True,
+        body = json.dumps(dataclasses.replace(self, sealed_sha256="")._jsonable(), sort_keys=True,
                           ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
 

@@ -101,19 +101,20 @@ def parity_calls(verbs: dict[str, VerbSpec], prompts: dict[str, str], default_pr
     return calls
 
 
-def tasks_matter(manifest: Manifest) -> bool:
+def tasks_matter(modules: Any, routes: Any) -> bool:
     """Whether a verb's task can change what it computes beyond the rest of its ``VerbSpec``:
     through a Router (the gate confirms, task by task, the route the build resolved), a chat
     template (rendered with the task) or a custom module (which may read it). Elsewhere
-    ``encode_query`` and ``encode_document`` of one route without prompts are one call."""
-    return any(m.kind in (ModuleKind.ROUTER, ModuleKind.CUSTOM) for m in manifest.modules) \
-        or any(route.chat is not None for route in manifest.routes)
+    ``encode_query`` and ``encode_document`` of one route without prompts are one call.
+    ``modules`` have a ``kind`` and ``routes`` a ``chat`` (a manifest's, or the build's own)."""
+    return any(m.kind in (ModuleKind.ROUTER, ModuleKind.CUSTOM) for m in modules) \
+        or any(route.chat is not None for route in routes)
 
 
 def gate_calls(manifest: Manifest) -> list[ParityCall]:
     """The calls the gate makes of an artifact's verbs."""
     return parity_calls(manifest.verbs, manifest.prompts, manifest.default_prompt_name,
-                        tasks_matter=tasks_matter(manifest))
+                        tasks_matter=tasks_matter(manifest.modules, manifest.routes))
 
 
 def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,

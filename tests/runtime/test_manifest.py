@@ -91,3 +91,23 @@ def test_forged_image_routes_are_refused(tiny_artifacts, edit, match):
     edit(data)
     with pytest.raises(ArtifactIntegrityError, match=match):
         Manifest.from_json(json.dumps(data))
+
+
+def test_an_artifact_sealed_before_embedding_ranges_still_loads(copy_artifact):
+    """Its manifest has no ``embedding_ranges`` key and a digest made without one (as packager
+    wrote them before the field): it loads, and int8 output asks for ranges."""
+    import hashlib
+
+    from packager.runtime import InvalidInputError, load
+
+    artifact = copy_artifact()
+    data = json.loads((artifact / "manifest.json").read_text())
+    assert data.pop("embedding_ranges")  # what this build records
+    data["sealed_sha256"] = ""
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    data["sealed_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
+    (artifact / "manifest.json").write_text(json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
+    model = load(artifact)
+    assert model.manifest.embedding_ranges == {} and model.encode(["a text"]).shape[0] == 1
+    with pytest.raises(InvalidInputError, match="records none"):
+        model.encode(["a text"], precision="int8")

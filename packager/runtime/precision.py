@@ -1,0 +1,49 @@
+"""Embeddings in the precisions vector stores take, as sentence-transformers' ``encode(precision=...)``
+and ``quantize_embeddings`` make them: ``float32``; ``int8`` and ``uint8``, each dimension cut
+into 256 buckets between a minimum and a maximum; ``binary`` and ``ubinary``, the signs packed
+eight dimensions to a byte.
+
+The int8/uint8 ranges are the artifact's own, recorded at build time from the torch reference's
+embeddings of the calibration texts (``Manifest.embedding_ranges``), or the caller's. Not the
+batch's, as sentence-transformers' ``encode`` does by default: there a vector's codes depend on
+which other texts share its call, and one text alone cannot be quantized at all; a service and a
+backfill must give the same text the same codes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
+def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None) -> np.ndarray:
+    """``embeddings`` (float32, ``[n, dim]`` or ``[dim]``) in ``precision``; ``ranges`` is
+    ``[2, dim]`` (minima, maxima), needed for int8 and uint8 only."""
+    check_precision(precision)
+    if precision == "float32":
+        return embeddings
+    if precision.endswith("binary"):
+        packed = np.packbits(embeddings > 0, axis=-1)
+        return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+    if ranges is None:
+        raise InvalidInputError(f"precision {precision!r} needs ranges: this artifact records none (it predates "
+                                "them); pass ranges=[minima, maxima] from your own embeddings")
+    try:
+        ranges = np.asarray(ranges, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError("ranges must be [minima, maxima], two lists of numbers") from None
+    if ranges.shape != (2, embeddings.shape[-1]) or not np.isfinite(ranges).all():
+        raise InvalidInputError(f"ranges must be finite numbers of shape [2, {embeddings.shape[-1]}] "
+                                f"(minima, maxima); got shape {list(ranges.shape)}")
+    starts = ranges[0]
+    steps = (ranges[1] - starts) / 255
+    steps = np.where(steps == 0, 1, steps)
+    buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+    return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
