@@ -265,9 +265,11 @@ def runtime_python(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def serving_python(tmp_path_factory) -> Path:
-    """What a model service has: the runtime's dependencies plus mlflow (mlflow-skinny, the
-    client, and pandas for pyfunc inputs); no torch, no packager."""
-    return _offline_venv(tmp_path_factory.mktemp("serving-venv"), (*RUNTIME_PACKAGES, *SERVING_PACKAGES))
+    """What a model service has: the runtime's dependencies (with those of chat templates and
+    images) plus mlflow (mlflow-skinny, the client, and pandas for pyfunc inputs); no torch, no
+    packager."""
+    return _offline_venv(tmp_path_factory.mktemp("serving-venv"),
+                         (*RUNTIME_PACKAGES, *CHAT_PACKAGES, *IMAGE_PACKAGES, *SERVING_PACKAGES))
 
 
 def _offline_venv(root: Path, packages: tuple[str, ...]) -> Path:

@@ -1,5 +1,6 @@
 """Real servers on loopback for the registry tests: PostgreSQL clusters made with Debian's
-postgresql binaries, and `mlflow server` processes backed by SQLite or PostgreSQL. Each is
+postgresql binaries, `mlflow server` processes backed by SQLite or PostgreSQL, and `mlflow models
+serve` of a registered version in a torch-free environment. Each is
 stopped (and its data removed with the test's temporary directory) when its context ends."""
 
 from __future__ import annotations
@@ -71,22 +72,43 @@ def mlflow_server(root: Path, backend_uri: str | None = None, *, artifacts: Path
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     backend_uri = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen(
-        [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts or root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    command = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+               "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts or root / "artifacts")]
+    with _serving(command, f"http://127.0.0.1:{port}", "/health", root / "server.log") as url:
+        yield url
+
+
+@contextmanager
+def model_server(python: Path, model_uri: str, tracking_uri: str, log: Path) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` with the ``mlflow`` of ``python``'s environment
+    (``--env-manager local``: that environment is the service's), on a free loopback port;
+    yields its URL once /ping answers."""
+    port = free_port()
+    command = [str(python.with_name("mlflow")), "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # As if the environment were activated: the server runs its uvicorn from PATH.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": "",
+           "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with _serving(command, f"http://127.0.0.1:{port}", "/ping", log, env=env) as url:
+        yield url
+
+
+@contextmanager
+def _serving(command: list[str], url: str, health: str, log_path: Path, *,
+             env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``command`` in its own process group until the context ends; yield ``url`` once
+    ``health`` answers (2 minutes at most)."""
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                urllib.request.urlopen(f"{url}{health}", timeout=2).close()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}") \
+                    raise RuntimeError(f"{' '.join(command[:3])} did not start:\n{log_path.read_text()[-3000:]}") \
                         from None
                 time.sleep(0.5)
         yield url

@@ -381,13 +381,18 @@ def _next_breaking(installed: str) -> str:
 
 
 def signature(manifest: Manifest) -> Any:
-    """Strings in, float32 rows out, with a ``verb`` parameter (encode, encode_query,
-    encode_document) for embedding models, and for multi-vector encoders one list of token
-    vectors per text; for cross-encoders, (query, document) string columns in, scores out."""
+    """Strings in, float32 rows out (int8/uint8 ones for those output precisions), with the verb
+    (encode, encode_query, encode_document) and the verb's options as parameters; for multi-vector
+    encoders one list of token vectors per text; for cross-encoders, (query, document) string
+    columns in, scores out. MLflow passes a request only the parameters declared here (each one,
+    its default where the request has none) and drops, with a warning, any other."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import DataType, ParamSchema, ParamSpec, Schema, TensorSpec
     from mlflow.types.schema import Array, ColSpec
+
+    def params(*names: str) -> ParamSchema:
+        return ParamSchema([ParamSpec(name, DataType[PARAMS[name][0]], PARAMS[name][1]) for name in names])
 
     # No input schema: MLflow would convert a request's numbers and nulls to a declared string
     # column's type, and drop undeclared columns, before the pyfunc could refuse them; the pyfunc
@@ -395,13 +400,30 @@ def signature(manifest: Manifest) -> Any:
     if manifest.scoring is not None:  # a cross-encoder
         labels = manifest.scoring.num_labels
         shape = (-1,) if labels == 1 else (-1, labels)
-        return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]))
-    verb = ParamSchema([ParamSpec("verb", DataType.string, "encode")])
+        return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
+                              params=params("batch_size", "apply_softmax", "prompt_name", "prompt"))
+    encoding = ("verb", "batch_size", "prompt_name", "prompt")
     if manifest.chain_kind is ChainKind.MULTI_VECTOR_ENCODER:  # per text, its kept tokens' vectors
-        return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(Array(DataType.float)))]), params=verb)
+        return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(Array(DataType.float)))]),
+                              params=params(*encoding, "normalize_embeddings"))
+    if manifest.chain_kind is ChainKind.SPARSE_ENCODER:
+        options = params(*encoding, "max_active_dims")
+    else:
+        options = params(*encoding, "normalize_embeddings", "truncate_dim", "precision")
     return ModelSignature(inputs=None,
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension or -1))]),
-                          params=verb)
+                          params=options)
+
+
+# The parameters a request may set, as (MLflow data type, default): the loader's verb options of
+# the same names. None (MLflow passes every declared parameter, None where a request has none)
+# leaves the verb's own default, so a version whose artifact has an older loader is asked only
+# for what the request sets.
+PARAMS: dict[str, tuple[str, Any]] = {
+    "verb": ("string", "encode"), "batch_size": ("long", None), "prompt_name": ("string", None),
+    "prompt": ("string", None), "normalize_embeddings": ("boolean", None), "truncate_dim": ("long", None),
+    "precision": ("string", None), "max_active_dims": ("long", None), "apply_softmax": ("boolean", None),
+}
 
 
 def input_example(manifest: Manifest) -> Any:

@@ -3,6 +3,7 @@ lineage, idempotence, promote, pull, list, register later, tampering and interru
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -270,8 +271,10 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
         assert list(_serving_example(registered, store)["dataframe_split"]["columns"]) == ["query", "document"]
         pairs = pd.DataFrame({"query": ["what is a tuple", "a query"], "document": ["an immutable sequence", "text"]})
         np.testing.assert_allclose(pyfunc.predict(pairs), model.predict(pairs.values.tolist()), atol=1e-6)
+        assert {p.name for p in signature.params.params} <= set(inspect.signature(model.predict).parameters)
         return
-    assert [p.name for p in signature.params.params] == ["verb"]
+    declared = {p.name for p in signature.params.params}  # each one an option of the verbs, besides the verb
+    assert "verb" in declared and declared - {"verb"} <= set(inspect.signature(model.encode).parameters), declared
     texts = ["sparse vectors for search", "another text"]
     dense = (lambda x: x.toarray()) if name.endswith(("max", "sparse")) else (lambda x: x)
     for verb in ("encode", "encode_query", "encode_document"):

@@ -1,0 +1,161 @@
+"""A registered version of every chain kind behind a real ``mlflow models serve`` (a torch-free
+environment with only the runtime and mlflow, ``--env-manager local``, on loopback), asked by a
+real HTTP client: the payload shapes MLflow documents answer with the loader's numbers, and every
+bad payload gets HTTP 400 with a one-line reason, never a 500 or a wrong answer."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlflow_servers import mlflow_server, model_server
+from packager.cli import main
+from packager.registry import CANDIDATE_ALIAS
+from packager.runtime import load
+from packager.validators.texts import real_sentences
+
+pytestmark = pytest.mark.slow
+
+TEXTS = list(real_sentences()[-69:-64])
+PAIRS = [[TEXTS[0], TEXTS[1]], [TEXTS[2], TEXTS[3]], [TEXTS[4], TEXTS[0]]]
+KINDS = ("mean", "ce-sigmoid", "splade-max", "mv-skiplist", "clip")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("serving-registry")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def served(request, registry, tiny_artifacts, serving_python, tmp_path_factory):
+    """(the loader, the URL of ``mlflow models serve`` of the same artifact's champion version)."""
+    name, artifact = request.param, tiny_artifacts[request.param]
+    uri = ["--tracking-uri", registry]
+    assert main(["register", str(artifact), "--name", name, "-q", *uri]) == 0
+    assert main(["promote", name, "--from-alias", CANDIDATE_ALIAS, "--alias", "champion", "-q", *uri]) == 0
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with model_server(serving_python, f"models:/{name}@champion", registry, log) as url:
+        yield load(artifact), url
+
+
+def _post(url: str, payload: Any) -> tuple[int, Any]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _predictions(url: str, payload: Any) -> Any:
+    status, body = _post(url, payload)
+    assert status == 200, (payload, status, body)
+    return body["predictions"]
+
+
+def _image_base64() -> str:
+    """A real image (matplotlib's sample photograph) as a JSON request sends it: PNG, base64."""
+    from packager.validators.images import real_images
+
+    image = next(iter(real_images().values())).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_documented_payloads_answer_with_the_loaders_numbers(served):
+    model, url = served
+    kind = model.manifest.chain_kind.value
+    if kind == "CrossEncoder":
+        want = model.predict([tuple(p) for p in PAIRS])
+        for payload in ({"inputs": PAIRS},
+                        {"dataframe_split": {"columns": ["query", "document"], "data": PAIRS}},
+                        {"dataframe_records": [{"query": q, "document": d} for q, d in PAIRS]},
+                        {"inputs": {"query": [q for q, _ in PAIRS], "document": [d for _, d in PAIRS]}}):
+            np.testing.assert_allclose(_predictions(url, payload), want, atol=1e-5, err_msg=str(payload)[:80])
+        assert _predictions(url, {"inputs": []}) == []
+        return
+    dense = (lambda x: x.toarray()) if kind == "SparseEncoder" else (lambda x: x)
+    for payload in ({"inputs": TEXTS}, {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
+                    {"dataframe_records": [{"text": t} for t in TEXTS]}):
+        got = _predictions(url, payload)
+        if kind == "MultiVectorEncoder":  # one [tokens, dim] list per text
+            for row, want in zip(got, model.encode(TEXTS), strict=True):
+                np.testing.assert_allclose(row, want, atol=1e-5)
+        else:
+            np.testing.assert_allclose(got, dense(model.encode(TEXTS)), atol=1e-5, err_msg=str(payload)[:80])
+    for verb in ("encode_query", "encode_document"):
+        got = _predictions(url, {"inputs": TEXTS[:2], "params": {"verb": verb, "batch_size": 1}})
+        want = getattr(model, verb)(TEXTS[:2])
+        if kind == "MultiVectorEncoder":
+            want = [w.tolist() for w in want]
+            assert [np.asarray(g).shape for g in got] == [np.asarray(w).shape for w in want]
+            got, want = np.concatenate(got), np.concatenate(want)
+        np.testing.assert_allclose(got, dense(want), atol=1e-5, err_msg=verb)
+    if kind == "SentenceTransformer":
+        for precision in ("int8", "ubinary"):
+            got = _predictions(url, {"inputs": TEXTS, "params": {"precision": precision}})
+            np.testing.assert_array_equal(got, model.encode(TEXTS, precision=precision))
+        if model.manifest.verbs["encode"].image_route:  # texts and images, one per row
+            image = _image_base64()
+            got = _predictions(url, {"dataframe_records": [{"text": TEXTS[0]}, {"image": image}]})
+            want = model.encode([TEXTS[0], base64.b64decode(image)])
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    empty = _predictions(url, {"inputs": []})
+    assert empty == [] or np.asarray(empty).size == 0
+
+
+EMBEDDER_GARBAGE = {
+    "numbers": {"inputs": [1, 2]},
+    "a null among texts": {"inputs": ["a", None]},
+    "nested lists": {"inputs": [["nested"]]},
+    "a number in a frame": {"dataframe_records": [{"text": 5}]},
+    "a null in a frame": {"dataframe_split": {"columns": ["text"], "data": [[None]]}},
+    "an unknown verb": {"inputs": ["a"], "params": {"verb": "nope"}},
+    "a verb of another kind": {"inputs": ["a"], "params": {"verb": "predict"}},
+    "an option of the wrong type": {"inputs": ["a"], "params": {"batch_size": "many"}},
+    "a batch size of zero": {"inputs": ["a"], "params": {"batch_size": 0}},
+    "not JSON": b"{not json",
+}
+CROSS_ENCODER_GARBAGE = {
+    "numbers": {"inputs": [1, 2]},
+    "a pair of three": {"inputs": [["q", "d", "x"]]},
+    "a pair of one": {"inputs": [["q"]]},
+    "a null document": {"dataframe_split": {"columns": ["query", "document"], "data": [["q", None]]}},
+    "a number in a column": {"inputs": {"query": ["q"], "document": [3]}},
+    "columns of two lengths": {"inputs": {"query": ["q", "r"], "document": ["d"]}},
+    "one text": {"inputs": ["just a query"]},
+    "three columns": {"dataframe_split": {"columns": ["a", "b", "c"], "data": [["q", "d", "e"]]}},
+    "an option of the wrong type": {"inputs": PAIRS[:1], "params": {"batch_size": "many"}},
+    "not JSON": b"{not json",
+}
+
+
+# Refused by MLflow's server before the model sees them, in MLflow's words (several lines, the
+# input quoted back).
+MLFLOW_REFUSES = {"not JSON", "an option of the wrong type"}
+
+
+def test_bad_payloads_get_400_with_a_one_line_reason(served):
+    model, url = served
+    kind = model.manifest.chain_kind.value
+    garbage = dict(CROSS_ENCODER_GARBAGE if kind == "CrossEncoder" else EMBEDDER_GARBAGE)
+    if kind == "SentenceTransformer":
+        garbage["an unknown precision"] = {"inputs": ["a"], "params": {"precision": "int4"}}
+    for name, payload in garbage.items():
+        status, body = _post(url, payload)
+        assert status == 400 and "Traceback" not in body["message"], (name, status, body)
+        if name not in MLFLOW_REFUSES:  # the model's own reason, after MLflow's "Failed to predict data '...'."
+            reason = body["message"].rsplit("Error: ", 1)[-1].strip()
+            assert reason and "\n" not in reason, (name, body)
+    # and the server still answers good requests
+    assert len(_predictions(url, {"inputs": PAIRS if kind == "CrossEncoder" else TEXTS[:1]})) in (1, 3)
