@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("artifact", nargs="?", type=Path)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args()
-    artifact = args.artifact or _minilm()
+    artifact = args.artifact or minilm()
     texts = list(real_sentences())
     results: dict = {"artifact": artifact.name, "requests": REQUESTS}
     encode = load(artifact, threads=2).encode
@@ -66,7 +66,7 @@ def main() -> None:
             print(f"| {name} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
 
 
-def _minilm() -> Path:
+def minilm() -> Path:
     dist = ROOT / "dist" / "bench-speed" / "minilm"
     report = build_variant(model_path("minilm"), "all-MiniLM-L6-v2", "onnx", "fp32", dist)
     return dist / report["variants"][0]["name"]

@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Debian packages the tests use, where missing: PostgreSQL (the registry tests run an mlflow
-# server on it too) and Chromium (the HTML reports are rendered in it, headless).
+# server on it too), Chromium (the HTML reports are rendered in it, headless) and a Java runtime
+# (PySpark's local mode, for the spark_udf tests).
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo -n)
     "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"

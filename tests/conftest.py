@@ -9,10 +9,11 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,6 +137,15 @@ OPENVINO = {"mean", "max-dense-layernorm-normalize", "exclude-prompt", "qwen-las
 # One chain per kind is built through the CLI with its speed measured and its three reports
 # written (test_reports); the others skip both, which no test of theirs looks at.
 REPORTED = {"mean", "ce-3-labels", "splade-max"}
+
+
+def sparse_rows(rows: Iterable, dimension: int) -> np.ndarray:
+    """(indices, values) per text, as a served or Spark sparse embedding comes, as dense rows."""
+    rows = list(rows)
+    dense = np.zeros((len(rows), dimension), dtype=np.float32)
+    for row, (indices, values) in enumerate(rows):
+        dense[row, list(indices)] = values
+    return dense
 
 
 @pytest.fixture(scope="session")

@@ -382,8 +382,9 @@ def _next_breaking(installed: str) -> str:
 
 def signature(manifest: Manifest) -> Any:
     """Strings in, float32 rows out (int8/uint8 ones for those output precisions), with the verb
-    (encode, encode_query, encode_document) and the verb's options as parameters; for multi-vector
-    encoders one list of token vectors per text; for cross-encoders, (query, document) string
+    (encode, encode_query, encode_document) and the verb's options as parameters; for sparse
+    encoders ``indices`` and ``values`` per text; for multi-vector encoders one list of token
+    vectors per text; for cross-encoders, (query, document) string
     columns in, scores out. MLflow passes a request only the parameters declared here (each one,
     its default where the request has none) and drops, with a warning, any other."""
     import numpy as np
@@ -406,13 +407,13 @@ def signature(manifest: Manifest) -> Any:
     if manifest.chain_kind is ChainKind.MULTI_VECTOR_ENCODER:  # per text, its kept tokens' vectors
         return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(Array(DataType.float)))]),
                               params=params(*encoding, "normalize_embeddings"))
-    if manifest.chain_kind is ChainKind.SPARSE_ENCODER:
-        options = params(*encoding, "max_active_dims")
-    else:
-        options = params(*encoding, "normalize_embeddings", "truncate_dim", "precision")
+    if manifest.chain_kind is ChainKind.SPARSE_ENCODER:  # per text, its active dimensions and their weights
+        return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(DataType.long), "indices"),
+                                                          ColSpec(Array(DataType.float), "values")]),
+                              params=params(*encoding, "max_active_dims"))
     return ModelSignature(inputs=None,
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension or -1))]),
-                          params=options)
+                          params=params(*encoding, "normalize_embeddings", "truncate_dim", "precision"))
 
 
 # The parameters a request may set, as (MLflow data type, default): the loader's verb options of

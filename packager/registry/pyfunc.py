@@ -29,6 +29,7 @@ import os
 import stat
 import sys
 import tempfile
+import types
 import uuid
 from pathlib import Path
 
@@ -109,6 +110,33 @@ def import_loader(artifact: Path):
         finally:
             sys.pycache_prefix, sys.dont_write_bytecode = saved
     return module
+
+
+# Models this process loaded, by artifact directory, pinned manifest, threads and the size,
+# modification time and inode of every file: Spark's local mode calls mlflow.pyfunc.load_model
+# on the same directory for every task, and each load would check every file and build a new
+# session. Kept on a module of its own because MLflow runs this file anew, under a new name, on
+# every load; the oldest goes when LOADED_LIMIT are held.
+_LOADED: dict = sys.modules.setdefault("packager_pyfunc_loaded", types.ModuleType("packager_pyfunc_loaded")) \
+    .__dict__.setdefault("models", {})
+LOADED_LIMIT = 4
+
+
+def _file_stats(root: Path) -> tuple:
+    return tuple(sorted((str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+                        for path in root.rglob("*") if (st := path.lstat()) and not stat.S_ISDIR(st.st_mode)))
+
+
+def _spark_task_cpus():
+    """In a Spark task, the cores it was given (``spark.task.cpus``, 1 by default): every task
+    slot runs its own Python worker, so a session using all the machine's cores in each would
+    oversubscribe them. None elsewhere: the engine's own default."""
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    return task.cpus() if task is not None else None
 
 
 def _refuse(message: str) -> MlflowException:
@@ -232,19 +260,24 @@ class ArtifactModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):
-        root = Path(context.artifacts["artifact"])
-        pinned = (context.model_config or {}).get("manifest_sha256")
-        try:
-            check_before_import(root, pinned)
-        except RefusedArtifact as e:
-            raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
-        loader = import_loader(root)
-        self._invalid_input = loader.InvalidInputError
-        self.model = loader.load(root)
+        root = Path(context.artifacts["artifact"]).resolve()
+        config = context.model_config or {}
+        pinned, threads = config.get("manifest_sha256"), config.get("threads") or _spark_task_cpus()
+        key = (str(root), pinned, threads, _file_stats(root))
+        if key not in _LOADED:
+            try:
+                check_before_import(root, pinned)
+            except RefusedArtifact as e:
+                raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
+            loader = import_loader(root)
+            while len(_LOADED) >= LOADED_LIMIT:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[key] = (loader.InvalidInputError, loader.load(root, threads=threads))
+        self._invalid_input, self.model = _LOADED[key]
 
     def predict(self, context, model_input, params=None):
-        """Texts in, embeddings out (sparse ones as dense rows; for a multi-vector encoder, one
-        list of token vectors per text), by the verb in ``params`` (encode, encode_query or
+        """Texts in, embeddings out (sparse ones as ``indices`` and ``values`` columns; for a
+        multi-vector encoder, one list of token vectors per text), by the verb in ``params`` (encode, encode_query or
         encode_document) with its options (``precision``, ``batch_size``...), and texts and images
         (``items_of``) for a CLIP-style model; for cross-encoders, (query, document) pairs in (two
         columns, or a list of pairs), scores out."""
@@ -267,7 +300,12 @@ class ArtifactModel(PythonModel):
             raise _refuse(str(e)) from None
         if kind == "MultiVectorEncoder":  # ragged: [tokens, dim] per text
             return [matrix.tolist() for matrix in embeddings]
-        return embeddings.toarray() if kind == "SparseEncoder" else embeddings
+        if kind == "SparseEncoder":  # each text's active dimensions and their weights, as vector stores take them
+            import pandas as pd
+
+            return pd.DataFrame({"indices": [e.indices.tolist() for e in embeddings],
+                                 "values": [e.values.tolist() for e in embeddings]}, columns=["indices", "values"])
+        return embeddings
 
 
 mlflow.models.set_model(ArtifactModel())

@@ -195,3 +195,23 @@ def test_a_killed_pull_leaves_a_stage_that_the_next_pull_removes(store, tiny_art
     assert [p.name.startswith(".stage-") for p in out.iterdir()] == [True]
     assert main(["pull", "models:/pulled/1", "--out", str(out), "--tracking-uri", store.tracking_uri]) == 0
     assert [p.name for p in out.iterdir()] == ["mean-onnx-fp32"]
+
+
+def test_a_process_loads_a_version_once_and_checks_it_again_when_a_file_changes(store, tiny_artifacts, monkeypatch):
+    """Spark's local mode loads the same downloaded version for every task: the second load
+    reuses the first's checked model; a file changed in between (same size) is checked again
+    and refused."""
+    import mlflow
+    from mlflow.artifacts import download_artifacts
+
+    registered = store.register(tiny_artifacts["mean"], "cached")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
+    local = Path(download_artifacts(registered.model_uri))
+    first = mlflow.pyfunc.load_model(str(local)).unwrap_python_model().model
+    assert mlflow.pyfunc.load_model(str(local)).unwrap_python_model().model is first
+    (graph,) = [p for p in local.rglob("*.onnx")]
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="sha256|does not match"):
+        mlflow.pyfunc.load_model(str(local))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import sparse_rows
 from mlflow_servers import mlflow_server, model_server
 from packager.cli import main
 from packager.registry import CANDIDATE_ALIAS
@@ -84,23 +85,21 @@ def test_documented_payloads_answer_with_the_loaders_numbers(served):
             np.testing.assert_allclose(_predictions(url, payload), want, atol=1e-5, err_msg=str(payload)[:80])
         assert _predictions(url, {"inputs": []}) == []
         return
-    dense = (lambda x: x.toarray()) if kind == "SparseEncoder" else (lambda x: x)
+    def check(got: Any, want: Any, what: str) -> None:
+        if kind == "MultiVectorEncoder":  # one [tokens, dim] list per text
+            assert [np.asarray(g).shape for g in got] == [w.shape for w in want], what
+            got, want = np.concatenate(got), np.concatenate(want)
+        elif kind == "SparseEncoder":  # {"indices": [...], "values": [...]} per text
+            got = sparse_rows(((r["indices"], r["values"]) for r in got), want.dimension)
+            want = want.toarray()
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=what)
+
     for payload in ({"inputs": TEXTS}, {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
                     {"dataframe_records": [{"text": t} for t in TEXTS]}):
-        got = _predictions(url, payload)
-        if kind == "MultiVectorEncoder":  # one [tokens, dim] list per text
-            for row, want in zip(got, model.encode(TEXTS), strict=True):
-                np.testing.assert_allclose(row, want, atol=1e-5)
-        else:
-            np.testing.assert_allclose(got, dense(model.encode(TEXTS)), atol=1e-5, err_msg=str(payload)[:80])
+        check(_predictions(url, payload), model.encode(TEXTS), str(payload)[:80])
     for verb in ("encode_query", "encode_document"):
         got = _predictions(url, {"inputs": TEXTS[:2], "params": {"verb": verb, "batch_size": 1}})
-        want = getattr(model, verb)(TEXTS[:2])
-        if kind == "MultiVectorEncoder":
-            want = [w.tolist() for w in want]
-            assert [np.asarray(g).shape for g in got] == [np.asarray(w).shape for w in want]
-            got, want = np.concatenate(got), np.concatenate(want)
-        np.testing.assert_allclose(got, dense(want), atol=1e-5, err_msg=verb)
+        check(got, getattr(model, verb)(TEXTS[:2]), verb)
     if kind == "SentenceTransformer":
         for precision in ("int8", "ubinary"):
             got = _predictions(url, {"inputs": TEXTS, "params": {"precision": precision}})
