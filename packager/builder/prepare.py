@@ -18,6 +18,10 @@ from packager.validators.parity import ReferenceRuns, parity_calls, tasks_matter
 from packager.validators.report import inputs_digest
 from packager.validators.texts import calibration_inputs, probe_pairs, probe_texts, read_inputs
 
+# The fewest calibration texts the int8/uint8 output ranges are taken from; with fewer (a small
+# --calibration-data), none are recorded and those precisions ask for ranges= instead.
+RANGE_TEXTS = 64
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -60,7 +64,7 @@ def prepare(chain: ChainSpec, options: BuildOptions, *, extra: list, calibration
     check_chat_inputs(model, routes, verbs, [*inputs, *calibration])
     reference = ReferenceRuns(model)
     ranges = {}
-    if chain.kind is ChainKind.SENTENCE_TRANSFORMER:
+    if chain.kind is ChainKind.SENTENCE_TRANSFORMER and len(calibration) >= RANGE_TEXTS:
         with step(f"output ranges: the reference on {len(calibration)} calibration texts"):
             ranges = embedding_ranges(reference, verbs, calibration, tasks=tasks_matter(chain.all_modules(), routes))
     return Prepared(chain=chain, reference=reference, routes=routes, verbs=verbs, scoring=scoring,

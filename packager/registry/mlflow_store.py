@@ -381,7 +381,9 @@ def _next_breaking(installed: str) -> str:
 
 
 def signature(manifest: Manifest) -> Any:
-    """Strings in, float32 rows out (int8/uint8 ones for those output precisions), with the verb
+    """Strings in, float32 rows out (int8/uint8 rows for the int8, uint8, binary and ubinary
+    output precisions, ``ceil(dim / 8)`` wide for the last two: MLflow does not check outputs
+    against the signature), with the verb
     (encode, encode_query, encode_document) and the verb's options as parameters; for sparse
     encoders ``indices`` and ``values`` per text; for multi-vector encoders one list of token
     vectors per text; for cross-encoders, (query, document) string

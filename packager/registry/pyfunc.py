@@ -29,6 +29,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 import types
 import uuid
 from pathlib import Path
@@ -112,18 +113,30 @@ def import_loader(artifact: Path):
     return module
 
 
-# Models this process loaded, by artifact directory, pinned manifest, threads and the size,
-# modification time and inode of every file: Spark's local mode calls mlflow.pyfunc.load_model
-# on the same directory for every task, and each load would check every file and build a new
-# session. Kept on a module of its own because MLflow runs this file anew, under a new name, on
-# every load; the oldest goes when LOADED_LIMIT are held.
-_LOADED: dict = sys.modules.setdefault("packager_pyfunc_loaded", types.ModuleType("packager_pyfunc_loaded")) \
-    .__dict__.setdefault("models", {})
+# Models this process loaded, by artifact directory, pinned manifest, threads, the manifest's
+# own sha256 and every file's size, inode and modification and change times: Spark's local mode
+# calls mlflow.pyfunc.load_model on the same directory for every task, and each load would check
+# every file and build a new session. Kept on a module of its own because MLflow runs this file
+# anew, under a new name, on every load; the oldest goes when LOADED_LIMIT are held.
+_SHARED = sys.modules.setdefault("packager_pyfunc_loaded", types.ModuleType("packager_pyfunc_loaded")).__dict__
+_LOADED: dict = _SHARED.setdefault("models", {})
+_LOADED_LOCK = _SHARED.setdefault("lock", threading.Lock())
 LOADED_LIMIT = 4
 
 
+def _manifest_sha256(root: Path):
+    """The manifest's sha256 if it is a regular file of a manifest's size; None otherwise
+    (check_before_import then says what is wrong)."""
+    try:
+        st = (root / MANIFEST).lstat()
+        return _sha256(root / MANIFEST) if stat.S_ISREG(st.st_mode) and st.st_size <= MANIFEST_LIMIT else None
+    except OSError:
+        return None
+
+
 def _file_stats(root: Path) -> tuple:
-    return tuple(sorted((str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    """Each file's size, inode and times; the change time (ctime) is one no process can set back."""
+    return tuple(sorted((str(path), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
                         for path in root.rglob("*") if (st := path.lstat()) and not stat.S_ISDIR(st.st_mode)))
 
 
@@ -263,17 +276,20 @@ class ArtifactModel(PythonModel):
         root = Path(context.artifacts["artifact"]).resolve()
         config = context.model_config or {}
         pinned, threads = config.get("manifest_sha256"), config.get("threads") or _spark_task_cpus()
-        key = (str(root), pinned, threads, _file_stats(root))
-        if key not in _LOADED:
-            try:
-                check_before_import(root, pinned)
-            except RefusedArtifact as e:
-                raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
-            loader = import_loader(root)
-            while len(_LOADED) >= LOADED_LIMIT:
-                _LOADED.pop(next(iter(_LOADED)))
-            _LOADED[key] = (loader.InvalidInputError, loader.load(root, threads=threads))
-        self._invalid_input, self.model = _LOADED[key]
+        key = (str(root), pinned, threads, _manifest_sha256(root), _file_stats(root))
+        with _LOADED_LOCK:
+            loaded = _LOADED.get(key)
+            if loaded is None:
+                try:
+                    check_before_import(root, pinned)
+                except RefusedArtifact as e:
+                    raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
+                loader = import_loader(root)
+                loaded = (loader.InvalidInputError, loader.load(root, threads=threads))
+                while len(_LOADED) >= LOADED_LIMIT:
+                    _LOADED.pop(next(iter(_LOADED)))
+                _LOADED[key] = loaded
+        self._invalid_input, self.model = loaded
 
     def predict(self, context, model_input, params=None):
         """Texts in, embeddings out (sparse ones as ``indices`` and ``values`` columns; for a

@@ -106,6 +106,9 @@ class EmbeddingModel(Model):
         recorded = self.manifest.embedding_ranges.get(verb)
         if recorded is None:
             return None
+        if self.manifest.verbs[verb].image_route is not None:
+            raise InvalidInputError("int8/uint8 on a text-and-image model needs ranges=: the recorded ranges are of "
+                                    "text embeddings, and its images' embeddings lie elsewhere")
         normalizes = any(m.kind is ModuleKind.NORMALIZE for m in self.manifest.modules)
         if normalize_embeddings and not (normalizes and truncate_dim is None):
             raise InvalidInputError("int8/uint8 with normalize_embeddings=True on this model needs ranges= of "

@@ -53,6 +53,9 @@ def test_scalar_precisions_match_quantize_embeddings_with_the_recorded_ranges(pr
     # one text alone gets the codes it gets in a batch (sentence-transformers' default ranges,
     # the batch's own, cannot quantize one text at all)
     np.testing.assert_array_equal(model.encode(TEXTS[5], precision=precision), got[5])
+    # Matryoshka truncation first, as in sentence-transformers: the ranges are cut to match
+    _close_codes(model.encode(TEXTS, precision=precision, truncate_dim=16),
+                 quantize_embeddings(reference.encode(TEXTS)[:, :16], precision=precision, ranges=ranges[:, :16]))
     # the caller's own ranges replace the recorded ones
     own = ranges + np.array([[-1.0], [1.0]])  # wider by 1 each way
     _close_codes(model.encode(TEXTS, precision=precision, ranges=own.tolist()),
@@ -82,6 +85,10 @@ def test_bad_precisions_and_ranges_are_refused(pair, tiny_artifacts):
     # the recorded ranges are of this model's raw outputs, not of normalized ones
     with pytest.raises(InvalidInputError, match="normalize_embeddings"):
         model.encode(TEXTS[:2], precision="int8", normalize_embeddings=True)
+    # a text-and-image model's recorded ranges are of texts: its images need the caller's
+    clip = load(tiny_artifacts["clip"])
+    with pytest.raises(InvalidInputError, match="text-and-image"):
+        clip.encode(TEXTS[:2], precision="uint8")
     normalizing = load(tiny_artifacts["mean-normalize"])
     assert normalizing.encode(TEXTS[:2], precision="int8", normalize_embeddings=True).dtype == np.int8
     assert model.encode([], precision="ubinary").shape == (0, model.get_sentence_embedding_dimension() // 8)
