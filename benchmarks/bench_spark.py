@@ -2,9 +2,12 @@
 a registered version (``env_manager="local"``, PySpark local mode with 1 and with 2 cores, the
 rows in 8 partitions, written to Spark's ``noop`` sink), once the workers are warm (the job run
 once before the timed runs; the median of 3), beside the loader alone on the same texts (batch
-32, 1 and 2 threads). The target: Spark at least 70 % of the loader's rows/s per core.
+32, 1 and 2 threads). The target: Spark at least 70 % of the loader's rows/s per core. With two
+cores it also times the same job at each of ``--arrow-batches`` rows per Arrow batch
+(``spark.sql.execution.arrow.maxRecordsPerBatch``; Spark's default, 10000, gives each partition
+one batch here): each batch is one call of the pyfunc.
 
-    .venv/bin/python benchmarks/bench_spark.py [ARTIFACT] [--rows N] [--out FILE]
+    .venv/bin/python benchmarks/bench_spark.py [ARTIFACT] [--rows N] [--arrow-batches 32,128] [--out FILE]
 
 ARTIFACT defaults to all-MiniLM-L6-v2's ONNX fp32 build in dist/bench-speed/minilm (built there if
 missing); it is registered in a throwaway SQLite registry.
@@ -36,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", nargs="?", type=Path)
     parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--arrow-batches", type=lambda v: [int(n) for n in v.split(",")], default=[32, 128])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "spark.json")
     args = parser.parse_args()
     artifact = args.artifact or minilm()
@@ -52,10 +56,11 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
         uri = MlflowStore(os.environ["MLFLOW_TRACKING_URI"]).register(artifact, "batch").model_uri
         for cores in (1, 2):
-            results[f"spark_udf, local[{cores}]"] = _spark(uri, texts, cores)
-    for cores in (1, 2):
-        row = results[f"spark_udf, local[{cores}]"]
-        row["of_loader_per_core"] = round(row["rows_per_s"] / (cores * results["loader, 1 thread(s)"]["rows_per_s"]), 3)
+            results.update(_spark(uri, texts, cores, args.arrow_batches if cores == 2 else []))
+    per_core = results["loader, 1 thread(s)"]["rows_per_s"]
+    for name, row in results.items():
+        if name.startswith("spark_udf"):
+            row["of_loader_per_core"] = round(row["rows_per_s"] / ((2 if "local[2]" in name else 1) * per_core), 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("| run | rows/s | of the loader's rows/s per core |\n|---|---|---|")
@@ -64,7 +69,9 @@ def main() -> None:
             print(f"| {name} | {row['rows_per_s']:.1f} | {row.get('of_loader_per_core', '')} |")
 
 
-def _spark(uri: str, texts: list[str], cores: int) -> dict:
+def _spark(uri: str, texts: list[str], cores: int, arrow_batches: list[int]) -> dict:
+    """``spark_udf, local[cores]`` at Spark's default Arrow batch size, then at each of
+    ``arrow_batches``."""
     import mlflow
     import pandas as pd
     from pyspark.sql import SparkSession
@@ -78,11 +85,18 @@ def _spark(uri: str, texts: list[str], cores: int) -> dict:
         frame = spark.createDataFrame(pd.DataFrame({"text": texts})).repartition(PARTITIONS).cache()
         frame.count()
         job = frame.select(udf("text").alias("embedding"))
+
+        def run() -> None:
+            job.write.format("noop").mode("overwrite").save()
+
         started = time.perf_counter()
-        job.write.format("noop").mode("overwrite").save()  # the first run: workers start, models load
+        run()  # the first run: workers start, models load
         first = time.perf_counter() - started
-        row = _median(lambda: job.write.format("noop").mode("overwrite").save(), len(texts))
-        return {**row, "first_run_s": round(first, 1)}
+        rows = {f"spark_udf, local[{cores}]": {**_median(run, len(texts)), "first_run_s": round(first, 1)}}
+        for size in arrow_batches:
+            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(size))
+            rows[f"spark_udf, local[{cores}], Arrow batches of {size}"] = _median(run, len(texts))
+        return rows
     finally:
         spark.stop()
 

@@ -64,7 +64,8 @@ def prepare(chain: ChainSpec, options: BuildOptions, *, extra: list, calibration
     check_chat_inputs(model, routes, verbs, [*inputs, *calibration])
     reference = ReferenceRuns(model)
     ranges = {}
-    if chain.kind is ChainKind.SENTENCE_TRANSFORMER and len(calibration) >= RANGE_TEXTS:
+    embeds = chain.kind in (ChainKind.SENTENCE_TRANSFORMER, ChainKind.MULTI_VECTOR_ENCODER)
+    if embeds and len(calibration) >= RANGE_TEXTS:
         with step(f"output ranges: the reference on {len(calibration)} calibration texts"):
             ranges = embedding_ranges(reference, verbs, calibration, tasks=tasks_matter(chain.all_modules(), routes))
     return Prepared(chain=chain, reference=reference, routes=routes, verbs=verbs, scoring=scoring,
@@ -75,8 +76,9 @@ def prepare(chain: ChainSpec, options: BuildOptions, *, extra: list, calibration
 def embedding_ranges(reference: ReferenceRuns, verbs: dict[str, VerbSpec], texts: list, *,
                      tasks: bool) -> dict[str, EmbeddingRanges]:
     """Each verb's per-dimension minima and maxima over its reference embeddings of ``texts``
-    (verbs that make the same call, once): where the int8/uint8 output precisions put their
-    buckets, the same for every variant of the build and every request."""
+    (a multi-vector encoder's: over every token vector it keeps; verbs that make the same call,
+    once): where the int8/uint8 output precisions put their buckets, the same for every variant of
+    the build and every request."""
     import numpy as np
 
     model = reference.model
@@ -85,7 +87,8 @@ def embedding_ranges(reference: ReferenceRuns, verbs: dict[str, VerbSpec], texts
     made: dict[tuple, EmbeddingRanges] = {}
     for call in plain:
         if call.key not in made:
-            embeddings = np.asarray(reference(call.verb_name, texts, batch_size=32), dtype=np.float32)
+            outputs = reference(call.verb_name, texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
+            embeddings = np.concatenate([np.atleast_2d(o) for o in outputs]).astype(np.float32)  # vectors, by row
             made[call.key] = EmbeddingRanges(minimum=tuple(embeddings.min(axis=0).tolist()),
                                              maximum=tuple(embeddings.max(axis=0).tolist()))
     return {call.verb_name: made[call.key] for call in plain}

@@ -383,12 +383,12 @@ def _next_breaking(installed: str) -> str:
 def signature(manifest: Manifest) -> Any:
     """Strings in, float32 rows out (int8/uint8 rows for the int8, uint8, binary and ubinary
     output precisions, ``ceil(dim / 8)`` wide for the last two: MLflow does not check outputs
-    against the signature), with the verb
-    (encode, encode_query, encode_document) and the verb's options as parameters; for sparse
-    encoders ``indices`` and ``values`` per text; for multi-vector encoders one list of token
-    vectors per text; for cross-encoders, (query, document) string
-    columns in, scores out. MLflow passes a request only the parameters declared here (each one,
-    its default where the request has none) and drops, with a warning, any other."""
+    against the signature), with the verb (encode, encode_query, encode_document) and the verb's
+    options as parameters; for sparse encoders ``indices`` and ``values`` per text; for
+    multi-vector encoders one list of token vectors per text (in the precision asked for too); for
+    cross-encoders, (query, document) string columns in, scores out. MLflow passes a request only
+    the parameters declared here (each one, its default where the request has none) and drops,
+    with a warning, any other."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import DataType, ParamSchema, ParamSpec, Schema, TensorSpec
@@ -408,7 +408,7 @@ def signature(manifest: Manifest) -> Any:
     encoding = ("verb", "batch_size", "prompt_name", "prompt")
     if manifest.chain_kind is ChainKind.MULTI_VECTOR_ENCODER:  # per text, its kept tokens' vectors
         return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(Array(DataType.float)))]),
-                              params=params(*encoding, "normalize_embeddings"))
+                              params=params(*encoding, "normalize_embeddings", "precision"))
     if manifest.chain_kind is ChainKind.SPARSE_ENCODER:  # per text, its active dimensions and their weights
         return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(DataType.long), "indices"),
                                                           ColSpec(Array(DataType.float), "values")]),

@@ -10,9 +10,9 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .inputs import check_positive
-from .manifest import Manifest, ModuleKind, OutputMeaning, Similarity
+from .manifest import Manifest, OutputMeaning, Similarity
 from .model import Model, Unsupported
-from .precision import check_precision, quantize
+from .precision import check_precision, quantize, recorded_ranges
 from .similarity import similarity
 
 
@@ -87,7 +87,7 @@ class EmbeddingModel(Model):
         if precision != "float32" and meaning is OutputMeaning.TOKEN_EMBEDDINGS:
             raise InvalidInputError("precision applies to sentence embeddings, not token embeddings")
         if ranges is None and precision.endswith("int8"):
-            ranges = self._ranges(verb, normalize_embeddings, truncate_dim)
+            ranges = recorded_ranges(self.manifest, verb, normalize_embeddings, truncate_dim)
         rows, single = self._embed(inputs, verb, meaning, prompt_name=prompt_name, prompt=prompt,
                                    batch_size=batch_size, fetch_urls=fetch_urls, image_strings=image_strings)
         if meaning is OutputMeaning.TOKEN_EMBEDDINGS:
@@ -98,19 +98,3 @@ class EmbeddingModel(Model):
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         embeddings = quantize(embeddings, precision, ranges)
         return embeddings[0] if single else embeddings
-
-    def _ranges(self, verb: str, normalize_embeddings: bool, truncate_dim: int | None) -> np.ndarray | None:
-        """The build-time ranges of ``verb``'s embeddings, cut to ``truncate_dim``: they describe
-        the chain's own outputs, so they hold after ``normalize_embeddings`` only if the chain
-        normalizes already and nothing was truncated."""
-        recorded = self.manifest.embedding_ranges.get(verb)
-        if recorded is None:
-            return None
-        if self.manifest.verbs[verb].image_route is not None:
-            raise InvalidInputError("int8/uint8 on a text-and-image model needs ranges=: the recorded ranges are of "
-                                    "text embeddings, and its images' embeddings lie elsewhere")
-        normalizes = any(m.kind is ModuleKind.NORMALIZE for m in self.manifest.modules)
-        if normalize_embeddings and not (normalizes and truncate_dim is None):
-            raise InvalidInputError("int8/uint8 with normalize_embeddings=True on this model needs ranges= of "
-                                    "normalized embeddings: the recorded ranges are of its outputs as they are")
-        return np.array([recorded.minimum, recorded.maximum], dtype=np.float32)[:, :truncate_dim]

@@ -1,7 +1,9 @@
 """Embeddings in the precisions vector stores take, as sentence-transformers' ``encode(precision=...)``
 and ``quantize_embeddings`` make them: ``float32``; ``int8`` and ``uint8``, each dimension cut
 into 256 buckets between a minimum and a maximum; ``binary`` and ``ubinary``, the signs packed
-eight dimensions to a byte.
+eight dimensions to a byte. A multi-vector encoder's token vectors are quantized each as one
+embedding, with its verbs' ranges over all calibration tokens (sentence-transformers'
+``MultiVectorEncoder.encode`` has no precision; vector stores that take multi-vectors take these).
 
 The int8/uint8 ranges are the artifact's own, recorded at build time from the torch reference's
 embeddings of the calibration texts (``Manifest.embedding_ranges``), or the caller's. Not the
@@ -14,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidInputError
+from .manifest import Manifest, ModuleKind
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
@@ -47,3 +50,21 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None) 
     steps = np.where(steps == 0, 1, steps)
     buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
     return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+
+
+def recorded_ranges(manifest: Manifest, verb: str, normalize_embeddings: bool,
+                    truncate_dim: int | None = None) -> np.ndarray | None:
+    """The build-time ranges of ``verb``'s embeddings, cut to ``truncate_dim``: they describe the
+    chain's own outputs, so they hold after ``normalize_embeddings`` only if the chain normalizes
+    already and nothing was truncated. None where the artifact records none."""
+    recorded = manifest.embedding_ranges.get(verb)
+    if recorded is None:
+        return None
+    if manifest.verbs[verb].image_route is not None:
+        raise InvalidInputError("int8/uint8 on a text-and-image model needs ranges=: the recorded ranges are of "
+                                "text embeddings, and its images' embeddings lie elsewhere")
+    normalizes = any(m.kind is ModuleKind.NORMALIZE for m in manifest.modules)
+    if normalize_embeddings and not (normalizes and truncate_dim is None):
+        raise InvalidInputError("int8/uint8 with normalize_embeddings=True on this model needs ranges= of "
+                                "normalized embeddings: the recorded ranges are of its outputs as they are")
+    return np.array([recorded.minimum, recorded.maximum], dtype=np.float32)[:, :truncate_dim]

@@ -16,17 +16,22 @@ CAPTIONS = ("a portrait photograph of a woman in a naval uniform", "the matplotl
             "a black and white photograph", "a tiny icon", "a diagram with text")
 
 
+def real_image_files() -> list[Path]:
+    """The real images' files (one JPEG, two PNGs)."""
+    from matplotlib import get_data_path
+
+    return [Path(get_data_path()) / "sample_data" / name for name in _REAL]
+
+
 def real_images() -> dict[str, Any]:
     """The real images, decoded (RGB and RGBA, as they ship)."""
-    from matplotlib import get_data_path
     from PIL import Image
 
-    folder = Path(get_data_path()) / "sample_data"
     images = {}
-    for name in _REAL:
-        with Image.open(folder / name) as image:
+    for path in real_image_files():
+        with Image.open(path) as image:
             image.load()
-            images[name] = image.copy()
+            images[path.name] = image.copy()
     return images
 
 

@@ -80,12 +80,35 @@ def test_spark_udf_gives_the_loaders_numbers_row_by_row(name, spark, store, tiny
     np.testing.assert_allclose(np.asarray(got, dtype=np.float32), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("precision", ["int8", "ubinary"])
-def test_spark_udf_takes_the_output_precision(precision, spark, store, tiny_artifacts, monkeypatch):
+@pytest.mark.parametrize(("name", "precision"), [("mean", "int8"), ("mean", "ubinary"), ("mv-skiplist", "int8")])
+def test_spark_udf_takes_the_output_precision(name, precision, spark, store, tiny_artifacts, monkeypatch):
     import pandas as pd
 
-    artifact = tiny_artifacts["mean"]
-    udf = _udf(spark, store, monkeypatch, artifact, "mean", "array<int>", verb="encode_query", precision=precision)
+    artifact = tiny_artifacts[name]
+    result_type = "array<array<int>>" if name.startswith("mv-") else "array<int>"
+    udf = _udf(spark, store, monkeypatch, artifact, name, result_type, verb="encode_query", precision=precision)
     frame = spark.createDataFrame(pd.DataFrame({"id": range(400), "text": TEXTS[:400]})).repartition(3)
-    want = load(artifact).encode_query(TEXTS[:400], precision=precision)
-    np.testing.assert_array_equal(np.asarray(_collect(frame, udf("text"))), want.astype(np.int32))
+    got, want = _collect(frame, udf("text")), load(artifact).encode_query(TEXTS[:400], precision=precision)
+    if name.startswith("mv-"):  # one [tokens, dim] array of codes per text
+        assert [np.asarray(g).shape for g in got] == [w.shape for w in want]
+        got, want = np.concatenate(got), np.concatenate(want)
+    np.testing.assert_array_equal(np.asarray(got), want.astype(np.int32))
+
+
+def test_spark_udf_embeds_a_clip_models_texts_and_image_files(spark, store, tiny_artifacts, monkeypatch):
+    """A CLIP-style model over a struct of a text column and an image column of file bytes (what
+    ``spark.read.format("binaryFile")`` gives as ``content``), one of them set per row."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from packager.validators.images import real_image_files
+
+    files = [path.read_bytes() for path in real_image_files()]
+    items = [files[i % len(files)] if i % 5 == 0 else TEXTS[i] for i in range(300)]  # every fifth row an image
+    artifact = tiny_artifacts["clip"]
+    udf = _udf(spark, store, monkeypatch, artifact, "clip", "array<float>")
+    frame = spark.createDataFrame(pd.DataFrame({
+        "id": range(len(items)), "text": [None if isinstance(i, bytes) else i for i in items],
+        "image": [i if isinstance(i, bytes) else None for i in items]})).repartition(3)
+    got = _collect(frame, udf(F.struct("text", "image")))
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float32), load(artifact).encode(items), atol=1e-5)

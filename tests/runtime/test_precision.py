@@ -92,3 +92,51 @@ def test_bad_precisions_and_ranges_are_refused(pair, tiny_artifacts):
     normalizing = load(tiny_artifacts["mean-normalize"])
     assert normalizing.encode(TEXTS[:2], precision="int8", normalize_embeddings=True).dtype == np.int8
     assert model.encode([], precision="ubinary").shape == (0, model.get_sentence_embedding_dimension() // 8)
+
+
+@pytest.fixture(scope="module")
+def multi_vector(tiny_chains, tiny_artifacts):
+    """A tiny multi-vector encoder whose queries and documents differ (prompts, [MASK] expansion)."""
+    from sentence_transformers import MultiVectorEncoder
+
+    return load(tiny_artifacts["mv-expansion"]), MultiVectorEncoder(str(tiny_chains["mv-expansion"]), device="cpu")
+
+
+@pytest.mark.parametrize("verb", ["encode_query", "encode_document"])
+def test_multi_vector_tokens_are_quantized_as_sentence_embeddings_are(verb, multi_vector):
+    """Each token vector, as ``quantize_embeddings`` quantizes one embedding, with the verb's own
+    ranges over every token the reference keeps of the calibration texts."""
+    from sentence_transformers.util import quantize_embeddings
+
+    model, reference = multi_vector
+    calibration = np.concatenate(getattr(reference, verb)(calibration_inputs(pairs=False), convert_to_numpy=True))
+    spec = model.manifest.embedding_ranges[verb]
+    np.testing.assert_allclose(spec.minimum, calibration.min(axis=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(spec.maximum, calibration.max(axis=0), rtol=0, atol=1e-6)
+    want_rows = getattr(reference, verb)(TEXTS, convert_to_numpy=True)
+    for precision in ("int8", "uint8", "binary", "ubinary"):
+        got = getattr(model, verb)(TEXTS, precision=precision)
+        assert [len(g) for g in got] == [len(w) for w in want_rows]  # the same tokens, text by text
+        ranges = np.array([spec.minimum, spec.maximum]) if precision.endswith("int8") else None
+        _close_codes(np.concatenate(got), quantize_embeddings(np.concatenate(want_rows), precision=precision,
+                                                              ranges=ranges))
+        np.testing.assert_array_equal(getattr(model, verb)(TEXTS[3], precision=precision), got[3])
+
+
+def test_multi_vector_precisions_keep_each_verbs_ranges_and_refuse_what_they_do_not_describe(multi_vector,
+                                                                                              tiny_artifacts):
+    model, _ = multi_vector
+    recorded = model.manifest.embedding_ranges
+    assert set(recorded) == {"encode", "encode_query", "encode_document"}
+    # queries carry their prompt and [MASK] expansion tokens: their ranges are their own
+    assert recorded["encode_query"] != recorded["encode_document"]
+    with pytest.raises(InvalidInputError, match="normalize_embeddings"):  # this chain does not normalize
+        model.encode_query(TEXTS[:2], precision="int8", normalize_embeddings=True)
+    with pytest.raises(InvalidInputError, match="precision must be one of"):
+        model.encode_document(TEXTS[:2], precision="fp8")
+    with pytest.raises(InvalidInputError, match="ranges must be"):
+        model.encode_document([], precision="uint8", ranges=[[0.0], [1.0]])
+    assert model.encode_document([], precision="binary") == []
+    normalizing = load(tiny_artifacts["mv-normalize"])
+    codes = normalizing.encode_query(TEXTS[:2], precision="int8", normalize_embeddings=True)
+    assert [c.dtype for c in codes] == [np.int8, np.int8]
