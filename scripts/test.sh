@@ -18,4 +18,6 @@ fi
 echo "== lint (ruff) and types (mypy)"
 .venv/bin/ruff check packager tests benchmarks scripts
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (PYTEST_WORKERS=0 runs in one process): a file's tests run in one worker, and the
+# tiny chains' builds and the torch-free venvs are made once and shared (tests/conftest.py).
+exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

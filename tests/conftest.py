@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,34 +149,66 @@ def sparse_rows(rows: Iterable, dimension: int) -> np.ndarray:
     return dense
 
 
+def shared_root(tmp_path_factory) -> Path:
+    """A directory of this test run that every pytest-xdist worker sees (each worker's own
+    temporary directory is one level down)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def made_once(path: Path) -> Iterator[bool]:
+    """Under ``path``'s lock (held across processes and threads): yields whether ``path`` still
+    has to be made; it counts as made once the block ends without an error."""
+    from filelock import FileLock
+
+    done = path.with_name(path.name + ".done")
+    with FileLock(path.with_name(path.name + ".lock"), thread_local=False):
+        todo = not done.exists()
+        if todo and path.exists():  # a half-made one, from a worker that failed
+            shutil.rmtree(path)
+        yield todo
+        if todo:
+            done.touch()
+
+
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory) -> Backbones:
-    root = tmp_path_factory.mktemp("backbones")
-    return Backbones(
-        bert=tm.save_tiny_bert(root / "bert"), bert2=tm.save_tiny_bert(root / "bert2", seed=5),
-        bert_default_init=tm.save_tiny_bert(root / "bert_default_init", initializer_range=0.02),
-        roberta=tm.save_tiny_roberta(root / "roberta"), modernbert=tm.save_tiny_modernbert(root / "modernbert"),
-        mlm=tm.save_tiny_bert(root / "mlm", head="mlm"),
-        classifier=tm.save_tiny_bert(root / "classifier", head="classifier"),
-        classifier3=tm.save_tiny_bert(root / "classifier3", head="classifier", num_labels=3),
-        qwen=tm.save_tiny_qwen(root / "qwen"), qwen_lm=tm.save_tiny_qwen(root / "qwen_lm", causal_lm=True),
-        chat_lm=tm.save_tiny_chat_qwen(root / "chat_lm", template=tm.RERANK_TEMPLATE, head="causal"),
-        chat_classifier=tm.save_tiny_chat_qwen(root / "chat_classifier", template=tm.CLASSIFIER_TEMPLATE,
-                                               head="classifier"),
-        chat_embedder=tm.save_tiny_chat_qwen(root / "chat_embedder", template=tm.EMBEDDER_TEMPLATE),
-    )
+    root = shared_root(tmp_path_factory) / "backbones"
+    made = Backbones(**{field: root / field for field in Backbones.__dataclass_fields__})
+    with made_once(root) as todo:
+        if todo:
+            tm.save_tiny_bert(made.bert)
+            tm.save_tiny_bert(made.bert2, seed=5)
+            tm.save_tiny_bert(made.bert_default_init, initializer_range=0.02)
+            tm.save_tiny_roberta(made.roberta)
+            tm.save_tiny_modernbert(made.modernbert)
+            tm.save_tiny_bert(made.mlm, head="mlm")
+            tm.save_tiny_bert(made.classifier, head="classifier")
+            tm.save_tiny_bert(made.classifier3, head="classifier", num_labels=3)
+            tm.save_tiny_qwen(made.qwen)
+            tm.save_tiny_qwen(made.qwen_lm, causal_lm=True)
+            tm.save_tiny_chat_qwen(made.chat_lm, template=tm.RERANK_TEMPLATE, head="causal")
+            tm.save_tiny_chat_qwen(made.chat_classifier, template=tm.CLASSIFIER_TEMPLATE, head="classifier")
+            tm.save_tiny_chat_qwen(made.chat_embedder, template=tm.EMBEDDER_TEMPLATE)
+    return made
 
 
 @pytest.fixture(scope="session")
 def tiny_chains(tmp_path_factory, backbones) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("chains")
-    return {name: save(root / name, backbones) for name, save in TINY_CHAINS.items()}
+    root = shared_root(tmp_path_factory) / "chains"
+    with made_once(root) as todo:
+        if todo:
+            for name, save in TINY_CHAINS.items():
+                save(root / name, backbones)
+    return {name: root / name for name in TINY_CHAINS}
 
 
 class TinyBuilds:
     """Each tiny chain's fp32 artifacts, built the first time a test asks for one: ONNX, and
-    OpenVINO for the chains in OPENVINO, in one build (one reference, shared by both). Tests
-    that ask from several threads at once get one build each, one after the other."""
+    OpenVINO for the chains in OPENVINO, in one build (one reference, shared by both). Built
+    once per test run: tests that ask from several threads, or pytest-xdist workers, at once
+    get one build each, one after the other."""
 
     def __init__(self, out: Path, chains: dict[str, Path]) -> None:
         self.out, self._chains, self._built = out, chains, set()
@@ -186,7 +219,11 @@ class TinyBuilds:
             raise KeyError(f"{name} has no OpenVINO build; add it to conftest.OPENVINO if a test compares it")
         with self._lock:
             if name not in self._built:
-                self._build(name)
+                self.out.mkdir(exist_ok=True)
+                with made_once(self.out / f".{name}") as todo:
+                    if todo:
+                        self._build(name)
+                self._built.add(name)
         return self.out / f"{name}-{fmt}-fp32"
 
     def _build(self, name: str) -> None:
@@ -199,7 +236,6 @@ class TinyBuilds:
             options = BuildOptions(formats=tuple(Format(f) for f in formats.split(",")), out=self.out, name=name,
                                    trust_remote_code=bool(trust), measure_speed=False, write_reports=False)
             build(str(self._chains[name]), options)
-        self._built.add(name)
 
 
 class _Artifacts(Mapping):
@@ -220,7 +256,7 @@ class _Artifacts(Mapping):
 
 @pytest.fixture(scope="session")
 def tiny_builds(tmp_path_factory, tiny_chains) -> TinyBuilds:
-    return TinyBuilds(tmp_path_factory.mktemp("dist"), tiny_chains)
+    return TinyBuilds(shared_root(tmp_path_factory) / "dist", tiny_chains)
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +306,7 @@ def minilm_path() -> Path:
 def runtime_python(tmp_path_factory) -> Path:
     """A virtual environment with only the runtime's dependencies (no torch, no transformers, no
     packager), installed offline from wheels that scripts/setup.sh downloaded."""
-    return _offline_venv(tmp_path_factory.mktemp("runtime-venv"), RUNTIME_PACKAGES)
+    return _offline_venv(shared_root(tmp_path_factory) / "runtime-venv", RUNTIME_PACKAGES)
 
 
 @pytest.fixture(scope="session")
@@ -278,15 +314,19 @@ def serving_python(tmp_path_factory) -> Path:
     """What a model service has: the runtime's dependencies (with those of chat templates and
     images) plus mlflow (mlflow-skinny, the client, and pandas for pyfunc inputs); no torch, no
     packager."""
-    return _offline_venv(tmp_path_factory.mktemp("serving-venv"),
+    return _offline_venv(shared_root(tmp_path_factory) / "serving-venv",
                          (*RUNTIME_PACKAGES, *CHAT_PACKAGES, *IMAGE_PACKAGES, *SERVING_PACKAGES))
 
 
 def _offline_venv(root: Path, packages: tuple[str, ...]) -> Path:
+    """The venv at ``root``, made once per test run."""
     if not any(RUNTIME_WHEELS.glob("mlflow_skinny-*.whl")):
         pytest.fail(f"no runtime wheels in {RUNTIME_WHEELS}; run scripts/setup.sh first")
-    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(RUNTIME_WHEELS),
-                    *packages], check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    with made_once(root) as todo:
+        if todo:
+            subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                            str(RUNTIME_WHEELS), *packages],
+                           check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
     return python
