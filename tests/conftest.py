@@ -150,16 +150,17 @@ def sparse_rows(rows: Iterable, dimension: int) -> np.ndarray:
 
 
 def shared_root(tmp_path_factory) -> Path:
-    """A directory of this test run that every pytest-xdist worker sees (each worker's own
-    temporary directory is one level down)."""
+    """A directory of this test run that every pytest-xdist worker sees: the run's own temporary
+    directory, each worker's being one level down in it (``popen-gw0``...)."""
     base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return base.parent if base.name.startswith("popen-gw") else base
 
 
 @contextmanager
 def made_once(path: Path) -> Iterator[bool]:
-    """Under ``path``'s lock (held across processes and threads): yields whether ``path`` still
-    has to be made; it counts as made once the block ends without an error."""
+    """Under ``path``'s lock (held across processes and threads): yields whether ``path`` (a
+    directory, or only the name of what is made) still has to be made, and removes what a failed
+    attempt left at ``path``; it counts as made once the block ends without an error."""
     from filelock import FileLock
 
     done = path.with_name(path.name + ".done")

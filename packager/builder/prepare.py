@@ -88,9 +88,10 @@ def embedding_ranges(reference: ReferenceRuns, verbs: dict[str, VerbSpec], texts
     for call in plain:
         if call.key not in made:
             outputs = reference(call.verb_name, texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
-            embeddings = np.concatenate([np.atleast_2d(o) for o in outputs]).astype(np.float32)  # vectors, by row
-            made[call.key] = EmbeddingRanges(minimum=tuple(embeddings.min(axis=0).tolist()),
-                                             maximum=tuple(embeddings.max(axis=0).tolist()))
+            rows = [r for r in (np.atleast_2d(o) for o in outputs) if len(r)]  # vectors, or [tokens, dim] matrices
+            low, high = np.min([r.min(axis=0) for r in rows], axis=0), np.max([r.max(axis=0) for r in rows], axis=0)
+            made[call.key] = EmbeddingRanges(minimum=tuple(low.astype(np.float32).tolist()),
+                                             maximum=tuple(high.astype(np.float32).tolist()))
     return {call.verb_name: made[call.key] for call in plain}
 
 

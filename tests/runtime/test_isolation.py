@@ -51,7 +51,7 @@ def test_artifact_loads_and_encodes_in_a_torch_free_environment(fmt, runtime_pyt
     np.testing.assert_allclose(np.array(data["embeddings"]), expected, atol=1e-6)
 
 
-@pytest.mark.slow  # pip uninstalls and reinstalls jinja2 in the runtime venv (30-37 s): run by .ci/run
+@pytest.mark.slow  # pip installs jinja2 apart from the runtime venv (30-37 s): run by .ci/run
 def test_chat_artifacts_need_jinja2_and_then_match_in_a_torch_free_environment(runtime_python, tiny_artifacts,
                                                                               tiny_openvino, tmp_path):
     """In the runtime's environment, a chat-template artifact names the package it lacks and a
