@@ -20,6 +20,7 @@ from types import ModuleType
 
 import packager.runtime
 from packager.common.failpoints import failpoint
+from packager.common.scratch import alive
 from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.integrity import PYCACHE_PLACEHOLDER, artifact_files, digest_files, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
@@ -51,23 +52,13 @@ def remove_stale_stages(out: Path) -> None:
             if not path.name.startswith(prefix):
                 continue
             pid, _, rest = path.name[len(prefix):].partition("-")
-            if not pid.isdigit() or _alive(int(pid)):
+            if not pid.isdigit() or alive(int(pid)):
                 continue
             target = out / rest.rpartition("-")[0]
             if prefix == _OLD_PREFIX and not target.exists():
                 os.rename(path, target)
             else:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
 
 
 def copy_loader(stage: Path) -> None:

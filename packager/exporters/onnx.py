@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from packager.chain.tokenizer import NO_LENGTH_LIMIT
 from packager.common.quiet import quiet
+from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.recipe import RecipeContext, RecipeResult
 from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, ModuleKind, Precision
@@ -89,7 +90,7 @@ _EXPORTS: weakref.WeakKeyDictionary[Any, tempfile.TemporaryDirectory] = weakref.
 def _exported(graph: RouteGraph) -> Path:
     """The route's unfused ONNX export (``torch.onnx`` dynamo, dynamic batch and sequence axes)."""
     if graph.module not in _EXPORTS:
-        scratch = tempfile.TemporaryDirectory(prefix="packager-export-")
+        scratch = scratch_dir("export")
         _export(graph, Path(scratch.name) / "model.onnx")
         _EXPORTS[graph.module] = scratch
     return Path(_EXPORTS[graph.module].name) / "model.onnx"

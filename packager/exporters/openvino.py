@@ -6,12 +6,12 @@ either weights and activations (post-training quantization, transformer mode) or
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packager.common.progress import step
 from packager.common.quiet import quiet
+from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.onnx import export_onnx
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
@@ -33,7 +33,7 @@ class _OpenVinoRecipe:
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         import openvino as ov
 
-        with tempfile.TemporaryDirectory(prefix="packager-openvino-") as scratch:
+        with scratch_dir("openvino") as scratch:
             source = Path(scratch) / "model.onnx"
             export_onnx(graph, source, fuse=False)
             try:

@@ -21,7 +21,6 @@ kept in float, found by measuring.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ import numpy as np
 
 from packager.common.progress import step
 from packager.common.quiet import quiet
+from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
@@ -96,7 +96,7 @@ class OnnxInt8Static:
             def get_next(self) -> dict | None:
                 return next(self._feeds, None)
 
-        with tempfile.TemporaryDirectory(prefix="packager-calibration-") as scratch:
+        with scratch_dir("calibration") as scratch:
             cache = Path(scratch) / "ranges.json"  # activation ranges are measured once, reused by the search
 
             def quantize(source: Path, target: Path, excluded: list[str], feeds: list) -> None:
@@ -127,7 +127,7 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
     import onnx
 
     target = dest / f"{stem}.onnx"
-    with tempfile.TemporaryDirectory(prefix="packager-int8-") as scratch:
+    with scratch_dir("int8") as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
         export_onnx(graph, fp32, fuse=True)
         model = onnx.load(fp32)

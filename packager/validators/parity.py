@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from packager.common.scratch import scratch_dir
 from packager.errors import SourceError
 from packager.runtime.manifest import ChainKind, Manifest, ModuleKind, OutputMeaning, VerbSpec
 from packager.runtime.model import resolve_prompt
@@ -190,7 +190,7 @@ def _images(reference: ReferenceRuns, candidate: Any) -> Compared:
     """Each parity image's embedding (per-image cosine, as for texts) and the text-image
     similarity matrix of the captions against the images, each side scored by its own
     ``similarity``. Images take no prompt, so ``encode`` stands for every verb."""
-    with tempfile.TemporaryDirectory(prefix="packager-parity-images-") as folder:
+    with scratch_dir("parity-images") as folder:
         return _compare_images(reference, candidate, parity_images(Path(folder)))
 
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from packager.cli import main
 from packager.common.failpoints import ENV
+from packager.common.scratch import PREFIX as SCRATCH_PREFIX
 from packager.runtime.integrity import verify_artifact
 from packager.runtime.manifest import read_manifest
 
@@ -54,12 +56,19 @@ def _complete(artifact: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", KILLS)
-def test_a_build_killed_at_any_stage_leaves_a_complete_artifact(point, tiny_chains, tiny_artifacts, tmp_path):
-    out = tmp_path / "dist"
+def test_a_build_killed_at_any_stage_leaves_a_complete_artifact(point, tiny_chains, tiny_artifacts, tmp_path,
+                                                               monkeypatch):
+    out, scratch = tmp_path / "dist", tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # this process's and the killed one's temporary folder
     previous = _previous(tiny_artifacts, out)
-    env = {ENV: point, **({"PACKAGER_NO_EXCHANGE": "1"} if point == "artifact.set_aside" else {})}
+    env = {ENV: point, "TMPDIR": str(scratch)}
+    if point == "artifact.set_aside":
+        env["PACKAGER_NO_EXCHANGE"] = "1"
     killed = _build(tiny_chains["mean"], out, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = list(scratch.glob(f"{SCRATCH_PREFIX}*"))  # the dead build's scratch: its export, from then on
+    assert bool(left) == (point != "build.reference_loaded"), left
     if KILLS[point] == "set aside":  # the fallback's one window: the next build puts it back
         (aside,) = out.glob(f".old-*-{NAME}-*")
         assert _complete(aside) == previous and not (out / NAME).exists()
@@ -69,6 +78,7 @@ def test_a_build_killed_at_any_stage_leaves_a_complete_artifact(point, tiny_chai
     assert main(["build", str(tiny_chains["mean"]), "--out", str(out), "--name", "mean", "-q"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [NAME, REPORTS]
     assert _complete(out / NAME) != previous
+    assert not any(path.exists() for path in left)
 
 
 @pytest.mark.slow
