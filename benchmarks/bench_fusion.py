@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import MODELS, ROOT, SHAPED, model_path  # noqa: E402
+from results import save  # noqa: E402
 
 from packager.chain import load_reference, read_chain  # noqa: E402
 from packager.chain.graph import compile_routes  # noqa: E402
@@ -49,8 +50,7 @@ def main() -> None:
     for name in args.models:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         results[name] = measure(model_path(name))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: nothing lost to a later one
+        save(results, args.out)  # after each model: nothing lost to a later one
     print(table(results))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import MODELS, ROOT, model_path  # noqa: E402
+from results import save  # noqa: E402
 
 from packager.bench.run import cell  # noqa: E402
 
@@ -38,8 +39,7 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.models:
         results[name] = build_cost(name, model_path(name), args.dist / name)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: a long run keeps what it has
+        save(results, args.out)  # after each model: a long run keeps what it has
     print(table(results))
 
 

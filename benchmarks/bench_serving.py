@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from models import ROOT, model_path  # noqa: E402
+from results import print_table, save  # noqa: E402
 from variants import build_variant  # noqa: E402
 
 from mlflow_servers import model_server  # noqa: E402
@@ -58,12 +59,9 @@ def main() -> None:
 
             for size in SIZES:
                 results[f"mlflow models serve, {size} text(s)"] = _latencies(post, texts, size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| calls | p50 ms | p99 ms |\n|---|---|---|")
-    for name, row in results.items():
-        if isinstance(row, dict):
-            print(f"| {name} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+    save(results, args.out)
+    print_table(results, "calls", {"p50 ms": lambda row: f"{row['p50_ms']:.1f}",
+                                   "p99 ms": lambda row: f"{row['p99_ms']:.1f}"})
 
 
 def minilm() -> Path:

@@ -16,7 +16,6 @@ missing); it is registered in a throwaway SQLite registry.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import minilm  # noqa: E402
 from models import ROOT  # noqa: E402
+from results import print_table, save  # noqa: E402
 
 from packager.runtime import load  # noqa: E402
 from packager.validators.texts import real_sentences  # noqa: E402
@@ -61,12 +61,9 @@ def main() -> None:
     for name, row in results.items():
         if name.startswith("spark_udf"):
             row["of_loader_per_core"] = round(row["rows_per_s"] / ((2 if "local[2]" in name else 1) * per_core), 3)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| run | rows/s | of the loader's rows/s per core |\n|---|---|---|")
-    for name, row in results.items():
-        if isinstance(row, dict):
-            print(f"| {name} | {row['rows_per_s']:.1f} | {row.get('of_loader_per_core', '')} |")
+    save(results, args.out)
+    print_table(results, "run", {"rows/s": lambda row: f"{row['rows_per_s']:.1f}",
+                                 "of the loader's rows/s per core": lambda row: str(row.get("of_loader_per_core", ""))})
 
 
 def _spark(uri: str, texts: list[str], cores: int, arrow_batches: list[int]) -> dict:
