@@ -20,7 +20,7 @@ from types import ModuleType
 
 import packager.runtime
 from packager.common.failpoints import failpoint
-from packager.common.scratch import alive
+from packager.common.scratch import owner_gone
 from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.integrity import PYCACHE_PLACEHOLDER, artifact_files, digest_files, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
@@ -49,11 +49,9 @@ def remove_stale_stages(out: Path) -> None:
     directories, and put back a previous artifact caught between the two renames of a swap."""
     for path in out.iterdir():
         for prefix in (_STAGE_PREFIX, _OLD_PREFIX):
-            if not path.name.startswith(prefix):
+            if not owner_gone(path.name, prefix):
                 continue
-            pid, _, rest = path.name[len(prefix):].partition("-")
-            if not pid.isdigit() or alive(int(pid)):
-                continue
+            rest = path.name[len(prefix):].partition("-")[2]
             target = out / rest.rpartition("-")[0]
             if prefix == _OLD_PREFIX and not target.exists():
                 os.rename(path, target)

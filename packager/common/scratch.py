@@ -22,9 +22,14 @@ def scratch_dir(what: str) -> tempfile.TemporaryDirectory:
 
 def remove_stale_scratch() -> None:
     for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
-        pid = path.name[len(PREFIX):].partition("-")[0]
-        if pid.isdigit() and not alive(int(pid)):
+        if owner_gone(path.name, PREFIX):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def owner_gone(name: str, prefix: str) -> bool:
+    """Whether ``name``, ``<prefix><pid>-...``, was made by a process that no longer exists."""
+    pid = name[len(prefix):].partition("-")[0]
+    return name.startswith(prefix) and pid.isdigit() and not alive(int(pid))
 
 
 def alive(pid: int) -> bool:

@@ -293,10 +293,10 @@ class ArtifactModel(PythonModel):
 
     def predict(self, context, model_input, params=None):
         """Texts in, embeddings out (sparse ones as ``indices`` and ``values`` columns; for a
-        multi-vector encoder, one list of token vectors per text), by the verb in ``params`` (encode, encode_query or
-        encode_document) with its options (``precision``, ``batch_size``...), and texts and images
-        (``items_of``) for a CLIP-style model; for cross-encoders, (query, document) pairs in (two
-        columns, or a list of pairs), scores out."""
+        multi-vector encoder, one list of token vectors per text), by the verb in ``params``
+        (encode, encode_query or encode_document) with its options (``precision``,
+        ``batch_size``...), and texts and images (``items_of``) for a CLIP-style model; for
+        cross-encoders, (query, document) pairs in (two columns, or a list of pairs), scores out."""
         # MLflow fills every declared parameter in, None where the verb keeps its own default.
         params = {name: value for name, value in (params or {}).items() if value is not None}
         kind = self.model.manifest.chain_kind.value
