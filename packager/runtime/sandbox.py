@@ -490,7 +490,8 @@ def _bounded_filter(name: str, function: Callable) -> Callable:
         limits = budget()
         limits.tick(0)
         at = 1 if getattr(function, "jinja_pass_arg", None) else 0
-        if len(args) > at and isinstance(args[at], Iterator):  # made item by item, each sized (map, select...)
+        if len(args) > at and isinstance(args[at], Iterator) and type(args[at]).__name__ != "LoopContext":
+            # made item by item, each sized (map, select...); a loop stays a loop (loop | attr('index'))
             args = (*args[:at], _bounded_items(limits, args[at], name == "join"), *args[at + 1 :])
         _check_arguments(limits, args, kwargs)
         values = list(args[at:])

@@ -65,18 +65,20 @@ def conversations(seed: int, count: int) -> list[tuple[list[dict[str, Any]], boo
     return made
 
 
-def _spec(generation: bool) -> ChatSpec:
+def _spec(generation: bool, extra: dict[str, Any] | None = None) -> ChatSpec:
     return ChatSpec(template="t.jinja", message_format=MessageFormat.FLAT,
-                    variables={**TOKENS, "add_generation_prompt": generation}, task_variable=False, restore_suffix=True)
+                    variables={**TOKENS, **(extra or {}), "add_generation_prompt": generation}, task_variable=False,
+                    restore_suffix=True)
 
 
-def reference(source: str, conversation: list[dict[str, Any]], generation: bool) -> str | Exception:
+def reference(source: str, conversation: list[dict[str, Any]], generation: bool,
+              extra: dict[str, Any] | None = None) -> str | Exception:
     """transformers' render, as apply_chat_template makes it (its error, if it fails)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
     try:
         rendered, _ = render_jinja_template(conversations=[conversation], chat_template=source,
-                                            add_generation_prompt=generation, **TOKENS)
+                                            add_generation_prompt=generation, **TOKENS, **(extra or {}))
         return rendered[0]
     except Exception as e:  # the reference fails on this input: the runtime must refuse it too
         return e
@@ -90,19 +92,24 @@ def _compiled(source: str, generation: bool) -> ChatTemplate | None:
         return None
 
 
-def runtime(source: str, conversation: list[dict[str, Any]], generation: bool) -> str | None:
+def runtime(source: str, conversation: list[dict[str, Any]], generation: bool,
+            extra: dict[str, Any] | None = None) -> str | None:
     """The runtime's render; None where it refuses (when compiled or when rendered)."""
     template = _compiled(source, generation)
+    if template is None:
+        return None
     try:
-        return None if template is None else template.render(conversation, task=None)
+        template.spec = _spec(generation, extra)  # the variables only: no need to compile again
+        return template.render(conversation, task=None)
     except TemplateRefused:
         return None
 
 
-def compare(source: str, conversation: list[dict[str, Any]], generation: bool) -> str:
+def compare(source: str, conversation: list[dict[str, Any]], generation: bool,
+            extra: dict[str, Any] | None = None) -> str:
     """"same", "refused" or "both failed"; a difference fails the test."""
-    want = reference(source, conversation, generation)
-    got = runtime(source, conversation, generation)
+    want = reference(source, conversation, generation, extra)
+    got = runtime(source, conversation, generation, extra)
     if got is None:
         return "both failed" if isinstance(want, Exception) else "refused"
     assert not isinstance(want, Exception), f"the runtime rendered {got[:200]!r} where the reference failed: {want!r}"
@@ -194,3 +201,59 @@ ADVERSARIAL = {
 def test_adversarial_templates_render_identically_or_are_refused(name):
     for conversation, generation in conversations(7, 9):
         compare(ADVERSARIAL[name], conversation, generation)
+
+
+# Every kind of value a template can reach, as an expression (``m`` a macro, inside a loop).
+REACHABLE = ["messages[0].content", "messages[0]", "messages", "(1, 2)", "messages | length", "1.5", "true", "none",
+             "messages[0].items()", "messages[0].keys()", "range(3)", "messages | map(attribute='role')",
+             "messages | reverse", "'<x>' | safe", "namespace(a=1)", "cycler(1, 2)", "joiner(',')", "loop", "m",
+             "'x'.upper", "self", "nothing", "dict", "namespace", "range", "lipsum", "raise_exception", "strftime_now",
+             "cycler", "joiner", "dict(a=1)", "messages | groupby('role')"]
+_PROBE = ("{%- macro m() %}x{% endmacro -%}{%- for _ in [1] -%}{%- set X = EXPR -%}"
+          "{%- if how == 'item' -%}{{ X[name] is defined }}{{ X[name] is callable }}"
+          "{%- elif how == 'attr' -%}{{ (X | attr(name)) is defined }}"
+          "{%- elif how == 'filter' -%}{{ [X] | map(name) | list }}"
+          "{%- elif how == 'test' -%}{{ [X] | select(name) | list | length }}"
+          "{%- elif how == 'print' -%}{{ X }}"
+          "{%- elif how == 'string' -%}{{ X | string }}"
+          "{%- elif how == 'tilde' -%}{{ X ~ '' }}"
+          "{%- elif how == 'percent' -%}{{ '%s' % (X,) }}"
+          "{%- elif how == 'list' -%}{{ [X] }}"
+          "{%- elif how == 'json' -%}{{ X | tojson }}"
+          "{%- endif -%}{%- endfor -%}")
+
+
+@functools.lru_cache(maxsize=1)
+def _names() -> tuple[list[str], list[str], list[str]]:
+    """The public attribute names of every kind of value above (and of transformers' globals), with
+    the dunders a sandbox escape starts from (the rest are hidden by the same rule in both); and
+    jinja2's filters and tests."""
+    import jinja2
+    from jinja2.runtime import LoopContext, Macro, TemplateReference, Undefined
+    from jinja2.utils import Cycler, Joiner, Namespace
+    from markupsafe import Markup
+
+    samples = ["", {}, [], (), 0, 1.5, True, None, {}.items(), {}.keys(), range(1), (i for i in ()), reversed([]),
+               Markup(""), Namespace(), Cycler(1), Joiner(), LoopContext, Macro, TemplateReference, Undefined(),
+               "".upper, len, _names, type, dict]
+    names = {name for value in samples for name in dir(value) if not name.startswith("__")}
+    names |= {"__class__", "__globals__", "__init__", "__dict__", "__self__", "__func__", "__getitem__",
+              "_Namespace__attrs"}
+    environment = jinja2.Environment()
+    return sorted(names), sorted(environment.filters), sorted(environment.tests)
+
+
+@pytest.mark.parametrize("expression", REACHABLE)
+def test_every_attribute_filter_test_and_print_of_every_reachable_value(expression):
+    """The audit, by enumeration: on every kind of value a template can reach, reading every
+    attribute name (by item and by the attr filter), every filter and test, and every way of
+    turning it into text, gives the reference's result or a refusal."""
+    source = _PROBE.replace("EXPR", expression)
+    conversation = [{"role": "user", "content": "hi"}]
+    attributes, filters, tests = _names()
+    outcomes = [compare(source, conversation, False, {"how": how, "name": name})
+                for how, names in (("item", attributes), ("attr", attributes), ("filter", filters), ("test", tests))
+                for name in names]
+    outcomes += [compare(source, conversation, False, {"how": how, "name": ""})
+                 for how in ("print", "string", "tilde", "percent", "list", "json")]
+    assert "same" in outcomes
