@@ -332,15 +332,15 @@ def _bounded_concat(*values: Any) -> str:
     return "".join(v if isinstance(v, str) else str(v) for v in values)
 
 
-def _bounded_items(limits: Budget, items: Iterator, printable: bool) -> Iterator:
-    """``items`` one by one, each counted and sized (and checked printable where the filter
-    turns them into text), still an iterator as transformers' filter would get it."""
+def _bounded_items(limits: Budget, items: Iterator) -> Iterator:
+    """``items`` one by one, each counted and sized, still an iterator as transformers' filter
+    would get it (its length, its JSON and its text are errors or refusals in both)."""
     size = 0
     for item in items:
         limits.tick()
         size += deep_size(item, limits.chars)
         limits.size(size, "sequence")
-        yield _printable(item) if printable else item
+        yield item
 
 
 def _bounded_value(value: Any) -> Any:
@@ -481,7 +481,7 @@ def _as_the_reference(name: str, values: list, kwargs: dict) -> None:
         raise TemplateRefused("the chat template used the random filter: no render can match the reference's")
     if name in _OPAQUE_FILTERS:
         return
-    for value in (*(values[1:] if name == "join" and isinstance(values[0], Iterator) else values), *kwargs.values()):
+    for value in (*values, *kwargs.values()):
         _printable(value)
 
 
@@ -491,8 +491,10 @@ def _bounded_filter(name: str, function: Callable) -> Callable:
         limits.tick(0)
         at = 1 if getattr(function, "jinja_pass_arg", None) else 0
         if len(args) > at and isinstance(args[at], Iterator) and type(args[at]).__name__ != "LoopContext":
-            # made item by item, each sized (map, select...); a loop stays a loop (loop | attr('index'))
-            args = (*args[:at], _bounded_items(limits, args[at], name == "join"), *args[at + 1 :])
+            # made item by item, each sized (map, select...); a loop stays a loop (loop | attr('index'));
+            # join makes a string of them either way, so it gets a list, sized with its separators
+            items = _bounded_items(limits, args[at])
+            args = (*args[:at], list(items) if name == "join" else items, *args[at + 1 :])
         _check_arguments(limits, args, kwargs)
         values = list(args[at:])
         _as_the_reference(name, values, kwargs)

@@ -130,6 +130,7 @@ HOSTILE_RENDERS = {
     "join with a long separator": _BIG + "{{ (['a'] * 1000) | join(s) | length }}",
     "join method with a long separator": _BIG + "{{ s.join(['a'] * 1000) | length }}",
     "join of a map": "{{ (['a'] * 1000) | map('center', 1000000) | join | length }}",
+    "join of a map with a long separator": _BIG + "{{ (['a'] * 3000) | map('string') | join(s) | length }}",
     "indent by a string": _BIG + "{{ ('x\n' * 1500) | indent(s) }}",
     "wordwrap": _BIG + "{{ ('x ' * 1500) | wordwrap(1, wrapstring=s) }}",
     "tojson indent": _BIG + "{{ ([0] * 1500) | tojson(indent=s) }}",
