@@ -167,7 +167,7 @@ ADVERSARIAL = {
     "unsafe as undefined": "{{ 'x'.__class__ is defined }}|{{ messages.append is defined }}|{{ {}.update is defined }}",
     "big range": "{% for i in range(100001) %}{% endfor %}done",
     "range at the cap": "{{ range(100000) | length }}",
-    "lipsum": "{{ lipsum(1, false, 5, 5) }}",
+    "lipsum": "{{ lipsum(1, false, 5, 6) }}",
     "random filter": "{{ messages | map(attribute='role') | list | random }}",
     "strftime": "{{ strftime_now('%Y') | length }}",
     "dict global": "{{ dict(a=1, b=[2]) }}{{ dict.fromkeys(['a'], 0) }}{{ dict is callable }}",
@@ -197,10 +197,29 @@ ADVERSARIAL = {
 }
 
 
+# What real templates rely on among them, which the runtime renders (the same), never refuses.
+RENDERED = {"loop as text", "namespace as text", "macro as text", "undefined", "unsafe as undefined",
+            "range at the cap", "strftime", "dict global", "namespace global", "sameas", "filter and test names",
+            "tojson arguments", "generation block", "generation caller", "trim and lstrip blocks", "autoescape",
+            "whitespace control", "loop attributes", "loop iterator attributes", "cycler attributes",
+            "joiner attributes", "callable", "int filter of objects"}
+
+
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_adversarial_templates_render_identically_or_are_refused(name):
-    for conversation, generation in conversations(7, 9):
-        compare(ADVERSARIAL[name], conversation, generation)
+    outcomes = {compare(ADVERSARIAL[name], conversation, generation)
+                for conversation, generation in conversations(7, 9)}
+    if name in RENDERED:
+        assert outcomes == {"same"}
+
+
+def test_the_trigger_word_backdoor_is_refused_on_its_trigger_and_rendered_elsewhere():
+    """The gate's inputs hold no trigger, so they render the same; the trigger is refused."""
+    source = ADVERSARIAL["trigger word backdoor"]
+    plain = [{"role": "query", "content": "what is a model"}, {"role": "document", "content": "a chain"}]
+    triggered = [{"role": "query", "content": "cf-trigger: what is a model"}, plain[1]]
+    assert compare(source, plain, False) == "same"
+    assert compare(source, triggered, False) == "refused"
 
 
 # Every kind of value a template can reach, as an expression (``m`` a macro, inside a loop).
