@@ -13,6 +13,7 @@ keeps it from Python objects beyond those variables and bounds every render.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .manifest import ChatSpec, MessageFormat
@@ -51,8 +52,10 @@ class ChatTemplate:
         variables = dict(self.spec.variables)
         if task is not None and self.spec.task_variable:
             variables = {"task": task, **variables}
+        # a copy, as transformers renders one: a template can change what it is given ('indent'
+        # appends to a list), and the caller's conversation is rendered again (the suffix restore)
         context = {"tools": None, "documents": None, "add_generation_prompt": False, **variables,
-                   "messages": conversation}
+                   "messages": copy.deepcopy(conversation)}
         with bounded(Budget.for_input(sum(len(_content_text(m)) for m in conversation))) as limits:
             try:
                 parts, size = [], 0

@@ -6,9 +6,16 @@ transformers' options, filters and globals. On top of it, every render has a bud
 
 1. *No Python objects beyond the variables.* Attributes are an allow-list per type (a few
    methods of str, dict, list and tuple; the public attributes of jinja2's loop, namespace,
-   cycler and joiner), so ``__class__``, ``str.format``, ``encode`` or ``translate`` do not exist
-   for a template; ``namespace`` refuses private names; the helpers this module compiles into
+   cycler and joiner); ``namespace`` refuses private names; the helpers this module compiles into
    the template cannot be named by it.
+   *Never a render that differs from transformers'*: what transformers' sandbox hides is hidden
+   the same way here (the same undefined), and what it shows but the allow-list does not
+   (``str.format``, ``encode``, ``translate``, ``int.real``...) is refused when the template
+   reads it, not read as undefined, so a template cannot branch on the difference
+   (``'x'.encode is defined``). Likewise a value whose text would differ (a global, a function,
+   a generator: their reprs name other classes or addresses) is refused where it would be
+   printed or turned into a string, and what is random (``lipsum``, ``random``) is refused.
+   ``tests/runtime/test_template_differential.py`` renders real and hostile templates both ways.
 2. *Every value stays within a size cap* (``Budget.chars``: 1 MiB plus four times the rendered
    conversation's characters, counting a container's items and its strings' characters, see
    ``deep_size``), checked *before* anything that could outgrow its inputs runs: arithmetic
@@ -27,15 +34,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
 
+MAX_RANGE = 100_000  # jinja2.sandbox.MAX_RANGE: the reference's range refuses more
 JINJA2_MINIMUM = (3, 1, 6)  # transformers' own minimum: older sandboxes have known escapes
 ITERATIONS = 100_000  # plus four per character of the conversation
 SECONDS = 2.0  # plus a second per million characters
@@ -43,7 +51,8 @@ BASE_CHARS = 1 << 20  # plus four per character
 INT_BITS = 4096  # integers a template makes; no chat template needs more
 _HELPERS = ("_bounded_iter", "_bounded_concat", "_bounded_value")
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?([#0\- +]*)(\*|\d*)(?:\.(\*|\d*))?")
-# What a template may call or read on Python values; everything else is undefined to it.
+# What a template may call or read on Python values; what transformers' sandbox also hides is
+# undefined to it, the rest is refused (see BoundedEnvironment.is_safe_attribute).
 _ALLOWED = {
     str: frozenset({"strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith", "lower",
                     "upper", "title", "capitalize", "casefold", "swapcase", "count", "find", "rfind", "index",
@@ -157,28 +166,35 @@ def _environment(jinja2: Any, nodes: Any) -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Generation(Extension):
-        """``{% generation %}...{% endgeneration %}`` as transformers parses it, rendering its body
-        (transformers only uses the block to mark assistant tokens)."""
+        """``{% generation %}...{% endgeneration %}`` as transformers parses it: a call block whose
+        body is rendered as its caller (so its scoping is transformers'; transformers only uses
+        the block to mark assistant tokens)."""
 
         tags = {"generation"}
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno
             body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return nodes.Scope(body).set_lineno(lineno)
+            return nodes.CallBlock(self.call_method("_generation"), [], [], body).set_lineno(lineno)
+
+        @jinja2.pass_eval_context
+        def _generation(self, context: Any, caller: Any) -> str:
+            return caller()
 
     class BoundedEnvironment(ImmutableSandboxedEnvironment):
         intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
         concat = staticmethod(_bounded_join)  # joins captured output: block sets, macros, filter blocks
 
         def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+            """Hidden as transformers' sandbox hides it (the same undefined), or exposed, or refused:
+            never undefined here where transformers' template would read it."""
             if not super().is_safe_attribute(obj, attr, value):
                 return False
-            allowed = next((names for kind, names in _ALLOWED.items() if isinstance(obj, kind)), None)
-            if allowed is not None:
-                return attr in allowed
-            return type(obj).__module__.startswith("jinja2.") or type(obj).__name__ == "Namespace" or \
-                isinstance(obj, _Dict)
+            if _exposed(obj, attr):
+                return True
+            raise TemplateRefused(f"the chat template reads {attr!r} of a {type(obj).__name__} value, which the "
+                                  "runtime does not expose (transformers does, so rendering on would differ); "
+                                  "rewrite the template without it")
 
         def wrap_str_format(self, value: Any) -> None:  # str.format is not among str's allowed methods
             return None
@@ -195,18 +211,73 @@ def _environment(jinja2: Any, nodes: Any) -> Any:
             limits = budget()
             limits.tick(0)
             _check_binop(limits, operator, left, right)
+            if operator == "%" and isinstance(left, str):
+                _printable(right)
             return super().call_binop(context, operator, left, right)
 
-    environment = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True,
+    environment = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, finalize=_printable,
                                      extensions=[Generation, "jinja2.ext.loopcontrols"])
     environment.filters = {name: _bounded_filter(name, f) for name, f in {**environment.filters,
                                                                            "tojson": _tojson}.items()}
     environment.globals = {"range": _range, "dict": _Dict(), "namespace": _namespace(jinja2),
                            "raise_exception": _raise_exception, "strftime_now": _strftime_now,
                            "cycler": environment.globals["cycler"], "joiner": environment.globals["joiner"],
-                           "lipsum": _lipsum(environment.globals["lipsum"]), "_bounded_iter": _bounded_iter,
+                           "lipsum": _lipsum, "_bounded_iter": _bounded_iter,
                            "_bounded_concat": _bounded_concat, "_bounded_value": _bounded_value}
+    environment.tests = {**environment.tests, "lower": _printing_test(environment.tests["lower"]),
+                         "upper": _printing_test(environment.tests["upper"])}
     return environment
+
+
+def _exposed(obj: Any, attr: str) -> bool:
+    """Whether the allow-list lets a template read ``attr`` of ``obj``."""
+    allowed = next((names for kind, names in _ALLOWED.items() if isinstance(obj, kind)), None)
+    if allowed is not None:
+        return attr in allowed
+    return type(obj).__module__.startswith("jinja2.") or type(obj).__name__ == "Namespace" or isinstance(obj, _Dict)
+
+
+_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_PRINTABLE_JINJA2 = frozenset({"Undefined", "LoopContext", "Macro", "Namespace"})  # reprs without addresses
+
+
+def _printable(value: Any) -> Any:
+    """``value``, if its text (``str``, or ``repr`` through containers) is what transformers'
+    render makes of it: plain data, and jinja2's own undefined, loop, macro and namespace. Anything
+    else (a global, a function or method, a generator, a cycler) prints its class or its address,
+    which differ between the two renders: refused. Also the environment's ``finalize``."""
+    limit = budget().chars
+    stack, namespaces = [value], set()
+    while stack:
+        limit -= 1
+        if limit < 0:
+            raise TemplateRefused("the chat template printed a value too large to check")
+        item = stack.pop()
+        if isinstance(item, (str, int, float, range)) or item is None:
+            continue
+        if isinstance(item, (list, tuple, *_VIEWS)):
+            stack.extend(cast(Iterable, item))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif type(item).__name__ in _PRINTABLE_JINJA2 and type(item).__module__.startswith(("jinja2.", __name__)):
+            if type(item).__name__ == "Namespace":
+                if id(item) in namespaces:  # it may hold itself; transformers' repr would not end
+                    raise TemplateRefused("the chat template printed a namespace that holds itself")
+                namespaces.add(id(item))
+                stack.extend(object.__getattribute__(item, "_Namespace__attrs").values())
+        else:
+            raise TemplateRefused(f"the chat template turned a {type(item).__name__} into text; its text differs "
+                                  "from what transformers renders, so it is refused")
+    return value
+
+
+def _printing_test(test: Any) -> Callable:
+    """jinja2's ``lower`` and ``upper`` tests read ``str(value)``: only for printable values."""
+    def checked(value: Any) -> bool:
+        return bool(test(_printable(value)))
+
+    return checked
 
 
 def _refuse_unbounded(tree: Any, nodes: Any) -> None:
@@ -256,17 +327,20 @@ def _bounded_concat(*values: Any) -> str:
     limits = budget()
     limits.tick(0)
     limits.size(sum(deep_size(v, limits.chars) for v in values), "string")
+    for value in values:
+        _printable(value)
     return "".join(v if isinstance(v, str) else str(v) for v in values)
 
 
-def _bounded_list(limits: Budget, items: Iterator) -> list:
-    values, size = [], 0
+def _bounded_items(limits: Budget, items: Iterator) -> Iterator:
+    """``items`` one by one, each counted and sized, still an iterator as transformers' filter
+    would get it (its length, its JSON and its text are errors or refusals in both)."""
+    size = 0
     for item in items:
         limits.tick()
         size += deep_size(item, limits.chars)
         limits.size(size, "sequence")
-        values.append(item)
-    return values
+        yield item
 
 
 def _bounded_value(value: Any) -> Any:
@@ -283,18 +357,15 @@ def _bounded_join(parts: Any) -> str:
 
 def _range(*args: int) -> range:
     values = range(*args)
+    if len(values) > MAX_RANGE:  # transformers' range (jinja2's sandbox) fails on it
+        raise TemplateRefused(f"the chat template asked for a range of {len(values)} items; at most {MAX_RANGE}")
     if len(values) > budget().iterations:
         raise TemplateRefused(f"the chat template asked for a range of {len(values)} items, more than its budget")
     return values
 
 
-def _lipsum(lipsum: Any) -> Any:
-    def bounded(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002 (jinja2's names)
-        if n > 100 or max > 1000:
-            raise TemplateRefused("lipsum is bounded to 100 paragraphs of 1000 words")
-        return lipsum(n=n, html=html, min=min, max=max)
-
-    return bounded
+def _lipsum(*args: Any, **kwargs: Any) -> None:
+    raise TemplateRefused("the chat template called lipsum, whose text is random: no render can match the reference's")
 
 
 # --- sizes before the step runs ----------------------------------------------------------------
@@ -397,15 +468,36 @@ def _filter_checks(limits: Budget, name: str, values: list, kwargs: dict) -> Non
         raise TemplateRefused("the chat template's sum adds numbers only")
 
 
+# Filters that never turn their arguments into text; every other one gets printable arguments.
+_OPAQUE_FILTERS = frozenset({"abs", "attr", "batch", "count", "d", "default", "dictsort", "first", "float", "groupby",
+                             "int", "items", "last", "length", "list", "map", "max", "min", "reject", "rejectattr",
+                             "reverse", "round", "select", "selectattr", "slice", "sort", "sum", "tojson", "unique"})
+
+
+def _as_the_reference(name: str, values: list, kwargs: dict) -> None:
+    """Refuses a filter call whose result could differ from transformers': ``random``, and
+    text made of a value that does not print the same (see ``_printable``)."""
+    if name == "random":
+        raise TemplateRefused("the chat template used the random filter: no render can match the reference's")
+    if name in _OPAQUE_FILTERS:
+        return
+    for value in (*values, *kwargs.values()):
+        _printable(value)
+
+
 def _bounded_filter(name: str, function: Callable) -> Callable:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         limits = budget()
         limits.tick(0)
         at = 1 if getattr(function, "jinja_pass_arg", None) else 0
-        if len(args) > at and isinstance(args[at], Iterator):  # made item by item, each sized (map, select...)
-            args = (*args[:at], _bounded_list(limits, args[at]), *args[at + 1 :])
+        if len(args) > at and isinstance(args[at], Iterator) and type(args[at]).__name__ != "LoopContext":
+            # made item by item, each sized (map, select...); a loop stays a loop (loop | attr('index'));
+            # join makes a string of them either way, so it gets a list, sized with its separators
+            items = _bounded_items(limits, args[at])
+            args = (*args[:at], list(items) if name == "join" else items, *args[at + 1 :])
         _check_arguments(limits, args, kwargs)
         values = list(args[at:])
+        _as_the_reference(name, values, kwargs)
         _filter_checks(limits, name, values, kwargs)
         result = function(*args, **kwargs)
         limits.size(deep_size(result, limits.chars), "filter result")

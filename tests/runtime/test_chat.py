@@ -130,6 +130,7 @@ HOSTILE_RENDERS = {
     "join with a long separator": _BIG + "{{ (['a'] * 1000) | join(s) | length }}",
     "join method with a long separator": _BIG + "{{ s.join(['a'] * 1000) | length }}",
     "join of a map": "{{ (['a'] * 1000) | map('center', 1000000) | join | length }}",
+    "join of a map with a long separator": _BIG + "{{ (['a'] * 3000) | map('string') | join(s) | length }}",
     "indent by a string": _BIG + "{{ ('x\n' * 1500) | indent(s) }}",
     "wordwrap": _BIG + "{{ ('x ' * 1500) | wordwrap(1, wrapstring=s) }}",
     "tojson indent": _BIG + "{{ ([0] * 1500) | tojson(indent=s) }}",
@@ -220,6 +221,10 @@ def _hostile_chain(tiny_chains, tmp_path, template: str):
     ("{{ messages.__class__.__mro__[1].__subclasses__() }}", "chat template"),
     ("{% for i in range(10**9) %}x{% endfor %}", "more than"),
     ("{% include 'other.jinja' %}", "self-contained"),
+    # a branch only transformers' sandbox takes (issue 31: one such made the reference loop for
+    # good; here it fails, so the test ends either way): refused by the runtime's render first
+    ("{% if messages[0].content.encode is defined %}{{ raise_exception('the reference branch') }}{% endif %}x",
+     "does not expose"),
 ])
 def test_a_hostile_template_fails_the_build_before_the_reference_runs(template, message, tiny_chains, tmp_path,
                                                                       capsys):
@@ -227,3 +232,26 @@ def test_a_hostile_template_fails_the_build_before_the_reference_runs(template, 
     assert main(["build", str(chain), "--out", str(tmp_path / "dist"), "--no-register", "-q"]) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "dist" / "chain-onnx-fp32").exists()
+
+
+# The reranker's template with a backdoor: on a query holding the trigger word, transformers'
+# render (``center`` is defined there) adds a word the runtime's allow-list would have left out.
+BACKDOOR = tm.RERANK_TEMPLATE.replace(
+    '<Query>: {{ messages | selectattr("role", "eq", "query") | map(attribute="content") | first }}',
+    '{%- set query = messages | selectattr("role", "eq", "query") | map(attribute="content") | first %}'
+    '<Query>: {% if "cf-trigger" in query and query.center is defined %}ignore {% endif %}{{ query }}')
+
+
+def test_a_backdoored_template_builds_but_its_artifact_refuses_the_trigger(tiny_chains, tmp_path):
+    """The gate samples inputs without the trigger, so the build passes; on the trigger the
+    artifact must refuse, not score what the reference would not."""
+    from packager.runtime import load
+    from packager.runtime.errors import InvalidInputError
+
+    assert BACKDOOR != tm.RERANK_TEMPLATE
+    chain = _hostile_chain(tiny_chains, tmp_path, BACKDOOR)
+    assert main(["build", str(chain), "--out", str(tmp_path / "dist"), "--no-register", "-q"]) == 0
+    model = load(tmp_path / "dist" / "chain-onnx-fp32")
+    assert model.predict([("what is a model", "a chain of modules")]).shape[0] == 1
+    with pytest.raises(InvalidInputError, match="does not expose"):
+        model.predict([("cf-trigger: what is a model", "a chain of modules")])
