@@ -4,9 +4,8 @@ A safetensors file is an 8-byte header length, a JSON header naming each tensor'
 and byte range, and the bytes. Its header is read here and every range is checked against the
 shapes and the file's size, so a truncated or lying file is named before torch maps it. A sharded
 checkpoint's index must point at shards inside the folder, and the values themselves are read
-once (``weight_values``: NaN, Inf, or integers where float weights belong). And transformers
-initialises weights that a checkpoint lacks at random and only logs it: ``watch_loading`` catches
-that.
+once for NaN and Inf (``weight_values``). And transformers initialises weights that a checkpoint
+lacks at random and only logs it: ``watch_loading`` catches that.
 """
 
 from __future__ import annotations

@@ -163,8 +163,8 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], int, str]] = {
     "an Inf in a weight": (_rewrite_tensor(_with(float("-inf"), at=(31, 31))), [], 3,
                            "model.safetensors: 1 tensor.s. hold NaN or Inf .*query.weight' .1 of 1024 values"),
     "int32 weights where the config says float32": (_rewrite_tensor(lambda t: (t * 1000).int()), [], 3,
-                                                    "integers where the model's weights are float32 .*query.weight' "
-                                                    ".I32."),
+                                                    "'encoder.layer.0.attention.self.query.weight' is I32, "
+                                                    "loaded into the float32 parameter 0..*query.weight; integers"),
     "finite weights whose outputs overflow": (_rewrite_tensor(lambda t: t.fill_(3e38)), [], 3,
                                               "the reference .sentence-transformers. outputs NaN or Inf for .* inputs "
                                               "of encode.*the first being input 0"),

@@ -1,7 +1,8 @@
 """Weight values read before torch loads them (``packager.chain.weight_values``), on safetensors
 files written here: every float dtype's NaN and Inf found by their bits, chunk by chunk; integer
-index buffers and quantized models let through; and the reference's non-finite outputs found in
-every shape sentence-transformers returns them (``non_finite_items``)."""
+tensors refused where they load into float parameters, and let through as buffers; and the
+reference's non-finite outputs found in every shape sentence-transformers returns them
+(``non_finite_items``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from packager.chain import weight_values
-from packager.chain.weight_values import check_weight_values
+from packager.chain.weight_values import check_weight_values, integer_parameters
 from packager.errors import SourceError
 from packager.validators.parity import non_finite_items
 
@@ -67,23 +68,25 @@ def test_values_are_read_chunk_by_chunk_and_none_is_missed(tmp_path, monkeypatch
 
 def test_every_bad_tensor_is_named_in_one_error(tmp_path):
     tensors = {f"t{i}": torch.tensor([float("nan"), 1.0]) for i in range(6)}
-    tensors["w"] = torch.ones(2, 2, dtype=torch.int32)
-    with pytest.raises(SourceError) as caught:
-        check_weight_values(_save(tmp_path, tensors, {"torch_dtype": "bfloat16"}), "x")
-    message = str(caught.value)
-    assert "6 tensor(s) hold NaN or Inf values: 't0' (1 of 2 values)" in message and "and 2 more" in message
-    assert "1 weight tensor(s) are integers where the model's weights are bfloat16" in message
-    assert "'w' (I32)" in message
+    with pytest.raises(SourceError, match=r"6 tensor\(s\) hold NaN or Inf values: 't0' \(1 of 2 values\), .* 2 more"):
+        check_weight_values(_save(tmp_path, tensors), "x")
 
 
-def test_integer_index_buffers_and_quantized_models_pass(tmp_path):
-    buffers = {"embeddings.position_ids": torch.arange(8).unsqueeze(0), "bn.num_batches_tracked": torch.tensor(3),
-               "w": torch.ones(2)}
-    check_weight_values(_save(tmp_path / "plain", buffers, {"dtype": "float32"}), "x")
-    quantized = {"qweight": torch.ones(4, 4, dtype=torch.int32), "scales": torch.ones(4, dtype=torch.float16)}
-    check_weight_values(_save(tmp_path / "gptq", quantized, {"quantization_config": {"bits": 4}}), "x")
-    with pytest.raises(SourceError, match=r"integers where the model's weights are floating-point .*'qweight' \(I32\)"):
-        check_weight_values(_save(tmp_path / "dense", quantized), "x")  # a module without config.json: floats
+def test_integer_tensors_are_named_where_they_load_into_float_parameters(tmp_path):
+    """Index buffers, counters and quantized weights are buffers: only a tensor whose name ends
+    a float parameter's (maybe less a ``bert.`` prefix the loaded class strips) is named."""
+    _save(tmp_path / "0_Transformer", {"bert.encoder.query.weight": torch.ones(2, 2, dtype=torch.int32),
+                                       "bert.embeddings.position_ids": torch.arange(8).unsqueeze(0),
+                                       "qweight": torch.ones(4, dtype=torch.int32)})
+    _save(tmp_path / "2_Dense", {"linear.weight": torch.ones(2, 2, dtype=torch.int8),
+                                 "bn.num_batches_tracked": torch.tensor(3), "linear.bias": torch.ones(2)})
+    parameters = {"0.auto_model.encoder.query.weight": "float32", "2.linear.weight": "bfloat16",
+                  "2.linear.bias": "bfloat16"}
+    files = ["0_Transformer/model.safetensors", "2_Dense/model.safetensors", "0_Transformer/config.json"]
+    assert integer_parameters(tmp_path, files, parameters) == [
+        "0_Transformer/model.safetensors: 'bert.encoder.query.weight' is I32, loaded into the float32 parameter "
+        "0.auto_model.encoder.query.weight",
+        "2_Dense/model.safetensors: 'linear.weight' is I8, loaded into the bfloat16 parameter 2.linear.weight"]
 
 
 def test_non_finite_outputs_are_found_in_every_shape_the_reference_returns():
