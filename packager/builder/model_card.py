@@ -55,24 +55,26 @@ def _how_to_load(manifest: Manifest) -> str:
     runtime = "openvino" if manifest.format.value == "openvino" else "onnxruntime"
     return f"""## Load it
 
-Needs only `numpy`, `tokenizers` and `{runtime}` (no torch):
+With `pip install chain-packager` (its base install is the runtime alone: `numpy`, `tokenizers`
+and `{runtime}`, no torch):
 
 ```python
-import sys; sys.path.insert(0, "path/to/{manifest.name}")
-from loader import load
-model = load("path/to/{manifest.name}")   # verifies every file's sha256 first
+from packager.runtime import load
+model = load("path/to/{manifest.name}", sha256="...")   # the manifest digest `packager inspect` prints
 {_IMAGE_USAGE if any(r.image for r in manifest.routes) else _USAGE[manifest.chain_kind]}
 ```
 
-With chain-packager installed, `packager.runtime.load(path)` does the same. A registered version
+`sha256` pins `manifest.json`, which pins every other file; without it the files are checked
+against this directory's own manifest only, which catches corruption and edits but not a resealed
+forgery. Nothing from this directory is imported, so none of its code runs. A registered version
 loads with MLflow: `mlflow.pyfunc.load_model("models:/NAME@champion").predict(...)`, or
-`packager.runtime.load("models:/NAME@champion")`, which verifies the download first.
+`packager.runtime.load("models:/NAME@champion")`, which checks the download against the registry.
 
-The loader checks the files against `manifest.json`, which catches corruption and edits, and
-`loader/__pycache__` is a file, so Python neither writes nor reads bytecode here; but the loader's
-own code runs before it can check anything, so it cannot vouch for itself. Where the directory
-could have been changed on purpose, verify it with a trusted copy first (`packager inspect
-{manifest.name}`, or `packager.runtime.load`)."""
+The directory also carries its own copy of the loader, for a machine with only those three
+packages: `sys.path.insert(0, "path/to/{manifest.name}"); from loader import load`. Importing it
+runs this directory's code before anything is checked (an edited `.py`, or bytecode planted in
+place of the `loader/__pycache__` file, runs first): code cannot vouch for itself, so use it only
+on a copy you made yourself."""
 
 
 _USAGE = {

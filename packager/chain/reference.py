@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.chain.spec import ChainSpec
+from packager.chain.weight_values import integer_parameters
 from packager.chain.weights import loading_problems, watch_loading
 from packager.errors import MissingDependencyError, SourceError
 from packager.runtime.manifest import ChainKind
@@ -14,7 +15,8 @@ from packager.runtime.manifest import ChainKind
 
 def load_reference(chain: ChainSpec) -> Any:
     """The torch reference of ``chain``, refused if transformers had to make up weights the
-    checkpoint lacks or reshape ones it has (it would only log that)."""
+    checkpoint lacks or reshape ones it has (it would only log that), or cast integer tensors
+    into float parameters (it does that silently)."""
     with watch_loading() as reports:
         try:
             model = open_model(chain.source.folder, chain.kind, trust_remote_code=chain.trust_remote_code,
@@ -25,7 +27,11 @@ def load_reference(chain: ChainSpec) -> Any:
             problems = loading_problems(reports)
             cause = "; ".join(problems) if problems else f"{type(e).__name__}: {e}"
             raise SourceError(f"sentence-transformers could not load {chain.source.location}: {cause}") from e
-    problems = loading_problems(reports)
+    floats = {name: str(p.dtype).removeprefix("torch.")
+              for name, p in model.named_parameters() if p.is_floating_point()}
+    problems = loading_problems(reports) + [
+        f"{problem}; integers would be cast to meaningless floats. Save the weights in the config's dtype"
+        for problem in integer_parameters(chain.source.folder, [f.path for f in chain.files], floats)]
     if problems:
         raise SourceError(f"{chain.source.location}: the weights do not match the model's config:\n  "
                           + "\n  ".join(problems) + "\nThe reference would not be the saved model; fix the config or "

@@ -3,8 +3,9 @@
 A safetensors file is an 8-byte header length, a JSON header naming each tensor's dtype, shape
 and byte range, and the bytes. Its header is read here and every range is checked against the
 shapes and the file's size, so a truncated or lying file is named before torch maps it. A sharded
-checkpoint's index must point at shards inside the folder. And transformers initialises weights
-that a checkpoint lacks at random and only logs it: ``watch_loading`` catches that.
+checkpoint's index must point at shards inside the folder, and the values themselves are read
+once for NaN and Inf (``weight_values``). And transformers initialises weights that a checkpoint
+lacks at random and only logs it: ``watch_loading`` catches that.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
+from packager.chain.weight_values import check_weight_values, few
 from packager.errors import SourceError, UnsafeSourceError
 from packager.runtime.files import read_json
 
@@ -51,6 +53,7 @@ def check_safetensors(path: Path, name: str) -> None:
     if problem:
         raise SourceError(f"{name}: not a valid safetensors file ({problem}); the weights are truncated, corrupt or "
                           "were written by something else. Nothing was loaded from it.")
+    check_weight_values(path, name)
 
 
 def _header_problem(f: Any, size: int) -> str | None:
@@ -153,14 +156,11 @@ def loading_problems(reports: list[tuple[str, Any]]) -> list[str]:
         missing = sorted(getattr(info, "missing_keys", None) or ())
         mismatched = sorted(getattr(info, "mismatched_keys", None) or ())
         if missing:
-            problems.append(f"{model}: {len(missing)} weight(s) missing from the checkpoint ({_few(missing)}) would be "
+            problems.append(f"{model}: {len(missing)} weight(s) missing from the checkpoint ({few(missing)}) would be "
                             "initialised at random")
         if mismatched:
             shapes = [f"{key} {list(ckpt)} in the checkpoint, {list(model_shape)} in the config"
                       for key, ckpt, model_shape in mismatched]
-            problems.append(f"{model}: weight shapes disagree with the config ({_few(shapes)})")
+            problems.append(f"{model}: weight shapes disagree with the config ({few(shapes)})")
     return problems
 
-
-def _few(items: list[str], limit: int = 4) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")

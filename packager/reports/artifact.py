@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packager.runtime.integrity import verify_artifact
+from packager.runtime.integrity import sha256_file, verify_artifact
 from packager.runtime.jsonable import to_jsonable
-from packager.runtime.manifest import read_manifest
+from packager.runtime.manifest import MANIFEST_FILE, read_manifest
 
 
 def describe_artifact(path: Path) -> tuple[dict, str]:
-    """The manifest, and whether the files still match it (an integrity failure raises)."""
+    """The manifest, and whether the files still match it (an integrity failure raises), with
+    the manifest's own sha256: the digest to pin when loading a copy (``load(path, sha256=...)``)."""
     manifest = read_manifest(path)
     verify_artifact(path, manifest)
-    info = to_jsonable(manifest)
+    digest = sha256_file(path / MANIFEST_FILE)
+    info = {**to_jsonable(manifest), "manifest_sha256": digest}
     parity = manifest.parity
     lines = [f"{manifest.name}: {manifest.chain_kind.value} as {manifest.format.value}/{manifest.precision.value}, "
              f"schema {manifest.schema_version}, built {manifest.built_at}",
+             f"manifest sha256: {digest} (pin it: packager.runtime.load(path, sha256=...))",
              f"source: {manifest.source.location} (sha256 {manifest.source.sha256})",
              "modules: " + " -> ".join(m.kind.value for m in manifest.modules),
              "verbs: " + "; ".join(f"{verb} -> {spec.summary()}" for verb, spec in manifest.verbs.items())]

@@ -3,6 +3,7 @@ its chain kind."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import weakref
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from .cross_encoder import CrossEncoderModel
 from .embedding import EmbeddingModel
+from .errors import InvalidInputError
 from .integrity import verify_artifact
 from .manifest import ChainKind, read_manifest
 from .model import Model
@@ -23,18 +25,28 @@ MODELS: dict[ChainKind, type[Model]] = {ChainKind.SENTENCE_TRANSFORMER: Embeddin
                                         ChainKind.MULTI_VECTOR_ENCODER: MultiVectorEncoderModel}
 
 
-def load(path_or_uri: str | Path, *, threads: int | None = None) -> Model:
-    """Load an artifact directory (or an MLflow ``models:/NAME@ALIAS`` URI) after verifying
-    every file against the manifest's sha256 digests.
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
+
+def load(path_or_uri: str | Path, *, threads: int | None = None, sha256: str | None = None) -> Model:
+    """Load an artifact directory (or an MLflow ``models:/NAME@ALIAS`` URI) after verifying
+    every file against the manifest's sha256 digests. Nothing from the artifact is imported:
+    the model runs on this (installed) runtime, so no code in the artifact runs, before or after.
+
+    ``sha256`` pins the manifest itself (the digest of ``manifest.json``, which ``packager
+    inspect`` prints): a copy whose manifest was rewritten and resealed is refused. Without it a
+    local directory is checked only against its own manifest.
     ``threads`` sets the graph runtime's intra-op threads (default: the runtime's own choice).
     """
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+        raise InvalidInputError(f"sha256={sha256!r}: expected the manifest's digest, 64 lowercase hex digits "
+                                "(packager inspect ARTIFACT prints it)")
     text = str(path_or_uri)
     if not text.startswith("models:/"):
-        return _load(Path(path_or_uri), threads)
+        return _load(Path(path_or_uri), threads, sha256)
     download = tempfile.mkdtemp(prefix="packager-")
     try:
-        model = _load(download_registered(text, download), threads)
+        model = _load(download_registered(text, download), threads, sha256)
     except BaseException:
         shutil.rmtree(download, ignore_errors=True)
         raise
@@ -42,7 +54,7 @@ def load(path_or_uri: str | Path, *, threads: int | None = None) -> Model:
     return model
 
 
-def _load(root: Path, threads: int | None) -> Model:
-    manifest = read_manifest(root)
+def _load(root: Path, threads: int | None, sha256: str | None) -> Model:
+    manifest = read_manifest(root, sha256=sha256)
     verify_artifact(root, manifest)
     return MODELS[manifest.chain_kind](root, manifest, threads=threads)

@@ -552,19 +552,26 @@ class Manifest:
         return from_jsonable(cls, data, "manifest")
 
 
-def read_manifest(artifact_dir: str | Path) -> Manifest:
+def read_manifest(artifact_dir: str | Path, *, sha256: str | None = None) -> Manifest:
     """The artifact's manifest, parsed strictly: a regular file (not a link, FIFO or directory)
-    of at most MANIFEST_LIMIT bytes of UTF-8 JSON."""
+    of at most MANIFEST_LIMIT bytes of UTF-8 JSON; with ``sha256``, only if its bytes have that
+    digest (the pin a forger who reseals the manifest cannot meet), checked on the text parsed
+    (strict UTF-8 encodes back to exactly the bytes read)."""
     path = Path(artifact_dir) / MANIFEST_FILE
     try:
         text = read_text(path, limit=MANIFEST_LIMIT, error=ArtifactIntegrityError, follow_links=False)
     except FileNotFoundError as e:
         raise ArtifactIntegrityError(f"{artifact_dir}: no {MANIFEST_FILE}; this is not a packaged artifact") from e
+    actual = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if sha256 is not None and actual != sha256:
+        raise ArtifactIntegrityError(f"{path}: sha256 {actual} is not the pinned {sha256}; this is not the artifact "
+                                     "that was pinned (changed and resealed, or another build); refusing to load it")
     return Manifest.from_json(text)
 
 
 def _schema_message(version: Any) -> str:
     return (
         f"manifest: unknown schema_version {version!r}; this loader reads version {SCHEMA_VERSION}. "
-        "Rebuild the artifact with this packager version, or load it with the loader shipped inside it."
+        "Rebuild the artifact with this packager version, or load it with the runtime of the version that built "
+        "it (the loader shipped inside it runs its own code before any check: only for a copy you made yourself)."
     )

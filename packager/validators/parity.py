@@ -45,23 +45,71 @@ class ReferenceRuns:
         self._outputs: dict[tuple[str, str, str], Any] = {}
 
     def __call__(self, verb: str, inputs: list, **kwargs: Any) -> Any:
-        return self._run((verb, inputs_digest(inputs), repr(sorted(kwargs.items()))), verb, inputs, kwargs)
+        return self._run((verb, inputs_digest(inputs), repr(sorted(kwargs.items()))), verb, inputs, kwargs, inputs)
 
     def images(self, labels: list[str], images: list, **kwargs: Any) -> Any:
         """``encode`` of ``images``, which their ``labels`` name (and key)."""
         return self._run(("encode", inputs_digest(["images", *labels]), repr(sorted(kwargs.items()))), "encode",
-                         images, kwargs)
+                         images, kwargs, labels)
 
-    def _run(self, key: tuple[str, str, str], verb: str, inputs: list, kwargs: dict[str, Any]) -> Any:
-        if key not in self._outputs:
-            try:
-                self._outputs[key] = getattr(self.model, verb)(inputs, **kwargs)
-            except Exception as e:  # the saved chain's own code and settings
-                shown = {k: v for k, v in kwargs.items() if k in ("prompt", "prompt_name")}
-                raise SourceError(f"the reference (sentence-transformers) fails on {verb}({shown or ''}) of the parity "
-                                  f"inputs, so there is nothing to compare with: {type(e).__name__}: "
-                                  f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
-        return self._outputs[key]
+    def _run(self, key: tuple[str, str, str], verb: str, inputs: list, kwargs: dict[str, Any], names: list) -> Any:
+        """The reference's outputs of one call, refused (as the source's fault) if the call fails
+        or any output is NaN or Inf: nothing downstream (output ranges, gates) could mean anything."""
+        if key in self._outputs:
+            return self._outputs[key]
+        shown = {k: v for k, v in kwargs.items() if k in ("prompt", "prompt_name")}
+        try:
+            outputs = getattr(self.model, verb)(inputs, **kwargs)
+        except Exception as e:  # the saved chain's own code and settings
+            raise SourceError(f"the reference (sentence-transformers) fails on {verb}({shown or ''}) of the parity "
+                              f"inputs, so there is nothing to compare with: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
+        bad = non_finite_items(outputs)
+        if bad:
+            first = str(names[bad[0]])
+            raise SourceError(f"the reference (sentence-transformers) outputs NaN or Inf for {len(bad)} of "
+                              f"{len(inputs)} inputs of {verb}({shown or ''}), the first being input {bad[0]} "
+                              f"({first[:80]!r}{'...' if len(first) > 80 else ''}): the source's weights or config "
+                              "make the model overflow, so there is nothing to compare with. Check its weights and "
+                              "dtype.")
+        self._outputs[key] = outputs
+        return outputs
+
+
+def non_finite_items(outputs: Any) -> list[int]:
+    """The indices of the items of a batch of outputs (rows of an array or tensor, sparse ones
+    included, or the items of a list) that hold a NaN or an Inf."""
+    if isinstance(outputs, (list, tuple)):
+        return [i for i, item in enumerate(outputs) if not _all_finite(item)]
+    if getattr(outputs, "is_sparse", False):
+        coalesced = outputs.coalesce()
+        bad = ~np.isfinite(coalesced.values().detach().float().cpu().numpy())
+        return sorted({int(i) for i in coalesced.indices()[0].cpu().numpy()[bad]})
+    values = _numbers(outputs)
+    if values is None:
+        return []
+    if values.ndim == 0:
+        return [] if np.isfinite(values) else [0]
+    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)).tolist()
+
+
+def _all_finite(item: Any) -> bool:
+    if isinstance(item, dict):
+        return all(_all_finite(v) for v in item.values())
+    if isinstance(item, (list, tuple)) or getattr(item, "is_sparse", False):
+        return not non_finite_items(item)
+    values = _numbers(item)
+    return values is None or bool(np.isfinite(values).all())
+
+
+def _numbers(value: Any) -> np.ndarray | None:
+    """``value`` (a torch tensor, an array, a number) as a float array; None if it holds no numbers."""
+    if hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy()
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

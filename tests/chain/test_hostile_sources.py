@@ -79,6 +79,25 @@ def _drop_tensor(folder: Path) -> None:
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
 
+def _rewrite_tensor(change: Callable) -> Callable[[Path], None]:
+    """The folder's weights with one tensor replaced by ``change(tensor)``."""
+    def apply(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(folder / "model.safetensors")
+        name = "encoder.layer.0.attention.self.query.weight"
+        tensors[name] = change(tensors[name].clone())
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return apply
+
+
+def _with(value: float, *, at: tuple = (0, 0)) -> Callable:
+    def change(tensor):
+        tensor[at] = value
+        return tensor
+    return change
+
+
 def _pickle_weights(name: str) -> Callable[[Path], None]:
     def apply(folder: Path) -> None:
         target = folder / name
@@ -138,6 +157,17 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], int, str]] = {
     "safetensors header lies about a size": (_lie_about_size, [], 3, "needs 128 bytes, its data_offsets"),
     "safetensors tensors overlap": (_overlap, [], 3, "overlap or leave gaps"),
     "shard index pointing outside": (_index_outside, [], 4, "is not a file beside the index"),
+    # weight values: named as the source's, before torch loads them or ranges and gates see their outputs
+    "a NaN in a weight": (_rewrite_tensor(_with(float("nan"))), [], 3,
+                          "model.safetensors: 1 tensor.s. hold NaN or Inf .*query.weight' .1 of 1024 values"),
+    "an Inf in a weight": (_rewrite_tensor(_with(float("-inf"), at=(31, 31))), [], 3,
+                           "model.safetensors: 1 tensor.s. hold NaN or Inf .*query.weight' .1 of 1024 values"),
+    "int32 weights where the config says float32": (_rewrite_tensor(lambda t: (t * 1000).int()), [], 3,
+                                                    "'encoder.layer.0.attention.self.query.weight' is I32, "
+                                                    "loaded into the float32 parameter 0..*query.weight; integers"),
+    "finite weights whose outputs overflow": (_rewrite_tensor(lambda t: t.fill_(3e38)), [], 3,
+                                              "the reference .sentence-transformers. outputs NaN or Inf for .* inputs "
+                                              "of encode.*the first being input 0"),
     "weight shapes disagree with the config": (_edit_json("config.json", intermediate_size=128), [], 3,
                                                "weight shapes disagree with the config"),
     "weight missing from the checkpoint": (_drop_tensor, [], 3, "missing from the checkpoint .* at random"),

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from canaries import CANARY_ENV, edit_loader, plant_pyc
 from packager.cli import main
 from packager.common.artifact_dir import seal
 from packager.common.failpoints import BARRIER_ENV
 from packager.registry.lineage import OWNER_TAG, VERIFIED_TAG
 from packager.registry.mlflow_store import MlflowStore
-from packager.runtime import load
+from packager.runtime import ArtifactIntegrityError, load
 from packager.runtime.manifest import read_manifest
 
 
@@ -139,6 +140,38 @@ def test_the_pyfunc_refuses_added_or_changed_loader_code_before_importing_it(sto
     with pytest.raises(MlflowException, match="loader/model.py: sha256 does not match"):
         _pyfunc(store, uri, monkeypatch)
     assert not canary.exists()
+
+
+def _plant_and_reseal(artifact: Path, module: str) -> None:
+    plant_pyc(artifact, module)
+    edit_loader(artifact, "__init__")
+    seal(artifact, read_manifest(artifact))  # every digest in the manifest holds again
+
+
+# tampering -> (what it does to the stored artifact, why load("models:/...") refuses it)
+STORE_TAMPERING = {"planted bytecode": (plant_pyc, "loader/__pycache__: missing"),
+                   "an edited loader module": (edit_loader, "loader/model.py: size"),
+                   "planted code, resealed": (_plant_and_reseal, "differs from the one registered")}
+
+
+@pytest.mark.parametrize("tampering", STORE_TAMPERING)
+def test_registered_versions_run_no_planted_code_on_either_loading_path(store, tiny_artifacts, tmp_path, monkeypatch,
+                                                                        tampering):
+    """A registered version's loader changed in the artifact store (the placeholder __pycache__
+    file swapped for a folder with a pyc, or a .py edited), is refused by ``load("models:/...")``
+    and by the pyfunc before any of it runs."""
+    from mlflow.exceptions import MlflowException
+
+    tamper, refused = STORE_TAMPERING[tampering]
+    uri = store.register(tiny_artifacts["mean"], "planted").model_uri
+    tamper(_stored_artifact(store, "planted", "1"), "model")
+    monkeypatch.setenv(CANARY_ENV, str(tmp_path / "canary"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
+    with pytest.raises(ArtifactIntegrityError, match=refused):
+        load(uri)
+    with pytest.raises(MlflowException, match="refusing the packaged artifact"):
+        _pyfunc(store, uri, monkeypatch)
+    assert not (tmp_path / "canary").exists()
 
 
 def _register_process(artifact: Path, name: str, store, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from canaries import CANARY_ENV, edit_loader, plant_pyc
+from packager.cli import main
+from packager.common.artifact_dir import seal
 from packager.runtime import ArtifactIntegrityError, InvalidInputError, load
+from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences
 
 
@@ -54,25 +60,6 @@ def test_every_problem_is_listed_at_once(copy_artifact):
     assert "parity.json: missing" in str(error.value) and "README.md: size" in str(error.value)
 
 
-PLANTED = "open(__import__('os').environ['PACKAGER_TEST_CANARY'], 'w').write('planted bytecode ran')\n"
-
-
-def _plant_pyc(artifact: Path, module: str) -> None:
-    """What the hostile corpus did: a timestamp-based pyc carrying other code, stamped with the
-    verified source's mtime and size, so Python would take it for the source's cache."""
-    import importlib.util
-    import marshal
-
-    source = artifact / "loader" / f"{module}.py"
-    (artifact / "loader" / "__pycache__").unlink()  # the placeholder file
-    target = Path(importlib.util.cache_from_source(str(source)))
-    target.parent.mkdir()
-    stat = source.stat()
-    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + int(stat.st_mtime).to_bytes(4, "little") \
-        + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
-    target.write_bytes(header + marshal.dumps(compile(PLANTED, str(source), "exec")))
-
-
 def test_importing_the_loader_writes_no_bytecode_into_the_artifact(copy_artifact, tmp_path):
     """The documented `from loader import load`, twice: Python can write no cache next to the
     loader (its __pycache__ is a listed file), so the second load verifies as the first did."""
@@ -84,27 +71,74 @@ def test_importing_the_loader_writes_no_bytecode_into_the_artifact(copy_artifact
     assert not [p for p in artifact.rglob("*.pyc")]
 
 
-def test_the_planted_bytecode_runs_where_python_may_read_caches(copy_artifact, tmp_path):
-    """The control for the test below: the planted pyc is a working attack on a plain import,
-    which is why the artifact's own loader cannot vouch for itself (see the README's Safety)."""
+TAMPERING = {"planted bytecode": (plant_pyc, "planted bytecode ran", "not listed in the manifest"),
+             "an edited loader module": (edit_loader, "edited loader code ran", "loader/model.py: size")}
+
+
+@pytest.mark.parametrize("tampering", TAMPERING)
+def test_the_tampering_runs_at_a_plain_import_of_the_artifacts_loader(copy_artifact, tmp_path, tampering):
+    """The control for the tests below: planted bytecode and an edited module are working
+    attacks on the bare ``from loader import load``, which runs the artifact's code before it
+    can check anything: code cannot vouch for itself (see the README's Safety)."""
+    tamper, ran, _ = TAMPERING[tampering]
     artifact = copy_artifact()
-    _plant_pyc(artifact, "model")
-    code = f"import sys; sys.path.insert(0, {str(artifact)!r}); import loader"
+    tamper(artifact, "model")
+    code = f"import sys; sys.path.insert(0, {str(artifact)!r}); from loader import load"
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                   env={**os.environ, "PACKAGER_TEST_CANARY": str(tmp_path / "canary")})
-    assert (tmp_path / "canary").read_text() == "planted bytecode ran"
+                   env={**os.environ, CANARY_ENV: str(tmp_path / "canary")})
+    assert (tmp_path / "canary").read_text() == ran
 
 
-def test_planted_bytecode_is_refused_before_anything_runs(copy_artifact, tmp_path, monkeypatch):
+@pytest.mark.parametrize("tampering", TAMPERING)
+def test_the_tampering_is_refused_before_anything_runs(copy_artifact, tmp_path, monkeypatch, tampering):
+    """``packager.runtime.load`` and the CLI's ``import_loader`` verify with the installed
+    runtime first."""
     from packager.common.artifact_dir import import_loader
 
+    tamper, _, refused = TAMPERING[tampering]
     artifact = copy_artifact()
-    _plant_pyc(artifact, "model")
-    monkeypatch.setenv("PACKAGER_TEST_CANARY", str(tmp_path / "canary"))
+    tamper(artifact, "model")
+    monkeypatch.setenv(CANARY_ENV, str(tmp_path / "canary"))
     for attempt in (load, import_loader):
-        with pytest.raises(ArtifactIntegrityError, match="not listed in the manifest"):
+        with pytest.raises(ArtifactIntegrityError, match=refused):
             attempt(artifact)
     assert not (tmp_path / "canary").exists()
+
+
+def _tampered(artifact: Path) -> Path:
+    """Planted bytecode and an edited loader module, the package's ``__init__`` included."""
+    plant_pyc(artifact, "model")
+    edit_loader(artifact, "__init__")
+    edit_loader(artifact, "load")
+    return artifact
+
+
+def test_load_runs_no_artifact_code_even_from_a_resealed_copy(copy_artifact, tmp_path, monkeypatch):
+    """``packager.runtime.load`` never imports the artifact's loader: even a copy whose
+    manifest was rewritten to list the planted code loads on the installed runtime, and nothing
+    planted runs; pinned to the original manifest's digest, that copy is refused."""
+    artifact = copy_artifact()
+    original = read_manifest(artifact)
+    pinned = hashlib.sha256((artifact / "manifest.json").read_bytes()).hexdigest()
+    seal(_tampered(artifact), original)
+    monkeypatch.setenv(CANARY_ENV, str(tmp_path / "canary"))
+    assert load(artifact).encode(["a text"]).shape == (1, 32)  # its own (resealed) manifest holds
+    with pytest.raises(ArtifactIntegrityError, match=f"sha256 [0-9a-f]{{64}} is not the pinned {pinned}"):
+        load(artifact, sha256=pinned)
+    assert not (tmp_path / "canary").exists()
+
+
+def test_a_copy_loads_pinned_to_the_digest_inspect_prints(copy_artifact, capsys):
+    artifact = copy_artifact()
+    assert main(["inspect", str(artifact)]) == 0
+    shown = re.search(r"^manifest sha256: ([0-9a-f]{64}) ", capsys.readouterr().out, re.M)
+    assert shown and shown[1] == hashlib.sha256((artifact / "manifest.json").read_bytes()).hexdigest()
+    assert load(artifact, sha256=shown[1]).encode("a text").shape == (32,)
+    assert main(["inspect", str(artifact), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["manifest_sha256"] == shown[1]
+    for bad in (shown[1].upper(), shown[1][:63], 5):
+        with pytest.raises(InvalidInputError, match="64 lowercase hex digits"):
+            load(artifact, sha256=bad)
 
 
 def test_encode_shapes_types_and_order(model):
