@@ -119,6 +119,14 @@ def test_every_place_a_template_is_read_from_is_checked(place, command, tiny_cha
     assert "more than" in _refused(chain, command, tmp_path, capsys)
 
 
+def test_templates_that_add_up_to_more_than_a_folder_may_hold_are_refused(tiny_chains, tmp_path, capsys,
+                                                                         never_the_reference):
+    chain = Path(shutil.copytree(tiny_chains["ce-chat"], tmp_path / "chain"))
+    _edit(chain / "tokenizer_config.json", chat_template=[{"name": f"t{i}", "template": "x" * 900_000}
+                                                          for i in range(5)])  # each within the 1 MiB
+    assert "chat templates hold more than" in _refused(chain, "inspect", tmp_path, capsys)
+
+
 _BUILD_ALL = """
 import json, resource, sys
 import sentence_transformers  # what a build imports (torch, transformers), before the cap is measured
