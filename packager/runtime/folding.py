@@ -21,7 +21,7 @@ the source first, both when the build reads a model folder and whenever the runt
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Iterator
 from typing import Any
 
 from .sandbox import BASE_CHARS, Budget, TemplateRefused, _bounded_concat, _check_binop, bounded, budget, deep_size
@@ -144,8 +144,8 @@ class _Folder:
             if self.folded > FOLDED_CHARS:
                 raise TemplateRefused(f"the template's constant expressions make more than {FOLDED_CHARS} characters "
                                       f"together (line {node.lineno}); jinja2 computes them when it compiles")
-        elif not (isinstance(node, (self.nodes.Getattr, self.nodes.Slice)) or inspect.isgenerator(value)
-                  or isinstance(value, self.environment.undefined)):
+        elif not (isinstance(node, (self.nodes.Getattr, self.nodes.Slice)) or isinstance(value, Iterator)
+                  or isinstance(value, self.environment.undefined)):  # made in O(1): lazy, or a lookup
             raise TemplateRefused(f"a constant expression (line {node.lineno}) makes a {type(value).__name__}, which "
                                   "jinja2 would make again for every expression around it when it compiles")
         return value

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import tiny_models as tm
 from packager.cli import main
@@ -239,6 +240,16 @@ def test_a_superlinear_filter_is_refused_before_it_runs(name, hostile_renders):
 def test_a_template_that_cannot_be_bounded_is_refused_when_compiled(source):
     with pytest.raises(ArtifactIntegrityError):
         ChatTemplate(source, FLAT)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '=' * 80 }}", "{{ ['a', 'b'] | reverse | join }}", "{% for k, v in {'a': 1} | dictsort %}{{ k }}{% endfor %}",
+    "{{ 'abc'.upper() }}", "{{ (1, 2) | list | length }}", "{{ '%s-%s' % ('a', 'b') }}", "{{ 'a' ~ 1 ~ none }}",
+    "{{ ('a' if true else 'b') | upper }}", "{{ 'abc'[::-1] }}", "{{ {'a': 1}.a }}", "{{ 2 ** 10 // 3 % 7 }}",
+])
+def test_the_constant_expressions_real_templates_use_compile(source):
+    assert ChatTemplate(source, FLAT).render([], task=None) == \
+        ImmutableSandboxedEnvironment().from_string(source).render()
 
 
 def _at_every_limit() -> dict[str, str]:
