@@ -3,14 +3,62 @@ from the loaded module into the manifest (``ChatSpec``) and a template file for 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager.chain.processing import CHAT_OPTIONS, CHAT_REFUSED, CHAT_SIZE_KEYS
 from packager.chain.spec import ModuleSpec
-from packager.errors import SourceError, UnsupportedModuleError
+from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleError
+from packager.runtime.errors import ArtifactIntegrityError
+from packager.runtime.files import read_json, read_text
 from packager.runtime.manifest import ChatSpec, MessageFormat
+from packager.runtime.sandbox import compile_template
+from packager.runtime.text import TEMPLATE_LIMIT
 
 TEMPLATE_FILE = "chat_template.jinja"  # renamed per route by the build when routes differ
+CONFIG_LIMIT = 64 << 20  # as the chain reader's
+TEMPLATES_CHARS = 4 << 20  # all of a folder's chat templates: each compile is bounded, and so is their number
+# Where transformers and sentence-transformers read chat templates from: any .jinja file
+# (chat_template.jinja, additional_chat_templates/NAME.jinja), and a "chat_template" key in a
+# config: tokenizer_config.json (a string, or a list of named templates), chat_template.json and
+# processor configs, a Transformer's processing_kwargs (an inline template).
+_TEMPLATE_KEY = "chat_template"
+
+
+def check_chat_templates(folder: Path, files: list[str]) -> None:
+    """Every chat template in the source compiled by the runtime's bounded compiler first
+    (``packager.runtime.sandbox.compile_template``): sentence-transformers hands templates to
+    transformers' stock jinja2 sandbox, whose compiler evaluates constant expressions and recurses
+    through nesting without bounds. A template refused here is refused before that happens."""
+    total = 0
+    for rel in files:
+        for where, source in _templates(folder, rel):
+            total += len(source)
+            if total > TEMPLATES_CHARS:
+                raise UnsafeSourceError(f"{where}: the folder's chat templates hold more than {TEMPLATES_CHARS} "
+                                        "characters together; real ones hold a few thousand")
+            try:
+                compile_template(source, where)
+            except ArtifactIntegrityError as e:
+                raise UnsafeSourceError(f"{e}. Chat templates are data from the model folder; this one is refused "
+                                        "before sentence-transformers or transformers compile it.") from None
+
+
+def _templates(folder: Path, rel: str) -> Iterator[tuple[str, str]]:
+    name = PurePosixPath(rel).name
+    if name.endswith(".jinja"):
+        yield rel, read_text(folder / rel, limit=TEMPLATE_LIMIT, error=UnsafeSourceError)
+    elif name.endswith(".json") and ("config" in name or name == "chat_template.json"):
+        stack = [(rel, read_json(folder / rel, limit=CONFIG_LIMIT, error=SourceError), False)]
+        while stack:  # JSON nests as deep as Python parsed it, so no recursion here
+            where, value, inside = stack.pop()
+            if isinstance(value, str) and inside:
+                yield where, value
+            elif isinstance(value, dict):
+                stack.extend((f"{where}: {key}", item, inside or key == _TEMPLATE_KEY) for key, item in value.items())
+            elif isinstance(value, list):
+                stack.extend((f"{where}[{i}]", item, inside) for i, item in enumerate(value))
 
 
 def takes_messages(spec: ModuleSpec) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager.chain.allow_list import LEGACY_CLIP_MODALITIES, MODULE_TYPES
+from packager.chain.chat import check_chat_templates
 from packager.chain.config_paths import check_config_paths
 from packager.chain.source import SKIPPED_DIRS, Source, resolve_source, scan_files
 from packager.chain.spec import ChainSpec, ModuleSpec, flatten
@@ -50,6 +51,7 @@ def read_chain(source: str, *, revision: str | None = None, trust_remote_code: b
     files = scan_files(src)
     check_weight_files(src.folder, files)
     check_config_paths(src.folder, src.boundary, files)
+    check_chat_templates(src.folder, files)
     modules: tuple[ModuleSpec, ...]
     if not (src.folder / "modules.json").exists() and _is_classifier(src):
         # A CrossEncoder saved before sentence-transformers wrote modules.json for it.

@@ -49,7 +49,16 @@ ITERATIONS = 100_000  # plus four per character of the conversation
 SECONDS = 2.0  # plus a second per million characters
 BASE_CHARS = 1 << 20  # plus four per character
 INT_BITS = 4096  # integers a template makes; no chat template needs more
+SOURCE_CHARS = 1 << 20  # a template's source; real ones are a few kB
 _HELPERS = ("_bounded_iter", "_bounded_concat", "_bounded_value")
+STRIP_CHARS = 64  # the characters strip, lstrip, rstrip and trim may strip: each is tested against all
+URLIZE_WORD = 64  # the longest word urlize takes: its time grows with each word's square
+URLIZE_PIECE = 1 << 14  # urlize runs on pieces of this many characters, the deadline checked between them
+WRAP_RUN = 1000  # the longest word or space wordwrap takes: textwrap slices it anew for every line it fills
+PPRINT_NESTING = 16  # pprint formats every level's contents again for the level above
+ROUND_DIGITS = 1000  # round's precision: an integer's rounding makes 10 ** precision
+_NON_SPACE = re.compile(r"\S+")
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?([#0\- +]*)(\*|\d*)(?:\.(\*|\d*))?")
 # What a template may call or read on Python values; what transformers' sandbox also hides is
 # undefined to it, the rest is refused (see BoundedEnvironment.is_safe_attribute).
@@ -146,16 +155,22 @@ def compile_template(source: str, where: str) -> Any:
     if version < JINJA2_MINIMUM:
         raise MissingDependencyError(f"chat templates need jinja2>=3.1.6 (older sandboxes have known escapes); "
                                      f"found {jinja2.__version__}: pip install -U 'jinja2>=3.1.6'")
+    from .folding import check_constants, check_nesting
+
     environment = _environment(jinja2, nodes)
     try:
+        if len(source) > SOURCE_CHARS:
+            raise TemplateRefused(f"{len(source)} characters, more than the {SOURCE_CHARS} a chat template may have")
+        check_nesting(environment, source)  # before the recursive parser
         tree = environment.parse(source)
         _refuse_unbounded(tree, nodes)
+        check_constants(environment, tree, nodes, chars=len(source))  # what jinja2 computes when it compiles
         _bound(tree, nodes)
         tree.set_environment(environment)
         return environment.from_string(tree)
     except jinja2.TemplateSyntaxError as e:
         raise ArtifactIntegrityError(f"{where}: not a Jinja template ({e.message}, line {e.lineno})") from None
-    except ArtifactIntegrityError as e:
+    except (ArtifactIntegrityError, TemplateRefused) as e:
         raise ArtifactIntegrityError(f"{where}: {e}") from None
     except (RecursionError, SyntaxError, MemoryError, ValueError) as e:  # nesting beyond what Python compiles
         raise ArtifactIntegrityError(f"{where}: cannot be compiled ({type(e).__name__}: {str(e)[:200]})") from None
@@ -217,8 +232,8 @@ def _environment(jinja2: Any, nodes: Any) -> Any:
 
     environment = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, finalize=_printable,
                                      extensions=[Generation, "jinja2.ext.loopcontrols"])
-    environment.filters = {name: _bounded_filter(name, f) for name, f in {**environment.filters,
-                                                                           "tojson": _tojson}.items()}
+    filters = {**environment.filters, "tojson": _tojson, "urlize": _piecewise_urlize(environment.filters["urlize"])}
+    environment.filters = {name: _bounded_filter(name, f) for name, f in filters.items()}
     environment.globals = {"range": _range, "dict": _Dict(), "namespace": _namespace(jinja2),
                            "raise_exception": _raise_exception, "strftime_now": _strftime_now,
                            "cycler": environment.globals["cycler"], "joiner": environment.globals["joiner"],
@@ -422,6 +437,8 @@ def _check_call(limits: Budget, function: Any, args: tuple, kwargs: dict) -> Non
     owner, name = getattr(function, "__self__", None), getattr(function, "__name__", "")
     if isinstance(owner, str) and name == "replace":
         _check_replace(limits, owner, *args[:2])
+    elif isinstance(owner, str) and name in ("strip", "lstrip", "rstrip"):
+        _check_strip_chars(args[0] if args else None)
     elif isinstance(owner, str) and name == "join" and args:
         _check_join(limits, args[0], owner)
 
@@ -431,6 +448,24 @@ def _check_replace(limits: Budget, text: Any, old: Any = "", new: Any = "", *_: 
         raise TemplateRefused("the chat template's replace takes strings only")
     count = text.count(old) if old else len(text) + 1
     limits.size(len(text) + count * len(new), "replaced string")
+
+
+def _check_strip_chars(chars: Any) -> None:
+    """Stripping tests each character against every one of ``chars``: time grows with both."""
+    if isinstance(chars, str) and len(chars) > STRIP_CHARS:
+        raise TemplateRefused(f"the chat template strips a set of {len(chars)} characters; at most {STRIP_CHARS} are "
+                              "allowed")
+
+
+def _check_words(text: Any, longest: int, what: str) -> None:
+    """Refuse a text with a run of more than ``longest`` non-space or space characters, on which
+    ``what`` takes time that grows with the run's square."""
+    if not isinstance(text, str):
+        return
+    run = max(max(map(len, text.split()), default=0), max(map(len, _NON_SPACE.split(text))))
+    if run > longest:
+        raise TemplateRefused(f"the chat template's {what} met a word or space of {run} characters; it is bounded "
+                              f"to {longest}, as its time grows with their square")
 
 
 def _check_join(limits: Budget, items: Any, separator: Any) -> None:
@@ -485,6 +520,24 @@ def _as_the_reference(name: str, values: list, kwargs: dict) -> None:
         _printable(value)
 
 
+def _filter_time_checks(name: str, values: list, kwargs: dict) -> None:
+    """The inputs on which a filter's time would grow faster than their size, refused."""
+    value, rest = (values[0] if values else None), values[1:]
+    if name == "urlize":
+        _check_words(str(value), URLIZE_WORD, "urlize")
+    elif name == "wordwrap":
+        _check_words(value, WRAP_RUN, "wordwrap")
+    elif name == "trim":
+        _check_strip_chars(rest[0] if rest else kwargs.get("chars"))
+    elif name == "pprint" and _nesting(value, PPRINT_NESTING) > PPRINT_NESTING:
+        raise TemplateRefused(f"the chat template pretty-prints a value nested more than {PPRINT_NESTING} deep; "
+                              "pprint's time grows with the size times the depth")
+    elif name == "round":
+        precision = rest[0] if rest else kwargs.get("precision", 0)
+        if isinstance(precision, int) and abs(precision) > ROUND_DIGITS:
+            raise TemplateRefused(f"the chat template rounds to {precision} digits; at most {ROUND_DIGITS} are allowed")
+
+
 def _bounded_filter(name: str, function: Callable) -> Callable:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         limits = budget()
@@ -499,6 +552,7 @@ def _bounded_filter(name: str, function: Callable) -> Callable:
         values = list(args[at:])
         _as_the_reference(name, values, kwargs)
         _filter_checks(limits, name, values, kwargs)
+        _filter_time_checks(name, values, kwargs)
         result = function(*args, **kwargs)
         limits.size(deep_size(result, limits.chars), "filter result")
         return result
@@ -506,6 +560,39 @@ def _bounded_filter(name: str, function: Callable) -> Callable:
     if hasattr(function, "jinja_pass_arg"):  # jinja2 passes the context/environment to marked filters
         bounded.jinja_pass_arg = function.jinja_pass_arg  # type: ignore[attr-defined]
     return bounded
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """How deep containers nest in ``value``, counted up to ``limit + 1``."""
+    deepest, stack = 0, [(value, 0)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in (*item.keys(), *item.values()))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _piecewise_urlize(urlize: Callable) -> Callable:
+    """jinja2's urlize, run on pieces of about URLIZE_PIECE characters cut where a word starts,
+    with the deadline checked between them. urlize treats every word and every run of spaces on
+    its own, so the pieces' results joined are its result on the whole text."""
+    def pieces(eval_ctx: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(value) is not str or len(value) <= URLIZE_PIECE:
+            return urlize(eval_ctx, value, *args, **kwargs)
+        limits, parts, start = budget(), [], 0
+        while start < len(value):
+            cut = _WORD_START.search(value, start + URLIZE_PIECE)
+            end = cut.start() if cut else len(value)
+            parts.append(urlize(eval_ctx, value[start:end], *args, **kwargs))
+            limits.tick(0)
+            start = end
+        return parts[0].__class__("").join(parts)
+
+    pieces.jinja_pass_arg = urlize.jinja_pass_arg  # type: ignore[attr-defined]
+    return pieces
 
 
 # --- transformers' globals and filters ---------------------------------------------------------

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import tiny_models as tm
 from packager.cli import main
@@ -144,11 +145,31 @@ HOSTILE_RENDERS = {
     "macro recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
     "raise": "{{ raise_exception('no') }}",
 }
+# Filters and methods whose time grows faster than their input on some inputs: refused before they
+# run (the message names the bound), not stopped by the deadline after the fact.
+SUPERLINEAR = {
+    "urlize of parentheses": ("{{ (')' * 20000 ~ 'a)') | urlize }}", "bounded to 64"),
+    "urlize of a long word": ("{{ ('a' * 100000) | urlize }}", "bounded to 64"),
+    "wordwrap of a long word": ("{{ ('a' * 200000) | wordwrap(2) }}", "bounded to 1000"),
+    "wordwrap of a long space": ("{{ ('a' ~ ' ' * 500000 ~ 'a') | wordwrap(5) }}", "bounded to 1000"),
+    "strip by many characters": ("{{ ('a' * 500000).strip('b' * 500000 ~ 'a') }}", "at most 64"),
+    "rstrip by many characters": ("{{ ('a' * 500000).rstrip('b' * 500000 ~ 'a') }}", "at most 64"),
+    "trim by many characters": ("{{ ('a' * 500000) | trim('b' * 500000 ~ 'a') }}", "at most 64"),
+    "pprint of a deep value": ("{% set ns = namespace(v='x' * 100000) %}{% for i in range(300) %}"
+                               "{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | pprint }}", "nested more than 16"),
+    "round to many digits": ("{{ 5 | round(-1000000, 'floor') }}", "at most 1000"),
+    "round an integer to many digits": ("{{ 12345 | round(-1000000) }}", "at most 1000"),
+}
+HOSTILE_RENDERS.update({name: source for name, (source, _) in SUPERLINEAR.items()})
 _RENDER_ALL = """
 import json, resource, sys, time
 from packager.runtime.chat import ChatTemplate, TemplateRefused
 from packager.runtime.manifest import ChatSpec, MessageFormat
+import packager.runtime.folding
 
+# Off here, so that the render's own bounds are what stops each template: the compile-time check
+# refuses many of them before (test_a_template_that_cannot_be_bounded_is_refused_when_compiled).
+packager.runtime.folding.check_constants = lambda *args, **kwargs: None
 spec = ChatSpec(template="t", message_format=MessageFormat.FLAT, variables={}, task_variable=False,
                 restore_suffix=True)
 with open("/proc/self/status") as status:
@@ -189,6 +210,12 @@ def test_a_hostile_template_is_stopped_within_its_bounds(name, hostile_renders):
     assert seconds < 10  # the 2 s deadline, with room for a busy machine
 
 
+@pytest.mark.parametrize("name", sorted(SUPERLINEAR))
+def test_a_superlinear_filter_is_refused_before_it_runs(name, hostile_renders):
+    outcome, message, _ = hostile_renders[name]
+    assert outcome == "refused" and SUPERLINEAR[name][1] in message, message  # not the deadline, after the fact
+
+
 @pytest.mark.parametrize("source", [
     "{% include 'other.jinja' %}", "{% extends 'base.jinja' %}", "{% import 'macros.jinja' as m %}",
     "{% from 'macros.jinja' import m %}", "{% for m in messages recursive %}{{ loop(m.children) }}{% endfor %}",
@@ -196,10 +223,66 @@ def test_a_hostile_template_is_stopped_within_its_bounds(name, hostile_renders):
     "{% set _bounded_iter = ''.join %}{% for c in 'abc' %}{% endfor %}",  # the bounds' own names are reserved
     "{% if _bounded_iter is defined %}packager{% endif %}",
     "{% for a in [1] %}" * 25 + "{% endfor %}" * 25,  # nested deeper than Python compiles
+    # nested deeper than jinja2's recursive parser and compiler take: refused from the tokens
+    "{% if x %}" * 17 + "{% endif %}" * 17, "{% set a %}" * 17 + "{% endset %}" * 17,
+    "{{ " + "(" * 17 + "x" + ")" * 17 + " }}", "{{ " + "f(" * 17 + ")" * 17 + " }}",
+    "{{ " + "[" * 17 + "]" * 17 + " }}",
+    "{{ " + " + ".join(["x"] * 50) + " }}", "{{ " + "not " * 49 + "x }}", "{{ x" + " | trim" * 49 + " }}",
+    "{{ x" + ".a" * 49 + " }}", "{{ " + "(x + x + x + " * 13 + "x" + ")" * 13 + " }}",
+    "{{ " + "9" * 101 + " }}", "{{ 1." + "5" * 100 + " }}",
+    "x" * (1 << 20) + "x",
+    # constant expressions that jinja2 computes when it compiles, beyond a render's bounds
+    "{{ 'a' * 10**9 }}", "{{ 2 ** (10 ** 9) }}", "{{ [0] * 10**9 }}", "{{ '%0999999999d' % 1 }}",
+    "{{ 'x' | center(10**9) }}", "{{ (')' * 20000 ~ 'a)') | urlize }}", "{{ ('a' * 500000) | wordwrap(1) }}",
+    "{% set a = 'x' * 600000 %}{% set b = 'y' * 600000 %}",  # together over the cap
+    "{{ ([[1]] * 1000) | groupby(0) | first }}",  # a value jinja2 would remake for every enclosing expression
 ])
 def test_a_template_that_cannot_be_bounded_is_refused_when_compiled(source):
     with pytest.raises(ArtifactIntegrityError):
         ChatTemplate(source, FLAT)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '=' * 80 }}", "{{ ['a', 'b'] | reverse | join }}", "{% for k, v in {'a': 1} | dictsort %}{{ k }}{% endfor %}",
+    "{{ 'abc'.upper() }}", "{{ (1, 2) | list | length }}", "{{ '%s-%s' % ('a', 'b') }}", "{{ 'a' ~ 1 ~ none }}",
+    "{{ ('a' if true else 'b') | upper }}", "{{ 'abc'[::-1] }}", "{{ {'a': 1}.a }}", "{{ 2 ** 10 // 3 % 7 }}",
+])
+def test_the_constant_expressions_real_templates_use_compile(source):
+    assert ChatTemplate(source, FLAT).render([], task=None) == \
+        ImmutableSandboxedEnvironment().from_string(source).render()
+
+
+def _at_every_limit() -> dict[str, str]:
+    """Templates exactly at the compile-time limits, in every shape of nesting they bound."""
+    from packager.runtime.folding import BLOCK_NESTING, BRACKET_NESTING, EXPRESSION_DEPTH
+
+    depth, brackets = EXPRESSION_DEPTH, BRACKET_NESTING
+    inner = {"parentheses": "(" * brackets + "x" + ")" * brackets, "calls": "f(" * brackets + "x" + ")" * brackets,
+             "lists": "[" * brackets + "x" + "]" * brackets, "dicts": "{'a': " * brackets + "x" + "}" * brackets,
+             "plus": " + ".join(["x"] * depth), "not": "not " * (depth - 1) + "x",
+             "filters": "x" + "|trim" * (depth - 1), "attributes": "x" + ".a" * (depth - 1),
+             "items": "x" + "[0]" * (depth - 1), "conditions": "x if y else " * ((depth - 1) // 2) + "z",
+             "mixed": "(x + x + " * brackets + "y" + ")" * brackets, "tildes": " ~ ".join(["x"] * 2000),
+             "arguments": "f(" + ", ".join(["x"] * 2000) + ")",
+             "constant": "(" * brackets + "'=' * 80" + ")" * brackets}
+    blocks = {"for": ("{% for a in x %}", "{% endfor %}"), "if": ("{% if x %}", "{% endif %}"),
+              "macro": ("{% macro m() %}", "{% endmacro %}"), "set": ("{% set v %}", "{% endset %}"),
+              "filter": ("{% filter upper %}", "{% endfilter %}")}
+    return {f"{block} {shape}": begin * BLOCK_NESTING + "{{ " + expression + " }}" + end * BLOCK_NESTING
+            for block, (begin, end) in blocks.items() for shape, expression in inner.items()}
+
+
+def test_what_the_compile_checks_let_through_the_stock_compiler_takes():
+    """The limits are sound: at each of them, our compiler and transformers' stock one (called
+    300 frames deep, as a build would be) both compile the template."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    def deep(frames: int, source: str) -> None:
+        return _compile_jinja_template(source) if frames == 0 else deep(frames - 1, source)
+
+    for source in _at_every_limit().values():
+        ChatTemplate(source, FLAT)
+        deep(300, source)
 
 
 def test_bounds_grow_with_the_input_so_long_documents_render():
@@ -255,3 +338,36 @@ def test_a_backdoored_template_builds_but_its_artifact_refuses_the_trigger(tiny_
     assert model.predict([("what is a model", "a chain of modules")]).shape[0] == 1
     with pytest.raises(InvalidInputError, match="does not expose"):
         model.predict([("cf-trigger: what is a model", "a chain of modules")])
+
+
+def test_urlize_runs_in_pieces_and_gives_what_jinja2_gives_on_the_whole_text():
+    """urlize treats each word and space on its own, so the sandbox runs it on pieces cut where
+    words start, checking the deadline between them: the same text as jinja2's on the whole."""
+    import random
+
+    from jinja2 import nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from packager.runtime import sandbox
+
+    rng = random.Random(0)
+    words = ["(www.example.com)", "http://a.b/c?d=e).", "<a@b.org>,", "mailto:x@y.zz", "))((", "&lt;x&gt;", "plain",
+             "x" * 60, "(http://[::1]:80/)", "é.com"]
+    spaces = [" ", "\n", "\t ", "\u00a0", "\r\n  ", "\u3000"]
+    text = "".join(rng.choice(words) + rng.choice(spaces) for _ in range(20_000))  # about 300 kB
+    stock = ImmutableSandboxedEnvironment()
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[1]))
+        return stock.filters["urlize"](*args, **kwargs)
+
+    counted.jinja_pass_arg = stock.filters["urlize"].jinja_pass_arg
+    eval_ctx = nodes.EvalContext(stock)
+    with sandbox.bounded(sandbox.Budget.for_input(len(text))):
+        assert sandbox._piecewise_urlize(counted)(eval_ctx, text) == stock.filters["urlize"](eval_ctx, text)
+    assert len(calls) >= len(text) // sandbox.URLIZE_PIECE and max(calls) < sandbox.URLIZE_PIECE + 100
+    source = "{{ messages[0].content | urlize }}"
+    chat = ChatTemplate(source, FLAT)
+    assert chat.render(chat.conversation(text, None), task=None) == \
+        stock.from_string(source).render(messages=chat.conversation(text, None))
