@@ -56,6 +56,9 @@ URLIZE_WORD = 64  # the longest word urlize takes: its time grows with each word
 URLIZE_PIECE = 1 << 14  # urlize runs on pieces of this many characters, the deadline checked between them
 WRAP_RUN = 1000  # the longest word or space wordwrap takes: textwrap slices it anew for every line it fills
 PPRINT_NESTING = 16  # pprint formats every level's contents again for the level above
+# wordwrap and pprint cost several microseconds a character, more than the deadline's one a
+# character allows for an input: each takes at most this much, so one call ends within the deadline
+SLOW_FILTER_CHARS = 1 << 16
 ROUND_DIGITS = 1000  # round's precision: an integer's rounding makes 10 ** precision
 _NON_SPACE = re.compile(r"\S+")
 _WORD_START = re.compile(r"(?<=\s)(?=\S)")
@@ -468,6 +471,13 @@ def _check_words(text: Any, longest: int, what: str) -> None:
                               f"to {longest}, as its time grows with their square")
 
 
+def _check_slow_filter_input(value: Any, what: str) -> None:
+    size = deep_size(value, SLOW_FILTER_CHARS + 1)
+    if size > SLOW_FILTER_CHARS:
+        raise TemplateRefused(f"the chat template's {what} was given {size} characters or more; it takes at most "
+                              f"{SLOW_FILTER_CHARS}, as it costs more time a character than a render's deadline allows")
+
+
 def _check_join(limits: Budget, items: Any, separator: Any) -> None:
     if not isinstance(separator, str):
         raise TemplateRefused("the chat template's join takes a string separator")
@@ -527,11 +537,14 @@ def _filter_time_checks(name: str, values: list, kwargs: dict) -> None:
         _check_words(str(value), URLIZE_WORD, "urlize")
     elif name == "wordwrap":
         _check_words(value, WRAP_RUN, "wordwrap")
+        _check_slow_filter_input(value, "wordwrap")
     elif name == "trim":
         _check_strip_chars(rest[0] if rest else kwargs.get("chars"))
-    elif name == "pprint" and _nesting(value, PPRINT_NESTING) > PPRINT_NESTING:
-        raise TemplateRefused(f"the chat template pretty-prints a value nested more than {PPRINT_NESTING} deep; "
-                              "pprint's time grows with the size times the depth")
+    elif name == "pprint":
+        if _nesting(value, PPRINT_NESTING) > PPRINT_NESTING:
+            raise TemplateRefused(f"the chat template pretty-prints a value nested more than {PPRINT_NESTING} deep; "
+                                  "pprint's time grows with the size times the depth")
+        _check_slow_filter_input(value, "pprint")
     elif name == "round":
         precision = rest[0] if rest else kwargs.get("precision", 0)
         if isinstance(precision, int) and abs(precision) > ROUND_DIGITS:

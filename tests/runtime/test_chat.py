@@ -157,6 +157,8 @@ SUPERLINEAR = {
     "trim by many characters": ("{{ ('a' * 500000) | trim('b' * 500000 ~ 'a') }}", "at most 64"),
     "pprint of a deep value": ("{% set ns = namespace(v='x' * 100000) %}{% for i in range(300) %}"
                                "{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | pprint }}", "nested more than 16"),
+    "wordwrap of a long text": ("{{ ('word ' * 20000) | wordwrap(10) }}", "at most 65536"),
+    "pprint of a long list": ("{{ (['x'] * 100000) | pprint }}", "at most 65536"),
     "round to many digits": ("{{ 5 | round(-1000000, 'floor') }}", "at most 1000"),
     "round an integer to many digits": ("{{ 12345 | round(-1000000) }}", "at most 1000"),
 }
