@@ -79,7 +79,7 @@ def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...],
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         requires=(*(("jinja2",) if any(r.chat for r in specs) else ()),
                   *(("pillow",) if any(r.image for r in specs) else ())),
-        embedding_ranges=dict(ranges or {}),
+        embedding_ranges=dict(ranges or {}), int8_arithmetic=recipe.int8_arithmetic,
     )
 
 

@@ -18,7 +18,7 @@ from packager.common.quiet import quiet
 from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.recipe import RecipeContext, RecipeResult
-from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, ModuleKind, Precision
+from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, Int8Arithmetic, ModuleKind, Precision
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph
@@ -37,6 +37,7 @@ class OnnxFp32:
     format = Format.ONNX
     precision = Precision.FP32
     calibrates = False
+    int8_arithmetic: Int8Arithmetic | None = None
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         path = dest / f"{stem}.onnx"

@@ -15,7 +15,7 @@ from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.onnx import export_onnx
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
-from packager.runtime.manifest import Format, Precision
+from packager.runtime.manifest import Format, Int8Arithmetic, Precision
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph
@@ -29,6 +29,7 @@ class _OpenVinoRecipe:
     format = Format.OPENVINO
     calibrates = False
     compress_to_fp16 = False
+    int8_arithmetic: Int8Arithmetic | None = None
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         import openvino as ov
@@ -63,20 +64,27 @@ class OpenVinoFp16(_OpenVinoRecipe):
 
 
 class OpenVinoInt8(_OpenVinoRecipe):
-    """NNCF post-training quantization: int8 weights and activations, ranges from calibration."""
+    """NNCF post-training quantization: int8 weights and activations, ranges from calibration.
+    NNCF's overflow fix on every layer (not only the first, its default) keeps each weight
+    within half the int8 range, so CPUs with and without VNNI compute the same integers
+    (``Int8Arithmetic.SATURATION_FREE``)."""
 
     name = "openvino-int8-nncf"
     precision = Precision.INT8
     calibrates = True
+    int8_arithmetic: Int8Arithmetic | None = Int8Arithmetic.SATURATION_FREE
 
     def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
         feeds, inputs = calibration_feeds(graph, dest, context)  # texts, or an image route's images
         with step(f"calibration: NNCF on {len(inputs)} inputs"):
             quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                                      preset=nncf.QuantizationPreset.MIXED, subset_size=len(inputs))
-        return quantized, {"nncf": "quantize, transformer model type, mixed preset"}
+                                      preset=nncf.QuantizationPreset.MIXED, subset_size=len(inputs),
+                                      advanced_parameters=AdvancedQuantizationParameters(
+                                          overflow_fix=OverflowFix.ENABLE))
+        return quantized, {"nncf": "quantize, transformer model type, mixed preset, overflow fix on every layer"}
 
 
 class OpenVinoInt8WeightsOnly(_OpenVinoRecipe):
@@ -84,6 +92,7 @@ class OpenVinoInt8WeightsOnly(_OpenVinoRecipe):
 
     name = "openvino-int8-weights"
     precision = Precision.INT8
+    int8_arithmetic: Int8Arithmetic | None = Int8Arithmetic.FLOAT_PRODUCTS
 
     def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         import nncf

@@ -6,7 +6,11 @@ kept in float, found by measuring.
    the weights' arithmetic) quantize; onnxruntime's QAttention cannot take the attention bias
    that carries the padding mask.
 2. Quantize every weight MatMul: int8 weights per output channel, int8 activations with
-   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). Every large table only Gathers
+   per-batch ranges (dynamic) or calibrated ranges (static, QDQ). The weights use 7 bits
+   (``reduce_range``: within +-64), so that no two uint8 x int8 products overflow the int16 that
+   x86 CPUs without VNNI add them in: every CPU computes the same integers
+   (``Int8Arithmetic.SATURATION_FREE``), and the gate's verdict on the build host holds on
+   any server. Every large table only Gathers
    read (a transformer's token embeddings, a static embedder's table) is stored in int8 with one
    scale per row (``quantize_tables``): all-MiniLM-L6-v2's token table is 47 of its 90 MB,
    and a loader serving it touches the table's pages as new tokens come.
@@ -34,7 +38,7 @@ from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.sensitivity import output_errors
-from packager.runtime.manifest import ChainKind, Format, Precision
+from packager.runtime.manifest import ChainKind, Format, Int8Arithmetic, Precision
 from packager.runtime.similarity import maxsim
 from packager.validators.metrics import row_cosine
 from packager.validators.parity import (
@@ -57,19 +61,25 @@ MARGIN = 0.2  # the search aims this share of the way from each threshold toward
 QUANTIZER_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": 1}  # 1: onnx.TensorProto.FLOAT
 
 
+def quantize_dynamic_matmuls(source: Path, target: Path, excluded: list[str]) -> None:
+    """The dynamic recipe's quantizer: every weight MatMul but ``excluded`` in int8, 7-bit
+    weights per output channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded, extra_options=QUANTIZER_OPTIONS)
+
+
 class OnnxInt8Dynamic:
     name = "onnx-int8-dynamic"
     format = Format.ONNX
     precision = Precision.INT8
     calibrates = True  # the exclusion search measures on the calibration inputs
+    int8_arithmetic: Int8Arithmetic | None = Int8Arithmetic.SATURATION_FREE
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         def quantize(source: Path, target: Path, excluded: list[str], feeds: list) -> None:
-            quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
-                             extra_options=QUANTIZER_OPTIONS)
+            quantize_dynamic_matmuls(source, target, excluded)
 
         return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name)
 
@@ -79,34 +89,41 @@ class OnnxInt8Static:
     format = Format.ONNX
     precision = Precision.INT8
     calibrates = True
+    int8_arithmetic: Int8Arithmetic | None = Int8Arithmetic.SATURATION_FREE
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-
-        class Reader(CalibrationDataReader):
-            def __init__(self, feeds: list) -> None:
-                self._feeds = iter(feeds)
-
-            def get_next(self) -> dict | None:
-                return next(self._feeds, None)
-
         with scratch_dir("calibration") as scratch:
             cache = Path(scratch) / "ranges.json"  # activation ranges are measured once, reused by the search
 
             def quantize(source: Path, target: Path, excluded: list[str], feeds: list) -> None:
-                quantize_static(source, target, Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                                weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                                op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
-                                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=cache,
-                                extra_options=QUANTIZER_OPTIONS)
+                quantize_static_matmuls(source, target, excluded, feeds, cache)
 
             return _quantize_route(graph, dest, stem=stem, context=context, quantize=quantize, name=self.name)
+
+
+def quantize_static_matmuls(source: Path, target: Path, excluded: list[str], feeds: list, cache: Path) -> None:
+    """The static recipe's quantizer: every weight MatMul but ``excluded`` in QDQ int8, 7-bit
+    weights per output channel, uint8 activations with MinMax ranges over ``feeds`` (measured once
+    into ``cache``, then read from it)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, feeds: list) -> None:
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self._feeds, None)
+
+    quantize_static(source, target, Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
+                    nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+                    calibration_cache_path=cache, extra_options=QUANTIZER_OPTIONS)
 
 
 Quantize = Callable[[Path, Path, list[str], list], None]
@@ -291,8 +308,7 @@ class ExclusionSearch:
         with step(f"calibration: the output error of each of {len(nodes)} MatMuls alone in int8",
                   total=len(nodes)) as advance:
             errors = output_errors(self.fp32, self.feeds, nodes, self.scratch, advance)
-        # Most sensitive first; errors equal to 4 significant digits keep the graph's order.
-        ranked = sorted(nodes, key=lambda node: -float(f"{errors[node]:.4g}"))
+        ranked = rank(errors)
         low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more
         while low < high:  # the fewest exclusions that pass, assuming more exclusions never hurt
             middle = (low + high) // 2
@@ -319,6 +335,13 @@ class ExclusionSearch:
         """The gate, tightened by the margin, on the metrics the graph outputs allow."""
         return all(Check(metric, metrics[metric], _tightened(metric, threshold)).passed
                    for metric, threshold in self.context.gate.items() if metric in metrics)
+
+
+def rank(errors: dict[str, float]) -> list[str]:
+    """The MatMuls most sensitive first. Errors equal to 4 significant digits (float sums that
+    differ in their last bits between CPUs and thread counts) tie, and ties go by name: the
+    order depends on nothing but the errors and the names."""
+    return sorted(errors, key=lambda node: (-float(f"{errors[node]:.4g}"), node))
 
 
 def _tightened(metric: str, threshold: float) -> float:

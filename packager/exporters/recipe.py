@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from packager.runtime.manifest import ChainKind, ChatSpec, Format, Precision, TokenizerSpec
+from packager.runtime.manifest import ChainKind, ChatSpec, Format, Int8Arithmetic, Precision, TokenizerSpec
 from packager.validators.report import Gate
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class Recipe(Protocol):
     format: Format
     precision: Precision
     calibrates: bool  # whether it reads the calibration inputs
+    # int8 recipes: why their integer products are the same on every CPU; None for float ones
+    int8_arithmetic: Int8Arithmetic | None
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         ...

@@ -4,7 +4,8 @@ exclusion search keeps MatMuls in float by (``packager.exporters.quantize``).
 One graph measures them all: each weight MatMul becomes ``If(which == i)``, whose branches are
 the float MatMul and the MatMul as onnxruntime's dynamic int8 computes it (the input through
 ``DynamicQuantizeLinear``, uint8 with one range per tensor and batch, times the weight in int8
-with one symmetric scale per output channel). Run with ``which = i`` on a subset of the
+with one symmetric scale per output channel, within ``SATURATION_FREE_WEIGHT_LIMIT`` as the
+recipes quantize). Run with ``which = i`` on a subset of the
 calibration batches, it gives the outputs with MatMul ``i`` alone in int8, from one session:
 no quantized model written and loaded per MatMul, and only the one MatMul's extra work per run.
 
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT
 
 SUBSET_BATCHES = 4  # calibration batches the ranking runs on, spread over the lengths ...
 SUBSET_SPAN = 0.75  # ... of the shortest three quarters (the longest batch alone costs more than these four)
@@ -86,9 +89,10 @@ def switchable_graph(fp32: Path, matmuls: list[str], scratch: Path) -> tuple[Pat
             continue
         index, stem, (x, w), (y,) = len(measured), f"{WHICH}_{len(measured)}", node.input, node.output
         array = numpy_helper.to_array(weight).astype(np.float32, copy=False)
-        scale = np.abs(array).max(axis=0) / 127
+        limit = SATURATION_FREE_WEIGHT_LIMIT
+        scale = np.abs(array).max(axis=0) / limit
         scale[scale == 0] = 1
-        added += [numpy_helper.from_array(np.clip(np.rint(array / scale), -127, 127).astype(np.int8), f"{stem}_w"),
+        added += [numpy_helper.from_array(np.clip(np.rint(array / scale), -limit, limit).astype(np.int8), f"{stem}_w"),
                   numpy_helper.from_array(scale.astype(np.float32), f"{stem}_scale"),
                   numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{stem}_zero"),
                   numpy_helper.from_array(np.array(index, np.int64), f"{stem}_index")]

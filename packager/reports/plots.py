@@ -12,6 +12,16 @@ from packager.reports.markdown import headline
 
 
 def plots(report: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The plots, drawn with matplotlib's default style whatever the process set before (a
+    caller's or a library's rcParams, a ``matplotlibrc`` in the working directory): the same
+    report.json gives the same pictures in every process."""
+    from matplotlib import style
+
+    with style.context("default"):
+        return _plots(report)
+
+
+def _plots(report: dict[str, Any]) -> list[tuple[str, str | None]]:
     variants = report["variants"]
     if report["chain_kind"] == "CrossEncoder":
         return [("Reference vs candidate scores, per pair and variant", _scores_plot(variants)),

@@ -36,9 +36,32 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What an artifact may require beyond the base runtime, with the versions it needs.
 EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6", "pillow": ">=10.1"}
 # Optional fields added to the manifest without a new schema version, written only when set.
-_ADDED_IN_VERSION = ("embedding_ranges",)
+_ADDED_IN_VERSION = ("embedding_ranges", "int8_arithmetic")
 # The graph input of an image route: [batch, channels, height, width] float32.
 PIXEL_VALUES = "pixel_values"
+
+
+# The largest magnitude of an int8 weight that meets uint8 activations in an integer product
+# (Int8Arithmetic.SATURATION_FREE): 255 * (64 + 64) = 32640 fits int16, so no pair saturates.
+SATURATION_FREE_WEIGHT_LIMIT = 64
+
+
+class Int8Arithmetic(str, Enum):
+    """How an int8 artifact's integer products come out the same on every CPU.
+
+    x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
+    weights with ``vpmaddubsw``, which adds each two adjacent products into an int16 with
+    saturation; VNNI and AMX add them exactly in int32. With full-range weights (|w| <= 127)
+    one model gives different outputs on the two (measured: a gate's min cosine 0.9996 on one,
+    0.92 on the other), so a verdict taken on the build host would not hold on the servers."""
+
+    # Every int8 weight an integer product reads is within SATURATION_FREE_WEIGHT_LIMIT (7-bit
+    # weights, onnxruntime's reduce_range, NNCF's overflow fix on every layer): every kernel
+    # computes the same integers.
+    SATURATION_FREE = "saturation-free"
+    # The int8 weights are dequantized to float before any product (weight-only compression,
+    # int8 embedding tables): there is no integer product.
+    FLOAT_PRODUCTS = "float-products"
 
 
 class SourceKind(str, Enum):
@@ -460,6 +483,8 @@ class Manifest:
     requires: tuple[str, ...] = ()
     # Dense embedders: each verb's ranges for the int8/uint8 output precisions (runtime/precision.py).
     embedding_ranges: dict[str, EmbeddingRanges] = field(default_factory=dict)
+    # int8 artifacts: why their integer products are the same on every CPU (Int8Arithmetic).
+    int8_arithmetic: Int8Arithmetic | None = None
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -509,6 +534,9 @@ class Manifest:
         if self.embedding_dimension is not None and not 1 <= self.embedding_dimension <= INT32_LIMIT:
             raise ArtifactIntegrityError(f"manifest: embedding_dimension must be positive, got "
                                          f"{self.embedding_dimension}")
+        if self.int8_arithmetic is not None and self.precision is not Precision.INT8:
+            raise ArtifactIntegrityError(f"manifest: int8_arithmetic belongs to int8 artifacts, not "
+                                         f"{self.precision.value}")
         wrong_ranges = [verb for verb, r in self.embedding_ranges.items()
                         if verb not in self.verbs or len(r.minimum) != self.embedding_dimension]
         if wrong_ranges:

@@ -92,6 +92,7 @@ def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_s
     """One switchable graph stands for a quantized model per MatMul: with ``which = i`` its outputs
     are those of onnxruntime's own dynamic int8 of MatMul ``i`` alone, and with -1 the float
     graph's. The fragile MatMuls rank first."""
+    from packager.exporters.quantize import quantize_dynamic_matmuls
     from packager.exporters.sensitivity import WHICH, output_errors, switchable_graph
 
     folder, matmuls, fragile, _, feeds, _ = search_setup
@@ -108,39 +109,83 @@ def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_s
     float_graph = ort.InferenceSession(str(folder / "fragile.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(outputs(switchable, **{WHICH: np.array(-1)}), outputs(float_graph))
     for name in (fragile[0], matmuls[0], matmuls[-1]):
-        _quantize(folder / "fragile.onnx", folder / "one.onnx", [m for m in matmuls if m != name])
+        quantize_dynamic_matmuls(folder / "fragile.onnx", folder / "one.onnx", [m for m in matmuls if m != name])
         int8 = outputs(ort.InferenceSession(str(folder / "one.onnx"), providers=["CPUExecutionProvider"]))
         switched = outputs(switchable, **{WHICH: np.array(matmuls.index(name))})
         np.testing.assert_allclose(switched, int8, atol=1e-5, err_msg=name)
         assert np.abs(int8 - outputs(float_graph)).max() > 1e-4  # the int8 MatMul did change the outputs
 
 
-def _quantize(source, target, excluded):
-    """The dynamic int8 recipe's quantizer call."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from packager.exporters.quantize import QUANTIZER_OPTIONS
-
-    quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     nodes_to_exclude=excluded, extra_options=QUANTIZER_OPTIONS)
-
-
 def test_the_exclusion_search_keeps_the_fewest_breaking_matmuls_in_float(search_setup):
-    """With onnxruntime's own dynamic int8: the two fragile MatMuls (float-exact, int8-hostile)
-    are kept in float and nothing else, every time; the plain graph passes with all in int8."""
-    from packager.exporters.quantize import ExclusionSearch
+    """With the dynamic recipe's own quantizer: the two fragile MatMuls (float-exact,
+    int8-hostile) are kept in float and nothing else, every time, in an order that depends only
+    on the errors and the names; the plain graph passes with all in int8. Its 7-bit weights make
+    every CPU compute the same integers (test_seven_bit_weights_make_every_x86_kernel_agree), so
+    this holds with and without VNNI."""
+    from packager.exporters.quantize import ExclusionSearch, quantize_dynamic_matmuls, rank
 
     folder, matmuls, fragile, context, feeds, inputs = search_setup
 
     def search(graph, scratch):
         scratch.mkdir()
-        return ExclusionSearch(graph, graph, scratch, feeds, inputs, context, _quantize).run(matmuls)
+        return ExclusionSearch(graph, graph, scratch, feeds, inputs, context, quantize_dynamic_matmuls).run(matmuls)
 
     _, excluded, metrics = search(folder / "fragile.onnx", folder / "a")
-    assert excluded == fragile[::-1] or excluded == fragile
+    assert sorted(excluded) == sorted(fragile)
     assert metrics["min_cosine"] > 0.98 + 0.02 * 0.2 and metrics["mean_cosine"] > 0.995 + 0.005 * 0.2
     assert search(folder / "fragile.onnx", folder / "b")[1] == excluded  # the same decision again
     assert search(folder / "fp32.onnx", folder / "c")[1] == []  # passing at once: nothing kept in float
+    assert rank({name: 1.0 for name in fragile[::-1]}) == sorted(fragile)  # a tie goes by name
+
+
+def test_the_ranking_breaks_ties_by_name_whatever_the_order_measured():
+    """Errors within float rounding of each other (4 significant digits) tie, whichever CPU or
+    thread count made their last bits; the order is the same for any order of measurement."""
+    from packager.exporters.quantize import rank
+
+    errors = {"b_MatMul1": 0.012340001, "a_MatMul0": 0.5, "c_MatMul0": 0.0123399999, "a_MatMul1": 0.01234}
+    expected = ["a_MatMul0", "a_MatMul1", "b_MatMul1", "c_MatMul0"]
+    for order in (list(errors), sorted(errors), sorted(errors, reverse=True)):
+        assert rank({name: errors[name] for name in order}) == expected
+
+
+def test_seven_bit_weights_make_every_x86_kernel_agree():
+    """The mechanism behind a gate that passed on one CPU and failed on another of the same kind:
+    with full-range int8 weights, ``vpmaddubsw`` (x86 without VNNI) saturates pairs of products
+    that VNNI adds exactly; with weights within the limit no pair can saturate, so the two
+    kernels agree for every uint8 input (the extremes checked exhaustively)."""
+    from int8_kernels import u8s8_exact, u8s8_without_vnni
+
+    from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT as LIMIT
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(128, 256, size=(64, 32)).astype(np.uint8)  # activations a dynamic range puts high
+    full = rng.integers(-127, 128, size=(32, 24)).astype(np.int8)
+    assert (u8s8_without_vnni(a, full) != u8s8_exact(a, full)).any()  # 8-bit weights: the kernels differ
+    weights = np.array(np.meshgrid(np.arange(-LIMIT, LIMIT + 1), np.arange(-LIMIT, LIMIT + 1))).reshape(2, -1)
+    extremes = np.array(np.meshgrid([0, 255], [0, 255])).reshape(2, -1).T.astype(np.uint8)  # every pair's corners
+    np.testing.assert_array_equal(u8s8_without_vnni(extremes, weights.astype(np.int8)),
+                                  u8s8_exact(extremes, weights.astype(np.int8)))
+    assert (u8s8_without_vnni(extremes, np.array([[LIMIT + 1], [LIMIT]], np.int8)) !=
+            u8s8_exact(extremes, np.array([[LIMIT + 1], [LIMIT]], np.int8))).any()  # the limit is tight
+
+
+def test_both_int8_quantizers_keep_every_weight_within_the_saturation_free_range(search_setup, tmp_path):
+    """The recipes' own quantizer calls, dynamic and static, on the tiny chain's graph (with the
+    fragile MatMuls: the widest weight ranges): every int8 weight of an integer product is
+    within the limit; the embedding-table int8 (looked up, never multiplied) is not concerned."""
+    from int8_kernels import integer_product_weights
+
+    from packager.exporters.quantize import quantize_dynamic_matmuls, quantize_static_matmuls
+    from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT as LIMIT
+
+    folder, matmuls, _, _, feeds, _ = search_setup
+    quantize_dynamic_matmuls(folder / "fragile.onnx", tmp_path / "dynamic.onnx", [])
+    quantize_static_matmuls(folder / "fragile.onnx", tmp_path / "static.onnx", [], feeds[:2], tmp_path / "ranges")
+    for path in (tmp_path / "dynamic.onnx", tmp_path / "static.onnx"):
+        weights = {name: w for name, w in integer_product_weights(path).items() if w.ndim == 2}  # not zero points
+        assert len(weights) == len(matmuls), path.name
+        assert max(int(np.abs(w.astype(int)).max()) for w in weights.values()) == LIMIT, path.name
 
 
 def test_unpacking_keeps_a_concat_that_makes_the_output():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from int8_kernels import assert_saturation_free
 
 from packager.builder import BuildOptions, build
 from packager.cli import main
@@ -14,7 +16,7 @@ from packager.exporters import Registry
 from packager.exporters.onnx import OnnxFp32
 from packager.exporters.quantize import OnnxInt8Dynamic
 from packager.runtime import load
-from packager.runtime.manifest import Format, Precision, read_manifest
+from packager.runtime.manifest import Format, Int8Arithmetic, Precision, read_manifest
 from packager.validators.texts import real_sentences
 
 TEXTS = list(real_sentences()[1::9][:40])
@@ -39,6 +41,7 @@ def test_int8_dynamic_is_published_when_it_passes_its_gate(tiny_chains, tiny_art
     manifest = read_manifest(variant["artifact"])
     assert manifest.precision.value == "int8" and manifest.recipe.name == "onnx-int8-dynamic"
     assert int(manifest.recipe.details["int8_matmuls"]) > 0
+    assert assert_saturation_free(Path(variant["artifact"])) > 0  # the verdict holds with and without VNNI
     assert "word_embeddings" in manifest.recipe.details["int8_tables"]  # the token table too
     assert manifest.calibration.source == "built-in" and manifest.calibration.samples == 256
     assert manifest.parity.gate == {"mean_cosine": 0.995, "min_cosine": 0.98, "neighbour_agreement_10": 0.8}
@@ -61,6 +64,7 @@ class _Wrecked:
     format = Format.ONNX
     precision = Precision.INT8
     calibrates = False
+    int8_arithmetic = Int8Arithmetic.FLOAT_PRODUCTS  # a float graph
 
     def export(self, graph, dest, *, stem, context):
         import onnx
@@ -141,8 +145,11 @@ def test_openvino_int8_recipes(recipe, tiny_chains, tmp_path):
     assert manifest.recipe.name == recipe and manifest.routes[0].graph == "model.xml"
     assert {f.path for f in manifest.files} >= {"model.xml", "model.bin"}
     assert (manifest.calibration is not None) == (recipe == "openvino-int8-nncf")
-    if recipe == "openvino-int8-weights":  # int8 weights only: close to fp32
+    if recipe == "openvino-int8-weights":  # int8 weights only: close to fp32, multiplied in float
         assert variant["parity"]["passed"], variant["parity"]["failures"]
+        assert manifest.int8_arithmetic is Int8Arithmetic.FLOAT_PRODUCTS
+    else:  # NNCF's overflow fix on every layer: 7-bit weights, the same integers on every CPU
+        assert assert_saturation_free(Path(variant["artifact"])) > 0
     assert load(variant["artifact"]).encode(TEXTS).shape == (len(TEXTS), 32)
 
 
