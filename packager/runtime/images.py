@@ -306,6 +306,8 @@ class _Fetch:
                 self.data = response.read(FILE_LIMIT + 1)
         except (URLError, OSError, ValueError, http.client.HTTPException) as e:
             self.error = str(e)[:300] or type(e).__name__
+        except Exception as e:  # anything else urllib raises: the caller's error, not this thread's traceback
+            self.error = f"{type(e).__name__}: {str(e)[:300]}"
 
     def cancel(self) -> None:
         with self._lock:
