@@ -24,7 +24,7 @@ import stat
 import threading
 from typing import Any
 from urllib.error import HTTPError, URLError
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import numpy as np
 
@@ -42,6 +42,7 @@ MAX_PIXELS = 89_478_485
 # caller's bytes.
 FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 _URL_TIMEOUT_S = 10
+URL_LIMIT = 8192  # characters of a URL to fetch (web servers refuse request lines past about 8 kB)
 
 
 def pillow() -> Any:
@@ -64,7 +65,7 @@ def is_image(item: Any, *, strings: bool = True) -> bool:
             return True
         if _is_url(item):
             try:
-                return urlparse(item).path.lower().endswith(IMAGE_SUFFIXES)
+                return url_path(item).lower().endswith(IMAGE_SUFFIXES)
             except ValueError:
                 return False
         return item.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(item)
@@ -264,6 +265,17 @@ def read_image_file(path: str, where: str) -> bytes:
     return data
 
 
+def url_path(url: str) -> str:
+    """``urlparse(url).path``, without urllib's cache: ``urlsplit`` keeps its last 128 inputs
+    (Python 3.11+), and a caller's URL may be megabytes long."""
+    split = getattr(urlsplit, "__wrapped__", urlsplit)  # the function under functools.lru_cache
+    path: str = split(url).path
+    if ";" in path:  # urlparse's own step after urlsplit: ;parameters of the last segment
+        cut = path.find(";", path.rfind("/")) if "/" in path else path.find(";")
+        path = path if cut < 0 else path[:cut]
+    return path
+
+
 def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://")) and " " not in text
 
@@ -275,6 +287,9 @@ def _fetch(url: str, where: str) -> bytes:
     the deadline instead and then shuts the fetch's sockets, which ends the thread too (only a
     name lookup, which nothing can interrupt, outlives the deadline, by the resolver's timeout).
     Redirects go to http(s) URLs only, at most 10 of them, as urllib counts them."""
+    if len(url) > URL_LIMIT:  # urllib keeps the last 128 URLs it parsed (redirects): each bounded
+        raise InvalidInputError(f"{where}: an image URL of {len(url)} characters is longer than {URL_LIMIT}; "
+                                "servers refuse such URLs anyway")
     fetch = _Fetch()
     worker = threading.Thread(target=fetch.run, args=(url,), name="packager-image-fetch", daemon=True)
     worker.start()

@@ -189,3 +189,44 @@ def test_a_path_to_a_directory_or_device_is_refused(tmp_path, pipeline):
     (tmp_path / "real.png").write_bytes(PNG)
     link.symlink_to(tmp_path / "real.png")
     assert pipeline.one(str(link)).shape == (3, 4, 4)
+
+
+TRICKY_URLS = ["http://host/a.png", "https://host/a.PNG?size=2#top", "http://host.png", "http://host?x=a.png",
+               "http://host/#a.png", "http://host/a.png;v=1", "http://host/a;v=1/b.jpg", "http://host/a.p\tng",
+               "http://host/dir.png/", "http://[::1/a.png", "http://user@host:8080/a/b.webp", "https://h/a.png%20"]
+
+
+@pytest.mark.parametrize("url", TRICKY_URLS)
+def test_a_url_is_classified_by_the_path_urlparse_finds(url):
+    from urllib.parse import urlparse
+
+    try:
+        want = urlparse(url).path.lower().endswith(images_module.IMAGE_SUFFIXES)
+    except ValueError:
+        want = False
+    assert images_module.is_image(url) is want
+
+
+def test_classifying_long_urls_keeps_none_of_them():
+    """urllib's urlsplit keeps its last 128 inputs: megabyte URLs that callers send to be
+    classified (image or text) must not stay in memory after the call."""
+    import gc
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(40):
+            assert images_module.is_image(f"http://host/{i}/{'a' * 1_000_000}.png")
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 4_000_000, f"{kept} bytes kept after classifying 40 MB of URLs"
+
+
+def test_a_url_too_long_to_fetch_is_refused_before_any_connection(pipeline, listener, monkeypatch):
+    port, contacted = listener
+    with pytest.raises(InvalidInputError, match="longer than 8192"):
+        pipeline.one(f"http://127.0.0.1:{port}/{'a' * 9000}.png", fetch_urls=True)
+    assert not contacted.is_set()
