@@ -118,3 +118,20 @@ def test_an_openvino_route_that_cannot_bucket_is_compiled_again_at_its_shape_lim
     for worker in workers:
         worker.join()
     assert not threads_wrong and session.shapes <= 3
+
+
+@pytest.mark.parametrize("max_length", [128, 512, 8192, 32768])
+def test_a_bucketed_route_never_reaches_the_shape_limit(max_length):
+    """Every (rows, width) the runner can pad a batch to, for any texts and any batch_size, is
+    fewer than SHAPE_LIMIT: a right-padded OpenVINO route is never compiled again."""
+    from packager.runtime.runner import MAX_BATCH_TOKENS, batches, bucket_width
+
+    widths = {max(n, min(bucket_width(n), max_length)) for n in range(1, max_length + 1)}
+    shapes = set()
+    for width in widths:
+        for batch_size in range(1, MAX_BATCH_TOKENS + 2):
+            for count in range(1, min(batch_size, max(1, MAX_BATCH_TOKENS // width)) + 1):
+                for _, padded, rows in batches(list(range(count)), [width] * count, batch_size,
+                                                   bucket_limit=max_length):
+                    shapes.add((rows, padded))
+    assert len(shapes) <= 126 < backends.SHAPE_LIMIT
