@@ -137,7 +137,7 @@ def test_a_static_embedder_has_int8_and_fp16_variants_that_pass_their_gates(tiny
     openvino_int8 = read_manifest(out / "static-dense-openvino-int8")
     assert openvino_int8.int8_arithmetic is Int8Arithmetic.FLOAT_PRODUCTS
     session = OpenVinoSession(out / "static-dense-openvino-int8" / "model.xml", ["sentence_embedding"])
-    assert session._compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 0  # no int8 activations
+    assert session._compiled[0].get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 0  # no int8 activations
     onnx_int8 = read_manifest(out / "static-dense-onnx-int8")
     assert onnx_int8.recipe.details["int8_tables"].startswith("steps.0.table")
     size = {path.parent.name: path.stat().st_size for path in [*out.glob("*/model.*.data"), *out.glob("*/model.bin")]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,10 +42,19 @@ class OnnxSession:
         return dict(zip(self._outputs, self._session.run(self._outputs, feeds), strict=True))
 
 
+# An OpenVINO model is compiled afresh once it has run this many input shapes: its CPU plugin keeps
+# kernels and buffers for every shape it runs, and a route the runner cannot bucket (left padding)
+# runs one shape per (texts, length) a caller sends. A bucketed route runs fewer (runner.py: 126 at
+# most, for any max_length up to 32768 and any batch_size), so it is never recompiled.
+SHAPE_LIMIT = 256
+
+
 class OpenVinoSession:
     """An OpenVINO model compiled for the CPU in f32 with the latency hint (one request at a time uses
     every core; the throughput hint would want many requests in flight). Each thread gets its own
-    infer request, so ``run`` is safe to call from several threads at once."""
+    infer request, so ``run`` is safe to call from several threads at once. After SHAPE_LIMIT
+    distinct input shapes the model is compiled again and the old one (with what it kept per
+    shape) is dropped once no thread's request uses it."""
 
     compiles_per_shape = True
 
@@ -60,16 +69,39 @@ class OpenVinoSession:
         # on the tiny static embedder) where CPUs without VNNI multiply in float.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                   "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-        self._compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self._outputs = {name: self._compiled.output(name) for name in output_names}
+        core = ov.Core()
+        self._model = core.read_model(str(path))
+        # compiled again from the model read (and verified) at load, never from the files again
+        self._compile = lambda: _compiled(core.compile_model(self._model, "CPU", config), output_names)
+        self._lock = threading.Lock()
+        self._shapes: set[tuple] = set()
+        self._generation = 0
+        self._compiled = self._compile()
         self._local = threading.local()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        results = request.infer(feeds)
-        return {name: np.array(results[port]) for name, port in self._outputs.items()}
+        shape = tuple(sorted((name, value.shape) for name, value in feeds.items()))
+        with self._lock:
+            if shape not in self._shapes:
+                if len(self._shapes) >= SHAPE_LIMIT:
+                    self._compiled, self._generation = self._compile(), self._generation + 1
+                    self._shapes.clear()
+                self._shapes.add(shape)
+            (compiled, outputs), generation = self._compiled, self._generation
+        local = self._local
+        if getattr(local, "generation", None) != generation:
+            local.request, local.generation = compiled.create_infer_request(), generation
+        results = local.request.infer(feeds)
+        return {name: np.array(results[port]) for name, port in outputs.items()}
+
+    @property
+    def shapes(self) -> int:
+        """Input shapes the current compiled model has run."""
+        return len(self._shapes)
+
+
+def _compiled(compiled: Any, output_names: list[str]) -> tuple[Any, dict[str, Any]]:
+    return compiled, {name: compiled.output(name) for name in output_names}
 
 
 _SESSIONS: dict[Format, type[OnnxSession] | type[OpenVinoSession]] = {Format.ONNX: OnnxSession,

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import io
 import os
-from pathlib import Path
+import socket
+import stat
+import threading
 from typing import Any
-from urllib.parse import urlparse
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse, urlsplit
 
 import numpy as np
 
@@ -38,6 +42,7 @@ MAX_PIXELS = 89_478_485
 # caller's bytes.
 FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 _URL_TIMEOUT_S = 10
+URL_LIMIT = 8192  # characters of a URL to fetch (web servers refuse request lines past about 8 kB)
 
 
 def pillow() -> Any:
@@ -60,7 +65,7 @@ def is_image(item: Any, *, strings: bool = True) -> bool:
             return True
         if _is_url(item):
             try:
-                return urlparse(item).path.lower().endswith(IMAGE_SUFFIXES)
+                return url_path(item).lower().endswith(IMAGE_SUFFIXES)
             except ValueError:
                 return False
         return item.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(item)
@@ -167,14 +172,7 @@ class ImagePipeline:
                                         "the caller opts in (fetch_urls=True), because a service that fetches any "
                                         "URL it is sent can be made to reach hosts it should not")
             return _fetch(text, where)
-        try:
-            with Path(text).open("rb") as f:
-                data = f.read(FILE_LIMIT + 1)
-            if len(data) > FILE_LIMIT:
-                raise InvalidInputError(f"{where}: {text[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
-            return data
-        except OSError as e:
-            raise InvalidInputError(f"{where}: cannot read {text[:100]!r}: {e.strerror}") from None
+        return read_image_file(text, where)
 
     def _rgb(self, image: Any, where: str) -> np.ndarray:
         """HWC uint8 RGB, as the processor's ``convert_to_rgb`` makes it: a PIL image with
@@ -239,20 +237,150 @@ def _check_size(size: tuple[int, int], where: str) -> None:
                                 "bomb?); refusing to decode it")
 
 
+def read_image_file(path: str, where: str) -> bytes:
+    """A local image file's bytes, at most FILE_LIMIT. The path was found to be a file when the
+    input was classified, but may have been swapped since: it is opened without blocking (a FIFO
+    would wait forever for a writer; a link is followed, as the reference's ``Image.open``
+    follows one), then the opened descriptor must be a regular file before anything is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise InvalidInputError(f"{where}: cannot read {path[:100]!r}: {e.strerror}") from None
+    regular = False
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if regular:
+            with os.fdopen(fd, "rb") as f:  # which closes fd
+                data = f.read(FILE_LIMIT + 1)
+    except OSError as e:
+        raise InvalidInputError(f"{where}: cannot read {path[:100]!r}: {e.strerror}") from None
+    finally:
+        if not regular:
+            os.close(fd)
+    if not regular:
+        raise InvalidInputError(f"{where}: {path[:100]!r} is not a regular file (a FIFO, a device or a directory); "
+                                "pass an image file")
+    if len(data) > FILE_LIMIT:
+        raise InvalidInputError(f"{where}: {path[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
+    return data
+
+
+def url_path(url: str) -> str:
+    """``urlparse(url).path``, without urllib's cache: ``urlsplit`` keeps its last 128 inputs
+    (Python 3.11+), and a caller's URL may be megabytes long."""
+    split = getattr(urlsplit, "__wrapped__", urlsplit)  # the function under functools.lru_cache
+    path: str = split(url).path
+    if ";" in path:  # urlparse's own step after urlsplit: ;parameters of the last segment
+        cut = path.find(";", path.rfind("/")) if "/" in path else path.find(";")
+        path = path if cut < 0 else path[:cut]
+    return path
+
+
 def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://")) and " " not in text
 
 
 def _fetch(url: str, where: str) -> bytes:
-    """An image URL's bytes, bounded in size and time (the caller opted in)."""
-    from urllib.error import URLError
-    from urllib.request import urlopen
-
-    try:
-        with urlopen(url, timeout=_URL_TIMEOUT_S) as response:  # noqa: S310 (http(s) only, checked above)
-            data = response.read(FILE_LIMIT + 1)
-    except (URLError, OSError, ValueError) as e:
-        raise InvalidInputError(f"{where}: fetching {url[:100]!r} failed: {e}") from None
-    if len(data) > FILE_LIMIT:
+    """An image URL's bytes, at most FILE_LIMIT, within _URL_TIMEOUT_S for the whole fetch (the
+    caller opted in). The fetch runs in a thread of its own: a server that trickles its headers
+    or body a byte at a time never lets a socket read time out, so the calling thread waits for
+    the deadline instead and then shuts the fetch's sockets, which ends the thread too (only a
+    name lookup, which nothing can interrupt, outlives the deadline, by the resolver's timeout).
+    Redirects go to http(s) URLs only, at most 10 of them, as urllib counts them."""
+    if len(url) > URL_LIMIT:  # urllib keeps the last 128 URLs it parsed (redirects): each bounded
+        raise InvalidInputError(f"{where}: an image URL of {len(url)} characters is longer than {URL_LIMIT}; "
+                                "servers refuse such URLs anyway")
+    fetch = _Fetch()
+    worker = threading.Thread(target=fetch.run, args=(url,), name="packager-image-fetch", daemon=True)
+    worker.start()
+    worker.join(_URL_TIMEOUT_S)
+    if worker.is_alive():
+        fetch.cancel()
+        raise InvalidInputError(f"{where}: fetching {url[:100]!r} took longer than {_URL_TIMEOUT_S} s; "
+                                "the whole fetch (connection, redirects, headers and body) must take less")
+    if fetch.error is not None:
+        raise InvalidInputError(f"{where}: fetching {url[:100]!r} failed: {fetch.error}")
+    if len(fetch.data) > FILE_LIMIT:
         raise InvalidInputError(f"{where}: {url[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
-    return data
+    return fetch.data
+
+
+class _Fetch:
+    """One URL fetch and every socket it opened, so that another thread can cut it off."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.error: str | None = None
+        self._sockets: list[socket.socket] = []
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def run(self, url: str) -> None:
+        try:
+            with self._opener().open(url, timeout=_URL_TIMEOUT_S) as response:
+                self.data = response.read(FILE_LIMIT + 1)
+        except (URLError, OSError, ValueError, http.client.HTTPException) as e:
+            self.error = str(e)[:300] or type(e).__name__
+        except Exception as e:  # anything else urllib raises: the caller's error, not this thread's traceback
+            self.error = f"{type(e).__name__}: {str(e)[:300]}"
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def _connected(self, *args: Any, **kwargs: Any) -> socket.socket:
+        """``socket.create_connection``, the socket remembered (and shut at once if too late)."""
+        sock = socket.create_connection(*args, **kwargs)
+        with self._lock:
+            self._sockets.append(sock)
+            cancelled = self._cancelled
+        if cancelled:
+            _shut(sock)
+        return sock
+
+    def _opener(self) -> Any:
+        """urllib with http(s) and nothing else (no ftp:, file: or data: handler to reach), the
+        environment's proxies honoured, every connection's socket tracked."""
+        import urllib.request as request
+
+        fetch = self
+
+        class Redirects(request.HTTPRedirectHandler):
+            def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                                 newurl: str) -> Any:
+                if urlparse(newurl).scheme.lower() not in ("http", "https"):
+                    raise HTTPError(newurl, code, f"a redirect to {newurl[:100]!r} was refused: images are "
+                                            "fetched from http(s) URLs only", headers, fp)
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        def tracked(connection: Any) -> Any:
+            class Tracked(connection):
+                def __init__(self, *args: Any, **kwargs: Any) -> None:
+                    super().__init__(*args, **kwargs)
+                    self._create_connection = fetch._connected  # http.client's hook for opening its socket
+
+            return Tracked
+
+        class Http(request.HTTPHandler):
+            def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+                return super().do_open(tracked(http_class), req, **kwargs)
+
+        class Https(request.HTTPSHandler):
+            def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+                return super().do_open(tracked(http_class), req, **kwargs)
+
+        opener = request.OpenerDirector()
+        for handler in (request.ProxyHandler(), Http(), Https(), request.HTTPDefaultErrorHandler(), Redirects(),
+                        request.HTTPErrorProcessor()):
+            opener.add_handler(handler)
+        return opener
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass

@@ -437,11 +437,31 @@ class EmbeddingRanges:
     maximum: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        low, high = self.minimum, self.maximum
-        if len(low) != len(high) or not all(math.isfinite(a) and math.isfinite(b) and a <= b
-                                            for a, b in zip(low, high, strict=True)):
-            raise ArtifactIntegrityError("manifest: embedding ranges must be finite minima and maxima of one length, "
-                                         "each minimum at most its maximum")
+        problem = ranges_problem(self.minimum, self.maximum)
+        if problem is not None:
+            raise ArtifactIntegrityError(f"manifest: embedding ranges: {problem}")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def ranges_problem(minimum: Any, maximum: Any) -> str | None:
+    """What is wrong with int8/uint8 ranges (per-dimension minima and maxima), or None: the one
+    rule for the manifest's recorded ranges and a caller's ``ranges=`` (``precision.quantize``).
+    Each bound must be a float32 number and at most its maximum, and each span one float32 can
+    hold: otherwise the buckets run backwards or are infinite, and the codes mean nothing."""
+    if len(minimum) != len(maximum) or not minimum:
+        return f"minima and maxima must be of one length, at least 1; got {len(minimum)} and {len(maximum)}"
+    for i, (low, high) in enumerate(zip(minimum, maximum, strict=True)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            return f"dimension {i}: the bounds must be numbers, got {type(low).__name__} and {type(high).__name__}"
+        if not (abs(low) <= FLOAT32_MAX and abs(high) <= FLOAT32_MAX):  # NaN and infinities fail too
+            return f"dimension {i}: the bounds must be finite float32 numbers, got {low!r} and {high!r}"
+        if low > high:
+            return f"dimension {i}: the minimum {low!r} is above the maximum {high!r}"
+        if high - low > FLOAT32_MAX:
+            return f"dimension {i}: the span from {low!r} to {high!r} is larger than a float32 holds"
+    return None
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ backfill must give the same text the same codes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .errors import InvalidInputError
-from .manifest import Manifest, ModuleKind
+from .manifest import Manifest, ModuleKind, ranges_problem
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
@@ -38,18 +40,32 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None) 
     if ranges is None:
         raise InvalidInputError(f"precision {precision!r} needs ranges: this artifact records none (it predates "
                                 "them); pass ranges=[minima, maxima] from your own embeddings")
-    try:
-        ranges = np.asarray(ranges, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InvalidInputError("ranges must be [minima, maxima], two lists of numbers") from None
-    if ranges.shape != (2, embeddings.shape[-1]) or not np.isfinite(ranges).all():
-        raise InvalidInputError(f"ranges must be finite numbers of shape [2, {embeddings.shape[-1]}] "
-                                f"(minima, maxima); got shape {list(ranges.shape)}")
+    ranges = checked_ranges(ranges, embeddings.shape[-1])
     starts = ranges[0]
     steps = (ranges[1] - starts) / 255
     steps = np.where(steps == 0, 1, steps)
     buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
     return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+
+
+def checked_ranges(ranges: Any, dimension: int) -> np.ndarray:
+    """``ranges`` as float32 ``[2, dimension]`` (minima, maxima), or InvalidInputError saying what
+    is wrong with them: by the manifest's own rule for recorded ranges (``ranges_problem``)."""
+    try:
+        array = np.asarray(ranges)
+    except (TypeError, ValueError):  # ragged lists, unsized objects
+        array = np.empty(0, dtype=object)
+    if array.dtype.kind not in "iuf" or array.shape != (2, dimension):
+        raise InvalidInputError(f"ranges must be [minima, maxima], two lists of {dimension} numbers (one per "
+                                f"embedding dimension); got {_described(array)}")
+    problem = ranges_problem(array[0].tolist(), array[1].tolist())
+    if problem is not None:
+        raise InvalidInputError(f"ranges: {problem}; pass [minima, maxima] with each minimum at most its maximum")
+    return array.astype(np.float32)
+
+
+def _described(array: np.ndarray) -> str:
+    return "values that are not numbers" if array.dtype.kind not in "iuf" else f"shape {list(array.shape)}"
 
 
 def recorded_ranges(manifest: Manifest, verb: str, normalize_embeddings: bool,

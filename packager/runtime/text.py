@@ -8,7 +8,6 @@ template renders them first (``chat.py``); this module tokenizes and pads either
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ from .chat import SKELETON_FILLERS, ChatTemplate, TemplateRefused, TextInput
 from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
 from .files import read_text
 from .manifest import INT32_LIMIT, PROMPT_LENGTH, ChatSpec, ExpansionSpec, ExpansionStrategy, Side, TokenizerSpec
+from .memo import BoundedCache
 
 TEMPLATE_LIMIT = 1 << 20  # a chat template file; real ones are a few kB
 EXPANSION_POSITIONS = "query_expansion_positions"  # the graph input that marks query expansion tokens
@@ -25,6 +25,12 @@ EXPANSION_POSITIONS = "query_expansion_positions"  # the graph input that marks 
 # TextEncoder.bounded_pair); a side this many times longer in characters is checked.
 _MARGIN_TOKENS = 16
 _CHARS_PER_TOKEN = 8
+# Caches an encoder keeps across calls: tokenizers truncating at each length a verb uses (the
+# manifest's lengths, and the unbounded one the build's probes count with), and the chat template's
+# tail per conversation shape, whose key holds the caller's prompt (a system message).
+TRUNCATING_CACHE = 8
+SUFFIX_CACHE = 64
+SUFFIX_KEY_CHARS = 4096
 
 
 class Tokens(NamedTuple):
@@ -60,9 +66,8 @@ class TextEncoder:
         self.spec = spec
         self._input_names = input_names
         self.chat = chat
-        self._truncating: dict[int, Any] = {}
-        self._suffixes: dict[Any, list[int]] = {}
-        self._lock = threading.Lock()
+        self._truncating: BoundedCache[Any] = BoundedCache(TRUNCATING_CACHE)
+        self._suffixes: BoundedCache[list[int]] = BoundedCache(SUFFIX_CACHE)
 
     @classmethod
     def open(cls, root: Path, spec: TokenizerSpec, input_names: tuple[str, ...],
@@ -77,16 +82,16 @@ class TextEncoder:
     def truncating(self, max_length: int) -> Any:
         """A copy of the tokenizer that truncates at ``max_length`` (longest first for pairs), one
         per length (a tokenizer's truncation is its own state, shared by every thread using it)."""
-        with self._lock:
-            if max_length not in self._truncating:
-                tokenizer = self._tokenizer.from_str(self._tokenizer.to_str())
-                try:
-                    tokenizer.enable_truncation(max_length, strategy="longest_first",
-                                                direction=self.spec.truncation_side.value)
-                except Exception as e:
-                    raise ArtifactIntegrityError(f"{self.spec.file}: cannot truncate at {max_length}: {e}") from None
-                self._truncating[max_length] = tokenizer
-            return self._truncating[max_length]
+        def make() -> Any:
+            tokenizer = self._tokenizer.from_str(self._tokenizer.to_str())
+            try:
+                tokenizer.enable_truncation(max_length, strategy="longest_first",
+                                            direction=self.spec.truncation_side.value)
+            except Exception as e:
+                raise ArtifactIntegrityError(f"{self.spec.file}: cannot truncate at {max_length}: {e}") from None
+            return tokenizer
+
+        return self._truncating.get(max_length, make)
 
     def encode(self, inputs: list[TextInput], *, max_length: int, prompt: str | None = None,
                task: str | None = None) -> tuple[list[Tokens], int]:
@@ -121,34 +126,44 @@ class TextEncoder:
         encodings = self.truncating(max_length).encode_batch(texts, add_special_tokens=False)
         batch = [Tokens(list(e.ids), list(e.type_ids)) for e in encodings]
         if chat.spec.restore_suffix:
+            suffixes: dict[Any, list[int]] = {}  # this call's, whatever the shared cache keeps
             for conversation, tokens in zip(conversations, batch, strict=True):
                 if len(tokens.ids) >= max_length:
-                    suffix = self._suffix(conversation, task)
+                    suffix = self._suffix(conversation, task, suffixes)
                     keep = min(len(suffix), len(tokens.ids))
                     if keep:
                         tokens.ids[-keep:] = suffix[-keep:]
         return batch
 
-    def _suffix(self, conversation: list[dict[str, Any]], task: str | None) -> list[int]:
+    def _suffix(self, conversation: list[dict[str, Any]], task: str | None,
+                suffixes: dict[Any, list[int]]) -> list[int]:
         """The template's tail for conversations shaped like this one: the common token suffix of
-        two renders whose content differs, empty if they never differ (cached per shape)."""
+        two renders whose content differs, empty if they never differ. Kept per shape (roles and
+        system text) for the call in ``suffixes``, and across calls in a cache of SUFFIX_CACHE
+        shapes whose system text is at most SUFFIX_KEY_CHARS long: the system text is the
+        caller's prompt, so neither the number nor the size of the entries may follow callers."""
+        key = (tuple((m["role"], str(m["content"]) if m["role"] == "system" else "") for m in conversation), task)
+        if key not in suffixes:
+            if sum(len(system) for _, system in key[0]) > SUFFIX_KEY_CHARS:
+                suffixes[key] = self._template_tail(conversation, task)
+            else:
+                suffixes[key] = self._suffixes.get(key, lambda: self._template_tail(conversation, task))
+        return suffixes[key]
+
+    def _template_tail(self, conversation: list[dict[str, Any]], task: str | None) -> list[int]:
         chat = self.chat
         assert chat is not None
-        key = (tuple((m["role"], str(m["content"]) if m["role"] == "system" else "") for m in conversation), task)
-        if key not in self._suffixes:
-            try:
-                first, second = (self._tokenizer.encode(chat.render(chat.skeleton(conversation, filler), task=task),
-                                                        add_special_tokens=False).ids for filler in SKELETON_FILLERS)
-            except TemplateRefused:  # as sentence-transformers: a skeleton that fails to render restores nothing
-                first = second = []
-            count = 0
-            for left, right in zip(reversed(first), reversed(second), strict=False):
-                if left != right:
-                    break
-                count += 1
-            self._suffixes[key] = list(first[len(first) - count :]) if 0 < count < min(len(first), len(second)) \
-                else []
-        return self._suffixes[key]
+        try:
+            first, second = (self._tokenizer.encode(chat.render(chat.skeleton(conversation, filler), task=task),
+                                                    add_special_tokens=False).ids for filler in SKELETON_FILLERS)
+        except TemplateRefused:  # as sentence-transformers: a skeleton that fails to render restores nothing
+            first = second = []
+        count = 0
+        for left, right in zip(reversed(first), reversed(second), strict=False):
+            if left != right:
+                break
+            count += 1
+        return list(first[len(first) - count :]) if 0 < count < min(len(first), len(second)) else []
 
     def bounded_pair(self, first: str, second: str, *, max_length: int) -> tuple[str, str]:
         """A pair whose sides are both long, each cut at a word start past what truncation keeps.

@@ -94,6 +94,60 @@ def test_bad_precisions_and_ranges_are_refused(pair, tiny_artifacts):
     assert model.encode([], precision="ubinary").shape == (0, model.get_sentence_embedding_dimension() // 8)
 
 
+# Ranges that make no buckets: each is refused at call time, and the manifest refuses the same
+# minima and maxima (one rule, ``manifest.ranges_problem``). Built per dimension ``d``.
+BAD_BOUNDS = {
+    "minimum above maximum": lambda d: ([0.5] * d, [-0.5] * d),
+    "one dimension reversed": lambda d: ([-1.0] * d, [1.0] * (d - 1) + [-2.0]),
+    "nan": lambda d: ([float("nan")] * d, [1.0] * d),
+    "infinite maximum": lambda d: ([-1.0] * d, [float("inf")] * d),
+    "infinite minimum": lambda d: ([float("-inf")] * d, [1.0] * d),
+    "beyond float32": lambda d: ([-1.0] * d, [1e39] * d),
+    "span beyond float32": lambda d: ([-3e38] * d, [3e38] * d),
+}
+BAD_SHAPES = {
+    "one row": lambda d: [[0.0] * d],
+    "three rows": lambda d: [[0.0] * d] * 3,
+    "too few dimensions": lambda d: [[0.0] * (d - 1), [1.0] * (d - 1)],
+    "too many dimensions": lambda d: [[0.0] * (d + 1), [1.0] * (d + 1)],
+    "flat": lambda d: [0.0, 1.0],
+    "ragged": lambda d: [[0.0] * d, [1.0] * (d - 1)],
+    "strings": lambda d: [["a"] * d, ["b"] * d],
+    "booleans": lambda d: [[False] * d, [True] * d],
+    "complex": lambda d: [[0j] * d, [1j] * d],
+    "none inside": lambda d: [[None] * d, [1.0] * d],
+    "a dict": lambda d: {"min": [0.0] * d, "max": [1.0] * d},
+    "a scalar": lambda d: 1.0,
+    "empty": lambda d: [],
+}
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("bad", [*BAD_BOUNDS, *BAD_SHAPES])
+def test_call_time_ranges_that_make_no_buckets_are_refused(bad, precision, pair):
+    model, _ = pair
+    dimension = model.get_sentence_embedding_dimension()
+    ranges = list(BAD_BOUNDS[bad](dimension)) if bad in BAD_BOUNDS else BAD_SHAPES[bad](dimension)
+    with pytest.raises(InvalidInputError, match="ranges"):
+        model.encode(TEXTS[:2], precision=precision, ranges=ranges)
+    with pytest.raises(InvalidInputError, match="ranges"):  # a numpy array too, and on every verb
+        model.encode_query(TEXTS[:2], precision=precision, ranges=np.array(ranges, dtype=object)
+                           if bad in BAD_SHAPES else np.array(ranges))
+    # equal bounds are a range (every value in one bucket), as the manifest allows
+    assert model.encode(TEXTS[:2], precision=precision, ranges=[[0.0] * dimension] * 2).shape == (2, dimension)
+
+
+@pytest.mark.parametrize("bad", BAD_BOUNDS)
+def test_the_manifest_refuses_the_ranges_the_call_refuses(bad):
+    from packager.runtime.errors import ArtifactIntegrityError
+    from packager.runtime.manifest import EmbeddingRanges
+
+    minimum, maximum = BAD_BOUNDS[bad](4)
+    with pytest.raises(ArtifactIntegrityError, match="embedding ranges"):
+        EmbeddingRanges(minimum=tuple(minimum), maximum=tuple(maximum))
+    assert EmbeddingRanges(minimum=(-1.0,) * 4, maximum=(1.0,) * 4).minimum == (-1.0,) * 4
+
+
 @pytest.fixture(scope="module")
 def multi_vector(tiny_chains, tiny_artifacts):
     """A tiny multi-vector encoder whose queries and documents differ (prompts, [MASK] expansion)."""
@@ -140,3 +194,11 @@ def test_multi_vector_precisions_keep_each_verbs_ranges_and_refuse_what_they_do_
     normalizing = load(tiny_artifacts["mv-normalize"])
     codes = normalizing.encode_query(TEXTS[:2], precision="int8", normalize_embeddings=True)
     assert [c.dtype for c in codes] == [np.int8, np.int8]
+
+
+@pytest.mark.parametrize("bad", ["minimum above maximum", "nan", "span beyond float32"])
+def test_a_multi_vector_encoders_call_time_ranges_are_checked_by_the_same_rule(bad, multi_vector):
+    model, _ = multi_vector
+    dimension = model.encode_document(TEXTS[:1])[0].shape[-1]
+    with pytest.raises(InvalidInputError, match="ranges: dimension 0"):
+        model.encode_document(TEXTS[:2], precision="int8", ranges=list(BAD_BOUNDS[bad](dimension)))
