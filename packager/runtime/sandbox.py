@@ -60,6 +60,12 @@ class TemplateRefused(InvalidInputError):
     """The chat template failed or exceeded its bounds on this input."""
 
 
+class BoundExceeded(TemplateRefused):
+    """A render stopped by the sandbox's bounds (time, iterations, sizes, recursion, memory), not
+    by the template: transformers would have rendered it, so nothing may stand in for its result,
+    and the deadline depends on how busy the machine is, so a refusal may not be remembered."""
+
+
 @dataclass
 class Budget:
     deadline: float
@@ -74,13 +80,13 @@ class Budget:
     def tick(self, iterations: int = 1) -> None:
         self.iterations -= iterations
         if self.iterations < 0:
-            raise TemplateRefused("the chat template iterated more than its budget allows in one render")
+            raise BoundExceeded("the chat template iterated more than its budget allows in one render")
         if time.monotonic() > self.deadline:
-            raise TemplateRefused("the chat template took too long to render one input")
+            raise BoundExceeded("the chat template took too long to render one input")
 
     def size(self, size: int, what: str) -> None:
         if size > self.chars:
-            raise TemplateRefused(f"the chat template made a {what} of more than {self.chars} characters")
+            raise BoundExceeded(f"the chat template made a {what} of more than {self.chars} characters")
 
 
 _BUDGET: ContextVar[Budget] = ContextVar("chat_template_budget")
@@ -284,14 +290,14 @@ def _bounded_join(parts: Any) -> str:
 def _range(*args: int) -> range:
     values = range(*args)
     if len(values) > budget().iterations:
-        raise TemplateRefused(f"the chat template asked for a range of {len(values)} items, more than its budget")
+        raise BoundExceeded(f"the chat template asked for a range of {len(values)} items, more than its budget")
     return values
 
 
 def _lipsum(lipsum: Any) -> Any:
     def bounded(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002 (jinja2's names)
         if n > 100 or max > 1000:
-            raise TemplateRefused("lipsum is bounded to 100 paragraphs of 1000 words")
+            raise BoundExceeded("lipsum is bounded to 100 paragraphs of 1000 words")
         return lipsum(n=n, html=html, min=min, max=max)
 
     return bounded
@@ -321,7 +327,7 @@ def _check_binop(limits: Budget, operator: str, left: Any, right: Any) -> None:
 
 def _check_bits(bits: int) -> None:
     if bits > INT_BITS:
-        raise TemplateRefused(f"the chat template made an integer of more than {INT_BITS} bits")
+        raise BoundExceeded(f"the chat template made an integer of more than {INT_BITS} bits")
 
 
 def _formatted_size(limits: Budget, text: str, arguments: list) -> int:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .chat import SKELETON_FILLERS, ChatTemplate, TemplateRefused, TextInput
+from .chat import SKELETON_FILLERS, BoundExceeded, ChatTemplate, TemplateRefused, TextInput
 from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
 from .files import read_text
 from .manifest import INT32_LIMIT, PROMPT_LENGTH, ChatSpec, ExpansionSpec, ExpansionStrategy, Side, TokenizerSpec
@@ -131,7 +131,10 @@ class TextEncoder:
 
     def _suffix(self, conversation: list[dict[str, Any]], task: str | None) -> list[int]:
         """The template's tail for conversations shaped like this one: the common token suffix of
-        two renders whose content differs, empty if they never differ (cached per shape)."""
+        two renders whose content differs, empty if they never differ (cached per shape). A
+        skeleton the sandbox's bounds stop (BoundExceeded: a deadline hit on a busy machine, say)
+        fails this call and is not cached: remembered as "no tail", it would change the output of
+        every later truncated input of this shape for as long as the model is loaded."""
         chat = self.chat
         assert chat is not None
         key = (tuple((m["role"], str(m["content"]) if m["role"] == "system" else "") for m in conversation), task)
@@ -139,7 +142,9 @@ class TextEncoder:
             try:
                 first, second = (self._tokenizer.encode(chat.render(chat.skeleton(conversation, filler), task=task),
                                                         add_special_tokens=False).ids for filler in SKELETON_FILLERS)
-            except TemplateRefused:  # as sentence-transformers: a skeleton that fails to render restores nothing
+            except BoundExceeded:
+                raise
+            except TemplateRefused:  # the template's own failure: as sentence-transformers, nothing is restored
                 first = second = []
             count = 0
             for left, right in zip(reversed(first), reversed(second), strict=False):

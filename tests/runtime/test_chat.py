@@ -227,3 +227,39 @@ def test_a_hostile_template_fails_the_build_before_the_reference_runs(template, 
     assert main(["build", str(chain), "--out", str(tmp_path / "dist"), "--no-register", "-q"]) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "dist" / "chain-onnx-fp32").exists()
+
+
+def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(backbones, monkeypatch):
+    """A truncated input gets the template's tail back, derived once per conversation shape from
+    two tiny skeleton renders. A skeleton stopped by the render deadline (a stalled, busy machine)
+    must fail that call, not be remembered as "no tail": that changed every later truncated
+    input's output while the model stayed loaded (last-token pooling read a content token)."""
+    from tokenizers import Tokenizer
+
+    from packager.runtime import sandbox
+    from packager.runtime.manifest import Side, TokenizerSpec
+    from packager.runtime.text import TextEncoder
+
+    spec = TokenizerSpec(file="tokenizer.json", max_length=16, truncation_side=Side.RIGHT, padding_side=Side.LEFT,
+                         pad_id=1, pad_type_id=0, pad_token="<pad>", lowercase=False, add_special_tokens=True,
+                         special_ids=(1, 2, 3))
+    chat = ChatSpec(template="t.jinja", message_format=MessageFormat.FLAT, variables={"add_generation_prompt": True},
+                    task_variable=True, restore_suffix=True)
+
+    def encoder() -> TextEncoder:
+        tokenizer = Tokenizer.from_file(str(backbones.chat_embedder / "tokenizer.json"))
+        return TextEncoder(tokenizer, spec, ("input_ids", "attention_mask"), ChatTemplate(tm.EMBEDDER_TEMPLATE, chat))
+
+    long = "a text far longer than sixteen tokens, so that truncation cuts the template's tail off " * 3
+    want = encoder().encode([long], max_length=16, task="query")[0][0].ids
+    tail = encoder()._tokenizer.encode("<|im_start|>search\n<|im_start|>embed", add_special_tokens=False).ids
+    assert want[-len(tail):] == tail  # restored
+
+    model = encoder()
+    honest = sandbox.Budget.for_input
+    with monkeypatch.context() as patch:  # the skeletons' renders (a few characters) find their deadline passed
+        patch.setattr(sandbox.Budget, "for_input", classmethod(
+            lambda cls, chars: honest(chars) if chars > 10 else sandbox.Budget(0.0, 1000, 1000)))
+        with pytest.raises(sandbox.BoundExceeded, match="too long"):
+            model.encode([long], max_length=16, task="query")
+    assert model.encode([long], max_length=16, task="query")[0][0].ids == want  # the next call restores the tail
