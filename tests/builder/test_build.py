@@ -266,3 +266,42 @@ def test_validate_checks_token_embeddings_too(tmp_path, tiny_chains):
                  "--report", str(report)]) == 0
     checks = json.loads(report.read_text())["parity"]["checks"]
     assert "token_min_cosine" in {c["metric"].rpartition(".")[2] for c in checks}
+
+
+def test_a_build_does_not_depend_on_the_torch_settings_set_before_it(tmp_path, tiny_chains, monkeypatch):
+    """What ran before a build in the process (a notebook, another test) may have left torch with
+    bfloat16 as its default dtype (sentence-transformers makes its Dense layers in it, rounding
+    their float32 weights) or oneDNN at reduced float32 precision: the reference, its ranges and
+    the gate would change with it. The build pins them, and gives the caller's back afterwards."""
+    import torch
+
+    from packager.builder import pipeline
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop(prepared, *args, **kwargs):  # the shared part of the build made: what the variants would get
+        outputs = prepared.reference("encode", list(real_sentences()[:40]), batch_size=8, convert_to_numpy=True,
+                                     show_progress_bar=False)
+        seen.append((prepared.ranges, np.asarray(outputs)))
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "_variant", stop)
+    options = BuildOptions(out=tmp_path, measure_speed=False, write_reports=False)
+    with pytest.raises(Stop):
+        build(str(tiny_chains["cls-dense"]), options)
+    mkldnn = torch.backends.mkldnn
+    dtype, precision = torch.get_default_dtype(), mkldnn.matmul.fp32_precision
+    torch.set_default_dtype(torch.bfloat16)
+    mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        with pytest.raises(Stop):
+            build(str(tiny_chains["cls-dense"]), options)
+        assert torch.get_default_dtype() == torch.bfloat16 and mkldnn.matmul.fp32_precision == "bf16"  # given back
+    finally:
+        torch.set_default_dtype(dtype)
+        mkldnn.matmul.fp32_precision = precision
+    assert seen[1][0] == seen[0][0]  # the same ranges, from the same reference outputs
+    np.testing.assert_array_equal(seen[1][1], seen[0][1])
