@@ -38,7 +38,7 @@ from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependency
 
 JINJA2_MINIMUM = (3, 1, 6)  # transformers' own minimum: older sandboxes have known escapes
 ITERATIONS = 100_000  # plus four per character of the conversation
-SECONDS = 2.0  # plus a second per million characters
+SECONDS = 2.0  # plus a second per million characters, of the rendering thread's CPU time (see _clock)
 BASE_CHARS = 1 << 20  # plus four per character
 INT_BITS = 4096  # integers a template makes; no chat template needs more
 _HELPERS = ("_bounded_iter", "_bounded_concat", "_bounded_value")
@@ -74,19 +74,27 @@ class Budget:
 
     @classmethod
     def for_input(cls, chars: int) -> Budget:
-        return cls(deadline=time.monotonic() + SECONDS + chars / 1e6, iterations=ITERATIONS + 4 * chars,
+        return cls(deadline=_clock() + SECONDS + chars / 1e6, iterations=ITERATIONS + 4 * chars,
                    chars=BASE_CHARS + 4 * chars)
 
     def tick(self, iterations: int = 1) -> None:
         self.iterations -= iterations
         if self.iterations < 0:
             raise BoundExceeded("the chat template iterated more than its budget allows in one render")
-        if time.monotonic() > self.deadline:
+        if _clock() > self.deadline:
             raise BoundExceeded("the chat template took too long to render one input")
 
     def size(self, size: int, what: str) -> None:
         if size > self.chars:
             raise BoundExceeded(f"the chat template made a {what} of more than {self.chars} characters")
+
+
+def _clock() -> float:
+    """The rendering thread's CPU time. A template can only spend time by computing (it cannot
+    sleep or wait), so this bounds what it does; wall-clock time would also count the seconds a
+    busy machine, another thread holding the GIL, or a stopped process took from it, and refuse
+    the same input in one run and render it in the next."""
+    return time.thread_time()
 
 
 _BUDGET: ContextVar[Budget] = ContextVar("chat_template_budget")

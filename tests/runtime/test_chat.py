@@ -263,3 +263,18 @@ def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(b
         with pytest.raises(sandbox.BoundExceeded, match="too long"):
             model.encode([long], max_length=16, task="query")
     assert model.encode([long], max_length=16, task="query")[0][0].ids == want  # the next call restores the tail
+
+
+def test_a_render_is_bounded_by_its_own_work_not_by_wall_clock_time(monkeypatch):
+    """The deadline counts the rendering thread's CPU time: a render whose process was stopped or
+    starved for seconds by a busy machine (here the wall clock jumps 10 s mid-render) renders as
+    it would on an idle one, so the same input is never refused in one run and rendered in the
+    next. A template that computes past the deadline is still stopped (the hostile renders above)."""
+    import time
+
+    chat = ChatTemplate(tm.EMBEDDER_TEMPLATE, FLAT)
+    conversation = chat.conversation("a text", "a prompt")
+    want = chat.render(conversation, task=None)
+    clock, calls = time.monotonic, []
+    monkeypatch.setattr(time, "monotonic", lambda: clock() + 10 * bool(calls.append(1) or len(calls) > 1))
+    assert chat.render(conversation, task=None) == want
