@@ -305,3 +305,20 @@ def test_a_build_does_not_depend_on_the_torch_settings_set_before_it(tmp_path, t
         mkldnn.matmul.fp32_precision = precision
     assert seen[1][0] == seen[0][0]  # the same ranges, from the same reference outputs
     np.testing.assert_array_equal(seen[1][1], seen[0][1])
+
+
+def test_a_graph_holds_no_host_paths_and_nothing_from_earlier_exports(tiny_artifacts):
+    """The exporter writes each node's Python stack trace into the graph: the build host's file
+    paths (the checkout, the virtual environment) and a per-process counter of generated code,
+    so the same build made other graph files after other exports in the process. They are removed;
+    the rest of the exporter's metadata (each node's module path) is kept."""
+    import onnx
+
+    artifact = tiny_artifacts["mean"]
+    for route in read_manifest(artifact).routes:
+        graph = onnx.load(str(artifact / route.graph), load_external_data=False)
+        keys = {p.key for node in graph.graph.node for p in node.metadata_props}
+        assert "namespace" in keys and "pkg.torch.onnx.stack_trace" not in keys
+        serialized = graph.SerializeToString()
+        for host_path in {str(Path(__file__).resolve().parents[2]), sys.prefix}:
+            assert host_path.encode() not in serialized
