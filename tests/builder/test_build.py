@@ -322,3 +322,21 @@ def test_a_graph_holds_no_host_paths_and_nothing_from_earlier_exports(tiny_artif
         serialized = graph.SerializeToString()
         for host_path in {str(Path(__file__).resolve().parents[2]), sys.prefix}:
             assert host_path.encode() not in serialized
+
+
+def test_the_same_build_twice_in_one_process_writes_the_same_graph_files(tmp_path, tiny_chains):
+    """The exporters number what they make with counters shared by the whole process (torch's
+    generated code, OpenVINO's node names): the second of two identical builds wrote other bytes.
+    Now every graph file of the second is byte for byte the first's."""
+    from packager.runtime.manifest import Format
+
+    def graphs(out: Path) -> dict[str, bytes]:
+        build(str(tiny_chains["cls-dense"]), BuildOptions(formats=(Format.ONNX, Format.OPENVINO), out=out,
+                                                          measure_speed=False, write_reports=False))
+        return {f"{artifact.name}/{f.path}": (artifact / f.path).read_bytes()
+                for artifact in sorted(out.iterdir()) for f in read_manifest(artifact).files
+                if f.path.endswith((".onnx", ".data", ".xml", ".bin"))}
+
+    first, second = graphs(tmp_path / "first"), graphs(tmp_path / "second")
+    assert {Path(name).suffix for name in first} >= {".onnx", ".xml", ".bin"}
+    assert [name for name in first if first[name] != second.get(name)] == []
