@@ -17,6 +17,7 @@ from packager.builder.prepare import Prepared, inputs_file, prepare
 from packager.builder.result import BuildResult, VariantResult
 from packager.builder.variant import build_variant
 from packager.chain import check_compilable, read_chain
+from packager.chain.reference import torch_settings
 from packager.common.failpoints import failpoint
 from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Registry
@@ -34,7 +35,13 @@ def build(source: str, options: BuildOptions, *, recipes: Registry = RECIPES) ->
     """Build, validate and (optionally) register every requested variant of ``source``, then
     write the reports and log them with each new registered version. Once the inputs were
     accepted, a failed build writes its reports too, with the cause. ``recipes``: where the
-    recipes come from (tests pass a registry of their own)."""
+    recipes come from (tests pass a registry of their own). torch's process-wide settings are
+    pinned for the build and given back after it (``torch_settings``)."""
+    with torch_settings():
+        return _build(source, options, recipes)
+
+
+def _build(source: str, options: BuildOptions, recipes: Registry) -> BuildResult:
     plan = plan_recipes(options, recipes)
     chain = read_chain(source, revision=options.revision, trust_remote_code=options.trust_remote_code,
                        allow_pickle=options.allow_pickle)

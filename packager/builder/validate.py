@@ -9,6 +9,7 @@ from pathlib import Path
 from packager.builder.manifest import source_spec
 from packager.builder.prepare import check_chat_inputs, inputs_file, parity_inputs
 from packager.chain import load_reference, read_chain
+from packager.chain.reference import torch_settings
 from packager.common.artifact_dir import import_loader
 from packager.runtime.manifest import Manifest
 from packager.validators.parity import check_parity
@@ -19,7 +20,15 @@ log = logging.getLogger(__name__)
 
 def validate(artifact: Path, source: str, *, validation_data: Path | None = None, trust_remote_code: bool = False,
              allow_pickle: bool = False) -> ParityReport:
-    """Re-run the parity gate of ``artifact`` against ``source``."""
+    """Re-run the parity gate of ``artifact`` against ``source`` (with torch's process-wide
+    settings pinned, as the build had them: ``torch_settings``)."""
+    with torch_settings():
+        return _validate(artifact, source, validation_data=validation_data, trust_remote_code=trust_remote_code,
+                         allow_pickle=allow_pickle)
+
+
+def _validate(artifact: Path, source: str, *, validation_data: Path | None, trust_remote_code: bool,
+              allow_pickle: bool) -> ParityReport:
     from packager.chain.graph import compile_routes, verb_specs
 
     candidate = import_loader(artifact).load(artifact)

@@ -3,6 +3,8 @@ transformers held to the safetensors weights and its loading report watched."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,40 @@ def open_model(folder: str | Path, kind: ChainKind | str, *, trust_remote_code: 
     model_kwargs = {} if allow_pickle else {"use_safetensors": True}
     return model_class(str(folder), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code,
                        model_kwargs=model_kwargs).eval()
+
+
+# oneDNN's float32 precisions (torch.backends.mkldnn): "bf16" or "tf32" there make a CPU's float32
+# matmuls and convolutions round to fewer bits, on CPUs that have the instructions.
+_MKLDNN_PRECISIONS = ("matmul", "conv", "rnn")
+
+
+@contextmanager
+def torch_settings() -> Iterator[None]:
+    """torch's process-wide settings that change what the reference computes and what is exported
+    at torch's own defaults for the block, then given back as they were. A build (and a
+    validation) must not depend on what ran before it in the process: a notebook or a test that
+    set bfloat16 as the default dtype (sentence-transformers' Dense layers are made in it, so
+    their saved float32 weights load rounded to bfloat16: 2.6e-3 on a tiny chain's embeddings),
+    another default device, or reduced float32 matmul precision would have changed the reference,
+    the ranges, the exported graph and the gate's verdict. Thread counts change only the order of
+    float sums, and are left to the caller."""
+    import torch
+
+    mkldnn = torch.backends.mkldnn
+    # torch.set_float32_matmul_precision (the older API) sets mkldnn.matmul's too, so the new API
+    # alone reads and pins both, without torch's warning about mixing the two.
+    precisions = {name: getattr(mkldnn, name).fp32_precision for name in _MKLDNN_PRECISIONS if hasattr(mkldnn, name)}
+    dtype, device = torch.get_default_dtype(), torch.get_default_device()
+    torch.set_default_dtype(torch.float32)
+    if device.type != "cpu":
+        torch.set_default_device(None)
+    for name in precisions:
+        getattr(mkldnn, name).fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        if device.type != "cpu":
+            torch.set_default_device(device)
+        for name, value in precisions.items():
+            getattr(mkldnn, name).fp32_precision = value

@@ -127,7 +127,24 @@ def _export(graph: RouteGraph, path: Path) -> None:
     except Exception as e:
         log.debug("exporter output:\n%s", chatter.getvalue())
         raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {_summary(e)}\n{_suspects(graph)}") from e
+    _drop_stack_traces(program.model)
     ir.save(program.model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
+
+
+# The exporter's per-node Python stack traces: file paths of the build host (the checkout, the
+# virtual environment) and a per-process counter of generated code (``<eval_with_key>.42``), so
+# the same build made other graph files after other exports in the process, or on another host.
+_STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(model: Any) -> None:
+    """Remove the exporter's stack-trace metadata from every node, in every (sub)graph and function."""
+    import onnx_ir as ir
+
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            node.metadata_props.pop(_STACK_TRACE, None)
 
 
 def _dynamic_axes(name: str) -> int:

@@ -6,6 +6,7 @@ either weights and activations (post-training quantization, transformer mode) or
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,23 @@ if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph
 
 log = logging.getLogger(__name__)
+
+
+# OpenVINO names the nodes it makes (converting, folding constants while saving) after their type
+# and a counter shared by the whole process ("Constant_18", or "Constant_57684" after other
+# conversions), so the same route saved other bytes after other builds in the process.
+_NUMBERED = re.compile(r"[A-Za-z0-9]+_[0-9]+")
+_ONNX_NAMES = ("val_", "node_")  # the exporter's own numbering, made per graph
+
+
+def canonical_names(model: Any) -> Any:
+    """``model`` with every OpenVINO-numbered node renamed by its type and its place in the
+    graph's order. Friendly names are labels: inputs and outputs are found by tensor names."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        if _NUMBERED.fullmatch(name) and not name.startswith(_ONNX_NAMES):
+            op.set_friendly_name(f"{op.get_type_name()}_{index}")
+    return model
 
 
 class _OpenVinoRecipe:
@@ -41,7 +59,11 @@ class _OpenVinoRecipe:
                 with quiet("nncf", output=True):  # NNCF draws progress bars and tables
                     model, details = self.transform(ov.convert_model(str(source)), graph, dest=dest, context=context)
                     target = dest / f"{stem}.xml"
-                    ov.save_model(model, str(target), compress_to_fp16=self.compress_to_fp16)
+                    saved = Path(scratch) / "model.xml"
+                    ov.save_model(model, str(saved), compress_to_fp16=self.compress_to_fp16)
+                    # saved as it is read back: compressing or not is already done
+                    ov.save_model(canonical_names(ov.Core().read_model(str(saved))), str(target),
+                                  compress_to_fp16=False)
                     # fail here, not in the gate, if it cannot run
                     ov.Core().compile_model(str(target), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             except Exception as e:

@@ -17,7 +17,7 @@ import copy
 from typing import Any
 
 from .manifest import ChatSpec, MessageFormat
-from .sandbox import Budget, TemplateRefused, bounded, compile_template
+from .sandbox import BoundExceeded, Budget, TemplateFailed, TemplateRefused, bounded, compile_template
 
 TextInput = str | tuple[str, str]
 PAIR_ROLES = ("query", "document")
@@ -67,11 +67,11 @@ class ChatTemplate:
             except TemplateRefused:
                 raise
             except RecursionError:
-                raise TemplateRefused("the chat template recursed too deeply") from None
+                raise BoundExceeded("the chat template recursed too deeply") from None
             except MemoryError:
-                raise TemplateRefused("the chat template ran out of memory") from None
+                raise BoundExceeded("the chat template ran out of memory") from None
             except Exception as e:  # raise_exception(), undefined operations, the sandbox's SecurityError
-                raise TemplateRefused(f"the chat template failed: {type(e).__name__}: {str(e)[:300]}") from None
+                raise TemplateFailed(f"the chat template failed: {type(e).__name__}: {str(e)[:300]}") from None
 
     def _message(self, role: str, text: str) -> dict[str, Any]:
         if self.spec.message_format is MessageFormat.FLAT:

@@ -46,7 +46,7 @@ from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependency
 MAX_RANGE = 100_000  # jinja2.sandbox.MAX_RANGE: the reference's range refuses more
 JINJA2_MINIMUM = (3, 1, 6)  # transformers' own minimum: older sandboxes have known escapes
 ITERATIONS = 100_000  # plus four per character of the conversation
-SECONDS = 2.0  # plus a second per million characters
+SECONDS = 2.0  # plus a second per million characters, of the rendering thread's CPU time (see _clock)
 BASE_CHARS = 1 << 20  # plus four per character
 INT_BITS = 4096  # integers a template makes; no chat template needs more
 SOURCE_CHARS = 1 << 20  # a template's source; real ones are a few kB
@@ -81,6 +81,18 @@ class TemplateRefused(InvalidInputError):
     """The chat template failed or exceeded its bounds on this input."""
 
 
+class TemplateFailed(TemplateRefused):
+    """The template itself failed on this input (its ``raise_exception``, an undefined operation,
+    the sandbox's SecurityError), as it does in the reference; anything else this module raises
+    is its own refusal, where transformers would have rendered."""
+
+
+class BoundExceeded(TemplateRefused):
+    """A render stopped by the sandbox's bounds (time, iterations, sizes, recursion, memory), not
+    by the template: transformers would have rendered it, so nothing may stand in for its result,
+    and the deadline depends on how busy the machine is, so a refusal may not be remembered."""
+
+
 @dataclass
 class Budget:
     deadline: float
@@ -89,19 +101,27 @@ class Budget:
 
     @classmethod
     def for_input(cls, chars: int) -> Budget:
-        return cls(deadline=time.monotonic() + SECONDS + chars / 1e6, iterations=ITERATIONS + 4 * chars,
+        return cls(deadline=_clock() + SECONDS + chars / 1e6, iterations=ITERATIONS + 4 * chars,
                    chars=BASE_CHARS + 4 * chars)
 
     def tick(self, iterations: int = 1) -> None:
         self.iterations -= iterations
         if self.iterations < 0:
-            raise TemplateRefused("the chat template iterated more than its budget allows in one render")
-        if time.monotonic() > self.deadline:
-            raise TemplateRefused("the chat template took too long to render one input")
+            raise BoundExceeded("the chat template iterated more than its budget allows in one render")
+        if _clock() > self.deadline:
+            raise BoundExceeded("the chat template took too long to render one input")
 
     def size(self, size: int, what: str) -> None:
         if size > self.chars:
-            raise TemplateRefused(f"the chat template made a {what} of more than {self.chars} characters")
+            raise BoundExceeded(f"the chat template made a {what} of more than {self.chars} characters")
+
+
+def _clock() -> float:
+    """The rendering thread's CPU time. A template can only spend time by computing (it cannot
+    sleep or wait), so this bounds what it does; wall-clock time would also count the seconds a
+    busy machine, another thread holding the GIL, or a stopped process took from it, and refuse
+    the same input in one run and render it in the next."""
+    return time.thread_time()
 
 
 _BUDGET: ContextVar[Budget] = ContextVar("chat_template_budget")
@@ -378,7 +398,7 @@ def _range(*args: int) -> range:
     if len(values) > MAX_RANGE:  # transformers' range (jinja2's sandbox) fails on it
         raise TemplateRefused(f"the chat template asked for a range of {len(values)} items; at most {MAX_RANGE}")
     if len(values) > budget().iterations:
-        raise TemplateRefused(f"the chat template asked for a range of {len(values)} items, more than its budget")
+        raise BoundExceeded(f"the chat template asked for a range of {len(values)} items, more than its budget")
     return values
 
 
@@ -410,7 +430,7 @@ def _check_binop(limits: Budget, operator: str, left: Any, right: Any) -> None:
 
 def _check_bits(bits: int) -> None:
     if bits > INT_BITS:
-        raise TemplateRefused(f"the chat template made an integer of more than {INT_BITS} bits")
+        raise BoundExceeded(f"the chat template made an integer of more than {INT_BITS} bits")
 
 
 def _formatted_size(limits: Budget, text: str, arguments: list) -> int:
@@ -618,7 +638,7 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, s
 
 
 def _raise_exception(message: str) -> None:
-    raise TemplateRefused(f"the chat template refused this input: {str(message)[:300]}")
+    raise TemplateFailed(f"the chat template refused this input: {str(message)[:300]}")
 
 
 def _strftime_now(format: str) -> str:  # noqa: A002 (transformers' name)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .chat import SKELETON_FILLERS, ChatTemplate, TemplateRefused, TextInput
+from .chat import SKELETON_FILLERS, ChatTemplate, TemplateFailed, TextInput
 from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
 from .files import read_text
 from .manifest import INT32_LIMIT, PROMPT_LENGTH, ChatSpec, ExpansionSpec, ExpansionStrategy, Side, TokenizerSpec
@@ -141,7 +141,11 @@ class TextEncoder:
         two renders whose content differs, empty if they never differ. Kept per shape (roles and
         system text) for the call in ``suffixes``, and across calls in a cache of SUFFIX_CACHE
         shapes whose system text is at most SUFFIX_KEY_CHARS long: the system text is the
-        caller's prompt, so neither the number nor the size of the entries may follow callers."""
+        caller's prompt, so neither the number nor the size of the entries may follow callers.
+        Only the template's own failure (``TemplateFailed``, as in sentence-transformers) means
+        "no tail"; a skeleton the sandbox refuses or stops (a deadline hit on a busy machine, say)
+        fails this call and is not cached: remembered as "no tail", it would change the output of
+        every later truncated input of this shape for as long as the model is loaded."""
         key = (tuple((m["role"], str(m["content"]) if m["role"] == "system" else "") for m in conversation), task)
         if key not in suffixes:
             if sum(len(system) for _, system in key[0]) > SUFFIX_KEY_CHARS:
@@ -156,7 +160,7 @@ class TextEncoder:
         try:
             first, second = (self._tokenizer.encode(chat.render(chat.skeleton(conversation, filler), task=task),
                                                     add_special_tokens=False).ids for filler in SKELETON_FILLERS)
-        except TemplateRefused:  # as sentence-transformers: a skeleton that fails to render restores nothing
+        except TemplateFailed:  # as sentence-transformers: a skeleton that fails to render restores nothing
             first = second = []
         count = 0
         for left, right in zip(reversed(first), reversed(second), strict=False):

@@ -266,3 +266,77 @@ def test_validate_checks_token_embeddings_too(tmp_path, tiny_chains):
                  "--report", str(report)]) == 0
     checks = json.loads(report.read_text())["parity"]["checks"]
     assert "token_min_cosine" in {c["metric"].rpartition(".")[2] for c in checks}
+
+
+def test_a_build_does_not_depend_on_the_torch_settings_set_before_it(tmp_path, tiny_chains, monkeypatch):
+    """What ran before a build in the process (a notebook, another test) may have left torch with
+    bfloat16 as its default dtype (sentence-transformers makes its Dense layers in it, rounding
+    their float32 weights) or oneDNN at reduced float32 precision: the reference, its ranges and
+    the gate would change with it. The build pins them, and gives the caller's back afterwards."""
+    import torch
+
+    from packager.builder import pipeline
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop(prepared, *args, **kwargs):  # the shared part of the build made: what the variants would get
+        outputs = prepared.reference("encode", list(real_sentences()[:40]), batch_size=8, convert_to_numpy=True,
+                                     show_progress_bar=False)
+        seen.append((prepared.ranges, np.asarray(outputs)))
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "_variant", stop)
+    options = BuildOptions(out=tmp_path, measure_speed=False, write_reports=False)
+    with pytest.raises(Stop):
+        build(str(tiny_chains["cls-dense"]), options)
+    mkldnn = torch.backends.mkldnn
+    dtype, precision = torch.get_default_dtype(), mkldnn.matmul.fp32_precision
+    torch.set_default_dtype(torch.bfloat16)
+    mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        with pytest.raises(Stop):
+            build(str(tiny_chains["cls-dense"]), options)
+        assert torch.get_default_dtype() == torch.bfloat16 and mkldnn.matmul.fp32_precision == "bf16"  # given back
+    finally:
+        torch.set_default_dtype(dtype)
+        mkldnn.matmul.fp32_precision = precision
+    assert seen[1][0] == seen[0][0]  # the same ranges, from the same reference outputs
+    np.testing.assert_array_equal(seen[1][1], seen[0][1])
+
+
+def test_a_graph_holds_no_host_paths_and_nothing_from_earlier_exports(tiny_artifacts):
+    """The exporter writes each node's Python stack trace into the graph: the build host's file
+    paths (the checkout, the virtual environment) and a per-process counter of generated code,
+    so the same build made other graph files after other exports in the process. They are removed;
+    the rest of the exporter's metadata (each node's module path) is kept."""
+    import onnx
+
+    artifact = tiny_artifacts["mean"]
+    for route in read_manifest(artifact).routes:
+        graph = onnx.load(str(artifact / route.graph), load_external_data=False)
+        keys = {p.key for node in graph.graph.node for p in node.metadata_props}
+        assert "namespace" in keys and "pkg.torch.onnx.stack_trace" not in keys
+        serialized = graph.SerializeToString()
+        for host_path in {str(Path(__file__).resolve().parents[2]), sys.prefix}:
+            assert host_path.encode() not in serialized
+
+
+def test_the_same_build_twice_in_one_process_writes_the_same_graph_files(tmp_path, tiny_chains):
+    """The exporters number what they make with counters shared by the whole process (torch's
+    generated code, OpenVINO's node names): the second of two identical builds wrote other bytes.
+    Now every graph file of the second is byte for byte the first's."""
+    from packager.runtime.manifest import Format
+
+    def graphs(out: Path) -> dict[str, bytes]:
+        build(str(tiny_chains["cls-dense"]), BuildOptions(formats=(Format.ONNX, Format.OPENVINO), out=out,
+                                                          measure_speed=False, write_reports=False))
+        return {f"{artifact.name}/{f.path}": (artifact / f.path).read_bytes()
+                for artifact in sorted(out.iterdir()) for f in read_manifest(artifact).files
+                if f.path.endswith((".onnx", ".data", ".xml", ".bin"))}
+
+    first, second = graphs(tmp_path / "first"), graphs(tmp_path / "second")
+    assert {Path(name).suffix for name in first} >= {".onnx", ".xml", ".bin"}
+    assert [name for name in first if first[name] != second.get(name)] == []

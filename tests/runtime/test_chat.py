@@ -17,7 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import tiny_models as tm
 from packager.cli import main
-from packager.runtime.chat import ChatTemplate
+from packager.runtime.chat import ChatTemplate, TemplateFailed, TemplateRefused
 from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.manifest import ChatSpec, MessageFormat
 
@@ -373,3 +373,89 @@ def test_urlize_runs_in_pieces_and_gives_what_jinja2_gives_on_the_whole_text():
     chat = ChatTemplate(source, FLAT)
     assert chat.render(chat.conversation(text, None), task=None) == \
         stock.from_string(source).render(messages=chat.conversation(text, None))
+
+
+def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(backbones, monkeypatch):
+    """A truncated input gets the template's tail back, derived once per conversation shape from
+    two tiny skeleton renders. A skeleton stopped by the render deadline (a stalled, busy machine)
+    must fail that call, not be remembered as "no tail": that changed every later truncated
+    input's output while the model stayed loaded (last-token pooling read a content token)."""
+    from tokenizers import Tokenizer
+
+    from packager.runtime import sandbox
+    from packager.runtime.manifest import Side, TokenizerSpec
+    from packager.runtime.text import TextEncoder
+
+    spec = TokenizerSpec(file="tokenizer.json", max_length=16, truncation_side=Side.RIGHT, padding_side=Side.LEFT,
+                         pad_id=1, pad_type_id=0, pad_token="<pad>", lowercase=False, add_special_tokens=True,
+                         special_ids=(1, 2, 3))
+    chat = ChatSpec(template="t.jinja", message_format=MessageFormat.FLAT, variables={"add_generation_prompt": True},
+                    task_variable=True, restore_suffix=True)
+
+    def encoder() -> TextEncoder:
+        tokenizer = Tokenizer.from_file(str(backbones.chat_embedder / "tokenizer.json"))
+        return TextEncoder(tokenizer, spec, ("input_ids", "attention_mask"), ChatTemplate(tm.EMBEDDER_TEMPLATE, chat))
+
+    long = "a text far longer than sixteen tokens, so that truncation cuts the template's tail off " * 3
+    want = encoder().encode([long], max_length=16, task="query")[0][0].ids
+    tail = encoder()._tokenizer.encode("<|im_start|>search\n<|im_start|>embed", add_special_tokens=False).ids
+    assert want[-len(tail):] == tail  # restored
+
+    model = encoder()
+    honest = sandbox.Budget.for_input
+    with monkeypatch.context() as patch:  # the skeletons' renders (a few characters) find their deadline passed
+        patch.setattr(sandbox.Budget, "for_input", classmethod(
+            lambda cls, chars: honest(chars) if chars > 10 else sandbox.Budget(0.0, 1000, 1000)))
+        with pytest.raises(sandbox.BoundExceeded, match="too long"):
+            model.encode([long], max_length=16, task="query")
+    assert model.encode([long], max_length=16, task="query")[0][0].ids == want  # the next call restores the tail
+
+
+@pytest.mark.parametrize(("in_the_skeleton", "restored"), [
+    ("{{ raise_exception('no skeletons') }}", False),  # the template's own failure: the reference restores nothing
+    ("{{ lipsum() }}", None),  # the runtime's refusal where transformers renders: the call fails
+    ("{{ m.content.zfill is defined }}", None),
+])
+def test_only_the_templates_own_failure_on_a_skeleton_means_no_tail(backbones, in_the_skeleton, restored):
+    """sentence-transformers restores no tail when a skeleton render fails; the runtime may only
+    do the same when the template itself failed. A skeleton that the sandbox refuses (random text,
+    an attribute it does not expose) renders in transformers, so a silent "no tail" would be a
+    different output: it must fail the call instead."""
+    from tokenizers import Tokenizer
+
+    from packager.runtime.manifest import Side, TokenizerSpec
+    from packager.runtime.text import TextEncoder
+
+    spec = TokenizerSpec(file="tokenizer.json", max_length=16, truncation_side=Side.RIGHT, padding_side=Side.LEFT,
+                         pad_id=1, pad_type_id=0, pad_token="<pad>", lowercase=False, add_special_tokens=True,
+                         special_ids=(1, 2, 3))
+    chat = ChatSpec(template="t.jinja", message_format=MessageFormat.FLAT, variables={}, task_variable=False,
+                    restore_suffix=True)
+    template = ("{% for m in messages %}{% if m.content in ['0', '1 2 3 4'] %}" + in_the_skeleton + "{% endif %}"
+                "{{ m.content }}{% endfor %}<|im_start|>embed")
+    tokenizer = Tokenizer.from_file(str(backbones.chat_embedder / "tokenizer.json"))
+    encoder = TextEncoder(tokenizer, spec, ("input_ids", "attention_mask"), ChatTemplate(template, chat))
+    long = "a text far longer than sixteen tokens, so that truncation cuts the template's tail off " * 3
+    tail = tokenizer.encode("<|im_start|>embed", add_special_tokens=False).ids
+    if restored is None:
+        with pytest.raises(TemplateRefused) as refused:
+            encoder.encode([long], max_length=16)
+        assert not isinstance(refused.value, TemplateFailed)
+    else:
+        ids = encoder.encode([long], max_length=16)[0][0].ids
+        assert len(ids) == 16 and ids[-len(tail):] != tail  # nothing restored, as in the reference
+
+
+def test_a_render_is_bounded_by_its_own_work_not_by_wall_clock_time(monkeypatch):
+    """The deadline counts the rendering thread's CPU time: a render whose process was stopped or
+    starved for seconds by a busy machine (here the wall clock jumps 10 s mid-render) renders as
+    it would on an idle one, so the same input is never refused in one run and rendered in the
+    next. A template that computes past the deadline is still stopped (the hostile renders above)."""
+    import time
+
+    chat = ChatTemplate(tm.EMBEDDER_TEMPLATE, FLAT)
+    conversation = chat.conversation("a text", "a prompt")
+    want = chat.render(conversation, task=None)
+    clock, calls = time.monotonic, []
+    monkeypatch.setattr(time, "monotonic", lambda: clock() + 10 * bool(calls.append(1) or len(calls) > 1))
+    assert chat.render(conversation, task=None) == want
