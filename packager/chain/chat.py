@@ -18,7 +18,10 @@ from packager.runtime.text import TEMPLATE_LIMIT
 
 TEMPLATE_FILE = "chat_template.jinja"  # renamed per route by the build when routes differ
 CONFIG_LIMIT = 64 << 20  # as the chain reader's
-TEMPLATES_CHARS = 4 << 20  # all of a folder's chat templates: each compile is bounded, and so is their number
+TEMPLATES_CHARS = 4 << 20  # all of a folder's chat templates together
+# Each compile is bounded (size, nesting, and its constants within the render's deadline), so their
+# number bounds the whole check: real folders hold one to a few (a default, tool use, RAG)
+TEMPLATES = 16
 # Where transformers and sentence-transformers read chat templates from: any .jinja file
 # (chat_template.jinja, additional_chat_templates/NAME.jinja), and a "chat_template" key in a
 # config: tokenizer_config.json (a string, or a list of named templates), chat_template.json and
@@ -31,10 +34,13 @@ def check_chat_templates(folder: Path, files: list[str]) -> None:
     (``packager.runtime.sandbox.compile_template``): sentence-transformers hands templates to
     transformers' stock jinja2 sandbox, whose compiler evaluates constant expressions and recurses
     through nesting without bounds. A template refused here is refused before that happens."""
-    total = 0
+    total = count = 0
     for rel in files:
         for where, source in _templates(folder, rel):
-            total += len(source)
+            total, count = total + len(source), count + 1
+            if count > TEMPLATES:
+                raise UnsafeSourceError(f"{where}: the folder holds more than {TEMPLATES} chat templates; real ones "
+                                        "hold one to a few")
             if total > TEMPLATES_CHARS:
                 raise UnsafeSourceError(f"{where}: the folder's chat templates hold more than {TEMPLATES_CHARS} "
                                         "characters together; real ones hold a few thousand")

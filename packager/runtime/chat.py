@@ -70,8 +70,13 @@ class ChatTemplate:
                 raise BoundExceeded("the chat template recursed too deeply") from None
             except MemoryError:
                 raise BoundExceeded("the chat template ran out of memory") from None
-            except Exception as e:  # raise_exception(), undefined operations, the sandbox's SecurityError
-                raise TemplateFailed(f"the chat template failed: {type(e).__name__}: {str(e)[:300]}") from None
+            except Exception as e:
+                # jinja2's own errors (an undefined operation, the sandbox's SecurityError) are the
+                # template's failure, as in the reference; anything else may have come from the
+                # runtime's own wrapping, where transformers would have rendered: a refusal
+                failed = type(e).__module__.startswith("jinja2.")
+                raise (TemplateFailed if failed else TemplateRefused)(
+                    f"the chat template failed: {type(e).__name__}: {str(e)[:300]}") from None
 
     def _message(self, role: str, text: str) -> dict[str, Any]:
         if self.spec.message_format is MessageFormat.FLAT:

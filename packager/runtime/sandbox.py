@@ -32,6 +32,7 @@ transformers' options, filters and globals. On top of it, every render has a bud
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +48,7 @@ MAX_RANGE = 100_000  # jinja2.sandbox.MAX_RANGE: the reference's range refuses m
 JINJA2_MINIMUM = (3, 1, 6)  # transformers' own minimum: older sandboxes have known escapes
 ITERATIONS = 100_000  # plus four per character of the conversation
 SECONDS = 2.0  # plus a second per million characters, of the rendering thread's CPU time (see _clock)
+WALL_FACTOR = 5  # a render's wall-clock ceiling, in CPU deadlines: only a starved or stopped render gets there
 BASE_CHARS = 1 << 20  # plus four per character
 INT_BITS = 4096  # integers a template makes; no chat template needs more
 SOURCE_CHARS = 1 << 20  # a template's source; real ones are a few kB
@@ -95,14 +97,16 @@ class BoundExceeded(TemplateRefused):
 
 @dataclass
 class Budget:
-    deadline: float
+    deadline: float  # of the rendering thread's CPU time (``_clock``)
     iterations: int
     chars: int  # the most any one value may hold (see deep_size), and all output together
+    wall_deadline: float = math.inf  # of time.monotonic(): WALL_FACTOR times the CPU deadline
 
     @classmethod
     def for_input(cls, chars: int) -> Budget:
-        return cls(deadline=_clock() + SECONDS + chars / 1e6, iterations=ITERATIONS + 4 * chars,
-                   chars=BASE_CHARS + 4 * chars)
+        seconds = SECONDS + chars / 1e6
+        return cls(deadline=_clock() + seconds, iterations=ITERATIONS + 4 * chars, chars=BASE_CHARS + 4 * chars,
+                   wall_deadline=time.monotonic() + WALL_FACTOR * seconds)
 
     def tick(self, iterations: int = 1) -> None:
         self.iterations -= iterations
@@ -110,6 +114,8 @@ class Budget:
             raise BoundExceeded("the chat template iterated more than its budget allows in one render")
         if _clock() > self.deadline:
             raise BoundExceeded("the chat template took too long to render one input")
+        if time.monotonic() > self.wall_deadline:  # a starved render still frees its worker
+            raise BoundExceeded("the chat template's render was held up past its wall-clock ceiling")
 
     def size(self, size: int, what: str) -> None:
         if size > self.chars:

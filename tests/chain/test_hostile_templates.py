@@ -125,6 +125,9 @@ def test_templates_that_add_up_to_more_than_a_folder_may_hold_are_refused(tiny_c
     _edit(chain / "tokenizer_config.json", chat_template=[{"name": f"t{i}", "template": "x" * 900_000}
                                                           for i in range(5)])  # each within the 1 MiB
     assert "chat templates hold more than" in _refused(chain, "inspect", tmp_path, capsys)
+    # and many small ones, each compiled on its own: 100,000 empty templates would take minutes
+    _edit(chain / "tokenizer_config.json", chat_template=[{"name": f"t{i}", "template": ""} for i in range(100_000)])
+    assert "more than 16 chat templates" in _refused(chain, "inspect", tmp_path, capsys)
 
 
 _BUILD_ALL = """

@@ -415,6 +415,7 @@ def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(b
     ("{{ raise_exception('no skeletons') }}", False),  # the template's own failure: the reference restores nothing
     ("{{ lipsum() }}", None),  # the runtime's refusal where transformers renders: the call fails
     ("{{ m.content.zfill is defined }}", None),
+    ("{{ m.content + 1 }}", None),  # a TypeError: the runtime cannot tell it from one of its own wrapping
 ])
 def test_only_the_templates_own_failure_on_a_skeleton_means_no_tail(backbones, in_the_skeleton, restored):
     """sentence-transformers restores no tail when a skeleton render fails; the runtime may only
@@ -446,16 +447,30 @@ def test_only_the_templates_own_failure_on_a_skeleton_means_no_tail(backbones, i
         assert len(ids) == 16 and ids[-len(tail):] != tail  # nothing restored, as in the reference
 
 
-def test_a_render_is_bounded_by_its_own_work_not_by_wall_clock_time(monkeypatch):
+@pytest.mark.parametrize(("clock", "jump", "refused"), [
+    ("monotonic", 8, False),  # a stalled process: within the wall-clock ceiling, the same text
+    ("monotonic", 60, True),  # held up past 5 deadlines: the worker is freed, the call fails
+    ("cpu", 3, True),  # computing past the deadline
+])
+def test_a_render_is_bounded_by_its_own_work_and_a_wall_clock_ceiling(monkeypatch, clock, jump, refused):
     """The deadline counts the rendering thread's CPU time: a render whose process was stopped or
-    starved for seconds by a busy machine (here the wall clock jumps 10 s mid-render) renders as
-    it would on an idle one, so the same input is never refused in one run and rendered in the
-    next. A template that computes past the deadline is still stopped (the hostile renders above)."""
+    starved for seconds by a busy machine renders as it would on an idle one, so the same input is
+    never refused in one run and rendered in the next; a render held up past five deadlines of wall
+    time still ends, so a worker is never held without bound. Each clock jumps after its first read."""
     import time
+
+    from packager.runtime import sandbox
 
     chat = ChatTemplate(tm.EMBEDDER_TEMPLATE, FLAT)
     conversation = chat.conversation("a text", "a prompt")
     want = chat.render(conversation, task=None)
-    clock, calls = time.monotonic, []
-    monkeypatch.setattr(time, "monotonic", lambda: clock() + 10 * bool(calls.append(1) or len(calls) > 1))
-    assert chat.render(conversation, task=None) == want
+    real = time.monotonic if clock == "monotonic" else sandbox._clock
+    calls: list[int] = []
+    jumped = lambda: real() + jump * bool(calls.append(1) or len(calls) > 1)  # noqa: E731
+    monkeypatch.setattr(*((time, "monotonic") if clock == "monotonic" else (sandbox, "_clock")), jumped)
+    if refused:
+        with pytest.raises(sandbox.BoundExceeded):
+            chat.render(conversation, task=None)
+    else:
+        assert chat.render(conversation, task=None) == want
+    assert len(calls) >= 2  # the clock was read during the render, not only when it started

@@ -25,7 +25,7 @@ import pytest
 from packager.runtime.chat import ChatTemplate
 from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.manifest import ChatSpec, MessageFormat
-from packager.runtime.sandbox import TemplateRefused
+from packager.runtime.sandbox import TemplateFailed, TemplateRefused
 
 TEMPLATES = sorted((Path(__file__).parent / "chat_templates").glob("*.jinja"))
 TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -93,23 +93,31 @@ def _compiled(source: str, generation: bool) -> ChatTemplate | None:
 
 
 def runtime(source: str, conversation: list[dict[str, Any]], generation: bool,
-            extra: dict[str, Any] | None = None) -> str | None:
-    """The runtime's render; None where it refuses (when compiled or when rendered)."""
+            extra: dict[str, Any] | None = None) -> str | TemplateRefused | None:
+    """The runtime's render; None where it refuses (when compiled or when rendered), and the
+    error where it says the template itself failed (``TemplateFailed``)."""
     template = _compiled(source, generation)
     if template is None:
         return None
     try:
         template.spec = _spec(generation, extra)  # the variables only: no need to compile again
         return template.render(conversation, task=None)
+    except TemplateFailed as e:
+        return e
     except TemplateRefused:
         return None
 
 
 def compare(source: str, conversation: list[dict[str, Any]], generation: bool,
             extra: dict[str, Any] | None = None) -> str:
-    """"same", "refused" or "both failed"; a difference fails the test."""
+    """"same", "refused" or "both failed"; a difference fails the test. The runtime may refuse
+    anything, but may say the template failed only where the reference failed too: the tail
+    restore takes that as "no tail", as sentence-transformers does."""
     want = reference(source, conversation, generation, extra)
     got = runtime(source, conversation, generation, extra)
+    if isinstance(got, TemplateFailed):
+        assert isinstance(want, Exception), f"the runtime failed ({got}) where the reference rendered {want[:200]!r}"
+        return "both failed"
     if got is None:
         return "both failed" if isinstance(want, Exception) else "refused"
     assert not isinstance(want, Exception), f"the runtime rendered {got[:200]!r} where the reference failed: {want!r}"
