@@ -338,9 +338,11 @@ class ExclusionSearch:
 
 
 def rank(errors: dict[str, float]) -> list[str]:
-    """The MatMuls most sensitive first. Errors equal to 4 significant digits (float sums that
-    differ in their last bits between CPUs and thread counts) tie, and ties go by name: the
-    order depends on nothing but the errors and the names."""
+    """The MatMuls most sensitive first. Errors equal to 4 significant digits tie, and ties go by
+    name: the order depends on nothing but the errors and the names, so float sums that differ
+    in their last bits (another CPU's kernels) reorder two MatMuls only where their errors
+    straddle a rounding boundary. The search's sessions run on one thread, so on one CPU the
+    errors, and the order, are the same in every run."""
     return sorted(errors, key=lambda node: (-float(f"{errors[node]:.4g}"), node))
 
 
