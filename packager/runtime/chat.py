@@ -17,7 +17,8 @@ import copy
 from typing import Any
 
 from .manifest import ChatSpec, MessageFormat
-from .sandbox import BoundExceeded, Budget, TemplateFailed, TemplateRefused, bounded, compile_template
+from .render_checks import BoundExceeded, Budget, TemplateFailed, TemplateRefused, bounded
+from .sandbox import compile_template
 
 TextInput = str | tuple[str, str]
 PAIR_ROLES = ("query", "document")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .sandbox import BASE_CHARS, Budget, TemplateRefused, _bounded_concat, _check_binop, bounded, budget, deep_size
+from .render_checks import BASE_CHARS, Budget, TemplateRefused, bounded, bounded_concat, budget, check_binop, deep_size
 
 BLOCK_NESTING = 16  # blocks inside blocks; Python compiles at most 20 nested loops; shipped templates reach 7
 EXPRESSION_DEPTH = 48  # levels of one expression's syntax tree, as counted here; shipped templates reach 17
@@ -170,7 +170,7 @@ class _Folder:
         if isinstance(node, (nodes.And, nodes.Or)):
             return self._logic(node)
         if isinstance(node, nodes.Concat):
-            return _bounded_concat(*(self.fold(item) for item in node.nodes))
+            return bounded_concat(*(self.fold(item) for item in node.nodes))
         return self._evaluate_more(node)
 
     def _evaluate_more(self, node: Any) -> Any:
@@ -199,7 +199,7 @@ class _Folder:
         raise _Unknown  # names, calls, and whatever else jinja2 does not fold
 
     def _binop(self, operator: str, left: Any, right: Any) -> Any:
-        _check_binop(budget(), operator, left, right)
+        check_binop(budget(), operator, left, right)
         return self.nodes._binop_to_func[operator](left, right)
 
     def _logic(self, node: Any) -> Any:

@@ -350,7 +350,7 @@ def test_urlize_runs_in_pieces_and_gives_what_jinja2_gives_on_the_whole_text():
     from jinja2 import nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from packager.runtime import sandbox
+    from packager.runtime import render_checks, render_filters
 
     rng = random.Random(0)
     words = ["(www.example.com)", "http://a.b/c?d=e).", "<a@b.org>,", "mailto:x@y.zz", "))((", "&lt;x&gt;", "plain",
@@ -366,9 +366,9 @@ def test_urlize_runs_in_pieces_and_gives_what_jinja2_gives_on_the_whole_text():
 
     counted.jinja_pass_arg = stock.filters["urlize"].jinja_pass_arg
     eval_ctx = nodes.EvalContext(stock)
-    with sandbox.bounded(sandbox.Budget.for_input(len(text))):
-        assert sandbox._piecewise_urlize(counted)(eval_ctx, text) == stock.filters["urlize"](eval_ctx, text)
-    assert len(calls) >= len(text) // sandbox.URLIZE_PIECE and max(calls) < sandbox.URLIZE_PIECE + 100
+    with render_checks.bounded(render_checks.Budget.for_input(len(text))):
+        assert render_filters.piecewise_urlize(counted)(eval_ctx, text) == stock.filters["urlize"](eval_ctx, text)
+    assert len(calls) >= len(text) // render_filters.URLIZE_PIECE and max(calls) < render_filters.URLIZE_PIECE + 100
     source = "{{ messages[0].content | urlize }}"
     chat = ChatTemplate(source, FLAT)
     assert chat.render(chat.conversation(text, None), task=None) == \
@@ -382,7 +382,7 @@ def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(b
     input's output while the model stayed loaded (last-token pooling read a content token)."""
     from tokenizers import Tokenizer
 
-    from packager.runtime import sandbox
+    from packager.runtime import render_checks
     from packager.runtime.manifest import Side, TokenizerSpec
     from packager.runtime.text import TextEncoder
 
@@ -402,11 +402,11 @@ def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(b
     assert want[-len(tail):] == tail  # restored
 
     model = encoder()
-    honest = sandbox.Budget.for_input
+    honest = render_checks.Budget.for_input
     with monkeypatch.context() as patch:  # the skeletons' renders (a few characters) find their deadline passed
-        patch.setattr(sandbox.Budget, "for_input", classmethod(
-            lambda cls, chars: honest(chars) if chars > 10 else sandbox.Budget(0.0, 1000, 1000)))
-        with pytest.raises(sandbox.BoundExceeded, match="too long"):
+        patch.setattr(render_checks.Budget, "for_input", classmethod(
+            lambda cls, chars: honest(chars) if chars > 10 else render_checks.Budget(0.0, 1000, 1000)))
+        with pytest.raises(render_checks.BoundExceeded, match="too long"):
             model.encode([long], max_length=16, task="query")
     assert model.encode([long], max_length=16, task="query")[0][0].ids == want  # the next call restores the tail
 
@@ -459,17 +459,17 @@ def test_a_render_is_bounded_by_its_own_work_and_a_wall_clock_ceiling(monkeypatc
     time still ends, so a worker is never held without bound. Each clock jumps after its first read."""
     import time
 
-    from packager.runtime import sandbox
+    from packager.runtime import render_checks
 
     chat = ChatTemplate(tm.EMBEDDER_TEMPLATE, FLAT)
     conversation = chat.conversation("a text", "a prompt")
     want = chat.render(conversation, task=None)
-    real = time.monotonic if clock == "monotonic" else sandbox._clock
+    real = time.monotonic if clock == "monotonic" else render_checks._clock
     calls: list[int] = []
     jumped = lambda: real() + jump * bool(calls.append(1) or len(calls) > 1)  # noqa: E731
-    monkeypatch.setattr(*((time, "monotonic") if clock == "monotonic" else (sandbox, "_clock")), jumped)
+    monkeypatch.setattr(*((time, "monotonic") if clock == "monotonic" else (render_checks, "_clock")), jumped)
     if refused:
-        with pytest.raises(sandbox.BoundExceeded):
+        with pytest.raises(render_checks.BoundExceeded):
             chat.render(conversation, task=None)
     else:
         assert chat.render(conversation, task=None) == want

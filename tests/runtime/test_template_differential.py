@@ -25,7 +25,7 @@ import pytest
 from packager.runtime.chat import ChatTemplate
 from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.manifest import ChatSpec, MessageFormat
-from packager.runtime.sandbox import TemplateFailed, TemplateRefused
+from packager.runtime.render_checks import TemplateFailed, TemplateRefused
 
 TEMPLATES = sorted((Path(__file__).parent / "chat_templates").glob("*.jinja"))
 TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
