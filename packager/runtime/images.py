@@ -364,13 +364,15 @@ class _Fetch:
 
             return Tracked
 
-        class Http(request.HTTPHandler):
+        class Tracking:
             def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
-                return super().do_open(tracked(http_class), req, **kwargs)
+                return super().do_open(tracked(http_class), req, **kwargs)  # type: ignore[misc]
 
-        class Https(request.HTTPSHandler):
-            def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
-                return super().do_open(tracked(http_class), req, **kwargs)
+        class Http(Tracking, request.HTTPHandler):
+            pass
+
+        class Https(Tracking, request.HTTPSHandler):
+            pass
 
         opener = request.OpenerDirector()
         for handler in (request.ProxyHandler(), Http(), Https(), request.HTTPDefaultErrorHandler(), Redirects(),

@@ -148,10 +148,11 @@ class TextEncoder:
         every later truncated input of this shape for as long as the model is loaded."""
         key = (tuple((m["role"], str(m["content"]) if m["role"] == "system" else "") for m in conversation), task)
         if key not in suffixes:
-            if sum(len(system) for _, system in key[0]) > SUFFIX_KEY_CHARS:
-                suffixes[key] = self._template_tail(conversation, task)
-            else:
-                suffixes[key] = self._suffixes.get(key, lambda: self._template_tail(conversation, task))
+            def tail() -> list[int]:
+                return self._template_tail(conversation, task)
+
+            kept = sum(len(system) for _, system in key[0]) <= SUFFIX_KEY_CHARS
+            suffixes[key] = self._suffixes.get(key, tail) if kept else tail()
         return suffixes[key]
 
     def _template_tail(self, conversation: list[dict[str, Any]], task: str | None) -> list[int]:
