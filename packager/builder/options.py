@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packager.errors import UsageError
-from packager.registry import CANDIDATE_ALIAS
+from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime.manifest import Format, Precision
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

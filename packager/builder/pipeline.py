@@ -22,7 +22,8 @@ from packager.common.failpoints import failpoint
 from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Registry
 from packager.exporters.recipe import Recipe
-from packager.registry import Store, open_store
+from packager.registry import open_store
+from packager.registry.store import Store
 from packager.reports import write_reports
 from packager.runtime.manifest import Precision
 from packager.validators.gates import resolve_gate

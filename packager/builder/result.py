@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager.registry import RegisteredVersion
+from packager.registry.store import RegisteredVersion
 from packager.runtime.manifest import Format, Manifest, Precision
 from packager.validators.report import ParityReport
 

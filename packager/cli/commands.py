@@ -13,7 +13,8 @@ from typing import Any
 from packager.cli.output import parity_line, registered_line, versions_table
 from packager.common.json_file import write_json
 from packager.errors import ParityError, UsageError
-from packager.registry import Store, open_store
+from packager.registry import open_store
+from packager.registry.store import Store
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
 
 

@@ -3,7 +3,7 @@ registered versions, the benchmark's footnote."""
 
 from __future__ import annotations
 
-from packager.registry import RegisteredVersion, VersionInfo
+from packager.registry.store import RegisteredVersion, VersionInfo
 from packager.validators.report import ParityReport, worst_by_metric
 
 # The figures ``packager list`` shows, the first two a version has (worst over its verbs).

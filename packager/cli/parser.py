@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.cli import commands
-from packager.registry import CANDIDATE_ALIAS
+from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime.manifest import Format, Precision
 
 DESCRIPTION = "Package sentence-transformers module chains as verified whole-chain artifacts."

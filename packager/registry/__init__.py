@@ -1,70 +1,16 @@
-"""The model registry behind one small protocol (``Store``): MLflow (``mlflow_store.py``, the
-only module that imports mlflow; the embedded SQLite store in the working directory by default,
-or any MLflow tracking server), and an in-memory store for tests (``memory.py``, ``memory://NAME``).
-What a version carries is in ``lineage.py``; ``pyfunc.py`` is the code MLflow runs to serve it."""
+"""The model registry behind one small protocol (``Store``, in ``store.py``): MLflow
+(``mlflow_store.py``; the embedded SQLite store in the working directory by default, or any MLflow
+tracking server), and an in-memory store for tests (``memory.py``, ``memory://NAME``). What a
+version carries is in ``lineage.py``; ``pyfunc.py`` is the code MLflow runs to serve it.
+
+Four modules import mlflow: ``mlflow_store.py`` and ``signature.py`` (the logged model's
+signature), both lazily; ``pyfunc.py``, at the top, as it runs where MLflow serves a version; and
+outside this package ``packager.runtime.registered`` (``models:/`` URIs), lazily. The rest of the
+registry (``store.py``, ``memory.py``, ``lineage.py``, ``requirements.py``) works without it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
-
-CANDIDATE_ALIAS = "candidate"
-MEMORY_SCHEME = "memory://"
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    name: str
-    version: str
-    alias: str | None  # the alias this call set, if any
-    model_uri: str
-    tracking_uri: str
-    existing: bool = False  # an identical build was already registered; nothing new was created
-    run_id: str | None = None  # the MLflow run that holds a new version's files and reports
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One registered version as ``packager list`` shows it."""
-
-    version: str
-    aliases: tuple[str, ...]
-    created: int  # milliseconds since the epoch
-    verified: bool
-    format: str
-    precision: str
-    recipe: str
-    parity_status: str
-    parity_metrics: dict[str, float]  # by verb-prefixed name, as in the manifest
-    source: str  # location@sha256 prefix
-    tags: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "aliases": list(self.aliases), "created": self.created,
-                "verified": self.verified, "tags": self.tags}
-
-
-class Store(Protocol):
-    """What the build and the command line need of a registry."""
-
-    tracking_uri: str
-
-    def ping(self) -> None: ...
-
-    def register(self, artifact: Path, name: str, *, alias: str = CANDIDATE_ALIAS, force_new_version: bool = False,
-                 figures: dict[str, float] | None = None) -> RegisteredVersion: ...
-
-    def log_reports(self, registered: RegisteredVersion, reports: Path) -> None: ...
-
-    def promote(self, name: str, alias: str, *, version: str | None = None,
-                from_alias: str | None = None) -> RegisteredVersion: ...
-
-    def pull(self, uri: str, out: Path) -> Path: ...
-
-    def versions(self, name: str) -> list[VersionInfo]: ...
-
-    def cleanup(self, name: str, *, older_than_s: float | None = None) -> list[str]: ...
+from packager.registry.store import MEMORY_SCHEME, Store
 
 
 def open_store(tracking_uri: str | None = None) -> Store:

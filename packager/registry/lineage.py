@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from packager.registry import VersionInfo
+from packager.registry.store import VersionInfo
 from packager.runtime.manifest import Manifest
 
 VERIFIED_TAG = "packager.verified"

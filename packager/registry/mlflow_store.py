@@ -1,7 +1,8 @@
-"""MLflow as the registry: the only module that imports mlflow.
+"""MLflow as the registry.
 
 Each artifact becomes an MLflow pyfunc model (``pyfunc.py``, logged as code) whose ``predict``
-runs the artifact's own loader, with the runtime's pip requirements only. The order of a
+runs the artifact's own loader, with the runtime's pip requirements only (``requirements.py``)
+and a signature and input example per chain kind (``signature.py``). The order of a
 registration is what keeps the registry honest when a job dies or a server fails half way:
 
 1. upload the artifact into a run (a killed upload leaves a failed run, never a version);
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -25,7 +25,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,7 +33,6 @@ from packager.common.artifact_dir import PARITY_FILE, README_FILE, new_stage, pu
 from packager.common.failpoints import failpoint
 from packager.common.progress import step
 from packager.errors import MissingDependencyError, PackagerError, RegistryError, UsageError
-from packager.registry import CANDIDATE_ALIAS, RegisteredVersion, VersionInfo
 from packager.registry.lineage import (
     ABANDONED_AFTER_S,
     BUILD_KEY_TAG,
@@ -47,8 +45,11 @@ from packager.registry.lineage import (
     owner,
     version_info,
 )
+from packager.registry.requirements import runtime_requirements
+from packager.registry.signature import input_example, signature
+from packager.registry.store import CANDIDATE_ALIAS, RegisteredVersion, VersionInfo
 from packager.runtime.integrity import sha256_file, verify_artifact
-from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Format, Manifest, ParityStatus, read_manifest
+from packager.runtime.manifest import MANIFEST_FILE, Manifest, ParityStatus, read_manifest
 from packager.runtime.registered import MANIFEST_SHA256_TAG, download_registered, resolve_version
 
 log = logging.getLogger(__name__)
@@ -362,87 +363,3 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = variable
-
-
-def runtime_requirements(fmt: Format = Format.ONNX, requires: tuple[str, ...] = ()) -> list[str]:
-    """The loader's dependencies for one artifact format and the extra packages its manifest
-    requires (jinja2 for chat templates), from the versions the parity gate ran with up to the
-    next release that may break them (the next major; the next minor of a 0.x package). Exact
-    pins would make MLflow warn wherever a service or a Spark worker has a later patch release."""
-    engine = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}[fmt]
-    return [f"{name}>={package_version(name)},<{_next_breaking(package_version(name))}"
-            for name in ("numpy", "tokenizers", engine, *requires)]
-
-
-def _next_breaking(installed: str) -> str:
-    """``2.4.6`` -> ``3``, ``0.23.3`` -> ``0.24``, ``2026.4.1`` -> ``2027``."""
-    parts = [int(p) for p in re.findall(r"\d+", installed)[:2]] + [0]
-    return f"0.{parts[1] + 1}" if parts[0] == 0 else str(parts[0] + 1)
-
-
-def signature(manifest: Manifest) -> Any:
-    """Strings in, float32 rows out (int8/uint8 rows for the int8, uint8, binary and ubinary
-    output precisions, ``ceil(dim / 8)`` wide for the last two: MLflow does not check outputs
-    against the signature), with the verb (encode, encode_query, encode_document) and the verb's
-    options as parameters; for sparse encoders ``indices`` and ``values`` per text; for
-    multi-vector encoders one list of token vectors per text (in the precision asked for too); for
-    cross-encoders, (query, document) string columns in, scores out. MLflow passes a request only
-    the parameters declared here (each one, its default where the request has none) and drops,
-    with a warning, any other."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import DataType, ParamSchema, ParamSpec, Schema, TensorSpec
-    from mlflow.types.schema import Array, ColSpec
-
-    def params(*names: str) -> ParamSchema:
-        return ParamSchema([ParamSpec(name, DataType[PARAMS[name][0]], PARAMS[name][1]) for name in names])
-
-    # No input schema: MLflow would convert a request's numbers and nulls to a declared string
-    # column's type, and drop undeclared columns, before the pyfunc could refuse them; the pyfunc
-    # checks its inputs itself, and the input example shows their shape.
-    if manifest.scoring is not None:  # a cross-encoder
-        labels = manifest.scoring.num_labels
-        shape = (-1,) if labels == 1 else (-1, labels)
-        return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]),
-                              params=params("batch_size", "apply_softmax", "prompt_name", "prompt"))
-    encoding = ("verb", "batch_size", "prompt_name", "prompt")
-    if manifest.chain_kind is ChainKind.MULTI_VECTOR_ENCODER:  # per text, its kept tokens' vectors
-        return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(Array(DataType.float)))]),
-                              params=params(*encoding, "normalize_embeddings", "precision"))
-    if manifest.chain_kind is ChainKind.SPARSE_ENCODER:  # per text, its active dimensions and their weights
-        return ModelSignature(inputs=None, outputs=Schema([ColSpec(Array(DataType.long), "indices"),
-                                                          ColSpec(Array(DataType.float), "values")]),
-                              params=params(*encoding, "max_active_dims"))
-    return ModelSignature(inputs=None,
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension or -1))]),
-                          params=params(*encoding, "normalize_embeddings", "truncate_dim", "precision"))
-
-
-# The parameters a request may set, as (MLflow data type, default): the loader's verb options of
-# the same names. None (MLflow passes every declared parameter, None where a request has none)
-# leaves the verb's own default, so a version whose artifact has an older loader is asked only
-# for what the request sets.
-PARAMS: dict[str, tuple[str, Any]] = {
-    "verb": ("string", "encode"), "batch_size": ("long", None), "prompt_name": ("string", None),
-    "prompt": ("string", None), "normalize_embeddings": ("boolean", None), "truncate_dim": ("long", None),
-    "precision": ("string", None), "max_active_dims": ("long", None), "apply_softmax": ("boolean", None),
-}
-
-
-def input_example(manifest: Manifest) -> Any:
-    if manifest.chain_kind is ChainKind.CROSS_ENCODER:
-        import pandas as pd
-
-        return pd.DataFrame({"query": ["What is a packaged model?"], "document": ["A model with its own loader."]})
-    verb = "encode_query" if manifest.verbs.get("encode_query") != manifest.verbs.get("encode_document") else "encode"
-    if any(spec.image_route for spec in manifest.verbs.values()):  # texts and images, one per row
-        import pandas as pd
-
-        return pd.DataFrame({"text": ["a photo of an orange square", None],
-                             "image": [None, _EXAMPLE_IMAGE_BASE64]}), {"verb": verb}
-    return ["An example sentence to embed."], {"verb": verb}
-
-
-# An 8x8 orange PNG, base64-encoded: how a JSON request sends an image.
-_EXAMPLE_IMAGE_BASE64 = ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAE0lEQVR4nGP838OAFTBhFx6sEgA5mAGbBP"
-                         "y2ewAAAABJRU5ErkJggg==")

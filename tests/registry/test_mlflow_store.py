@@ -20,9 +20,10 @@ from packaging.requirements import Requirement
 from conftest import sparse_rows
 from packager.cli import main
 from packager.errors import RegistryError
-from packager.registry import CANDIDATE_ALIAS
 from packager.registry.lineage import BUILD_KEY_TAG, VERIFIED_TAG, git_tags
-from packager.registry.mlflow_store import MlflowStore, runtime_requirements
+from packager.registry.mlflow_store import MlflowStore
+from packager.registry.requirements import runtime_requirements
+from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime import load
 from packager.runtime.integrity import sha256_file
 from packager.runtime.manifest import read_manifest

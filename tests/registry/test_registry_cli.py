@@ -14,8 +14,9 @@ import pytest
 
 from packager.cli import main
 from packager.errors import RegistryError
-from packager.registry import CANDIDATE_ALIAS, open_store
+from packager.registry import open_store
 from packager.registry.mlflow_store import MlflowStore
+from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime import load
 from packager.runtime.integrity import sha256_file
 

@@ -16,8 +16,8 @@ import pytest
 
 from mlflow_servers import have_postgres, mlflow_server, postgres
 from packager.cli import main
-from packager.registry import CANDIDATE_ALIAS
 from packager.registry.lineage import VERIFIED_TAG
+from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime import load
 from packager.runtime.integrity import sha256_file
 

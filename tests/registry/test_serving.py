@@ -18,7 +18,7 @@ import pytest
 from conftest import sparse_rows
 from mlflow_servers import mlflow_server, model_server
 from packager.cli import main
-from packager.registry import CANDIDATE_ALIAS
+from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime import load
 from packager.validators.texts import real_sentences
 
