@@ -44,43 +44,55 @@ MANIFEST_LIMIT = 16 << 20
 ENCODE_VERBS = ("encode", "encode_query", "encode_document")
 
 
-class RefusedArtifact(Exception):
+class RefusedArtifactError(Exception):
     """The artifact does not match what was registered; nothing of it was imported."""
 
 
 def check_before_import(root: Path, manifest_sha256):
     """Refuse the artifact unless its manifest is the registered one (when pinned), it holds
     exactly the files its manifest lists (regular files only), and its loader's files match."""
+    listed = _listed_files(root, manifest_sha256)
+    present = _regular_files(root)
+    extra, missing = present - set(listed) - {MANIFEST}, set(listed) - present
+    if extra or missing:
+        raise RefusedArtifactError(f"files not in the manifest: {sorted(extra)[:5]}; missing: {sorted(missing)[:5]}")
+    for rel, entry in listed.items():
+        if rel.startswith("loader/") and _sha256(root / rel) != entry.get("sha256"):
+            raise RefusedArtifactError(f"{rel}: sha256 does not match the manifest")
+
+
+def _listed_files(root: Path, manifest_sha256) -> dict:
+    """The manifest's file entries by path, once the manifest (a regular file, not a link) has
+    matched the pinned sha256."""
     manifest_path = root / MANIFEST
     try:
         fd = os.open(manifest_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
-        raise RefusedArtifact(f"{manifest_path}: cannot be opened ({e.strerror})") from None
+        raise RefusedArtifactError(f"{manifest_path}: cannot be opened ({e.strerror})") from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise RefusedArtifact(f"{manifest_path}: not a regular file")
+            raise RefusedArtifactError(f"{manifest_path}: not a regular file")
         raw = f.read(MANIFEST_LIMIT + 1)
     if manifest_sha256 and hashlib.sha256(raw).hexdigest() != manifest_sha256:
-        raise RefusedArtifact(f"{MANIFEST} differs from the one registered (sha256 {manifest_sha256[:16]}...)")
+        raise RefusedArtifactError(f"{MANIFEST} differs from the one registered (sha256 {manifest_sha256[:16]}...)")
     try:
-        listed = {entry["path"]: entry for entry in json.loads(raw)["files"]}
+        return {entry["path"]: entry for entry in json.loads(raw)["files"]}
     except (ValueError, KeyError, TypeError, RecursionError) as e:
-        raise RefusedArtifact(f"{MANIFEST} is not a packaged artifact's manifest ({type(e).__name__})") from None
+        raise RefusedArtifactError(f"{MANIFEST} is not a packaged artifact's manifest ({type(e).__name__})") from None
+
+
+def _regular_files(root: Path) -> set:
+    """The artifact's files, relative to ``root``; a link or special file anywhere is refused."""
     present = set()
     for directory, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
             path = Path(directory, name)
             mode = os.lstat(path).st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise RefusedArtifact(f"{path.relative_to(root)}: a link or special file")
+                raise RefusedArtifactError(f"{path.relative_to(root)}: a link or special file")
             if stat.S_ISREG(mode):
                 present.add(path.relative_to(root).as_posix())
-    extra, missing = present - set(listed) - {MANIFEST}, set(listed) - present
-    if extra or missing:
-        raise RefusedArtifact(f"files not in the manifest: {sorted(extra)[:5]}; missing: {sorted(missing)[:5]}")
-    for rel, entry in listed.items():
-        if rel.startswith("loader/") and _sha256(root / rel) != entry.get("sha256"):
-            raise RefusedArtifact(f"{rel}: sha256 does not match the manifest")
+    return present
 
 
 def _sha256(path: Path) -> str:
@@ -282,7 +294,7 @@ class ArtifactModel(PythonModel):
             if loaded is None:
                 try:
                     check_before_import(root, pinned)
-                except RefusedArtifact as e:
+                except RefusedArtifactError as e:
                     raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
                 loader = import_loader(root)
                 loaded = (loader.InvalidInputError, loader.load(root, threads=threads))
