@@ -137,7 +137,7 @@ def test_the_pyfunc_refuses_added_or_changed_loader_code_before_importing_it(sto
     (stored / "loader" / "sitecustom.py").unlink()
     with open(stored / "loader" / "model.py", "a") as f:
         f.write(f"\nopen({str(canary)!r}, 'w').write('ran')\n")
-    with pytest.raises(MlflowException, match="loader/model.py: sha256 does not match"):
+    with pytest.raises(MlflowException, match=r"loader/model\.py: sha256 does not match"):
         _pyfunc(store, uri, monkeypatch)
     assert not canary.exists()
 
@@ -246,5 +246,5 @@ def test_a_process_loads_a_version_once_and_checks_it_again_when_a_file_changes(
     data = bytearray(graph.read_bytes())
     data[-1] ^= 0xFF
     graph.write_bytes(bytes(data))
-    with pytest.raises(Exception, match="sha256|does not match"):
+    with pytest.raises(Exception, match=r"sha256|does not match"):
         mlflow.pyfunc.load_model(str(local))

@@ -208,7 +208,7 @@ class _Unauthorized(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer  # noqa: N815 (the names http.server dispatches to)
 
     def log_message(self, *args) -> None:
         pass

@@ -75,31 +75,30 @@ def _image_base64() -> str:
 
 def test_documented_payloads_answer_with_the_loaders_numbers(served):
     model, url = served
-    kind = model.manifest.chain_kind.value
-    if kind == "CrossEncoder":
-        want = model.predict([tuple(p) for p in PAIRS])
-        for payload in ({"inputs": PAIRS},
-                        {"dataframe_split": {"columns": ["query", "document"], "data": PAIRS}},
-                        {"dataframe_records": [{"query": q, "document": d} for q, d in PAIRS]},
-                        {"inputs": {"query": [q for q, _ in PAIRS], "document": [d for _, d in PAIRS]}}):
-            np.testing.assert_allclose(_predictions(url, payload), want, atol=1e-5, err_msg=str(payload)[:80])
-        assert _predictions(url, {"inputs": []}) == []
-        return
-    def check(got: Any, want: Any, what: str) -> None:
-        if kind == "MultiVectorEncoder":  # one [tokens, dim] list per text
-            assert [np.asarray(g).shape for g in got] == [w.shape for w in want], what
-            got, want = np.concatenate(got), np.concatenate(want)
-        elif kind == "SparseEncoder":  # {"indices": [...], "values": [...]} per text
-            got = sparse_rows(((r["indices"], r["values"]) for r in got), want.dimension)
-            want = want.toarray()
-        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=what)
+    if model.manifest.chain_kind.value == "CrossEncoder":
+        _pairs_answer_with_the_loaders_scores(model, url)
+    else:
+        _texts_answer_with_the_loaders_embeddings(model, url)
 
+
+def _pairs_answer_with_the_loaders_scores(model: Any, url: str) -> None:
+    want = model.predict([tuple(p) for p in PAIRS])
+    for payload in ({"inputs": PAIRS},
+                    {"dataframe_split": {"columns": ["query", "document"], "data": PAIRS}},
+                    {"dataframe_records": [{"query": q, "document": d} for q, d in PAIRS]},
+                    {"inputs": {"query": [q for q, _ in PAIRS], "document": [d for _, d in PAIRS]}}):
+        np.testing.assert_allclose(_predictions(url, payload), want, atol=1e-5, err_msg=str(payload)[:80])
+    assert _predictions(url, {"inputs": []}) == []
+
+
+def _texts_answer_with_the_loaders_embeddings(model: Any, url: str) -> None:
+    kind = model.manifest.chain_kind.value
     for payload in ({"inputs": TEXTS}, {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
                     {"dataframe_records": [{"text": t} for t in TEXTS]}):
-        check(_predictions(url, payload), model.encode(TEXTS), str(payload)[:80])
+        _same_rows(kind, _predictions(url, payload), model.encode(TEXTS), str(payload)[:80])
     for verb in ("encode_query", "encode_document"):
         got = _predictions(url, {"inputs": TEXTS[:2], "params": {"verb": verb, "batch_size": 1}})
-        check(got, getattr(model, verb)(TEXTS[:2]), verb)
+        _same_rows(kind, got, getattr(model, verb)(TEXTS[:2]), verb)
     if kind in ("SentenceTransformer", "MultiVectorEncoder"):
         images = model.manifest.verbs["encode"].image_route is not None
         for precision in ("int8", "ubinary"):
@@ -107,7 +106,7 @@ def test_documented_payloads_answer_with_the_loaders_numbers(served):
                 assert _post(url, {"inputs": TEXTS, "params": {"precision": precision}})[0] == 400
                 continue
             got = _predictions(url, {"inputs": TEXTS, "params": {"precision": precision}})
-            check(got, model.encode(TEXTS, precision=precision), precision)  # integer codes: equal within 1e-5
+            _same_rows(kind, got, model.encode(TEXTS, precision=precision), precision)  # integer codes: within 1e-5
         if images:  # texts and images, one per row
             image = _image_base64()
             got = _predictions(url, {"dataframe_records": [{"text": TEXTS[0]}, {"image": image}]})
@@ -115,6 +114,16 @@ def test_documented_payloads_answer_with_the_loaders_numbers(served):
             np.testing.assert_allclose(got, want, atol=1e-5)
     empty = _predictions(url, {"inputs": []})
     assert empty == [] or np.asarray(empty).size == 0
+
+
+def _same_rows(kind: str, got: Any, want: Any, what: str) -> None:
+    if kind == "MultiVectorEncoder":  # one [tokens, dim] list per text
+        assert [np.asarray(g).shape for g in got] == [w.shape for w in want], what
+        got, want = np.concatenate(got), np.concatenate(want)
+    elif kind == "SparseEncoder":  # {"indices": [...], "values": [...]} per text
+        got = sparse_rows(((r["indices"], r["values"]) for r in got), want.dimension)
+        want = want.toarray()
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=what)
 
 
 EMBEDDER_GARBAGE = {

@@ -99,7 +99,7 @@ def test_spark_udf_embeds_a_clip_models_texts_and_image_files(spark, store, tiny
     """A CLIP-style model over a struct of a text column and an image column of file bytes (what
     ``spark.read.format("binaryFile")`` gives as ``content``), one of them set per row."""
     import pandas as pd
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions
 
     from packager.validators.images import real_image_files
 
@@ -110,5 +110,5 @@ def test_spark_udf_embeds_a_clip_models_texts_and_image_files(spark, store, tiny
     frame = spark.createDataFrame(pd.DataFrame({
         "id": range(len(items)), "text": [None if isinstance(i, bytes) else i for i in items],
         "image": [i if isinstance(i, bytes) else None for i in items]})).repartition(3)
-    got = _collect(frame, udf(F.struct("text", "image")))
+    got = _collect(frame, udf(functions.struct("text", "image")))
     np.testing.assert_allclose(np.asarray(got, dtype=np.float32), load(artifact).encode(items), atol=1e-5)
