@@ -40,11 +40,11 @@ from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_f
 from packager.exporters.sensitivity import output_errors
 from packager.runtime.manifest import ChainKind, Format, Int8Arithmetic, Precision
 from packager.runtime.similarity import maxsim
-from packager.validators.metrics import row_cosine
-from packager.validators.parity import (
+from packager.validators.metrics import (
     dense_metrics,
     groups,
     logit_metrics,
+    row_cosine,
     score_metrics,
     sparse_metrics,
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from packager.errors import UsageError
 from packager.runtime.manifest import ChainKind, Precision
+from packager.validators.metrics import TOP_K
 from packager.validators.report import Gate
 
-TOP_K = 10  # active tokens compared between sparse vectors
 METRICS: dict[ChainKind, frozenset[str]] = {
     ChainKind.SENTENCE_TRANSFORMER: frozenset({"min_cosine", "mean_cosine", "max_abs_diff", "max_rel_diff",
                                                "neighbour_agreement", "neighbour_agreement_10", "token_min_cosine"}),

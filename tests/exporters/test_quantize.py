@@ -13,7 +13,7 @@ from packager.exporters.onnx import export_onnx
 from packager.exporters.quantize import unpack_attention, weight_matmuls
 from packager.runtime.manifest import ChainKind
 from packager.validators.gates import METRICS
-from packager.validators.parity import dense_metrics, logit_metrics, sparse_metrics
+from packager.validators.metrics import dense_metrics, logit_metrics, sparse_metrics
 
 
 def test_unpacking_attention_is_exact_and_exposes_the_projections(tiny_chains, tmp_path):
