@@ -58,6 +58,9 @@ PARAMS: dict[str, tuple[str, Any]] = {
 
 
 def input_example(manifest: Manifest) -> Any:
+    """What a request looks like, logged with the version (MLflow writes it out as
+    ``serving_input_example.json``): pairs for a cross-encoder, a text and an image column for a
+    CLIP-style model, texts otherwise, with the verb that differs from plain ``encode``."""
     if manifest.chain_kind is ChainKind.CROSS_ENCODER:
         import pandas as pd
 
