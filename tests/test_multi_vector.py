@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from packager.cli import main
-from packager.common.artifact_dir import import_loader
+from packager.publish import import_loader
 from packager.runtime import InvalidInputError, load
 from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences

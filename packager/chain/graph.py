@@ -14,15 +14,14 @@ from typing import Any
 
 import torch
 
-from packager.chain.chat import resolve_chat
-from packager.chain.images import resolve_image_spec, sample_images
+from packager.chain.chat_template import resolve_chat
+from packager.chain.image_processor import resolve_image_spec, sample_images
 from packager.chain.processing import verb_spec
 from packager.chain.spec import ChainSpec, ModuleSpec
 from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringMasks, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
-from packager.errors import SourceError, UnsupportedModuleError
+from packager.errors import ArtifactIntegrityError, InvalidInputError, SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
-from packager.runtime.errors import ArtifactIntegrityError, InvalidInputError
 from packager.runtime.manifest import (
     PIXEL_VALUES,
     PROMPT_LENGTH,

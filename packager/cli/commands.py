@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from packager.cli.output import parity_line, registered_line, versions_table
-from packager.common.json_file import write_json
 from packager.errors import ParityError, UsageError
 from packager.registry import Store, open_store
+from packager.reports import write_json
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
 
 

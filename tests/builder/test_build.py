@@ -92,7 +92,7 @@ def test_validate_never_runs_a_tampered_loader(copy_artifact, tiny_chains, tmp_p
 
 
 def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chains, tmp_path, capsys):
-    from packager.common.artifact_dir import seal
+    from packager.publish import seal
     from packager.runtime.manifest import Manifest
 
     artifact = copy_artifact("mean")

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from packager.chain import read_chain
 from packager.chain.allow_list import MODULE_TYPES
-from packager.errors import PackagerError
-from packager.runtime.errors import ArtifactIntegrityError
+from packager.errors import ArtifactIntegrityError, PackagerError
 from packager.runtime.manifest import Manifest, ModuleKind
 
 # Reproducible in CI, no example database written into the repository.

@@ -9,8 +9,7 @@ from typing import Any
 
 from packager.chain.processing import CHAT_OPTIONS, CHAT_REFUSED, CHAT_SIZE_KEYS
 from packager.chain.spec import ModuleSpec
-from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleError
-from packager.runtime.errors import ArtifactIntegrityError
+from packager.errors import ArtifactIntegrityError, SourceError, UnsafeSourceError, UnsupportedModuleError
 from packager.runtime.files import read_json, read_text
 from packager.runtime.manifest import ChatSpec, MessageFormat
 from packager.runtime.sandbox import compile_template
