@@ -240,4 +240,4 @@ _COLUMNS = (  # header, row key, format
 
 def cell(value: Any, fmt: str) -> str:
     """A table cell: ``value`` formatted, or a dash for none."""
-    return "–" if value is None else format(value, fmt)
+    return "\N{EN DASH}" if value is None else format(value, fmt)
