@@ -62,7 +62,7 @@ class ExportError(PackagerError):
     exit_code = 5
 
 
-class Report(Protocol):
+class _Report(Protocol):
     """What a ``ParityError`` needs of its report (``packager.validators.report.ParityReport``,
     which sits above this module): the record the CLI writes."""
 
@@ -72,7 +72,7 @@ class Report(Protocol):
 class ParityError(PackagerError):
     exit_code = 6
 
-    def __init__(self, message: str, report: Report) -> None:
+    def __init__(self, message: str, report: _Report) -> None:
         super().__init__(message)
         self.report = report
 
