@@ -94,7 +94,7 @@ def _build(source: Path, fmt: str, precision: str, dist: Path) -> dict:
     if parity_file.exists():
         import tempfile
 
-        from packager.validators.images import parity_images
+        from packager.validators.image_samples import parity_images
 
         parity = json.loads(parity_file.read_text())
         cosines = parity["samples"]["images"]["cosine"]
@@ -110,7 +110,7 @@ def _measure(target: str, count: int) -> dict:
     """``encode`` throughput of ``count`` images in a fresh process."""
     code = textwrap.dedent(f"""
         import json, sys, time
-        from packager.validators.images import calibration_images
+        from packager.validators.image_samples import calibration_images
         images = (calibration_images() * 10)[:{count}]
         kind, _, path = {target!r}.partition(":")
         if kind == "reference":

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from packager.runtime.errors import (
     ArtifactIntegrityError,
@@ -25,9 +25,6 @@ from packager.runtime.errors import (
     PackagerError,
     UnsupportedVerbError,
 )
-
-if TYPE_CHECKING:
-    from packager.validators.report import ParityReport
 
 __all__ = [
     "ArtifactIntegrityError",
@@ -65,10 +62,17 @@ class ExportError(PackagerError):
     exit_code = 5
 
 
+class _Report(Protocol):
+    """What a ``ParityError`` needs of its report (``packager.validators.report.ParityReport``,
+    which sits above this module): the record the CLI writes."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class ParityError(PackagerError):
     exit_code = 6
 
-    def __init__(self, message: str, report: ParityReport) -> None:
+    def __init__(self, message: str, report: _Report) -> None:
         super().__init__(message)
         self.report = report
 

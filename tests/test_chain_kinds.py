@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import OPENVINO, TINY_CHAINS
-from packager.common.artifact_dir import import_loader
+from packager.publish import import_loader
 from packager.runtime import UnsupportedVerbError
 from packager.runtime.manifest import read_manifest
 from packager.validators.texts import UNICODE_PROBES, real_sentences

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packager.common.artifact_dir import import_loader
+from packager.publish import import_loader
 from packager.runtime import InvalidInputError, load
 from packager.runtime.manifest import read_manifest
-from packager.validators.images import real_images
+from packager.validators.image_samples import real_images
 
 PHOTO = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TEXTS = ["a portrait of a woman", "a logo", "", "a present"]
@@ -104,7 +104,7 @@ def test_the_pixel_values_are_the_processors_own(tiny_artifacts, references):
     from PIL import Image
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from packager.chain.images import resolve_image_spec
+    from packager.chain.image_processor import resolve_image_spec
     from packager.runtime.images import ImagePipeline
 
     route = read_manifest(tiny_artifacts["clip"]).route("image")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from packager.cli import main
-from packager.common.artifact_dir import import_loader
+from packager.publish import import_loader
 from packager.runtime import InvalidInputError, load
 from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences
@@ -214,6 +214,7 @@ def test_the_exported_mask_step_is_multi_vector_masks_arithmetic_for_every_task(
     import torch
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 
+    from packager.chain.st_internals import skiplist_ids
     from packager.chain.steps import SCORING_MASKS, ScoringMasks
     from packager.runtime.text import EXPANSION_POSITIONS
 
@@ -221,8 +222,8 @@ def test_the_exported_mask_step_is_multi_vector_masks_arithmetic_for_every_task(
     mask.resolve_with_tokenizer(references["mv-skiplist"].tokenizer)
     generator = torch.Generator().manual_seed(3)
     ids = torch.randint(0, 40, (6, 12), generator=generator)
-    if mask._skiplist_ids is not None:
-        ids[:, 1::3] = mask._skiplist_ids[0]  # skiplisted ids for sure
+    if (skip := skiplist_ids(mask)) is not None:
+        ids[:, 1::3] = skip[0]  # skiplisted ids for sure
     attention = (torch.arange(12) < torch.tensor([12, 9, 5, 1, 7, 12]).unsqueeze(1)).long()
     positions = (attention == 0) & (torch.arange(12) < 10)
     features = {"input_ids": ids, "attention_mask": attention, EXPANSION_POSITIONS: positions}

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from packager.common.artifact_dir import verified_manifest
 from packager.errors import (
     ArtifactIntegrityError,
     InvalidInputError,
@@ -32,6 +31,7 @@ from packager.errors import (
     PackagerError,
     UsageError,
 )
+from packager.publish import verified_manifest
 from packager.runtime.manifest import ChainKind, Manifest
 from packager.validators.metrics import max_abs_diff, row_cosine, spearman
 from packager.validators.texts import calibration_inputs, read_inputs, real_sentences
@@ -240,4 +240,4 @@ _COLUMNS = (  # header, row key, format
 
 def cell(value: Any, fmt: str) -> str:
     """A table cell: ``value`` formatted, or a dash for none."""
-    return "–" if value is None else format(value, fmt)
+    return "\N{EN DASH}" if value is None else format(value, fmt)

@@ -9,7 +9,7 @@ throughput pass as an ``.npy``; with ``cold`` set it only times opening the mode
 call, from this module's first line. A typed error ends it with its exit code and one line on
 stderr.
 
-Only the standard library (and ``packager.common.speed``, which is standard library only) is imported
+Only the standard library (and ``packager.bench.speed``, which is standard library only) is imported
 at the top: a cold start should count the model's own imports, not ours, and the benchmark runs
 this worker in an environment with sentence-transformers' own backends and none of packager's
 dependencies (``benchmarks/worker.py`` adds those modes).
@@ -25,7 +25,7 @@ import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from packager.common.speed import Run, measure_speed  # noqa: E402
+from packager.bench.speed import Run, measure_speed  # noqa: E402
 
 Opener = Callable[[dict], Run]
 # The verb measured, by chain kind (encode for the others): a multi-vector encoder's corpus side.

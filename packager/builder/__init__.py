@@ -1,5 +1,5 @@
 """Building artifacts: the options (``options``), what every variant shares (``prepare``), one
-variant's staging and publishing (``variant``, with ``packager.common.artifact_dir``), ``--precision
+variant's staging and publishing (``variant``, with ``packager.publish``), ``--precision
 auto`` (``auto``), the manifest and the model card written into each (``manifest``,
 ``model_card``), the whole build (``pipeline``), its result (``result``), ``packager validate``
 (``validate``) and the packaging spec (``spec``).

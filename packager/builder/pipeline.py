@@ -18,10 +18,10 @@ from packager.builder.result import BuildResult, VariantResult
 from packager.builder.variant import build_variant
 from packager.chain import check_compilable, read_chain
 from packager.chain.reference import torch_settings
-from packager.common.failpoints import failpoint
 from packager.errors import ExportError, ParityError, UsageError
 from packager.exporters import RECIPES, Registry
 from packager.exporters.recipe import Recipe
+from packager.failpoints import failpoint
 from packager.registry import open_store
 from packager.registry.store import Store
 from packager.reports import write_reports

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packager.builder.manifest import scoring_spec
+from packager.builder.contract import scoring_spec
 from packager.builder.options import BuildOptions
 from packager.chain import ChainSpec, load_reference
-from packager.common.progress import step
+from packager.progress import step
 from packager.runtime.manifest import CalibrationSpec, ChainKind, EmbeddingRanges, ScoringSpec, VerbSpec
 from packager.validators.parity import ReferenceRuns, parity_calls, tasks_matter
 from packager.validators.report import inputs_digest

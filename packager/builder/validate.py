@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from packager.builder.manifest import source_spec
+from packager.builder.contract import source_spec
 from packager.builder.prepare import check_chat_inputs, inputs_file, parity_inputs
 from packager.chain import load_reference, read_chain
 from packager.chain.reference import torch_settings
-from packager.common.artifact_dir import import_loader
+from packager.publish import import_loader
 from packager.runtime.manifest import Manifest
 from packager.validators.parity import check_parity
 from packager.validators.report import ParityReport

@@ -12,18 +12,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from packager.builder.manifest import RouteFiles, build_manifest
+from packager.bench.speed import measure_speed
+from packager.builder.contract import RouteFiles, build_manifest
 from packager.builder.model_card import model_card
 from packager.builder.options import BuildOptions
 from packager.builder.prepare import Prepared
 from packager.builder.result import VariantResult
-from packager.common.artifact_dir import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal
-from packager.common.failpoints import failpoint
-from packager.common.json_file import write_json
-from packager.common.progress import step
-from packager.common.speed import measure_speed
 from packager.errors import ExportError, ParityError
 from packager.exporters.recipe import Recipe, RecipeContext
+from packager.failpoints import failpoint
+from packager.progress import step
+from packager.publish import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal
+from packager.reports import write_json
 from packager.runtime.manifest import ChainKind, Manifest
 from packager.validators.parity import check_parity, gate_calls
 from packager.validators.report import Gate, ParityReport

@@ -7,7 +7,7 @@ taking its place. Everything else is refused before any work, naming the module 
 
 from __future__ import annotations
 
-from packager.chain.chat import takes_messages
+from packager.chain.chat_template import takes_messages
 from packager.chain.processing import processing_problems
 from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
 from packager.errors import UnsupportedModuleError

@@ -14,15 +14,15 @@ from typing import Any
 
 import torch
 
-from packager.chain.chat import resolve_chat
-from packager.chain.images import resolve_image_spec, sample_images
+from packager.chain.chat_template import resolve_chat
+from packager.chain.image_processor import resolve_image_spec, sample_images
 from packager.chain.processing import verb_spec
 from packager.chain.spec import ChainSpec, ModuleSpec
+from packager.chain.st_internals import resolve_route
 from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringMasks, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
-from packager.errors import SourceError, UnsupportedModuleError
+from packager.errors import ArtifactIntegrityError, InvalidInputError, SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
-from packager.runtime.errors import ArtifactIntegrityError, InvalidInputError
 from packager.runtime.manifest import (
     PIXEL_VALUES,
     PROMPT_LENGTH,
@@ -129,7 +129,7 @@ def verb_specs(reference: Any, chain: ChainSpec) -> dict[str, VerbSpec]:
             route = next(iter(pipelines))  # a CLIP-style chain's first route is its text route
         else:
             try:
-                route = reference[at]._resolve_route(task=task, modality="text")  # what Router.forward would pick
+                route = resolve_route(reference[at], task=task, modality="text")  # what Router.forward would pick
             except ValueError:
                 continue
         spec = pipelines[route][0]

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager.chain.allow_list import LEGACY_CLIP_MODALITIES, MODULE_TYPES
-from packager.chain.chat import check_chat_templates
+from packager.chain.chat_template import check_chat_templates
 from packager.chain.config_paths import check_config_paths
 from packager.chain.source import SKIPPED_DIRS, Source, resolve_source, scan_files
 from packager.chain.spec import ChainSpec, ModuleSpec, flatten

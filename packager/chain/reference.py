@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from packager.chain.spec import ChainSpec
+from packager.chain.st_internals import watch_loading
 from packager.chain.weight_values import integer_parameters
-from packager.chain.weights import loading_problems, watch_loading
+from packager.chain.weights import loading_problems
 from packager.errors import MissingDependencyError, SourceError
 from packager.runtime.manifest import ChainKind
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from packager.chain.spec import ModuleSpec
+from packager.chain.st_internals import can_exclude_prompt, pool_excluding, skiplist_ids
 from packager.errors import UnsupportedModuleError
 from packager.runtime.manifest import PROMPT_LENGTH, ModuleKind
 from packager.runtime.text import EXPANSION_POSITIONS
@@ -56,7 +57,7 @@ def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
     if spec.kind is ModuleKind.MULTI_VECTOR_MASK:
         return ScoringMasks(module)
     if spec.kind is ModuleKind.POOLING and not module.include_prompt:
-        if not (hasattr(module, "_forward_padded") and hasattr(module, "_exclude_prompt_from_mask")):
+        if not can_exclude_prompt(module):
             raise UnsupportedModuleError(f"module {spec.name!r}: this sentence-transformers version's Pooling lacks "
                                          "the methods include_prompt=False is exported through")
         return PromptExcludingPooling(module)
@@ -73,7 +74,7 @@ class ScoringMasks(torch.nn.Module):
 
     def __init__(self, mask: Any | None) -> None:  # sentence-transformers' MultiVectorMask
         super().__init__()
-        skip = getattr(mask, "_skiplist_ids", None)
+        skip = skiplist_ids(mask)
         keep = getattr(mask, "keep_only_token_ids", None)
         self.skiplist_tasks = set(mask.skiplist_tasks) if mask is not None else set()
         self.register_buffer("skip", skip.clone() if skip is not None and len(skip) else None, persistent=False)
@@ -147,11 +148,7 @@ class PromptExcludingPooling(torch.nn.Module):
         pad = mask.to(torch.int32).argmax(dim=1)
         positions = torch.arange(mask.size(1), device=mask.device).unsqueeze(0)
         excluded = mask.masked_fill(positions < (pad + features[PROMPT_LENGTH]).unsqueeze(1), 0)
-        pooling._exclude_prompt_from_mask = lambda *_: excluded  # answers the module's prompt branch
-        try:
-            vectors = pooling._forward_padded(features["token_embeddings"], mask, features, prompt_length=1)
-        finally:
-            del pooling._exclude_prompt_from_mask
+        vectors = pool_excluding(pooling, features["token_embeddings"], mask, features, excluded)
         features["sentence_embedding"] = torch.cat(vectors, dim=-1)
         return features
 

@@ -5,26 +5,21 @@ and byte range, and the bytes. Its header is read here and every range is checke
 shapes and the file's size, so a truncated or lying file is named before torch maps it. A sharded
 checkpoint's index must point at shards inside the folder, and the values themselves are read
 once for NaN and Inf (``weight_values``). And transformers initialises weights that a checkpoint
-lacks at random and only logs it: ``watch_loading`` catches that.
+lacks at random and only logs it: ``loading_problems`` names that from the reports
+``st_internals.watch_loading`` collects.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import struct
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
 from packager.chain.weight_values import check_weight_values, few
 from packager.errors import SourceError, UnsafeSourceError
 from packager.runtime.files import read_json
-
-_WATCHING = threading.Lock()
 
 # The safetensors library refuses larger headers too.
 MAX_HEADER_BYTES = 100_000_000
@@ -57,6 +52,23 @@ def check_safetensors(path: Path, name: str) -> None:
 
 
 def _header_problem(f: Any, size: int) -> str | None:
+    read = _read_header(f, size)
+    if isinstance(read, str):
+        return read
+    header, data_bytes = read
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        span = _tensor_span(name, entry)
+        if isinstance(span, str):
+            return span
+        spans.append(span)
+    return _layout_problem(spans, data_bytes)
+
+
+def _read_header(f: Any, size: int) -> str | tuple[dict[str, Any], int]:
+    """The header and the number of data bytes after it, or what is wrong with them."""
     if size < 8:
         return f"{size} bytes, shorter than the header length"
     (length,) = struct.unpack("<Q", f.read(8))
@@ -68,29 +80,34 @@ def _header_problem(f: Any, size: int) -> str | None:
         return f"header is not JSON: {type(e).__name__}: {str(e)[:200]}"
     if not isinstance(header, dict):
         return "header is not a JSON object"
-    spans = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(entry, dict):
-            return f"tensor {name!r}: not an object"
-        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in _DTYPE_BITS:
-            return f"tensor {name!r}: unknown dtype {dtype!r}"
-        if not _ints(shape) or not _ints(offsets) or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1]:
-            return f"tensor {name!r}: shape {shape!r} / data_offsets {offsets!r} are not valid"
-        bits = math.prod(shape) * _DTYPE_BITS[dtype]
-        if bits != 8 * (offsets[1] - offsets[0]):
-            return (f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes, its data_offsets {offsets} "
-                    f"give {offsets[1] - offsets[0]}")
-        spans.append((offsets[0], offsets[1], name))
+    return header, size - 8 - length
+
+
+def _tensor_span(name: str, entry: Any) -> str | tuple[int, int, str]:
+    """A tensor's (begin, end, name) in the data, or what is wrong with its header entry."""
+    if not isinstance(entry, dict):
+        return f"tensor {name!r}: not an object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _DTYPE_BITS:
+        return f"tensor {name!r}: unknown dtype {dtype!r}"
+    if not _ints(shape) or not _ints(offsets) or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1]:
+        return f"tensor {name!r}: shape {shape!r} / data_offsets {offsets!r} are not valid"
+    bits = math.prod(shape) * _DTYPE_BITS[dtype]
+    if bits != 8 * (offsets[1] - offsets[0]):
+        return (f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes, its data_offsets {offsets} "
+                f"give {offsets[1] - offsets[0]}")
+    return offsets[0], offsets[1], name
+
+
+def _layout_problem(spans: list[tuple[int, int, str]], data_bytes: int) -> str | None:
+    """The tensors must tile the data exactly: no overlap, no gap, nothing after them."""
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
             return f"tensor {name!r} starts at byte {begin}, not at {end}: tensors overlap or leave gaps"
         end = stop
-    if end != size - 8 - length:
-        return f"tensors cover {end} bytes of data but the file holds {size - 8 - length}"
+    if end != data_bytes:
+        return f"tensors cover {end} bytes of data but the file holds {data_bytes}"
     return None
 
 
@@ -112,41 +129,6 @@ def _check_index(folder: Path, rel: str) -> None:
             raise UnsafeSourceError(f"{rel}: shard {shard!r} is not a file beside the index; refusing it")
         if not (folder / directory / shard).is_file():
             raise SourceError(f"{rel}: shard {shard!r} is missing")
-
-
-@contextmanager
-def watch_loading() -> Iterator[list[tuple[str, Any]]]:
-    """Collect transformers' loading reports (model class, LoadStateDictInfo) while the block runs.
-
-    transformers initialises weights that a checkpoint lacks at random and only logs it; the
-    caller refuses such a model. The report function is wrapped for the block's duration, one
-    block at a time: two threads wrapping it at once would leave one wrapper behind.
-    """
-    with _WATCHING:
-        yield from _watch()
-
-
-def _watch() -> Iterator[list[tuple[str, Any]]]:
-    import transformers.modeling_utils as modeling
-
-    original = getattr(modeling, "log_state_dict_report", None)
-    reports: list[tuple[str, Any]] = []
-    if original is None:  # a transformers version that reports differently: the test suite says so
-        yield reports
-        return
-
-    signature = inspect.signature(original)
-
-    def record(*args: Any, **kwargs: Any) -> Any:
-        arguments = signature.bind(*args, **kwargs).arguments
-        reports.append((type(arguments["model"]).__name__, arguments["loading_info"]))
-        return original(*args, **kwargs)
-
-    modeling.log_state_dict_report = record
-    try:
-        yield reports
-    finally:
-        modeling.log_state_dict_report = original
 
 
 def loading_problems(reports: list[tuple[str, Any]]) -> list[str]:

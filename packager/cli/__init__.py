@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 
-from packager.common import progress
-from packager.common.quiet import quiet_libraries
+from packager import progress
+from packager.quiet import quiet_libraries
 
 log = logging.getLogger("packager")
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         if getattr(args, "spec", None) is not None:  # the spec's keys become the defaults flags override
-            from packager.builder.spec import read_spec
+            from packager.builder.packaging_toml import read_spec
 
             args = parser(read_spec(args.spec)).parse_args(argv)
         try:

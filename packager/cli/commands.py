@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from packager.cli.output import parity_line, registered_line, versions_table
-from packager.common.json_file import write_json
 from packager.errors import ParityError, UsageError
 from packager.registry import open_store
 from packager.registry.store import Store
+from packager.reports import write_json
 from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
 
 

@@ -19,7 +19,7 @@ _PATH_MAX, _NAME_MAX = 4096, 255
 
 
 def parser(spec: dict[str, Any] | None = None) -> argparse.ArgumentParser:
-    """The command line; ``spec`` (from ``packager.builder.spec.read_spec``) sets the build's defaults."""
+    """The command line; ``spec`` (from ``packager.builder.packaging_toml.read_spec``) sets the build's defaults."""
     top = argparse.ArgumentParser(prog="packager", allow_abbrev=False, description=DESCRIPTION)
     _add_verbosity(top, default=0)
     # The same flags after the command name; SUPPRESS keeps them from resetting the top-level count.

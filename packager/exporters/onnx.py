@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packager.chain.tokenizer import NO_LENGTH_LIMIT
-from packager.common.quiet import quiet
-from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.recipe import RecipeContext, RecipeResult
+from packager.quiet import quiet
 from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, Int8Arithmetic, ModuleKind, Precision
+from packager.scratch import scratch_dir
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph

@@ -10,13 +10,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packager.common.progress import step
-from packager.common.quiet import quiet
-from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.onnx import export_onnx
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
+from packager.progress import step
+from packager.quiet import quiet
 from packager.runtime.manifest import Format, Int8Arithmetic, Precision
+from packager.scratch import scratch_dir
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph

@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from packager.common.progress import step
-from packager.common.quiet import quiet
-from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.sensitivity import output_errors
+from packager.progress import step
+from packager.quiet import quiet
 from packager.runtime.manifest import ChainKind, Format, Int8Arithmetic, Precision
 from packager.runtime.similarity import maxsim
+from packager.scratch import scratch_dir
 from packager.validators.metrics import (
     dense_metrics,
     groups,

@@ -68,7 +68,7 @@ def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> 
 def _image_feeds(graph: RouteGraph) -> tuple[list[dict], list]:
     from packager.runtime.images import ImagePipeline
     from packager.runtime.manifest import PIXEL_VALUES
-    from packager.validators.images import calibration_images
+    from packager.validators.image_samples import calibration_images
 
     if graph.image is None:
         raise ValueError(f"route {graph.name!r} has neither a tokenizer nor an image pipeline")

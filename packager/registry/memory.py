@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packager.common.artifact_dir import new_stage, publish, verified_manifest
-from packager.errors import RegistryError, UsageError
+from packager.errors import InvalidInputError, RegistryError, UsageError
+from packager.publish import new_stage, publish, verified_manifest
 from packager.registry.lineage import BUILD_KEY_TAG, VERIFIED_TAG, build_key, lineage_tags, version_info
 from packager.registry.store import CANDIDATE_ALIAS, MEMORY_SCHEME, RegisteredVersion, VersionInfo
-from packager.runtime.errors import InvalidInputError
 from packager.runtime.manifest import ParityStatus
 
 _STORES: dict[str, InMemoryStore] = {}

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from packager.common.artifact_dir import PARITY_FILE, README_FILE, new_stage, publish
-from packager.common.failpoints import failpoint
-from packager.common.progress import step
 from packager.errors import MissingDependencyError, PackagerError, RegistryError, UsageError
+from packager.failpoints import failpoint
+from packager.progress import step
+from packager.publish import PARITY_FILE, README_FILE, new_stage, publish
 from packager.registry.lineage import (
     ABANDONED_AFTER_S,
     BUILD_KEY_TAG,

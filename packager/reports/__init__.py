@@ -2,7 +2,8 @@
 ``report.md`` (a summary for a CI job summary or a pull-request comment, ``markdown``) and
 ``report.html`` (the same with plots: matplotlib PNGs embedded, so the file stands alone; ``html``,
 ``plots``). The Markdown and HTML are rendered from the JSON alone, so all three always agree.
-``artifact`` describes a built artifact for ``packager inspect``.
+``artifact`` describes a built artifact for ``packager inspect``. Every JSON file the project
+writes (a report, an artifact's ``parity.json``) is written as ``write_json`` writes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ REPORT_SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent.parent / "schemas" / "report.schema.json"
 FILES = ("report.json", "report.md", "report.html")
 
-__all__ = ["FILES", "REPORT_SCHEMA_VERSION", "SCHEMA_FILE", "html_report", "markdown", "write_reports"]
+__all__ = ["FILES", "REPORT_SCHEMA_VERSION", "SCHEMA_FILE", "html_report", "markdown", "write_json", "write_reports"]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON as this project writes it: sorted keys, indented, UTF-8, a final newline."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_reports(directory: Path, data: dict[str, Any]) -> list[Path]:

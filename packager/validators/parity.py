@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from packager.common.scratch import scratch_dir
 from packager.errors import SourceError
 from packager.runtime.manifest import ChainKind, Manifest, ModuleKind, OutputMeaning, VerbSpec
 from packager.runtime.model import resolve_prompt
-from packager.validators.images import CAPTIONS, parity_images
+from packager.scratch import scratch_dir
+from packager.validators.image_samples import CAPTIONS, parity_images
 from packager.validators.metrics import (
     dense_metrics,
     groups,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from packager.common.artifact_dir import remove_stale_stages
+from packager.publish import remove_stale_stages
 
 DEAD = "999999999"  # no such process
 

@@ -92,7 +92,7 @@ def test_validate_never_runs_a_tampered_loader(copy_artifact, tiny_chains, tmp_p
 
 
 def test_validate_passes_and_catches_an_edited_manifest(copy_artifact, tiny_chains, tmp_path, capsys):
-    from packager.common.artifact_dir import seal
+    from packager.publish import seal
     from packager.runtime.manifest import Manifest
 
     artifact = copy_artifact("mean")
@@ -277,7 +277,7 @@ def test_a_build_does_not_depend_on_the_torch_settings_set_before_it(tmp_path, t
 
     from packager.builder import pipeline
 
-    class Stop(Exception):
+    class StopBuildError(Exception):
         pass
 
     seen = []
@@ -286,18 +286,18 @@ def test_a_build_does_not_depend_on_the_torch_settings_set_before_it(tmp_path, t
         outputs = prepared.reference("encode", list(real_sentences()[:40]), batch_size=8, convert_to_numpy=True,
                                      show_progress_bar=False)
         seen.append((prepared.ranges, np.asarray(outputs)))
-        raise Stop
+        raise StopBuildError
 
     monkeypatch.setattr(pipeline, "_variant", stop)
     options = BuildOptions(out=tmp_path, measure_speed=False, write_reports=False)
-    with pytest.raises(Stop):
+    with pytest.raises(StopBuildError):
         build(str(tiny_chains["cls-dense"]), options)
     mkldnn = torch.backends.mkldnn
     dtype, precision = torch.get_default_dtype(), mkldnn.matmul.fp32_precision
     torch.set_default_dtype(torch.bfloat16)
     mkldnn.matmul.fp32_precision = "bf16"
     try:
-        with pytest.raises(Stop):
+        with pytest.raises(StopBuildError):
             build(str(tiny_chains["cls-dense"]), options)
         assert torch.get_default_dtype() == torch.bfloat16 and mkldnn.matmul.fp32_precision == "bf16"  # given back
     finally:

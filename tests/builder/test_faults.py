@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from packager.cli import main
-from packager.common.failpoints import ENV
-from packager.common.scratch import PREFIX as SCRATCH_PREFIX
+from packager.failpoints import ENV
 from packager.runtime.integrity import verify_artifact
 from packager.runtime.manifest import read_manifest
+from packager.scratch import PREFIX as SCRATCH_PREFIX
 
 NAME = "mean-onnx-fp32"
 REPORTS = "mean-report"  # every build that got past its checks leaves its reports

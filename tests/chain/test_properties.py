@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from packager.chain import read_chain
 from packager.chain.allow_list import MODULE_TYPES
-from packager.errors import PackagerError
-from packager.runtime.errors import ArtifactIntegrityError
+from packager.errors import ArtifactIntegrityError, PackagerError
 from packager.runtime.manifest import Manifest, ModuleKind
 
 # Reproducible in CI, no example database written into the repository.
@@ -30,7 +29,8 @@ JSON = st.recursive(
     max_leaves=20,
 )
 # Strings a hostile modules.json would try, next to real ones.
-TYPES = st.sampled_from(sorted(MODULE_TYPES)[:12] + [
+TYPES = st.sampled_from([
+    *sorted(MODULE_TYPES)[:12],
     "os.system", "subprocess.Popen", "builtins.eval", "org/repo--module.Class", "repo--x.Y", "evil.Evil",
     "sentence_transformers.models.Nope", "", ".", "sentence_transformers.models.Transformer.__init__",
 ]) | st.text(max_size=30)

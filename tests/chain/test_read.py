@@ -161,13 +161,13 @@ def test_malformed_modules_json_is_refused(chain_copy, content, match):
 
 
 def test_folder_without_modules_json_is_not_a_chain(tmp_path):
-    with pytest.raises(SourceError, match="no modules.json"):
+    with pytest.raises(SourceError, match=r"no modules.json"):
         read_chain(str(tmp_path))
 
 
 def test_pickle_only_weights_are_refused_unless_allowed(chain_copy):
     (chain_copy / "model.safetensors").rename(chain_copy / "pytorch_model.bin")
-    with pytest.raises(UnsafeSourceError, match="pickle weights only.*--allow-pickle"):
+    with pytest.raises(UnsafeSourceError, match=r"pickle weights only.*--allow-pickle"):
         read_chain(str(chain_copy))
     assert read_chain(str(chain_copy), allow_pickle=True).allow_pickle
 
@@ -183,7 +183,7 @@ def test_other_safetensors_do_not_excuse_pickle_weights(tmp_path, tiny_chains):
     dense = chain / "2_Dense"
     (dense / "model.safetensors").rename(dense / "x.safetensors")
     (dense / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
-    with pytest.raises(UnsafeSourceError, match="module '2'.*pytorch_model.bin"):
+    with pytest.raises(UnsafeSourceError, match=r"module '2'.*pytorch_model.bin"):
         read_chain(str(chain))
 
 

@@ -18,8 +18,8 @@ import pytest
 
 from canaries import CANARY_ENV, edit_loader, plant_pyc
 from packager.cli import main
-from packager.common.artifact_dir import seal
-from packager.common.failpoints import BARRIER_ENV
+from packager.failpoints import BARRIER_ENV
+from packager.publish import seal
 from packager.registry.lineage import OWNER_TAG, VERIFIED_TAG
 from packager.registry.mlflow_store import MlflowStore
 from packager.runtime import ArtifactIntegrityError, load

@@ -65,7 +65,7 @@ def _predictions(url: str, payload: Any) -> Any:
 
 def _image_base64() -> str:
     """A real image (matplotlib's sample photograph) as a JSON request sends it: PNG, base64."""
-    from packager.validators.images import real_images
+    from packager.validators.image_samples import real_images
 
     image = next(iter(real_images().values())).convert("RGB")
     out = io.BytesIO()

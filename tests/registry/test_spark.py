@@ -101,7 +101,7 @@ def test_spark_udf_embeds_a_clip_models_texts_and_image_files(spark, store, tiny
     import pandas as pd
     from pyspark.sql import functions
 
-    from packager.validators.images import real_image_files
+    from packager.validators.image_samples import real_image_files
 
     files = [path.read_bytes() for path in real_image_files()]
     items = [files[i % len(files)] if i % 5 == 0 else TEXTS[i] for i in range(300)]  # every fifth row an image

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from packager.common import progress
+from packager import progress
 from packager.reports import SCHEMA_FILE, html_report, markdown
 
 # One report per chain kind; built_chains builds each tiny chain as ONNX and OpenVINO fp32.

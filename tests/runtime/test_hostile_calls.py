@@ -20,7 +20,7 @@ def model(tiny_artifacts):
 
 def _reseal(artifact: Path) -> None:
     """Record the current files in the manifest, as someone forging an artifact would."""
-    from packager.common.artifact_dir import seal
+    from packager.publish import seal
     from packager.runtime.manifest import read_manifest
 
     seal(artifact, read_manifest(artifact))

@@ -16,7 +16,7 @@ import pytest
 
 from canaries import CANARY_ENV, edit_loader, plant_pyc
 from packager.cli import main
-from packager.common.artifact_dir import seal
+from packager.publish import seal
 from packager.runtime import ArtifactIntegrityError, InvalidInputError, load
 from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences
@@ -93,7 +93,7 @@ def test_the_tampering_runs_at_a_plain_import_of_the_artifacts_loader(copy_artif
 def test_the_tampering_is_refused_before_anything_runs(copy_artifact, tmp_path, monkeypatch, tampering):
     """``packager.runtime.load`` and the CLI's ``import_loader`` verify with the installed
     runtime first."""
-    from packager.common.artifact_dir import import_loader
+    from packager.publish import import_loader
 
     tamper, _, refused = TAMPERING[tampering]
     artifact = copy_artifact()
@@ -285,7 +285,7 @@ def test_an_edited_manifest_is_refused(copy_artifact):
 
 def _reseal(artifact: Path) -> None:
     """Record the current files in the manifest, as someone forging an artifact would."""
-    from packager.common.artifact_dir import seal
+    from packager.publish import seal
     from packager.runtime.manifest import read_manifest
 
     seal(artifact, read_manifest(artifact))

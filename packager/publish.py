@@ -19,11 +19,11 @@ from pathlib import Path
 from types import ModuleType
 
 import packager.runtime
-from packager.common.failpoints import failpoint
-from packager.common.scratch import owner_gone
-from packager.runtime.errors import ArtifactIntegrityError
+from packager.errors import ArtifactIntegrityError
+from packager.failpoints import failpoint
 from packager.runtime.integrity import PYCACHE_PLACEHOLDER, artifact_files, digest_files, verify_artifact
 from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
+from packager.scratch import owner_gone
 
 LOADER_DIR = "loader"
 README_FILE = "README.md"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from packager.chain.st_internals import pil_backend
 from packager.errors import UnsupportedModuleError
 from packager.runtime.manifest import ImageSpec
 
@@ -22,11 +23,10 @@ def image_processor(route: str, module: Any) -> Any:
 def resolve_image_spec(route: str, module: Any) -> ImageSpec:
     """What the reference's image processor does to an image, or a refusal naming what the runtime
     would not reproduce."""
-    from transformers.image_processing_backends import PilBackend
-
+    pil = pil_backend()
     found = image_processor(route, module)
     name = type(found).__name__
-    if not isinstance(found, PilBackend):
+    if not isinstance(found, pil):
         raise UnsupportedModuleError(
             f"route {route!r}: the reference preprocesses images with {name} (backend "
             f"{getattr(found, 'backend', '?')!r}); the runtime reproduces transformers' PIL backend only. Build "
@@ -35,7 +35,7 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
     processor: Any = found  # its settings are set per processor class
     # ImageSpec describes the PIL backend's own steps; a processor class that defines any method
     # of its own (beyond __init__, which only sets defaults) may do something else.
-    below = type(processor).__mro__[: type(processor).__mro__.index(PilBackend)]
+    below = type(processor).__mro__[: type(processor).__mro__.index(pil)]
     overridden = sorted({k for cls in below for k, v in vars(cls).items()
                          if callable(v) and k not in ("__init__", "__init_subclass__")})
     if overridden:
@@ -55,7 +55,7 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
         if not (crop_size.height and crop_size.width):
             raise UnsupportedModuleError(f"route {route!r}: {name} center-crops to {crop_size}, not a height and width")
         crop = (int(crop_size.height), int(crop_size.width))
-    if crop is None and shortest_edge is not None or not processor.do_resize and crop is None:
+    if (crop is None and shortest_edge is not None) or (not processor.do_resize and crop is None):
         raise UnsupportedModuleError(f"route {route!r}: {name} leaves images at varying sizes (no center crop after a "
                                      "shortest-edge resize); a graph of fixed image size is compiled")
     mean = std = None

@@ -9,8 +9,8 @@ from typing import Any
 
 from packager.chain.processing import CHAT_OPTIONS, CHAT_REFUSED, CHAT_SIZE_KEYS
 from packager.chain.spec import ModuleSpec
-from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleError
-from packager.runtime.errors import ArtifactIntegrityError
+from packager.chain.st_internals import chat_template_declares_task
+from packager.errors import ArtifactIntegrityError, SourceError, UnsafeSourceError, UnsupportedModuleError
 from packager.runtime.files import read_json, read_text
 from packager.runtime.manifest import ChatSpec, MessageFormat
 from packager.runtime.sandbox import compile_template
@@ -92,7 +92,7 @@ def resolve_chat(spec: ModuleSpec, module: Any) -> tuple[ChatSpec, str] | None:
     if "add_generation_prompt" in kwargs:
         variables["add_generation_prompt"] = bool(kwargs["add_generation_prompt"])
     chat = ChatSpec(template=TEMPLATE_FILE, message_format=MessageFormat(module.input_formatter.message_format),
-                    variables=variables, task_variable=bool(module._chat_template_declares_task()),
+                    variables=variables, task_variable=chat_template_declares_task(module),
                     restore_suffix=bool(kwargs.get("restore_suffix", True)))
     return chat, source
 

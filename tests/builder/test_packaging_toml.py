@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from packager.builder.spec import SCHEMA_FILE, read_spec, schema
+from packager.builder.packaging_toml import SCHEMA_FILE, read_spec, schema
 from packager.cli import main
 from packager.cli.parser import parser
 from packager.validators.gates import METRICS
