@@ -76,7 +76,7 @@ def _params() -> list:
     for page in PAGES:
         runnable = _runnable(page)
         name = page.relative_to(REPO).as_posix()
-        if runnable:
+        if any(b.mark is None for b in runnable):
             params.append(pytest.param(page, False, id=name))
         if any(b.mark == "slow" for b in runnable):
             params.append(pytest.param(page, True, id=name + "[with slow blocks]", marks=pytest.mark.slow))
