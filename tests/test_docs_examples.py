@@ -5,9 +5,14 @@ One test per page: its blocks run in page order in one working directory, which 
 fixtures under the names the docs use for a user's own folders (my-embedder/ ...), two real
 images, and a local MLflow registry (``MLFLOW_TRACKING_URI``). A bash block runs with
 ``bash -e``, a python block in a fresh ``python`` process. Any other fence (text, toml, json...)
-is shown, not run. ``<!-- docs-test: slow -->`` before a block (a real model, a server) leaves it
-out of the default run: the page runs again, whole, in the slow set; ``<!-- docs-test: skip
-REASON -->`` never runs it (``docker build``...)."""
+is shown, not run. ``<!-- docs-test: slow -->`` before a block (a build, a real model, a server)
+leaves it out of the default run: the page runs again, whole, in the slow set; ``<!-- docs-test:
+skip REASON -->`` never runs it (``docker build``...).
+
+A ``packager build`` costs 15-70 s on a 2-core machine, so every build block is a slow one (a
+test below fails an unmarked one): in the default run, ``dist/`` already holds each folder's ONNX
+fp32 artifact, the one the other tests build from the same fixture (``tiny_artifacts``), where
+the page's build would have put it."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +39,7 @@ IMAGES = {"cat.jpg": "grace_hopper.jpg", "dog.png": "logo2.png"}  # matplotlib's
 BLOCK_TIMEOUT = 600
 
 _FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)")
+_BUILD = re.compile(r"^\s*packager\s+(-\S+\s+)*build\b", re.M)
 _MARKER = re.compile(r"<!--\s*docs-test:\s*(slow|skip)\b\s*(.*?)\s*-->")
 
 
@@ -83,15 +90,20 @@ def _params() -> list:
     return params
 
 
-@pytest.fixture
-def workdir(tmp_path, tiny_chains) -> Path:
+def _workdir(folder: Path, tiny_chains: dict[str, Path]) -> Path:
     """A user's folder: their saved models, two images, nothing else."""
     for name, fixture in FOLDERS.items():
-        shutil.copytree(tiny_chains[fixture], tmp_path / name, symlinks=True)
+        shutil.copytree(tiny_chains[fixture], folder / name, symlinks=True)
     samples = Path(matplotlib.get_data_path()) / "sample_data"
     for name, sample in IMAGES.items():
-        _save_as(samples / sample, tmp_path / name)
-    return tmp_path
+        _save_as(samples / sample, folder / name)
+    return folder
+
+
+def _prebuilt(folder: Path, tiny_artifacts: Mapping[str, Path]) -> None:
+    """What the page's slow build blocks would have published: each folder's ONNX fp32 artifact."""
+    for name, fixture in FOLDERS.items():
+        shutil.copytree(tiny_artifacts[fixture], folder / "dist" / f"{name}-onnx-fp32")
 
 
 def _save_as(source: Path, target: Path) -> None:
@@ -118,7 +130,10 @@ def _run(block: Block, workdir: Path, env: dict[str, str]) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(("page", "with_slow"), _params())
-def test_page_examples_run(page: Path, with_slow: bool, workdir: Path) -> None:
+def test_page_examples_run(page: Path, with_slow: bool, tmp_path, tiny_chains, tiny_artifacts) -> None:
+    workdir = _workdir(tmp_path, tiny_chains)
+    if not with_slow:
+        _prebuilt(workdir, tiny_artifacts)
     env = _environment(workdir)
     for block in _runnable(page):
         if block.mark == "skip" or (block.mark == "slow" and not with_slow):
@@ -136,6 +151,9 @@ def test_the_harness_finds_the_examples() -> None:
     assert sum(map(len, found.values())) >= 15, found
     skipped = [b for blocks_ in found.values() for b in blocks_ if b.mark == "skip"]
     assert all(b.reason for b in skipped), [b.where() for b in skipped if not b.reason]
+    builds = [b.where() for blocks_ in found.values() for b in blocks_
+              if b.mark is None and b.language == "bash" and _BUILD.search(b.code)]
+    assert builds == [], f"mark these builds <!-- docs-test: slow --> (the default run has dist/ prebuilt): {builds}"
     # every runnable fence is closed: an unclosed one would swallow the rest of its page
     assert all(b.code.count("```") == 0 for blocks_ in found.values() for b in blocks_)
 
