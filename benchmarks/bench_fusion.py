@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import MODELS, ROOT, SHAPED, model_path  # noqa: E402
-from results import save  # noqa: E402
+from models import MODELS, ROOT, SHAPED, model_path
+from results import save
 
-from packager.chain import load_reference, read_chain  # noqa: E402
-from packager.chain.graph import compile_routes  # noqa: E402
-from packager.exporters.onnx import export_onnx  # noqa: E402
-from packager.validators.texts import real_sentences  # noqa: E402
+from packager.chain import load_reference, read_chain
+from packager.chain.graph import compile_routes
+from packager.exporters.onnx import export_onnx
+from packager.validators.texts import real_sentences
 
 DEFAULT = ("minilm", "mpnet-base", "roberta-base-shaped", "modernbert-base-shaped", "qwen3-0.6b-shaped")
 ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import MODELS, ROOT, model_path  # noqa: E402
-from results import save  # noqa: E402
+from models import MODELS, ROOT, model_path
+from results import save
 
-from packager.bench.run import cell  # noqa: E402
+from packager.bench.run import cell
 
 STEP = re.compile(r"^packager: (?P<step>.+?): done in (?P<seconds>[0-9.]+) s$")
 
@@ -97,7 +97,8 @@ def table(results: dict) -> str:
             return next((s for step, s in steps.items() if all(w in step for w in words)), None)
 
         int8 = r.get("int8", {})
-        kept = f"{int8['float_matmuls']} of {int8['float_matmuls'] + int(int8['int8_matmuls'])}" if int8 else "–"
+        total = int8["float_matmuls"] + int(int8["int8_matmuls"]) if int8 else 0
+        kept = f"{int8['float_matmuls']} of {total}" if int8 else "\N{EN DASH}"
         metrics = int8.get("metrics", {})
         mean = metrics.get("encode.mean_cosine", metrics.get("mean_cosine"))
         low = metrics.get("encode.min_cosine", metrics.get("min_cosine"))

@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from models import ROOT, model_path  # noqa: E402
-from results import print_table, save  # noqa: E402
-from variants import build_variant  # noqa: E402
+from models import ROOT, model_path
+from results import print_table, save
+from variants import build_variant
 
-from mlflow_servers import model_server  # noqa: E402
-from packager.runtime import load  # noqa: E402
-from packager.validators.texts import real_sentences  # noqa: E402
+from mlflow_servers import model_server
+from packager.runtime import load
+from packager.validators.texts import real_sentences
 
 REQUESTS, SIZES = 200, (1, 32)
 

@@ -25,12 +25,12 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import minilm  # noqa: E402
-from models import ROOT  # noqa: E402
-from results import print_table, save  # noqa: E402
+from bench_serving import minilm
+from models import ROOT
+from results import print_table, save
 
-from packager.runtime import load  # noqa: E402
-from packager.validators.texts import real_sentences  # noqa: E402
+from packager.runtime import load
+from packager.validators.texts import real_sentences
 
 PARTITIONS, ROUNDS = 8, 3
 

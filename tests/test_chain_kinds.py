@@ -166,9 +166,9 @@ def test_verbs_a_chain_does_not_have_raise_clearly(tiny_artifacts):
     from packager.runtime import load
 
     cross_encoder, embedder = load(tiny_artifacts["ce-sigmoid"]), load(tiny_artifacts["mean"])
-    with pytest.raises(UnsupportedVerbError, match="encode.*CrossEncoder.*predict, rank"):
+    with pytest.raises(UnsupportedVerbError, match=r"encode.*CrossEncoder.*predict, rank"):
         cross_encoder.encode(["text"])
-    with pytest.raises(UnsupportedVerbError, match="predict.*SentenceTransformer"):
+    with pytest.raises(UnsupportedVerbError, match=r"predict.*SentenceTransformer"):
         embedder.predict([("a", "b")])
     with pytest.raises(UnsupportedVerbError, match="decode"):
         embedder.decode(None)

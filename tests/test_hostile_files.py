@@ -98,7 +98,7 @@ def test_a_source_file_that_is_not_a_regular_file_is_refused(file, replacement, 
 @pytest.mark.parametrize("replacement", REPLACEMENTS)
 @pytest.mark.parametrize("option", ["--validation-data", "--calibration-data", "--spec"])
 def test_an_input_file_that_is_not_a_regular_file_is_refused(option, replacement, tiny_chains, tmp_path, capsys):
-    how, kind = REPLACEMENTS[replacement]
+    how = REPLACEMENTS[replacement][0]
     path = tmp_path / "inputs.txt"
     how(path)
     out = tmp_path / "dist"

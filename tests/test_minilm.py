@@ -34,7 +34,7 @@ def minilm_build(tmp_path_factory, minilm_path):
 
 
 def test_minilm_passes_parity_and_is_registered(minilm_build):
-    workdir, report = minilm_build
+    _workdir, report = minilm_build
     (variant,) = report["variants"]
     parity = variant["parity"]
     assert parity["passed"] and min(v for k, v in parity["metrics"].items() if k.endswith(".min_cosine")) >= 0.99999
@@ -48,7 +48,7 @@ def test_minilm_passes_parity_and_is_registered(minilm_build):
 
 
 def test_minilm_golden_values(minilm_build):
-    workdir, report = minilm_build
+    _workdir, report = minilm_build
     embeddings = load(report["variants"][0]["artifact"]).encode(GOLDEN_TEXTS)
     np.testing.assert_allclose(embeddings[:, :6], GOLDEN, atol=2e-6)
     assert float(embeddings[0] @ embeddings[1]) == pytest.approx(0.1441590, abs=1e-5)

@@ -20,7 +20,7 @@ from packager.validators.texts import real_sentences
 
 MULTI_VECTOR = ["mv-skiplist", "mv-expansion", "mv-normalize"]
 LONG = " ".join(real_sentences()[900:960])  # beyond every length of the tiny chains
-QUERIES = [s for s in real_sentences()[1200:1300] if len(s.split()) < 9][:4] + ["what?!", ""]
+QUERIES = [*[s for s in real_sentences()[1200:1300] if len(s.split()) < 9][:4], "what?!", ""]
 DOCUMENTS = [s.upper() for s in real_sentences()[-12:]] + [LONG, "", "...", "x"]
 
 

@@ -4,6 +4,7 @@ No network, no hub. Weights are drawn large enough that outputs depend strongly 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from functools import lru_cache
@@ -77,7 +78,7 @@ def _bpe(vocab_size: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str,
     while len(tokens) < vocab_size:
         pairs: Counter = Counter()
         for symbols, count in spelt.items():
-            for pair in zip(symbols, symbols[1:], strict=False):  # each symbol with the next
+            for pair in itertools.pairwise(symbols):  # each symbol with the next
                 pairs[pair] += count
         if not pairs:
             break
