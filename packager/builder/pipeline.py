@@ -24,7 +24,7 @@ from packager.exporters import RECIPES, Registry
 from packager.exporters.recipe import Recipe
 from packager.registry import Store, open_store
 from packager.reports import write_reports
-from packager.runtime.manifest import Precision
+from packager.runtime.enums import Precision
 from packager.validators.gates import resolve_gate
 from packager.validators.report import Gate
 

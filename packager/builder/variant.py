@@ -24,7 +24,8 @@ from packager.common.progress import step
 from packager.common.speed import measure_speed
 from packager.errors import ExportError, ParityError
 from packager.exporters.recipe import Recipe, RecipeContext
-from packager.runtime.manifest import ChainKind, Manifest
+from packager.runtime.enums import ChainKind
+from packager.runtime.manifest import Manifest
 from packager.validators.parity import check_parity, gate_calls
 from packager.validators.report import Gate, ParityReport
 

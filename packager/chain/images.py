@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from packager.errors import UnsupportedModuleError
-from packager.runtime.manifest import ImageSpec
+from packager.runtime.routes import ImageSpec
 
 
 def image_processor(route: str, module: Any) -> Any:

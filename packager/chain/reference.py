@@ -12,7 +12,7 @@ from packager.chain.spec import ChainSpec
 from packager.chain.weight_values import integer_parameters
 from packager.chain.weights import loading_problems, watch_loading
 from packager.errors import MissingDependencyError, SourceError
-from packager.runtime.manifest import ChainKind
+from packager.runtime.enums import ChainKind
 
 
 def load_reference(chain: ChainSpec) -> Any:

@@ -14,7 +14,8 @@ from packager.cli.output import parity_line, registered_line, versions_table
 from packager.common.json_file import write_json
 from packager.errors import ParityError, UsageError
 from packager.registry import Store, open_store
-from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
+from packager.runtime.enums import Format, Precision
+from packager.runtime.manifest import MANIFEST_FILE
 
 
 def build(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ from packager.common.quiet import quiet
 from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.recipe import RecipeContext, RecipeResult
-from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, Int8Arithmetic, ModuleKind, Precision
+from packager.runtime.enums import Format, Int8Arithmetic, ModuleKind, Precision
+from packager.runtime.routes import PIXEL_VALUES, PROMPT_LENGTH
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph

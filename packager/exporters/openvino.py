@@ -16,7 +16,7 @@ from packager.common.scratch import scratch_dir
 from packager.errors import ExportError
 from packager.exporters.onnx import export_onnx
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
-from packager.runtime.manifest import Format, Int8Arithmetic, Precision
+from packager.runtime.enums import Format, Int8Arithmetic, Precision
 
 if TYPE_CHECKING:
     from packager.chain.graph import RouteGraph

@@ -38,7 +38,7 @@ from packager.errors import ExportError
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.sensitivity import output_errors
-from packager.runtime.manifest import ChainKind, Format, Int8Arithmetic, Precision
+from packager.runtime.enums import ChainKind, Format, Int8Arithmetic, Precision
 from packager.runtime.similarity import maxsim
 from packager.validators.metrics import row_cosine
 from packager.validators.parity import (

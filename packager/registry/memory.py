@@ -17,8 +17,8 @@ from packager.common.artifact_dir import new_stage, publish, verified_manifest
 from packager.errors import RegistryError, UsageError
 from packager.registry import CANDIDATE_ALIAS, MEMORY_SCHEME, RegisteredVersion, VersionInfo
 from packager.registry.lineage import BUILD_KEY_TAG, VERIFIED_TAG, build_key, lineage_tags, version_info
+from packager.runtime.enums import ParityStatus
 from packager.runtime.errors import InvalidInputError
-from packager.runtime.manifest import ParityStatus
 
 _STORES: dict[str, InMemoryStore] = {}
 

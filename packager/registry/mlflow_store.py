@@ -47,8 +47,9 @@ from packager.registry.lineage import (
     owner,
     version_info,
 )
+from packager.runtime.enums import ChainKind, Format, ParityStatus
 from packager.runtime.integrity import sha256_file, verify_artifact
-from packager.runtime.manifest import MANIFEST_FILE, ChainKind, Format, Manifest, ParityStatus, read_manifest
+from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
 from packager.runtime.registered import MANIFEST_SHA256_TAG, download_registered, resolve_version
 
 log = logging.getLogger(__name__)

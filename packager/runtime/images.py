@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import http.client
 import io
 import os
@@ -29,7 +30,7 @@ from urllib.parse import urlparse, urlsplit
 import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
-from .manifest import ImageSpec
+from .routes import ImageSpec
 
 # The image file suffixes sentence-transformers reads a string ending in as an image (if it is a file).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
@@ -139,19 +140,19 @@ class ImagePipeline:
         data = self._read(item, where, fetch_urls) if isinstance(item, str) else bytes(item)
         if not data:
             raise InvalidInputError(f"{where}: empty image data")
-        Image = self._image
+        pil = self._image
         from PIL import ImageOps
 
         try:
             # Pillow refuses more than twice MAX_PIXELS itself (DecompressionBombError);
             # _check_size refuses more than MAX_PIXELS from the header, before decoding.
-            image = Image.open(io.BytesIO(data), formats=self._formats)
+            image = pil.open(io.BytesIO(data), formats=self._formats)
             _check_size(image.size, where)
             image.load()  # decode now: a truncated or corrupt file fails here, not later
             return ImageOps.exif_transpose(image).convert("RGB")  # as transformers' load_image
         except InvalidInputError:
             raise
-        except Image.DecompressionBombError as e:
+        except pil.DecompressionBombError as e:
             raise InvalidInputError(f"{where}: {e}") from None
         except Exception as e:  # UnidentifiedImageError, OSError (truncated), SyntaxError, ValueError...
             raise InvalidInputError(f"{where}: not an image Pillow can decode as {', '.join(self._formats)} "
@@ -182,24 +183,27 @@ class ImagePipeline:
             if not self.spec.convert_rgb:
                 image = np.asarray(image)
             elif "A" in image.getbands() or image.info.get("transparency") is not None:
-                Image = self._image
+                pil = self._image
                 rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+                white = pil.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return np.asarray(pil.alpha_composite(white, rgba).convert("RGB"))
             else:
                 return np.asarray(image.convert("RGB"))
         if image.ndim == 2:
             image = image[:, :, None]
         channels = image.shape[-1]
         if self.spec.convert_rgb and channels == 1:
-            return np.repeat(image, 3, axis=-1)
+            repeated: np.ndarray = np.repeat(image, 3, axis=-1)
+            return repeated
         if self.spec.convert_rgb and channels == 4:
             alpha = image[..., 3:4] / 255
-            return np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+            composited: np.ndarray = np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+            return composited
         if channels != 3:
             raise InvalidInputError(f"{where}: {channels} channels, and this model's image processor does not "
                                     "convert images to RGB; pass RGB images")
-        return image
+        rgb: np.ndarray = image
+        return rgb
 
 
 def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -357,7 +361,7 @@ class _Fetch:
                 return super().redirect_request(req, fp, code, msg, headers, newurl)
 
         def tracked(connection: Any) -> Any:
-            class Tracked(connection):
+            class Tracked(connection):  # type: ignore[misc]  # the handler's connection class, HTTP or HTTPS
                 def __init__(self, *args: Any, **kwargs: Any) -> None:
                     super().__init__(*args, **kwargs)
                     self._create_connection = fetch._connected  # http.client's hook for opening its socket
@@ -382,7 +386,5 @@ class _Fetch:
 
 
 def _shut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass

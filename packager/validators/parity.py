@@ -18,8 +18,10 @@ import numpy as np
 
 from packager.common.scratch import scratch_dir
 from packager.errors import SourceError
-from packager.runtime.manifest import ChainKind, Manifest, ModuleKind, OutputMeaning, VerbSpec
+from packager.runtime.enums import ChainKind, ModuleKind, OutputMeaning
+from packager.runtime.manifest import Manifest
 from packager.runtime.model import resolve_prompt
+from packager.runtime.routes import VerbSpec
 from packager.validators.gates import TOP_K
 from packager.validators.images import CAPTIONS, parity_images
 from packager.validators.metrics import (

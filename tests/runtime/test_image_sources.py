@@ -18,7 +18,7 @@ import pytest
 from packager.runtime import InvalidInputError
 from packager.runtime import images as images_module
 from packager.runtime.images import ImagePipeline
-from packager.runtime.manifest import ImageSpec
+from packager.runtime.routes import ImageSpec
 
 DEADLINE_S = 1.0  # the fetch deadline these tests run under (the loader's is 10 s)
 HANG_S = 20.0  # what counts as a hang: far above the deadline, far below what a trickle takes

@@ -67,7 +67,7 @@ def test_importing_the_loader_writes_no_bytecode_into_the_artifact(copy_artifact
     code = f"import sys; sys.path.insert(0, {str(artifact)!r}); from loader import load; load({str(artifact)!r})"
     for _ in range(2):
         subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
-    assert (artifact / "loader" / "__pycache__").is_file()
+    assert (artifact / "loader" / "__pycache__").is_file() and (artifact / "loader" / "chat" / "__pycache__").is_file()
     assert not [p for p in artifact.rglob("*.pyc")]
 
 
