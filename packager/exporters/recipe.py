@@ -67,7 +67,7 @@ def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> 
 
 
 def _image_feeds(graph: RouteGraph) -> tuple[list[dict], list]:
-    from packager.runtime.images import ImagePipeline
+    from packager.runtime.image_inputs import ImagePipeline
     from packager.runtime.routes import PIXEL_VALUES
     from packager.validators.images import calibration_images
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .enums import OutputMeaning
 from .errors import InvalidInputError, UnsupportedVerbError
-from .images import is_image
+from .image_inputs import is_image
 from .inputs import as_items, as_texts, check_positive, check_unicode
 from .manifest import Manifest
 from .routes import VerbSpec

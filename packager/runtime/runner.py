@@ -12,7 +12,7 @@ import numpy as np
 from .backends import open_session
 from .chat import TextInput
 from .enums import Format, Modality, OutputMeaning, Side
-from .images import ImagePipeline
+from .image_inputs import ImagePipeline
 from .routes import PIXEL_VALUES, RouteSpec, VerbSpec
 from .text import TextEncoder
 

@@ -15,9 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from packager.runtime import InvalidInputError
-from packager.runtime import images as images_module
-from packager.runtime.images import ImagePipeline
+from packager.runtime import InvalidInputError, image_inputs
+from packager.runtime.image_inputs import ImagePipeline
 from packager.runtime.routes import ImageSpec
 
 DEADLINE_S = 1.0  # the fetch deadline these tests run under (the loader's is 10 s)
@@ -79,7 +78,7 @@ class _Server(BaseHTTPRequestHandler):
 def server(monkeypatch) -> Iterator[str]:
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(images_module, "_URL_TIMEOUT_S", DEADLINE_S)
+    monkeypatch.setattr(image_inputs, "_URL_TIMEOUT_S", DEADLINE_S)
     _Server.ended.clear()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
     httpd.daemon_threads = True
@@ -171,7 +170,7 @@ def test_a_path_swapped_for_a_fifo_is_refused_without_waiting_for_a_writer(tmp_p
     it is a FIFO with no writer, which a blocking open would wait on forever."""
     path = tmp_path / "photo.png"
     path.write_bytes(PNG)
-    assert images_module.is_image(str(path))
+    assert image_inputs.is_image(str(path))
     assert pipeline.one(str(path)).shape == (3, 4, 4)
     path.unlink()
     os.mkfifo(path)
@@ -201,10 +200,10 @@ def test_a_url_is_classified_by_the_path_urlparse_finds(url):
     from urllib.parse import urlparse
 
     try:
-        want = urlparse(url).path.lower().endswith(images_module.IMAGE_SUFFIXES)
+        want = urlparse(url).path.lower().endswith(image_inputs.IMAGE_SUFFIXES)
     except ValueError:
         want = False
-    assert images_module.is_image(url) is want
+    assert image_inputs.is_image(url) is want
 
 
 def test_classifying_long_urls_keeps_none_of_them():
@@ -217,7 +216,7 @@ def test_classifying_long_urls_keeps_none_of_them():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(40):
-            assert images_module.is_image(f"http://host/{i}/{'a' * 1_000_000}.png")
+            assert image_inputs.is_image(f"http://host/{i}/{'a' * 1_000_000}.png")
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
