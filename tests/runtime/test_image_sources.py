@@ -114,7 +114,7 @@ def _within_hang_limit(call):
 def test_a_fetched_image_is_decoded(server, pipeline):
     assert pipeline.one(f"{server}/ok.png", fetch_urls=True).shape == (3, 4, 4)
     assert pipeline.one(f"{server}/to/{server}/ok.png", fetch_urls=True).shape == (3, 4, 4)  # http(s) redirects
-    with pytest.raises(InvalidInputError, match="item 0: fetching .* failed: HTTP Error 404"):
+    with pytest.raises(InvalidInputError, match=r"item 0: fetching .* failed: HTTP Error 404"):
         pipeline.one(f"{server}/missing.png", fetch_urls=True)
 
 
@@ -159,7 +159,7 @@ def listener() -> Iterator[tuple[int, threading.Event]]:
 def test_a_redirect_to_anything_but_http_is_refused_and_never_followed(target, server, listener, pipeline):
     port, contacted = listener
     url = f"{server}/to/{target.format(port=port)}"
-    with pytest.raises(InvalidInputError, match="fetching .* failed: .*redirect|fetching .* failed: .*not allowed"):
+    with pytest.raises(InvalidInputError, match=r"fetching .* failed: .*redirect|fetching .* failed: .*not allowed"):
         pipeline.one(url, fetch_urls=True)
     time.sleep(0.3)  # a connection the client opened would have been accepted by now
     assert not contacted.is_set(), "the redirect's target was contacted"
