@@ -4,6 +4,9 @@ Everything the loader needs is resolved at build time and written here as frozen
 serialised as sorted JSON with a ``schema_version``. Parsing is strict: unknown fields, missing
 fields, wrong types and unknown schema versions are refused, because a loader that guesses is a
 loader that silently drifts from the reference.
+
+The closed sets its fields take are in ``enums``, the records of its routes and verbs in
+``routes``; ``Manifest.__post_init__`` runs its named checks (``_check_routes``...).
 """
 
 from __future__ import annotations
