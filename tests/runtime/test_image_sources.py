@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from packager.runtime import InvalidInputError, image_inputs
+from packager.runtime import InvalidInputError, image_fetch, image_inputs
 from packager.runtime.image_inputs import ImagePipeline
 from packager.runtime.routes import ImageSpec
 
@@ -78,7 +78,7 @@ class _Server(BaseHTTPRequestHandler):
 def server(monkeypatch) -> Iterator[str]:
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(image_inputs, "_URL_TIMEOUT_S", DEADLINE_S)
+    monkeypatch.setattr(image_fetch, "_URL_TIMEOUT_S", DEADLINE_S)
     _Server.ended.clear()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
     httpd.daemon_threads = True
