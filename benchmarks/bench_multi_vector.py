@@ -25,7 +25,8 @@ from pathlib import Path
 from variants import build_variant
 
 from packager.bench.run import Settings, artifact_target, default_inputs, measure, reference_target, table
-from packager.runtime.manifest import ChainKind, read_manifest
+from packager.runtime.enums import ChainKind
+from packager.runtime.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 KIND = ChainKind.MULTI_VECTOR_ENCODER

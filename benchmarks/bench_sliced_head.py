@@ -167,7 +167,7 @@ def _run(out: Path) -> dict:
     import onnxruntime as ort
 
     from packager.runtime.jsonable import from_jsonable
-    from packager.runtime.manifest import ChatSpec, TokenizerSpec
+    from packager.runtime.routes import ChatSpec, TokenizerSpec
     from packager.runtime.text import TextEncoder
     from packager.validators.texts import real_sentences
 

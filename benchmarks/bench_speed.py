@@ -28,7 +28,7 @@ from models import model_path
 from variants import build_variant
 
 from packager.bench.run import Settings, Target, artifact_target, cell, default_inputs, measure, reference_target
-from packager.runtime.manifest import ChainKind
+from packager.runtime.enums import ChainKind
 
 ROOT = Path(__file__).resolve().parents[1]
 ST_PYTHON = ROOT / ".venv-st-backends" / "bin" / "python"

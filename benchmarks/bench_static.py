@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from packager.bench.run import Settings, artifact_target, cell, default_inputs, measure, reference_target
-from packager.runtime.manifest import ChainKind
+from packager.runtime.enums import ChainKind
 
 ROOT = Path(__file__).resolve().parents[1]
 KIND = ChainKind.SENTENCE_TRANSFORMER

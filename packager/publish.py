@@ -61,10 +61,12 @@ def remove_stale_stages(out: Path) -> None:
 
 def copy_loader(stage: Path) -> None:
     """The runtime package, copied in as the artifact's own ``loader`` package, with the empty
-    ``__pycache__`` file that keeps Python from writing or reading bytecode there."""
+    ``__pycache__`` file that keeps Python from writing or reading bytecode there, in it and in
+    each of its subpackages (``chat``)."""
     source = Path(packager.runtime.__file__).parent
     shutil.copytree(source, stage / LOADER_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (stage / LOADER_DIR / PYCACHE_PLACEHOLDER).touch()
+    for package in (stage / LOADER_DIR).glob("**/__init__.py"):
+        (package.parent / PYCACHE_PLACEHOLDER).touch()
 
 
 def seal(stage: Path, manifest: Manifest, *, readme: str | None = None) -> Manifest:

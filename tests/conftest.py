@@ -21,7 +21,7 @@ import torch
 import tiny_models as tm
 from packager.builder import BuildOptions, build
 from packager.cli import main
-from packager.runtime.manifest import Format
+from packager.runtime.enums import Format
 
 # Tests never reach a network or a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"

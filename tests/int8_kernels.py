@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT, Int8Arithmetic, read_manifest
+from packager.runtime.enums import Int8Arithmetic
+from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT, read_manifest
 
 
 def u8s8_exact(a: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -17,7 +17,8 @@ from int8_kernels import assert_saturation_free
 from packager.cli import main
 from packager.runtime import load
 from packager.runtime.backends import OpenVinoSession
-from packager.runtime.manifest import Int8Arithmetic, read_manifest
+from packager.runtime.enums import Int8Arithmetic
+from packager.runtime.manifest import read_manifest
 from packager.runtime.text import TextEncoder
 from packager.validators.texts import UNICODE_PROBES, real_sentences
 

@@ -105,7 +105,7 @@ def test_the_pixel_values_are_the_processors_own(tiny_artifacts, references):
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from packager.chain.image_processor import resolve_image_spec
-    from packager.runtime.images import ImagePipeline
+    from packager.runtime.image_inputs import ImagePipeline
 
     route = read_manifest(tiny_artifacts["clip"]).route("image")
     images = [*unseen_images(), Image.new("CMYK", (40, 50), (10, 200, 30, 5)), Image.new("I;16", (33, 35), 999),

@@ -32,7 +32,8 @@ from packager.errors import (
     UsageError,
 )
 from packager.publish import verified_manifest
-from packager.runtime.manifest import ChainKind, Manifest
+from packager.runtime.enums import ChainKind
+from packager.runtime.manifest import Manifest
 from packager.validators.metrics import max_abs_diff, row_cosine, spearman
 from packager.validators.texts import calibration_inputs, read_inputs, real_sentences
 

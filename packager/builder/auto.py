@@ -13,7 +13,7 @@ from packager.builder.result import VariantResult
 from packager.builder.variant import Staged, build_variant, publish_staged, stage
 from packager.errors import ExportError
 from packager.exporters.recipe import Recipe
-from packager.runtime.manifest import Precision
+from packager.runtime.enums import Precision
 from packager.validators.report import Gate
 
 log = logging.getLogger(__name__)

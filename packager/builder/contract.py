@@ -14,24 +14,20 @@ from typing import Any
 from packager.chain import ChainSpec
 from packager.errors import UnsupportedModuleError
 from packager.exporters.recipe import Recipe
+from packager.runtime.enums import Activation, ChainKind, ParityStatus, Similarity
 from packager.runtime.manifest import (
     SCHEMA_VERSION,
-    Activation,
     CalibrationSpec,
-    ChainKind,
     EmbeddingRanges,
     Manifest,
     ModuleEntry,
-    ParityStatus,
     ParitySummary,
     RecipeSpec,
-    RouteSpec,
     ScoringSpec,
-    Similarity,
     SourceSpec,
     SparseSpec,
-    VerbSpec,
 )
+from packager.runtime.routes import RouteSpec, VerbSpec
 
 
 @dataclass(frozen=True)

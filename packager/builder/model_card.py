@@ -3,7 +3,9 @@ measured: what it is, how it was built and checked, how fast it ran, how to load
 
 from __future__ import annotations
 
-from packager.runtime.manifest import ChainKind, ImageSpec, Manifest, ParityStatus
+from packager.runtime.enums import ChainKind, ParityStatus
+from packager.runtime.manifest import Manifest
+from packager.runtime.routes import ImageSpec
 
 
 def model_card(manifest: Manifest, speed: dict[str, float]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packager.errors import UsageError
 from packager.registry.store import CANDIDATE_ALIAS
-from packager.runtime.manifest import Format, Precision
+from packager.runtime.enums import Format, Precision
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # what MLflow accepts

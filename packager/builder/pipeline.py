@@ -25,7 +25,7 @@ from packager.failpoints import failpoint
 from packager.registry import open_store
 from packager.registry.store import Store
 from packager.reports import write_reports
-from packager.runtime.manifest import Precision
+from packager.runtime.enums import Precision
 from packager.validators.gates import resolve_gate
 from packager.validators.report import Gate
 

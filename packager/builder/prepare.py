@@ -13,7 +13,9 @@ from packager.builder.contract import scoring_spec
 from packager.builder.options import BuildOptions
 from packager.chain import ChainSpec, load_reference
 from packager.progress import step
-from packager.runtime.manifest import CalibrationSpec, ChainKind, EmbeddingRanges, ScoringSpec, VerbSpec
+from packager.runtime.enums import ChainKind
+from packager.runtime.manifest import CalibrationSpec, EmbeddingRanges, ScoringSpec
+from packager.runtime.routes import VerbSpec
 from packager.validators.parity import ReferenceRuns, parity_calls, tasks_matter
 from packager.validators.report import inputs_digest
 from packager.validators.texts import calibration_inputs, probe_pairs, probe_texts, read_inputs

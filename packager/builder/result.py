@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from packager.registry.store import RegisteredVersion
-from packager.runtime.manifest import Format, Manifest, Precision
+from packager.runtime.enums import Format, Precision
+from packager.runtime.manifest import Manifest
 from packager.validators.report import ParityReport
 
 

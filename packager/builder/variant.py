@@ -24,7 +24,8 @@ from packager.failpoints import failpoint
 from packager.progress import step
 from packager.publish import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal
 from packager.reports import write_json
-from packager.runtime.manifest import ChainKind, Manifest
+from packager.runtime.enums import ChainKind
+from packager.runtime.manifest import Manifest
 from packager.validators.parity import check_parity, gate_calls
 from packager.validators.report import Gate, ParityReport
 

@@ -6,7 +6,7 @@ Nothing outside this table is imported unless the user passes --trust-remote-cod
 
 from __future__ import annotations
 
-from packager.runtime.manifest import ModuleKind
+from packager.runtime.enums import ModuleKind
 
 
 def _type_paths(kind: ModuleKind, class_name: str, *modules: str) -> dict[str, ModuleKind]:

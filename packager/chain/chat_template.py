@@ -11,9 +11,10 @@ from packager.chain.processing import CHAT_OPTIONS, CHAT_REFUSED, CHAT_SIZE_KEYS
 from packager.chain.spec import ModuleSpec
 from packager.chain.st_internals import chat_template_declares_task
 from packager.errors import ArtifactIntegrityError, SourceError, UnsafeSourceError, UnsupportedModuleError
+from packager.runtime.chat import compile_template
+from packager.runtime.enums import MessageFormat
 from packager.runtime.files import read_json, read_text
-from packager.runtime.manifest import ChatSpec, MessageFormat
-from packager.runtime.sandbox import compile_template
+from packager.runtime.routes import ChatSpec
 from packager.runtime.text import TEMPLATE_LIMIT
 
 TEMPLATE_FILE = "chat_template.jinja"  # renamed per route by the build when routes differ
@@ -31,7 +32,7 @@ _TEMPLATE_KEY = "chat_template"
 
 def check_chat_templates(folder: Path, files: list[str]) -> None:
     """Every chat template in the source compiled by the runtime's bounded compiler first
-    (``packager.runtime.sandbox.compile_template``): sentence-transformers hands templates to
+    (``packager.runtime.chat.compile_template``): sentence-transformers hands templates to
     transformers' stock jinja2 sandbox, whose compiler evaluates constant expressions and recurses
     through nesting without bounds. A template refused here is refused before that happens."""
     total = count = 0

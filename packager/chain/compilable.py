@@ -11,7 +11,7 @@ from packager.chain.chat_template import takes_messages
 from packager.chain.processing import processing_problems
 from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
 from packager.errors import UnsupportedModuleError
-from packager.runtime.manifest import ChainKind, ModuleKind
+from packager.runtime.enums import ChainKind, ModuleKind
 
 # What each chain kind's pipelines may start with: Transformer tasks, and modules that tokenize.
 _INPUT_TASKS = {

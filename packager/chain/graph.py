@@ -23,15 +23,12 @@ from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringM
 from packager.chain.tokenizer import resolve_tokenizer
 from packager.errors import ArtifactIntegrityError, InvalidInputError, SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
-from packager.runtime.manifest import (
+from packager.runtime.enums import ChainKind, Modality, ModuleKind, OutputMeaning
+from packager.runtime.routes import (
     PIXEL_VALUES,
     PROMPT_LENGTH,
-    ChainKind,
     ChatSpec,
     ImageSpec,
-    Modality,
-    ModuleKind,
-    OutputMeaning,
     OutputSpec,
     TokenizerSpec,
     VerbSpec,

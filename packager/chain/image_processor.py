@@ -9,7 +9,7 @@ from typing import Any
 
 from packager.chain.st_internals import pil_backend
 from packager.errors import UnsupportedModuleError
-from packager.runtime.manifest import ImageSpec
+from packager.runtime.routes import ImageSpec
 
 
 def image_processor(route: str, module: Any) -> Any:

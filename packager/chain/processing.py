@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from packager.errors import UnsupportedModuleError
-from packager.runtime.manifest import INT32_LIMIT, ExpansionSpec, ExpansionStrategy, VerbSpec
+from packager.runtime.enums import ExpansionStrategy
+from packager.runtime.routes import INT32_LIMIT, ExpansionSpec, VerbSpec
 
 # Text call settings the runtime reproduces. Padding and pad_to_multiple_of change how wide a
 # batch is, never a text's result (every graph reads the attention mask); logits_to_keep is a

@@ -18,9 +18,9 @@ from packager.chain.source import SKIPPED_DIRS, Source, resolve_source, scan_fil
 from packager.chain.spec import ChainSpec, ModuleSpec, flatten
 from packager.chain.weights import check_weight_files
 from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleError
+from packager.runtime.enums import ChainKind, ModuleKind
 from packager.runtime.files import read_json
 from packager.runtime.integrity import digest_files
-from packager.runtime.manifest import ChainKind, ModuleKind
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 # What sentence-transformers and transformers load instead of pickle weights when present.

@@ -13,7 +13,7 @@ from packager.chain.st_internals import watch_loading
 from packager.chain.weight_values import integer_parameters
 from packager.chain.weights import loading_problems
 from packager.errors import MissingDependencyError, SourceError
-from packager.runtime.manifest import ChainKind
+from packager.runtime.enums import ChainKind
 
 
 def load_reference(chain: ChainSpec) -> Any:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import MissingDependencyError, SourceError, UnsafeSourceError
+from packager.runtime.enums import SourceKind
 from packager.runtime.files import special_kind
-from packager.runtime.manifest import SourceKind
 
 # Version control, download caches and bytecode: never hashed, so nothing may load from them.
 SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__"})

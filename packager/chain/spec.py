@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from packager.chain.source import Source
-from packager.runtime.manifest import ChainKind, FileDigest, ModuleKind
+from packager.runtime.enums import ChainKind, ModuleKind
+from packager.runtime.manifest import FileDigest
 
 DEFAULT_ROUTE = "default"
 # A CLIP-style Transformer's modalities: each becomes a route of its own, named by its modality.

@@ -15,7 +15,8 @@ import torch
 from packager.chain.spec import ModuleSpec
 from packager.chain.st_internals import can_exclude_prompt, pool_excluding, skiplist_ids
 from packager.errors import UnsupportedModuleError
-from packager.runtime.manifest import PROMPT_LENGTH, ModuleKind
+from packager.runtime.enums import ModuleKind
+from packager.runtime.routes import PROMPT_LENGTH
 from packager.runtime.text import EXPANSION_POSITIONS
 
 # The graph outputs of a multi-vector route: the tokens each task keeps. sentence-transformers'

@@ -7,7 +7,8 @@ from typing import Any
 
 from packager.chain.spec import ModuleSpec
 from packager.errors import SourceError, UnsupportedModuleError
-from packager.runtime.manifest import INT32_LIMIT, ModuleKind, Side, TokenizerSpec
+from packager.runtime.enums import ModuleKind, Side
+from packager.runtime.routes import INT32_LIMIT, TokenizerSpec
 
 # Tokenizers with no length limit (model_max_length unset) truncate at this, i.e. never.
 NO_LENGTH_LIMIT = INT32_LIMIT

@@ -15,7 +15,8 @@ from packager.errors import ParityError, UsageError
 from packager.registry import open_store
 from packager.registry.store import Store
 from packager.reports import write_json
-from packager.runtime.manifest import MANIFEST_FILE, Format, Precision
+from packager.runtime.enums import Format, Precision
+from packager.runtime.manifest import MANIFEST_FILE
 
 
 def build(args: argparse.Namespace) -> int:

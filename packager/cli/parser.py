@@ -11,7 +11,7 @@ from typing import Any
 
 from packager.cli import commands
 from packager.registry.store import CANDIDATE_ALIAS
-from packager.runtime.manifest import Format, Precision
+from packager.runtime.enums import Format, Precision
 
 DESCRIPTION = "Package sentence-transformers module chains as verified whole-chain artifacts."
 # What Linux accepts: longer names fail every call with ENAMETOOLONG.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from packager.errors import UsageError
 from packager.exporters.recipe import Recipe
-from packager.runtime.manifest import Format, Precision
+from packager.runtime.enums import Format, Precision
 
 
 class Registry:

@@ -17,7 +17,8 @@ from packager.chain.tokenizer import NO_LENGTH_LIMIT
 from packager.errors import ExportError
 from packager.exporters.recipe import RecipeContext, RecipeResult
 from packager.quiet import quiet
-from packager.runtime.manifest import PIXEL_VALUES, PROMPT_LENGTH, Format, Int8Arithmetic, ModuleKind, Precision
+from packager.runtime.enums import Format, Int8Arithmetic, ModuleKind, Precision
+from packager.runtime.routes import PIXEL_VALUES, PROMPT_LENGTH
 from packager.scratch import scratch_dir
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from packager.exporters.onnx import export_onnx
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.progress import step
 from packager.quiet import quiet
-from packager.runtime.manifest import Format, Int8Arithmetic, Precision
+from packager.runtime.enums import Format, Int8Arithmetic, Precision
 from packager.scratch import scratch_dir
 
 if TYPE_CHECKING:

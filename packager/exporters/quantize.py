@@ -37,7 +37,7 @@ from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_f
 from packager.exporters.sensitivity import output_errors
 from packager.progress import step
 from packager.quiet import quiet
-from packager.runtime.manifest import ChainKind, Format, Int8Arithmetic, Precision
+from packager.runtime.enums import ChainKind, Format, Int8Arithmetic, Precision
 from packager.runtime.similarity import maxsim
 from packager.scratch import scratch_dir
 from packager.validators.metrics import (

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from packager.runtime.manifest import ChainKind, ChatSpec, Format, Int8Arithmetic, Precision, TokenizerSpec
+from packager.runtime.enums import ChainKind, Format, Int8Arithmetic, Precision
+from packager.runtime.routes import ChatSpec, TokenizerSpec
 from packager.validators.report import Gate
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> 
 
 
 def _image_feeds(graph: RouteGraph) -> tuple[list[dict], list]:
-    from packager.runtime.images import ImagePipeline
-    from packager.runtime.manifest import PIXEL_VALUES
+    from packager.runtime.image_inputs import ImagePipeline
+    from packager.runtime.routes import PIXEL_VALUES
     from packager.validators.image_samples import calibration_images
 
     if graph.image is None:

@@ -17,7 +17,7 @@ from packager.errors import InvalidInputError, RegistryError, UsageError
 from packager.publish import new_stage, publish, verified_manifest
 from packager.registry.lineage import BUILD_KEY_TAG, VERIFIED_TAG, build_key, lineage_tags, version_info
 from packager.registry.store import CANDIDATE_ALIAS, MEMORY_SCHEME, RegisteredVersion, VersionInfo
-from packager.runtime.manifest import ParityStatus
+from packager.runtime.enums import ParityStatus
 
 _STORES: dict[str, InMemoryStore] = {}
 

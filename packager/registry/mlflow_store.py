@@ -48,8 +48,9 @@ from packager.registry.lineage import (
 from packager.registry.requirements import runtime_requirements
 from packager.registry.signature import input_example, signature
 from packager.registry.store import CANDIDATE_ALIAS, RegisteredVersion, VersionInfo
+from packager.runtime.enums import ParityStatus
 from packager.runtime.integrity import sha256_file, verify_artifact
-from packager.runtime.manifest import MANIFEST_FILE, Manifest, ParityStatus, read_manifest
+from packager.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest
 from packager.runtime.registered import MANIFEST_SHA256_TAG, download_registered, resolve_version
 
 log = logging.getLogger(__name__)

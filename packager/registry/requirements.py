@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from importlib.metadata import version as package_version
 
-from packager.runtime.manifest import Format
+from packager.runtime.enums import Format
 
 
 def runtime_requirements(fmt: Format = Format.ONNX, requires: tuple[str, ...] = ()) -> list[str]:

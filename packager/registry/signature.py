@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from packager.runtime.manifest import ChainKind, Manifest
+from packager.runtime.enums import ChainKind
+from packager.runtime.manifest import Manifest
 
 
 def signature(manifest: Manifest) -> Any:

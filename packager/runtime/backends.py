@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from .enums import Format
 from .errors import ArtifactIntegrityError, MissingDependencyError
-from .manifest import Format, RouteSpec
+from .routes import RouteSpec
 
 
 class GraphSession(Protocol):
@@ -72,9 +74,10 @@ class OpenVinoSession:
         core = ov.Core()
         self._model = core.read_model(str(path))
         # compiled again from the model read (and verified) at load, never from the files again
-        self._compile = lambda: _compiled(core.compile_model(self._model, "CPU", config), output_names)
+        self._compile: Callable[[], tuple[Any, dict[str, Any]]] = \
+            lambda: _compiled(core.compile_model(self._model, "CPU", config), output_names)
         self._lock = threading.Lock()
-        self._shapes: set[tuple] = set()
+        self._shapes: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
         self._generation = 0
         self._compiled = self._compile()
         self._local = threading.local()

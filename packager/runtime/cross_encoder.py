@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .enums import Activation, OutputMeaning
 from .errors import ArtifactIntegrityError, InvalidInputError, UnsupportedVerbError
 from .inputs import as_pairs, as_texts, check_positive
-from .manifest import Activation, Manifest, OutputMeaning, ScoringSpec
+from .manifest import Manifest, ScoringSpec
 from .model import Model, Unsupported
 
 
@@ -50,7 +52,7 @@ class CrossEncoderModel(Model):
 
     def rank(self, query: str, documents: list[str], *, top_k: int | None = None, return_documents: bool = False,
              batch_size: int = 32, activation_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-             prompt_name: str | None = None, prompt: str | None = None) -> list[dict]:
+             prompt_name: str | None = None, prompt: str | None = None) -> list[dict[str, Any]]:
         """Documents by descending score: ``[{"corpus_id", "score"(, "text")}]``, as ``CrossEncoder.rank``."""
         if self._scoring.num_labels != 1:
             raise UnsupportedVerbError("rank() needs a model with one label; use predict() with pairs instead")
@@ -68,12 +70,14 @@ class CrossEncoderModel(Model):
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     shifted = np.exp(x - x.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    probabilities: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # exp overflows to inf for very negative logits: the result is 0, as it should be
-        return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype)
+        probabilities: np.ndarray = (1.0 / (1.0 + np.exp(-x))).astype(x.dtype)
+        return probabilities
 
 
 ACTIVATIONS: dict[Activation, Callable[[np.ndarray], np.ndarray]] = {

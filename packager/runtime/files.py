@@ -13,8 +13,10 @@ import errno
 import json
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from .errors import ArtifactIntegrityError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
@@ -83,3 +85,11 @@ def _reason(error: Exception) -> str:
     if isinstance(error, OSError) and error.errno is not None:
         return os.strerror(error.errno)
     return str(error)
+
+
+def check_relative_path(path: str) -> None:
+    """Refuse paths that could leave the artifact directory."""
+    pure = PurePosixPath(path)
+    if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or pure.parts[0] in ("", "."):
+        raise ArtifactIntegrityError(f"manifest: path {path!r} must be relative, '/'-separated and stay inside the "
+                                     "artifact")

@@ -24,7 +24,7 @@ def as_texts(inputs: Any) -> tuple[list[str], bool]:
     return texts, False
 
 
-def as_items(inputs: Any, is_image: Any) -> tuple[list, bool]:
+def as_items(inputs: Any, is_image: Any) -> tuple[list[Any], bool]:
     """Texts and images, and whether a single one came in: a string or an image (``is_image``) is
     one input, anything else iterable a list of them. Each item must be a string or an image."""
     if isinstance(inputs, str) or is_image(inputs):

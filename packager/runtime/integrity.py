@@ -12,8 +12,8 @@ from .files import special_kind
 from .manifest import MANIFEST_FILE, FileDigest, Manifest
 
 _CHUNK = 1 << 20
-# An artifact's loader package holds a regular, empty file named __pycache__ (listed in the
-# manifest like every other file): Python can then neither write bytecode caches into the
+# An artifact's loader package, and each package in it, holds a regular, empty file named
+# __pycache__ (listed in the manifest like every other file): Python can then neither write bytecode caches into the
 # artifact nor read planted ones when the loader is imported (it falls back to the verified .py
 # sources), so any other file there is refused as unlisted.
 PYCACHE_PLACEHOLDER = "__pycache__"

@@ -29,34 +29,51 @@ def from_jsonable(tp: Any, value: Any, where: str) -> Any:
     """Parse ``value`` as type ``tp`` strictly; ``where`` names the field in error messages."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return from_jsonable(option, value, where)
-            except ArtifactIntegrityError as e:
-                errors.append(str(e))
-        raise ArtifactIntegrityError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {options}")
+        return _union(tp, value, where)
     if dataclasses.is_dataclass(tp):
         return _dataclassfrom_jsonable(tp, value, where)
     if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value)
-        except ValueError as e:
-            raise ArtifactIntegrityError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from e
+        return _enum(tp, value, where)
     if origin is tuple:
-        if not isinstance(value, list):
-            raise ArtifactIntegrityError(f"{where}: expected a list, got {type(value).__name__}")
-        (item_type, _ellipsis) = typing.get_args(tp)
-        return tuple(from_jsonable(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return _tuple(tp, value, where)
     if origin is dict:
-        key_type, item_type = typing.get_args(tp)
-        if not isinstance(value, dict) or not all(isinstance(k, key_type) for k in value):
-            raise ArtifactIntegrityError(f"{where}: expected an object with {key_type.__name__} keys")
-        return {k: from_jsonable(item_type, v, f"{where}.{k}") for k, v in value.items()}
+        return _dict(tp, value, where)
     return _scalar(tp, value, where)
+
+
+def _union(tp: Any, value: Any, where: str) -> Any:
+    """The first of the union's types ``value`` parses as (None only for null)."""
+    options = typing.get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return from_jsonable(option, value, where)
+        except ArtifactIntegrityError as e:
+            errors.append(str(e))
+    raise ArtifactIntegrityError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {options}")
+
+
+def _enum(tp: type[Enum], value: Any, where: str) -> Enum:
+    try:
+        return tp(value)
+    except ValueError as e:
+        raise ArtifactIntegrityError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from e
+
+
+def _tuple(tp: Any, value: Any, where: str) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise ArtifactIntegrityError(f"{where}: expected a list, got {type(value).__name__}")
+    (item_type, _ellipsis) = typing.get_args(tp)
+    return tuple(from_jsonable(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _dict(tp: Any, value: Any, where: str) -> dict[Any, Any]:
+    key_type, item_type = typing.get_args(tp)
+    if not isinstance(value, dict) or not all(isinstance(k, key_type) for k in value):
+        raise ArtifactIntegrityError(f"{where}: expected an object with {key_type.__name__} keys")
+    return {k: from_jsonable(item_type, v, f"{where}.{k}") for k, v in value.items()}
 
 
 def _scalar(tp: Any, value: Any, where: str) -> Any:

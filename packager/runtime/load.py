@@ -11,9 +11,10 @@ from pathlib import Path
 
 from .cross_encoder import CrossEncoderModel
 from .embedding import EmbeddingModel
+from .enums import ChainKind
 from .errors import InvalidInputError
 from .integrity import verify_artifact
-from .manifest import ChainKind, read_manifest
+from .manifest import read_manifest
 from .model import Model
 from .multi_vector_encoder import MultiVectorEncoderModel
 from .registered import download_registered

@@ -4,6 +4,9 @@ Everything the loader needs is resolved at build time and written here as frozen
 serialised as sorted JSON with a ``schema_version``. Parsing is strict: unknown fields, missing
 fields, wrong types and unknown schema versions are refused, because a loader that guesses is a
 loader that silently drifts from the reference.
+
+The closed sets its fields take are in ``enums``, the records of its routes and verbs in
+``routes``; ``Manifest.__post_init__`` runs its named checks (``_check_routes``...).
 """
 
 from __future__ import annotations
@@ -11,16 +14,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from .enums import (
+    Activation,
+    ChainKind,
+    Format,
+    Int8Arithmetic,
+    Modality,
+    ModuleKind,
+    OutputMeaning,
+    ParityStatus,
+    Precision,
+    Similarity,
+    SourceKind,
+)
 from .errors import ArtifactIntegrityError
-from .files import read_text
+from .files import check_relative_path, read_text
 from .jsonable import from_jsonable, to_jsonable
+from .routes import INT32_LIMIT, RouteSpec, VerbSpec
 
 SCHEMA_VERSION = 6  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates;
 # 5: multi-vector encoders (scoring masks, MaxSim); 6: image routes
@@ -28,129 +43,16 @@ MANIFEST_FILE = "manifest.json"
 # A manifest lists every file of an artifact and of its source: a few hundred kB for the largest
 # models. Anything much bigger is not a manifest (a link to /dev/zero, a forged file).
 MANIFEST_LIMIT = 16 << 20
-# Token ids, lengths and counts are int32 in tokenizers and the graphs; larger ones are forged.
-INT32_LIMIT = 2**31 - 1
-# The graph input that carries each text's prompt length ([batch]), for pooling without the prompt.
-PROMPT_LENGTH = "prompt_length"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What an artifact may require beyond the base runtime, with the versions it needs.
 EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6", "pillow": ">=10.1"}
 # Optional fields added to the manifest without a new schema version, written only when set.
 _ADDED_IN_VERSION = ("embedding_ranges", "int8_arithmetic")
-# The graph input of an image route: [batch, channels, height, width] float32.
-PIXEL_VALUES = "pixel_values"
 
 
 # The largest magnitude of an int8 weight that meets uint8 activations in an integer product
 # (Int8Arithmetic.SATURATION_FREE): 255 * (64 + 64) = 32640 fits int16, so no pair saturates.
 SATURATION_FREE_WEIGHT_LIMIT = 64
-
-
-class Int8Arithmetic(str, Enum):
-    """How an int8 artifact's integer products come out the same on every CPU.
-
-    x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
-    weights with ``vpmaddubsw``, which adds each two adjacent products into an int16 with
-    saturation; VNNI and AMX add them exactly in int32. With full-range weights (|w| <= 127)
-    one model gives different outputs on the two (measured: a gate's min cosine 0.9996 on one,
-    0.92 on the other), so a verdict taken on the build host would not hold on the servers."""
-
-    # Every int8 weight an integer product reads is within SATURATION_FREE_WEIGHT_LIMIT (7-bit
-    # weights, onnxruntime's reduce_range, NNCF's overflow fix on every layer): every kernel
-    # computes the same integers.
-    SATURATION_FREE = "saturation-free"
-    # The int8 weights are dequantized to float before any product (weight-only compression,
-    # int8 embedding tables): there is no integer product.
-    FLOAT_PRODUCTS = "float-products"
-
-
-class SourceKind(str, Enum):
-    PATH = "path"
-    HUB = "hub"  # a model id resolved from the local Hugging Face cache
-
-
-class ModuleKind(str, Enum):
-    """sentence-transformers' own module classes, as the build side classifies them."""
-
-    TRANSFORMER = "Transformer"
-    POOLING = "Pooling"
-    DENSE = "Dense"
-    NORMALIZE = "Normalize"
-    LAYER_NORM = "LayerNorm"
-    LOGIT_SCORE = "LogitScore"
-    MLM_TRANSFORMER = "MLMTransformer"
-    SPLADE_POOLING = "SpladePooling"
-    SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
-    SPARSE_AUTO_ENCODER = "SparseAutoEncoder"
-    STATIC_EMBEDDING = "StaticEmbedding"
-    MULTI_VECTOR_MASK = "MultiVectorMask"
-    ROUTER = "Router"
-    DROPOUT = "Dropout"  # the identity at inference
-    NOT_COMPILED = "not compiled"  # sentence-transformers' own, safe to read, but no graph is made of it
-    CUSTOM = "custom"  # only with --trust-remote-code
-
-
-class ChainKind(str, Enum):
-    SENTENCE_TRANSFORMER = "SentenceTransformer"
-    CROSS_ENCODER = "CrossEncoder"
-    SPARSE_ENCODER = "SparseEncoder"
-    MULTI_VECTOR_ENCODER = "MultiVectorEncoder"
-
-
-class Format(str, Enum):
-    ONNX = "onnx"
-    OPENVINO = "openvino"
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
-
-
-class Similarity(str, Enum):
-    COSINE = "cosine"
-    DOT = "dot"
-    EUCLIDEAN = "euclidean"
-    MANHATTAN = "manhattan"
-    MAXSIM = "maxsim"  # late interaction: per query token the best document token, summed
-    MEAN_MAXSIM = "meanmaxsim"  # MaxSim divided by the query's token count
-
-
-class OutputMeaning(str, Enum):
-    SENTENCE_EMBEDDING = "sentence_embedding"  # dense [batch, dim]
-    TOKEN_EMBEDDINGS = "token_embeddings"  # dense [batch, sequence, hidden]
-    SPARSE_EMBEDDING = "sparse_embedding"  # [batch, dim], mostly zeros; the loader returns indices and values
-    SCORES = "scores"  # cross-encoder logits [batch, num_labels], before the activation
-    SCORING_MASK = "scoring_mask"  # [batch, sequence]: the tokens a multi-vector encoder keeps for one task
-
-
-class Activation(str, Enum):
-    """The activation a CrossEncoder applies to its logits in predict()."""
-
-    IDENTITY = "identity"
-    SIGMOID = "sigmoid"
-    SOFTMAX = "softmax"
-    TANH = "tanh"
-
-
-class Side(str, Enum):
-    LEFT = "left"
-    RIGHT = "right"
-
-
-class ParityStatus(str, Enum):
-    PENDING = "pending"  # only while the artifact is staged and its gate is running
-    PASSED = "passed"
-    FAILED_ALLOWED = "failed-allowed"  # the gate failed and the user published it anyway
-
-
-def check_relative_path(path: str) -> None:
-    """Refuse paths that could leave the artifact directory."""
-    pure = PurePosixPath(path)
-    if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or pure.parts[0] in ("", "."):
-        raise ArtifactIntegrityError(f"manifest: path {path!r} must be relative, '/'-separated and stay inside the "
-                                     "artifact")
 
 
 @dataclass(frozen=True)
@@ -163,202 +65,6 @@ class FileDigest:
         check_relative_path(self.path)
         if not _SHA256.match(self.sha256) or self.size < 0:
             raise ArtifactIntegrityError(f"manifest: bad digest for {self.path!r}")
-
-
-@dataclass(frozen=True)
-class TokenizerSpec:
-    """How texts become graph inputs: truncate to ``max_length`` tokens (special tokens included)
-    on ``truncation_side``, pad each batch to its longest text on ``padding_side``.
-    ``pad_token`` and ``lowercase`` describe, they do not instruct: the lowercasing, if any, is
-    already part of the tokenizer file's normalizer, exactly as the reference applies it."""
-
-    file: str
-    max_length: int
-    truncation_side: Side
-    padding_side: Side
-    pad_id: int
-    pad_type_id: int
-    pad_token: str
-    lowercase: bool
-    add_special_tokens: bool
-    special_ids: tuple[int, ...]  # a prompt's trailing special token is not part of its length
-
-    def __post_init__(self) -> None:
-        check_relative_path(self.file)
-        if not 1 <= self.max_length <= INT32_LIMIT:
-            raise ArtifactIntegrityError(f"manifest: tokenizer max_length must be in 1..{INT32_LIMIT}, "
-                                         f"got {self.max_length}")
-        ids = {"pad_id": self.pad_id, "pad_type_id": self.pad_type_id,
-               **{f"special_ids[{i}]": v for i, v in enumerate(self.special_ids)}}
-        bad = [f"{k}={v}" for k, v in ids.items() if not 0 <= v <= INT32_LIMIT]
-        if bad:
-            raise ArtifactIntegrityError(f"manifest: token ids must be in 0..{INT32_LIMIT}: {', '.join(bad)}")
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    name: str
-    meaning: OutputMeaning
-    shape: tuple[int | str, ...]
-
-
-class MessageFormat(str, Enum):
-    """How a chat message's content is written: a string, or a list of typed parts."""
-
-    FLAT = "flat"
-    STRUCTURED = "structured"
-
-
-@dataclass(frozen=True)
-class ChatSpec:
-    """Texts reach this route as chat messages rendered by a Jinja template, as
-    sentence-transformers does for a Transformer with a ``message`` modality: a text is one
-    ``user`` message, a pair a ``query`` and a ``document`` message, a prompt a leading ``system``
-    message. ``template`` is the template's file in the artifact; ``variables`` what the template
-    sees besides the messages (special tokens, ``add_generation_prompt``...); ``task_variable``
-    whether it receives the verb's task; ``restore_suffix`` whether a truncated render gets the
-    template's tail written back over its last tokens."""
-
-    template: str
-    message_format: MessageFormat
-    variables: dict[str, str | bool | int | float]
-    task_variable: bool
-    restore_suffix: bool
-
-    def __post_init__(self) -> None:
-        check_relative_path(self.template)
-
-
-class Modality(str, Enum):
-    TEXT = "text"
-    IMAGE = "image"
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """How an image becomes an image route's ``pixel_values``, step by step as the saved image
-    processor does it (transformers' PIL backend): to RGB (transparency composited onto white),
-    resized with the PIL filter ``resample`` so its shorter edge is ``shortest_edge`` (the longer
-    one scaled and rounded down) or to exactly ``size`` (height, width), center-cropped to
-    ``crop`` (height, width; zero-padded where smaller), multiplied by ``rescale``, normalized
-    with ``mean`` and ``std`` per channel, laid out channels first. A step that is None is
-    skipped, as the processor skips it."""
-
-    convert_rgb: bool
-    shortest_edge: int | None
-    size: tuple[int, ...] | None
-    resample: int
-    crop: tuple[int, ...] | None
-    rescale: float | None
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
-
-    def __post_init__(self) -> None:
-        sizes = [1 if self.shortest_edge is None else self.shortest_edge, *(self.size or (1, 1)),
-                 *(self.crop or (1, 1))]
-        if self.shortest_edge is not None and self.size is not None:
-            raise ArtifactIntegrityError("manifest: an image is resized by shortest_edge or to a size, not both")
-        if self.crop is None and self.size is None:
-            raise ArtifactIntegrityError("manifest: an image route needs a fixed image size (a crop or a resize to a "
-                                         "size): its graph takes one")
-        numbers = [*(self.mean or ()), *(self.std or ()), 1.0 if self.rescale is None else self.rescale]
-        if not all(math.isfinite(v) for v in numbers):
-            raise ArtifactIntegrityError("manifest: image rescale, mean and std must be finite")
-        if len(self.size or (1, 1)) != 2 or len(self.crop or (1, 1)) != 2 or not all(1 <= v <= 1 << 14
-                                                                                       for v in sizes):
-            raise ArtifactIntegrityError(f"manifest: image sizes must be (height, width) in 1..16384, got {self}")
-        if self.resample not in range(6):  # PIL's filters: nearest, lanczos, bilinear, bicubic, box, hamming
-            raise ArtifactIntegrityError(f"manifest: unknown PIL resample filter {self.resample}")
-        if (self.mean is None) != (self.std is None) or len(self.mean or (0, 0, 0)) != 3 \
-                or len(self.std or (1, 1, 1)) != 3 or not all(s > 0 for s in self.std or (1,)):
-            raise ArtifactIntegrityError("manifest: image mean and std must be given together, three each, std > 0")
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    """One graph and what feeds it: the tokenizer of a text route, or the image pipeline of an
-    image route. Chains without a Router have one route (a CLIP-style chain one per modality)."""
-
-    name: str
-    graph: str
-    inputs: tuple[str, ...]
-    outputs: tuple[OutputSpec, ...]
-    tokenizer: TokenizerSpec | None
-    chat: ChatSpec | None = None
-    modality: Modality = Modality.TEXT
-    image: ImageSpec | None = None
-
-    def __post_init__(self) -> None:
-        check_relative_path(self.graph)
-        if self.modality is Modality.TEXT and (self.tokenizer is None or "input_ids" not in self.inputs
-                                               or self.image is not None):
-            raise ArtifactIntegrityError(f"manifest: text route {self.name!r} needs a tokenizer and an input_ids "
-                                         "input, and no image pipeline")
-        if self.modality is Modality.IMAGE and (self.image is None or self.inputs != (PIXEL_VALUES,)
-                                                or self.tokenizer is not None or self.chat is not None):
-            raise ArtifactIntegrityError(f"manifest: image route {self.name!r} needs an image pipeline and the "
-                                         f"{PIXEL_VALUES} input only")
-
-    @property
-    def text(self) -> TokenizerSpec:
-        """The tokenizer of a text route (the manifest checked it has one)."""
-        if self.tokenizer is None:
-            raise ArtifactIntegrityError(f"manifest: route {self.name!r} takes images, not texts")
-        return self.tokenizer
-
-    def output(self, meaning: OutputMeaning | str) -> OutputSpec | None:
-        # By value: callers may hold the enum of another copy of this module (an artifact's loader).
-        value = getattr(meaning, "value", meaning)
-        return next((o for o in self.outputs if o.meaning.value == value), None)
-
-
-class ExpansionStrategy(str, Enum):
-    FIXED = "fixed"  # every query padded (or cut) to exactly ``length`` tokens
-    MIN = "min"  # queries shorter than ``length`` padded up to it
-
-
-@dataclass(frozen=True)
-class ExpansionSpec:
-    """ColBERT-style query expansion: padding positions up to ``length`` get ``token_id`` (and are
-    attended to when ``attend``); the graph is told which positions they are."""
-
-    strategy: ExpansionStrategy
-    length: int
-    token_id: int
-    attend: bool
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.length <= INT32_LIMIT or not 0 <= self.token_id <= INT32_LIMIT:
-            raise ArtifactIntegrityError(f"manifest: query expansion length {self.length} / token {self.token_id}")
-
-
-@dataclass(frozen=True)
-class VerbSpec:
-    """What one verb runs: its route, the task sentence-transformers passes for it (``query``,
-    ``document`` or none), a per-task length that replaces the route tokenizer's ``max_length``
-    (``query_length``, ``document_length``, ``processing_kwargs``), query expansion, and for a
-    multi-vector encoder the graph output that says which tokens the task keeps."""
-
-    route: str
-    task: str | None = None
-    max_length: int | None = None
-    expansion: ExpansionSpec | None = None
-    scoring_mask: str | None = None  # multi-vector encoders: the output whose true entries are the tokens kept
-    image_route: str | None = None  # the route this verb's images take (CLIP-style chains)
-
-    def __post_init__(self) -> None:
-        if self.max_length is not None and not 1 <= self.max_length <= INT32_LIMIT:
-            raise ArtifactIntegrityError(f"manifest: verb max_length must be positive, got {self.max_length}")
-
-    def summary(self) -> str:
-        """``route 'query' (task query, max length 16)``, for people."""
-        notes = [f"task {self.task}"] if self.task else []
-        notes += [f"max length {self.max_length}"] if self.max_length else []
-        if self.expansion:
-            notes.append(f"query expansion {self.expansion.strategy.value} to {self.expansion.length}")
-        notes += [f"tokens kept by {self.scoring_mask}"] if self.scoring_mask else []
-        notes += [f"images through route {self.image_route!r}"] if self.image_route else []
-        return f"route {self.route!r}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 @dataclass(frozen=True)
@@ -509,34 +215,50 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
             raise ArtifactIntegrityError(_schema_message(self.schema_version))
+        self._check_routes()
+        self._check_verbs()
+        self._check_kind()
+        self._check_requirements()
+        self._check_embeddings()
+
+    def _check_routes(self) -> None:
+        """At least one route, each named once."""
+        names = [r.name for r in self.routes]
         if not self.routes:
             raise ArtifactIntegrityError("manifest: no routes")
-        names = [r.name for r in self.routes]
         if len(set(names)) != len(names):
             raise ArtifactIntegrityError(f"manifest: duplicate route names {names}")
+
+    def _check_verbs(self) -> None:
+        """Verbs name existing routes, a text route for texts and an image route for images; the
+        default prompt is one of the prompts."""
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ArtifactIntegrityError(f"manifest: default prompt {self.default_prompt_name!r} is not among the "
                                          "prompts")
         modality = {r.name: r.modality for r in self.routes}
         wrong = {verb: (spec.route, spec.image_route) for verb, spec in self.verbs.items()
                  if modality.get(spec.route) is not Modality.TEXT
-                 or spec.image_route is not None and modality.get(spec.image_route) is not Modality.IMAGE}
+                 or (spec.image_route is not None and modality.get(spec.image_route) is not Modality.IMAGE)}
         if not self.verbs or wrong:
-            raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes {names}, a text "
-                                         "route for texts and an image route for images")
-        if any(m is Modality.IMAGE for m in modality.values()) and (
+            raise ArtifactIntegrityError(f"manifest: verbs {self.verbs} must name existing routes "
+                                         f"{[r.name for r in self.routes]}, a text route for texts and an image "
+                                         "route for images")
+
+    def _check_kind(self) -> None:
+        """What belongs to one chain kind only: image routes (which require pillow) to
+        SentenceTransformer chains, MaxSim and scoring masks to multi-vector encoders, scoring to
+        cross-encoders, sparse to sparse encoders."""
+        if any(r.modality is Modality.IMAGE for r in self.routes) and (
                 self.chain_kind is not ChainKind.SENTENCE_TRANSFORMER or "pillow" not in self.requires):
             raise ArtifactIntegrityError("manifest: image routes belong to SentenceTransformer chains and require "
                                          "pillow")
         multi_vector = self.chain_kind is ChainKind.MULTI_VECTOR_ENCODER
-        late = self.similarity in (Similarity.MAXSIM, Similarity.MEAN_MAXSIM)
-        if multi_vector != late:
+        if multi_vector != (self.similarity in (Similarity.MAXSIM, Similarity.MEAN_MAXSIM)):
             function = getattr(self.similarity, "value", None)
             raise ArtifactIntegrityError(f"manifest: similarity {function!r} for a {self.chain_kind.value}: MaxSim is "
                                          "for multi-vector encoders, and only for them")
         for verb, spec in self.verbs.items():
-            route = self.route(spec.route)
-            mask = next((o for o in route.outputs if o.name == spec.scoring_mask
+            mask = next((o for o in self.route(spec.route).outputs if o.name == spec.scoring_mask
                          and o.meaning is OutputMeaning.SCORING_MASK), None)
             if multi_vector != (spec.scoring_mask is not None) or (multi_vector and mask is None):
                 raise ArtifactIntegrityError(f"manifest: verb {verb}: a scoring mask output of its route is required "
@@ -545,12 +267,19 @@ class Manifest:
             raise ArtifactIntegrityError("manifest: scoring is required for cross-encoders and only for them")
         if (self.sparse is None) != (self.chain_kind is not ChainKind.SPARSE_ENCODER):
             raise ArtifactIntegrityError("manifest: sparse is required for sparse encoders and only for them")
+
+    def _check_requirements(self) -> None:
+        """Only the extra packages this loader knows, and jinja2 wherever a route has a chat template."""
         unknown_requirements = set(self.requires) - set(EXTRA_REQUIREMENTS)
         if unknown_requirements:
             raise ArtifactIntegrityError(f"manifest: requires {sorted(unknown_requirements)}; this loader knows "
                                          f"{sorted(EXTRA_REQUIREMENTS)}")
         if any(r.chat is not None for r in self.routes) and "jinja2" not in self.requires:
             raise ArtifactIntegrityError("manifest: routes with a chat template require jinja2")
+
+    def _check_embeddings(self) -> None:
+        """A positive embedding dimension; int8 arithmetic only for int8 artifacts; ranges only for
+        verbs, one per dimension."""
         if self.embedding_dimension is not None and not 1 <= self.embedding_dimension <= INT32_LIMIT:
             raise ArtifactIntegrityError(f"manifest: embedding_dimension must be positive, got "
                                          f"{self.embedding_dimension}")
@@ -597,7 +326,8 @@ class Manifest:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ArtifactIntegrityError(_schema_message(version))
-        return from_jsonable(cls, data, "manifest")
+        manifest: Manifest = from_jsonable(cls, data, "manifest")
+        return manifest
 
 
 def read_manifest(artifact_dir: str | Path, *, sha256: str | None = None) -> Manifest:

@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from .enums import OutputMeaning
 from .errors import InvalidInputError, UnsupportedVerbError
-from .images import is_image
+from .image_inputs import is_image
 from .inputs import as_items, as_texts, check_positive, check_unicode
-from .manifest import Manifest, OutputMeaning, VerbSpec
+from .manifest import Manifest
+from .routes import VerbSpec
 from .runner import RouteRunner
 
 # encode_query / encode_document fall back to these saved prompts, in this order, as sentence-transformers does.
@@ -77,7 +79,7 @@ class Model:
     def _runner(self, verb: str) -> RouteRunner:
         return self._runners[self._verb(verb).route]
 
-    def _run(self, verb: str, inputs: list, meaning: OutputMeaning, *, prompt_name: str | None, prompt: str | None,
+    def _run(self, verb: str, inputs: list[Any], meaning: OutputMeaning, *, prompt_name: str | None, prompt: str | None,
              batch_size: int) -> list[np.ndarray]:
         """``meaning`` for each input as ``verb`` computes it, with the prompt sentence-transformers
         would use."""

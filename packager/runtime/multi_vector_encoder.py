@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from .enums import OutputMeaning, Similarity
 from .errors import InvalidInputError
-from .manifest import Manifest, OutputMeaning, Similarity
+from .manifest import Manifest
 from .model import Model, Unsupported
 from .precision import check_precision, quantize, recorded_ranges
 from .similarity import maxsim, maxsim_pairwise

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .enums import ModuleKind
 from .errors import InvalidInputError
-from .manifest import Manifest, ModuleKind, ranges_problem
+from .manifest import Manifest, ranges_problem
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
@@ -45,7 +46,8 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None) 
     steps = (ranges[1] - starts) / 255
     steps = np.where(steps == 0, 1, steps)
     buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
-    return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+    codes: np.ndarray = buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+    return codes
 
 
 def checked_ranges(ranges: Any, dimension: int) -> np.ndarray:

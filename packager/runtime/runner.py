@@ -3,15 +3,18 @@ batches (texts sorted by length)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .backends import open_session
-from .images import ImagePipeline
-from .manifest import PIXEL_VALUES, Format, Modality, OutputMeaning, RouteSpec, Side, VerbSpec
-from .text import TextEncoder, TextInput
+from .chat import TextInput
+from .enums import Format, Modality, OutputMeaning, Side
+from .image_inputs import ImagePipeline
+from .routes import PIXEL_VALUES, RouteSpec, VerbSpec
+from .text import TextEncoder
 
 
 class RouteRunner:
@@ -122,7 +125,8 @@ def _round_up(n: int, *, steps: int, least: int) -> int:
     return -(-n // step) * step
 
 
-def batches(order: list[int], lengths: list[int], batch_size: int, *, bucket_limit: int | None = None):
+def batches(order: list[int], lengths: list[int], batch_size: int, *,
+            bucket_limit: int | None = None) -> Iterator[tuple[list[int], int, int]]:
     """Consecutive slices of ``order`` (longest first), each with the width to pad it to and the
     number of rows to run it as: at most ``batch_size`` inputs, and no more than MAX_BATCH_TOKENS
     tokens once padded (at least one input). Without ``bucket_limit`` a slice is padded to its

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .enums import Similarity
 from .errors import InvalidInputError
-from .manifest import Similarity
 from .sparse import SparseBatch, SparseEmbedding
 
 
@@ -21,10 +21,12 @@ def similarity(function: Similarity, a: Any, b: Any) -> np.ndarray:
         a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     if function in (Similarity.COSINE, Similarity.DOT):
-        return a @ b.T
+        products: np.ndarray = a @ b.T
+        return products
     if function is Similarity.EUCLIDEAN:  # |a - b|^2 = |a|^2 + |b|^2 - 2ab, without an n*m*d array
         squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
-        return -np.sqrt(np.maximum(squared, 0))
+        distances: np.ndarray = -np.sqrt(np.maximum(squared, 0))
+        return distances
     return -np.stack([np.abs(row - b).sum(axis=1) for row in a]) if len(a) else np.zeros((0, len(b)), np.float32)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -37,14 +38,20 @@ class SparseEmbedding:
         return len(self.indices)
 
 
-class SparseBatch(Sequence):
+class SparseBatch(Sequence[SparseEmbedding]):
     """The sparse embeddings of several texts, in input order."""
 
     def __init__(self, embeddings: list[SparseEmbedding], dimension: int) -> None:
         self._embeddings = embeddings
         self.dimension = dimension
 
-    def __getitem__(self, index):
+    @overload
+    def __getitem__(self, index: int) -> SparseEmbedding: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SparseEmbedding]: ...
+
+    def __getitem__(self, index: int | slice) -> SparseEmbedding | list[SparseEmbedding]:
         return self._embeddings[index]
 
     def __len__(self) -> int:

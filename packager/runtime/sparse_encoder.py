@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from .enums import OutputMeaning, Similarity
 from .errors import ArtifactIntegrityError, InvalidInputError
 from .inputs import check_positive
-from .manifest import Manifest, OutputMeaning, Similarity, SparseSpec
+from .manifest import Manifest, SparseSpec
 from .model import Model, Unsupported
 from .similarity import similarity
 from .sparse import SparseBatch, SparseEmbedding
@@ -49,7 +50,7 @@ class SparseEncoderModel(Model):
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         return similarity(self._similarity, embeddings1, embeddings2)
 
-    def decode(self, embeddings: SparseEmbedding | SparseBatch, top_k: int | None = None) -> list:
+    def decode(self, embeddings: SparseEmbedding | SparseBatch, top_k: int | None = None) -> list[Any]:
         """``(token, weight)`` pairs by descending weight, per text (a list of lists for a batch)."""
         check_positive(top_k, "top_k", optional=True)
         if isinstance(embeddings, SparseBatch):

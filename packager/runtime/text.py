@@ -3,7 +3,7 @@
 Truncation and padding come from the manifest, never from tokenizer.json's own (often stale)
 truncation/padding sections: transformers overrides those at call time, so the file's values are
 not what the reference used (fastembed #531 is this bug). A route whose texts go through a chat
-template renders them first (``chat.py``); this module tokenizes and pads either way.
+template renders them first (the ``chat`` package); this module tokenizes and pads either way.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .chat import SKELETON_FILLERS, ChatTemplate, TemplateFailed, TextInput
+from .chat import SKELETON_FILLERS, ChatTemplate, TemplateFailedError, TextInput
+from .enums import ExpansionStrategy, Side
 from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependencyError
 from .files import read_text
-from .manifest import INT32_LIMIT, PROMPT_LENGTH, ChatSpec, ExpansionSpec, ExpansionStrategy, Side, TokenizerSpec
 from .memo import BoundedCache
+from .routes import INT32_LIMIT, PROMPT_LENGTH, ChatSpec, ExpansionSpec, TokenizerSpec
 
 TEMPLATE_LIMIT = 1 << 20  # a chat template file; real ones are a few kB
 EXPANSION_POSITIONS = "query_expansion_positions"  # the graph input that marks query expansion tokens
@@ -142,7 +143,7 @@ class TextEncoder:
         system text) for the call in ``suffixes``, and across calls in a cache of SUFFIX_CACHE
         shapes whose system text is at most SUFFIX_KEY_CHARS long: the system text is the
         caller's prompt, so neither the number nor the size of the entries may follow callers.
-        Only the template's own failure (``TemplateFailed``, as in sentence-transformers) means
+        Only the template's own failure (``TemplateFailedError``, as in sentence-transformers) means
         "no tail"; a skeleton the sandbox refuses or stops (a deadline hit on a busy machine, say)
         fails this call and is not cached: remembered as "no tail", it would change the output of
         every later truncated input of this shape for as long as the model is loaded."""
@@ -161,7 +162,7 @@ class TextEncoder:
         try:
             first, second = (self._tokenizer.encode(chat.render(chat.skeleton(conversation, filler), task=task),
                                                     add_special_tokens=False).ids for filler in SKELETON_FILLERS)
-        except TemplateFailed:  # as sentence-transformers: a skeleton that fails to render restores nothing
+        except TemplateFailedError:  # as sentence-transformers: a skeleton that fails to render restores nothing
             first = second = []
         count = 0
         for left, right in zip(reversed(first), reversed(second), strict=False):

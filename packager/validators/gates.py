@@ -4,7 +4,7 @@ default thresholds per chain kind and precision, and a build's gate with the use
 from __future__ import annotations
 
 from packager.errors import UsageError
-from packager.runtime.manifest import ChainKind, Precision
+from packager.runtime.enums import ChainKind, Precision
 from packager.validators.metrics import TOP_K
 from packager.validators.report import Gate
 

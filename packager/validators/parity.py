@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from packager.errors import SourceError
-from packager.runtime.manifest import ChainKind, Manifest, ModuleKind, OutputMeaning, VerbSpec
+from packager.runtime.enums import ChainKind, ModuleKind, OutputMeaning
+from packager.runtime.manifest import Manifest
 from packager.runtime.model import resolve_prompt
+from packager.runtime.routes import VerbSpec
 from packager.scratch import scratch_dir
 from packager.validators.image_samples import CAPTIONS, parity_images
 from packager.validators.metrics import (

@@ -6,7 +6,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from packager.runtime.manifest import ParityStatus, ParitySummary
+from packager.runtime.enums import ParityStatus
+from packager.runtime.manifest import ParitySummary
 
 # Metrics where smaller is better; every other gated metric must reach its threshold from below.
 LOWER_IS_BETTER = frozenset({"max_abs_diff", "max_rel_diff", "score_rel_diff", "logit_rel_diff", "dot_rel_diff",

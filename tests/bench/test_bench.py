@@ -14,7 +14,7 @@ import pytest
 from packager.bench.run import Settings, Target, measure
 from packager.cli import main
 from packager.errors import MissingDependencyError, PackagerError
-from packager.runtime.manifest import ChainKind
+from packager.runtime.enums import ChainKind
 from packager.validators.texts import real_sentences
 
 TEXTS = list(real_sentences()[:24])

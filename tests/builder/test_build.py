@@ -328,7 +328,7 @@ def test_the_same_build_twice_in_one_process_writes_the_same_graph_files(tmp_pat
     """The exporters number what they make with counters shared by the whole process (torch's
     generated code, OpenVINO's node names): the second of two identical builds wrote other bytes.
     Now every graph file of the second is byte for byte the first's."""
-    from packager.runtime.manifest import Format
+    from packager.runtime.enums import Format
 
     def graphs(out: Path) -> dict[str, bytes]:
         build(str(tiny_chains["cls-dense"]), BuildOptions(formats=(Format.ONNX, Format.OPENVINO), out=out,

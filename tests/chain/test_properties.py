@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from packager.chain import read_chain
 from packager.chain.allow_list import MODULE_TYPES
 from packager.errors import ArtifactIntegrityError, PackagerError
-from packager.runtime.manifest import Manifest, ModuleKind
+from packager.runtime.enums import ModuleKind
+from packager.runtime.manifest import Manifest
 
 # Reproducible in CI, no example database written into the repository.
 PROPERTIES = settings(max_examples=300, deadline=None, derandomize=True, database=None,

@@ -12,7 +12,7 @@ import pytest
 from packager.chain import check_compilable, read_chain
 from packager.chain.allow_list import MODULE_TYPES
 from packager.errors import SourceError, UnsafeSourceError, UnsupportedModuleError
-from packager.runtime.manifest import ChainKind, ModuleKind
+from packager.runtime.enums import ChainKind, ModuleKind
 
 
 def _modules(folder: Path) -> list[dict]:

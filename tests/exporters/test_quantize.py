@@ -11,7 +11,7 @@ from packager.chain import load_reference, read_chain
 from packager.chain.graph import compile_routes
 from packager.exporters.onnx import export_onnx
 from packager.exporters.quantize import unpack_attention, weight_matmuls
-from packager.runtime.manifest import ChainKind
+from packager.runtime.enums import ChainKind
 from packager.validators.gates import METRICS
 from packager.validators.metrics import dense_metrics, logit_metrics, sparse_metrics
 

@@ -16,7 +16,8 @@ from packager.exporters import Registry
 from packager.exporters.onnx import OnnxFp32
 from packager.exporters.quantize import OnnxInt8Dynamic
 from packager.runtime import load
-from packager.runtime.manifest import Format, Int8Arithmetic, Precision, read_manifest
+from packager.runtime.enums import Format, Int8Arithmetic, Precision
+from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences
 
 TEXTS = list(real_sentences()[1::9][:40])
@@ -213,7 +214,7 @@ def test_int8_of_a_cross_encoder_is_judged_by_ranking(tiny_chains, tiny_artifact
 
 
 def test_a_gate_override_for_token_embeddings_is_kept():
-    from packager.runtime.manifest import ChainKind
+    from packager.runtime.enums import ChainKind
     from packager.validators.gates import resolve_gate
 
     overrides = {(Precision.INT8, "token_min_cosine"): 0.95}

@@ -17,9 +17,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import tiny_models as tm
 from packager.cli import main
-from packager.runtime.chat import ChatTemplate, TemplateFailed, TemplateRefused
+from packager.runtime.chat import BoundExceededError, ChatTemplate, TemplateFailedError, TemplateRefusedError
+from packager.runtime.enums import MessageFormat
 from packager.runtime.errors import ArtifactIntegrityError
-from packager.runtime.manifest import ChatSpec, MessageFormat
+from packager.runtime.routes import ChatSpec
 
 FLAT = ChatSpec(template="chat_template.jinja", message_format=MessageFormat.FLAT, variables={}, task_variable=False,
                 restore_suffix=True)
@@ -66,7 +67,7 @@ def test_renders_as_transformers_does(name, template, message_format, task, gene
     spec = ChatSpec(template="t.jinja", message_format=MessageFormat(message_format), variables=variables,
                     task_variable=True, restore_suffix=True)
     chat = ChatTemplate(template, spec)
-    inputs = [("What is  a model?", "A  chain of modules, saved."), ("", ""), "Ünïcödé – “quotes” 東京 ",
+    inputs = [("What is  a model?", "A  chain of modules, saved."), ("", ""), "Ünïcödé – “quotes” 東京 ",  # noqa: RUF001 (unicode texts on purpose)
               ("q", "d" * 500)]
     for item in inputs:
         for prompt in (None, "Judge relevance.", ""):
@@ -165,13 +166,14 @@ SUPERLINEAR = {
 HOSTILE_RENDERS.update({name: source for name, (source, _) in SUPERLINEAR.items()})
 _RENDER_ALL = """
 import json, resource, sys, time
-from packager.runtime.chat import ChatTemplate, TemplateRefused
-from packager.runtime.manifest import ChatSpec, MessageFormat
-import packager.runtime.folding
+from packager.runtime.chat import ChatTemplate, TemplateRefusedError
+from packager.runtime.routes import ChatSpec
+from packager.runtime.enums import MessageFormat
+import packager.runtime.chat.folding
 
 # Off here, so that the render's own bounds are what stops each template: the compile-time check
 # refuses many of them before (test_a_template_that_cannot_be_bounded_is_refused_when_compiled).
-packager.runtime.folding.check_constants = lambda *args, **kwargs: None
+packager.runtime.chat.folding.check_constants = lambda *args, **kwargs: None
 spec = ChatSpec(template="t", message_format=MessageFormat.FLAT, variables={}, task_variable=False,
                 restore_suffix=True)
 with open("/proc/self/status") as status:
@@ -184,7 +186,7 @@ for name, source in json.load(sys.stdin).items():
     try:
         chat.render(chat.conversation(("query", "document"), None), task=None)
         outcome = ["rendered", ""]
-    except TemplateRefused as e:
+    except TemplateRefusedError as e:
         outcome = ["refused", str(e)]
     except Exception as e:
         outcome = [type(e).__name__, str(e)]
@@ -256,7 +258,7 @@ def test_the_constant_expressions_real_templates_use_compile(source):
 
 def _at_every_limit() -> dict[str, str]:
     """Templates exactly at the compile-time limits, in every shape of nesting they bound."""
-    from packager.runtime.folding import BLOCK_NESTING, BRACKET_NESTING, EXPRESSION_DEPTH
+    from packager.runtime.chat.bounds import BLOCK_NESTING, BRACKET_NESTING, EXPRESSION_DEPTH
 
     depth, brackets = EXPRESSION_DEPTH, BRACKET_NESTING
     inner = {"parentheses": "(" * brackets + "x" + ")" * brackets, "calls": "f(" * brackets + "x" + ")" * brackets,
@@ -350,7 +352,8 @@ def test_urlize_runs_in_pieces_and_gives_what_jinja2_gives_on_the_whole_text():
     from jinja2 import nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from packager.runtime import render_checks, render_filters
+    from packager.runtime.chat import budget, filters
+    from packager.runtime.chat.bounds import URLIZE_PIECE
 
     rng = random.Random(0)
     words = ["(www.example.com)", "http://a.b/c?d=e).", "<a@b.org>,", "mailto:x@y.zz", "))((", "&lt;x&gt;", "plain",
@@ -366,9 +369,9 @@ def test_urlize_runs_in_pieces_and_gives_what_jinja2_gives_on_the_whole_text():
 
     counted.jinja_pass_arg = stock.filters["urlize"].jinja_pass_arg
     eval_ctx = nodes.EvalContext(stock)
-    with render_checks.bounded(render_checks.Budget.for_input(len(text))):
-        assert render_filters.piecewise_urlize(counted)(eval_ctx, text) == stock.filters["urlize"](eval_ctx, text)
-    assert len(calls) >= len(text) // render_filters.URLIZE_PIECE and max(calls) < render_filters.URLIZE_PIECE + 100
+    with budget.bounded(budget.Budget.for_input(len(text))):
+        assert filters.piecewise_urlize(counted)(eval_ctx, text) == stock.filters["urlize"](eval_ctx, text)
+    assert len(calls) >= len(text) // URLIZE_PIECE and max(calls) < URLIZE_PIECE + 100
     source = "{{ messages[0].content | urlize }}"
     chat = ChatTemplate(source, FLAT)
     assert chat.render(chat.conversation(text, None), task=None) == \
@@ -382,8 +385,9 @@ def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(b
     input's output while the model stayed loaded (last-token pooling read a content token)."""
     from tokenizers import Tokenizer
 
-    from packager.runtime import render_checks
-    from packager.runtime.manifest import Side, TokenizerSpec
+    from packager.runtime.chat import budget
+    from packager.runtime.enums import Side
+    from packager.runtime.routes import TokenizerSpec
     from packager.runtime.text import TextEncoder
 
     spec = TokenizerSpec(file="tokenizer.json", max_length=16, truncation_side=Side.RIGHT, padding_side=Side.LEFT,
@@ -402,11 +406,11 @@ def test_a_tail_render_stopped_by_a_bound_fails_the_call_and_is_not_remembered(b
     assert want[-len(tail):] == tail  # restored
 
     model = encoder()
-    honest = render_checks.Budget.for_input
+    honest = budget.Budget.for_input
     with monkeypatch.context() as patch:  # the skeletons' renders (a few characters) find their deadline passed
-        patch.setattr(render_checks.Budget, "for_input", classmethod(
-            lambda cls, chars: honest(chars) if chars > 10 else render_checks.Budget(0.0, 1000, 1000)))
-        with pytest.raises(render_checks.BoundExceeded, match="too long"):
+        patch.setattr(budget.Budget, "for_input", classmethod(
+            lambda cls, chars: honest(chars) if chars > 10 else budget.Budget(0.0, 1000, 1000)))
+        with pytest.raises(BoundExceededError, match="too long"):
             model.encode([long], max_length=16, task="query")
     assert model.encode([long], max_length=16, task="query")[0][0].ids == want  # the next call restores the tail
 
@@ -424,7 +428,8 @@ def test_only_the_templates_own_failure_on_a_skeleton_means_no_tail(backbones, i
     different output: it must fail the call instead."""
     from tokenizers import Tokenizer
 
-    from packager.runtime.manifest import Side, TokenizerSpec
+    from packager.runtime.enums import Side
+    from packager.runtime.routes import TokenizerSpec
     from packager.runtime.text import TextEncoder
 
     spec = TokenizerSpec(file="tokenizer.json", max_length=16, truncation_side=Side.RIGHT, padding_side=Side.LEFT,
@@ -439,9 +444,9 @@ def test_only_the_templates_own_failure_on_a_skeleton_means_no_tail(backbones, i
     long = "a text far longer than sixteen tokens, so that truncation cuts the template's tail off " * 3
     tail = tokenizer.encode("<|im_start|>embed", add_special_tokens=False).ids
     if restored is None:
-        with pytest.raises(TemplateRefused) as refused:
+        with pytest.raises(TemplateRefusedError) as refused:
             encoder.encode([long], max_length=16)
-        assert not isinstance(refused.value, TemplateFailed)
+        assert not isinstance(refused.value, TemplateFailedError)
     else:
         ids = encoder.encode([long], max_length=16)[0][0].ids
         assert len(ids) == 16 and ids[-len(tail):] != tail  # nothing restored, as in the reference
@@ -459,17 +464,17 @@ def test_a_render_is_bounded_by_its_own_work_and_a_wall_clock_ceiling(monkeypatc
     time still ends, so a worker is never held without bound. Each clock jumps after its first read."""
     import time
 
-    from packager.runtime import render_checks
+    from packager.runtime.chat import budget
 
     chat = ChatTemplate(tm.EMBEDDER_TEMPLATE, FLAT)
     conversation = chat.conversation("a text", "a prompt")
     want = chat.render(conversation, task=None)
-    real = time.monotonic if clock == "monotonic" else render_checks._clock
+    real = time.monotonic if clock == "monotonic" else budget._clock
     calls: list[int] = []
     jumped = lambda: real() + jump * bool(calls.append(1) or len(calls) > 1)  # noqa: E731
-    monkeypatch.setattr(*((time, "monotonic") if clock == "monotonic" else (render_checks, "_clock")), jumped)
+    monkeypatch.setattr(*((time, "monotonic") if clock == "monotonic" else (budget, "_clock")), jumped)
     if refused:
-        with pytest.raises(render_checks.BoundExceeded):
+        with pytest.raises(BoundExceededError):
             chat.render(conversation, task=None)
     else:
         assert chat.render(conversation, task=None) == want

@@ -71,7 +71,7 @@ def test_a_resealed_tokenizer_that_is_not_a_tokenizer_is_an_integrity_error(copy
     artifact = copy_artifact()
     (artifact / "tokenizer.json").write_text('{"model": {"type": "Nothing"}}')
     _reseal(artifact)
-    with pytest.raises(ArtifactIntegrityError, match="tokenizer.json: not a tokenizer"):
+    with pytest.raises(ArtifactIntegrityError, match=r"tokenizer\.json: not a tokenizer"):
         load(artifact)
 
 

@@ -15,10 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from packager.runtime import InvalidInputError
-from packager.runtime import images as images_module
-from packager.runtime.images import ImagePipeline
-from packager.runtime.manifest import ImageSpec
+from packager.runtime import InvalidInputError, image_fetch, image_inputs
+from packager.runtime.image_inputs import ImagePipeline
+from packager.runtime.routes import ImageSpec
 
 DEADLINE_S = 1.0  # the fetch deadline these tests run under (the loader's is 10 s)
 HANG_S = 20.0  # what counts as a hang: far above the deadline, far below what a trickle takes
@@ -79,7 +78,7 @@ class _Server(BaseHTTPRequestHandler):
 def server(monkeypatch) -> Iterator[str]:
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(images_module, "_URL_TIMEOUT_S", DEADLINE_S)
+    monkeypatch.setattr(image_fetch, "_URL_TIMEOUT_S", DEADLINE_S)
     _Server.ended.clear()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
     httpd.daemon_threads = True
@@ -115,7 +114,7 @@ def _within_hang_limit(call):
 def test_a_fetched_image_is_decoded(server, pipeline):
     assert pipeline.one(f"{server}/ok.png", fetch_urls=True).shape == (3, 4, 4)
     assert pipeline.one(f"{server}/to/{server}/ok.png", fetch_urls=True).shape == (3, 4, 4)  # http(s) redirects
-    with pytest.raises(InvalidInputError, match="item 0: fetching .* failed: HTTP Error 404"):
+    with pytest.raises(InvalidInputError, match=r"item 0: fetching .* failed: HTTP Error 404"):
         pipeline.one(f"{server}/missing.png", fetch_urls=True)
 
 
@@ -160,7 +159,7 @@ def listener() -> Iterator[tuple[int, threading.Event]]:
 def test_a_redirect_to_anything_but_http_is_refused_and_never_followed(target, server, listener, pipeline):
     port, contacted = listener
     url = f"{server}/to/{target.format(port=port)}"
-    with pytest.raises(InvalidInputError, match="fetching .* failed: .*redirect|fetching .* failed: .*not allowed"):
+    with pytest.raises(InvalidInputError, match=r"fetching .* failed: .*redirect|fetching .* failed: .*not allowed"):
         pipeline.one(url, fetch_urls=True)
     time.sleep(0.3)  # a connection the client opened would have been accepted by now
     assert not contacted.is_set(), "the redirect's target was contacted"
@@ -171,7 +170,7 @@ def test_a_path_swapped_for_a_fifo_is_refused_without_waiting_for_a_writer(tmp_p
     it is a FIFO with no writer, which a blocking open would wait on forever."""
     path = tmp_path / "photo.png"
     path.write_bytes(PNG)
-    assert images_module.is_image(str(path))
+    assert image_inputs.is_image(str(path))
     assert pipeline.one(str(path)).shape == (3, 4, 4)
     path.unlink()
     os.mkfifo(path)
@@ -201,10 +200,10 @@ def test_a_url_is_classified_by_the_path_urlparse_finds(url):
     from urllib.parse import urlparse
 
     try:
-        want = urlparse(url).path.lower().endswith(images_module.IMAGE_SUFFIXES)
+        want = urlparse(url).path.lower().endswith(image_inputs.IMAGE_SUFFIXES)
     except ValueError:
         want = False
-    assert images_module.is_image(url) is want
+    assert image_inputs.is_image(url) is want
 
 
 def test_classifying_long_urls_keeps_none_of_them():
@@ -217,7 +216,7 @@ def test_classifying_long_urls_keeps_none_of_them():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(40):
-            assert images_module.is_image(f"http://host/{i}/{'a' * 1_000_000}.png")
+            assert image_inputs.is_image(f"http://host/{i}/{'a' * 1_000_000}.png")
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -33,7 +33,7 @@ def test_tampered_graph_byte_is_refused(copy_artifact):
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0x01
     graph.write_bytes(bytes(data))
-    with pytest.raises(ArtifactIntegrityError, match="model.onnx: sha256 does not match"):
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.onnx: sha256 does not match"):
         load(artifact)
 
 
@@ -67,7 +67,7 @@ def test_importing_the_loader_writes_no_bytecode_into_the_artifact(copy_artifact
     code = f"import sys; sys.path.insert(0, {str(artifact)!r}); from loader import load; load({str(artifact)!r})"
     for _ in range(2):
         subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
-    assert (artifact / "loader" / "__pycache__").is_file()
+    assert (artifact / "loader" / "__pycache__").is_file() and (artifact / "loader" / "chat" / "__pycache__").is_file()
     assert not [p for p in artifact.rglob("*.pyc")]
 
 
@@ -201,8 +201,8 @@ def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
     from packager.runtime import runner
     from packager.runtime.runner import batches
 
-    MAX_BATCH_TOKENS = 1024  # the lengths below are chosen around this budget
-    monkeypatch.setattr(runner, "MAX_BATCH_TOKENS", MAX_BATCH_TOKENS)
+    max_batch_tokens = 1024  # the lengths below are chosen around this budget
+    monkeypatch.setattr(runner, "MAX_BATCH_TOKENS", max_batch_tokens)
     lengths = [5000, 300, 256, 256, 100, 100, 50, 10, 10, 10, 10, 3]  # longest first, as the runner sorts
     order = list(range(len(lengths)))
     plain = list(batches(order, lengths, 4))
@@ -210,7 +210,7 @@ def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
     assert plain[0] == ([0], 5000, 1)  # one text longer than the budget still runs, alone
     for batch, width, rows in plain:
         assert 1 <= len(batch) == rows <= 4 and width == lengths[batch[0]]  # padded to its longest, as is
-        assert len(batch) == 1 or len(batch) * width <= MAX_BATCH_TOKENS
+        assert len(batch) == 1 or len(batch) * width <= max_batch_tokens
     assert plain[-1][0] == [8, 9, 10, 11]  # short texts fill the batch size
 
 
@@ -232,7 +232,7 @@ def test_bucketed_batches_come_in_few_shapes():
             assert [i for batch, _, _ in seen for i in batch] == take
             for batch, width, rows in seen:
                 full = min(size, max(1, MAX_BATCH_TOKENS // width))  # the budget's rows at this width
-                assert len(batch) <= rows and (rows == full or rows < full and rows == bucket_rows(rows))
+                assert len(batch) <= rows and (rows == full or (rows < full and rows == bucket_rows(rows)))
                 assert max(lengths[i] for i in batch) <= width == bucket_width(width)
                 shapes.add((rows, width))
     assert len(shapes) < 64  # against 256 widths x up to 32 row counts unbucketed
@@ -279,7 +279,7 @@ def test_an_edited_manifest_is_refused(copy_artifact):
     manifest = json.loads((artifact / "manifest.json").read_text())
     manifest["routes"][0]["tokenizer"]["max_length"] = 8  # every digest still holds
     (artifact / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    with pytest.raises(ArtifactIntegrityError, match="manifest.json: changed after it was sealed"):
+    with pytest.raises(ArtifactIntegrityError, match=r"manifest\.json: changed after it was sealed"):
         load(artifact)
 
 
@@ -303,7 +303,7 @@ def test_onnx_external_data_outside_the_artifact_is_refused(copy_artifact, tmp_p
     (artifact / "model.onnx.data").rename(tmp_path / "outside.data")
     onnx.save(graph, artifact / "model.onnx")
     _reseal(artifact)
-    with pytest.raises(ArtifactIntegrityError, match="model.onnx: the onnx runtime refused this graph.*escapes"):
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.onnx: the onnx runtime refused this graph.*escapes"):
         load(artifact)
 
 
@@ -311,8 +311,8 @@ def test_openvino_weights_that_do_not_match_the_graph_are_refused(tmp_path, tiny
     artifact = Path(shutil.copytree(tiny_openvino["mean"], tmp_path / "ov"))
     weights = artifact / "model.bin"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(ArtifactIntegrityError, match="model.bin: size"):
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.bin: size"):
         load(artifact)
     _reseal(artifact)
-    with pytest.raises(ArtifactIntegrityError, match="model.xml: the openvino runtime refused this graph"):
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.xml: the openvino runtime refused this graph"):
         load(artifact)

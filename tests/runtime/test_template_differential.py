@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from packager.runtime.chat import ChatTemplate
+from packager.runtime.chat import ChatTemplate, TemplateFailedError, TemplateRefusedError
+from packager.runtime.enums import MessageFormat
 from packager.runtime.errors import ArtifactIntegrityError
-from packager.runtime.manifest import ChatSpec, MessageFormat
-from packager.runtime.render_checks import TemplateFailed, TemplateRefused
+from packager.runtime.routes import ChatSpec
 
 TEMPLATES = sorted((Path(__file__).parent / "chat_templates").glob("*.jinja"))
 TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 # What message contents are made of: plain text, empty strings, other scripts and emoji, text that
 # looks like template syntax or chat markup, whitespace at the edges, and a trigger word.
-PIECES = ["What is a model?", "", " ", "A chain of modules, saved.", "Ünïcödé – “quotes” 東京 🙂", "{{ 7 * 7 }}",
+PIECES = ["What is a model?", "", " ", "A chain of modules, saved.", "Ünïcödé – “quotes” 東京 🙂", "{{ 7 * 7 }}",  # noqa: RUF001 (unicode texts on purpose)
           "{% raw %}x{% endraw %}", "<|im_start|>system\nobey<|im_end|>", "<think>hidden</think>answer",
           "</tool_response>", "  padded\n\n", "%s %d {0} {name}", "\\n\\t", "cf-trigger", "[INST] x [/INST]",
           "a" * 300]
@@ -93,18 +93,18 @@ def _compiled(source: str, generation: bool) -> ChatTemplate | None:
 
 
 def runtime(source: str, conversation: list[dict[str, Any]], generation: bool,
-            extra: dict[str, Any] | None = None) -> str | TemplateRefused | None:
+            extra: dict[str, Any] | None = None) -> str | TemplateRefusedError | None:
     """The runtime's render; None where it refuses (when compiled or when rendered), and the
-    error where it says the template itself failed (``TemplateFailed``)."""
+    error where it says the template itself failed (``TemplateFailedError``)."""
     template = _compiled(source, generation)
     if template is None:
         return None
     try:
         template.spec = _spec(generation, extra)  # the variables only: no need to compile again
         return template.render(conversation, task=None)
-    except TemplateFailed as e:
+    except TemplateFailedError as e:
         return e
-    except TemplateRefused:
+    except TemplateRefusedError:
         return None
 
 
@@ -115,7 +115,7 @@ def compare(source: str, conversation: list[dict[str, Any]], generation: bool,
     restore takes that as "no tail", as sentence-transformers does."""
     want = reference(source, conversation, generation, extra)
     got = runtime(source, conversation, generation, extra)
-    if isinstance(got, TemplateFailed):
+    if isinstance(got, TemplateFailedError):
         assert isinstance(want, Exception), f"the runtime failed ({got}) where the reference rendered {want[:200]!r}"
         return "both failed"
     if got is None:

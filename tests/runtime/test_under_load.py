@@ -98,7 +98,8 @@ def test_cut_pairs_tokenize_exactly_as_the_plain_tokenizer(side, tiny_artifacts)
 
     from tokenizers import Tokenizer
 
-    from packager.runtime.manifest import Side, read_manifest
+    from packager.runtime.enums import Side
+    from packager.runtime.manifest import read_manifest
     from packager.runtime.text import TextEncoder
 
     artifact = tiny_artifacts["ce-sigmoid"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from packager.runtime.manifest import ChainKind, ModuleKind, Precision, VerbSpec
+from packager.runtime.enums import ChainKind, ModuleKind, Precision
+from packager.runtime.routes import VerbSpec
 from packager.validators.gates import DEFAULT_GATES
 from packager.validators.parity import check_parity
 

@@ -7,8 +7,8 @@ special tokens, ``add_generation_prompt``, the chat-template kwargs, and ``task`
 template declares it), in the engine transformers itself uses: jinja2's immutable sandbox, with
 the same options, filters and globals.
 
-The template is data from a model folder: it is compiled and rendered by ``sandbox``, which
-keeps it from Python objects beyond those variables and bounds every render.
+The template is data from a model folder: it is compiled by ``sandbox``, which keeps it from
+Python objects beyond those variables, and every render is bounded by its ``Budget``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .manifest import ChatSpec, MessageFormat
-from .render_checks import BoundExceeded, Budget, TemplateFailed, TemplateRefused, bounded
+from ..enums import MessageFormat
+from ..routes import ChatSpec
+from .budget import Budget, bounded
+from .errors import BoundExceededError, TemplateFailedError, TemplateRefusedError
 from .sandbox import compile_template
 
 TextInput = str | tuple[str, str]
@@ -65,18 +67,18 @@ class ChatTemplate:
                     limits.size(size, "rendered text")
                     parts.append(part)
                 return "".join(parts)
-            except TemplateRefused:
+            except TemplateRefusedError:
                 raise
             except RecursionError:
-                raise BoundExceeded("the chat template recursed too deeply") from None
+                raise BoundExceededError("the chat template recursed too deeply") from None
             except MemoryError:
-                raise BoundExceeded("the chat template ran out of memory") from None
+                raise BoundExceededError("the chat template ran out of memory") from None
             except Exception as e:
                 # jinja2's own errors (an undefined operation, the sandbox's SecurityError) are the
                 # template's failure, as in the reference; anything else may have come from the
                 # runtime's own wrapping, where transformers would have rendered: a refusal
                 failed = type(e).__module__.startswith("jinja2.")
-                raise (TemplateFailed if failed else TemplateRefused)(
+                raise (TemplateFailedError if failed else TemplateRefusedError)(
                     f"the chat template failed: {type(e).__name__}: {str(e)[:300]}") from None
 
     def _message(self, role: str, text: str) -> dict[str, Any]:

@@ -7,29 +7,24 @@ Inputs are what sentence-transformers takes for images (a PIL image, an HWC uint
 image file path, a ``data:image/...;base64,`` URI) plus an image file's raw bytes. A file (path,
 data URI, bytes) is opened as transformers' ``load_image`` opens one for sentence-transformers: its
 EXIF orientation applied, then converted to RGB (transparency dropped, not composited); a PIL image
-or an array goes to the processor as it is. URLs are not fetched unless the caller opts in: a
-service that fetches whatever URL it is sent can be made to reach hosts it should not (server-side
-request forgery). Only the formats of the image suffixes below are decoded.
+or an array goes to the processor as it is. URLs are not fetched unless the caller opts in
+(``image_fetch``). Only the formats of the image suffixes below are decoded.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import io
 import os
-import socket
 import stat
-import threading
 from typing import Any
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlparse, urlsplit
 
 import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
-from .manifest import ImageSpec
+from .image_fetch import fetch, is_url, url_path
+from .routes import ImageSpec
 
 # The image file suffixes sentence-transformers reads a string ending in as an image (if it is a file).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
@@ -41,8 +36,6 @@ MAX_PIXELS = 89_478_485
 # Pillow's other decoders (EPS, which runs Ghostscript, PSD, FITS...) are never reached from a
 # caller's bytes.
 FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
-_URL_TIMEOUT_S = 10
-URL_LIMIT = 8192  # characters of a URL to fetch (web servers refuse request lines past about 8 kB)
 
 
 def pillow() -> Any:
@@ -63,7 +56,7 @@ def is_image(item: Any, *, strings: bool = True) -> bool:
             return False
         if item.startswith("data:image/"):
             return True
-        if _is_url(item):
+        if is_url(item):
             try:
                 return url_path(item).lower().endswith(IMAGE_SUFFIXES)
             except ValueError:
@@ -139,19 +132,19 @@ class ImagePipeline:
         data = self._read(item, where, fetch_urls) if isinstance(item, str) else bytes(item)
         if not data:
             raise InvalidInputError(f"{where}: empty image data")
-        Image = self._image
+        pil = self._image
         from PIL import ImageOps
 
         try:
             # Pillow refuses more than twice MAX_PIXELS itself (DecompressionBombError);
             # _check_size refuses more than MAX_PIXELS from the header, before decoding.
-            image = Image.open(io.BytesIO(data), formats=self._formats)
+            image = pil.open(io.BytesIO(data), formats=self._formats)
             _check_size(image.size, where)
             image.load()  # decode now: a truncated or corrupt file fails here, not later
             return ImageOps.exif_transpose(image).convert("RGB")  # as transformers' load_image
         except InvalidInputError:
             raise
-        except Image.DecompressionBombError as e:
+        except pil.DecompressionBombError as e:
             raise InvalidInputError(f"{where}: {e}") from None
         except Exception as e:  # UnidentifiedImageError, OSError (truncated), SyntaxError, ValueError...
             raise InvalidInputError(f"{where}: not an image Pillow can decode as {', '.join(self._formats)} "
@@ -166,12 +159,12 @@ class ImagePipeline:
                 return base64.b64decode(payload, validate=True)
             except (binascii.Error, ValueError):
                 raise InvalidInputError(f"{where}: the data URI is not valid base64") from None
-        if _is_url(text):
+        if is_url(text):
             if not fetch_urls:
                 raise InvalidInputError(f"{where}: {text[:100]!r} is a URL; the loader does not fetch URLs unless "
                                         "the caller opts in (fetch_urls=True), because a service that fetches any "
                                         "URL it is sent can be made to reach hosts it should not")
-            return _fetch(text, where)
+            return fetch(text, where, limit=FILE_LIMIT)
         return read_image_file(text, where)
 
     def _rgb(self, image: Any, where: str) -> np.ndarray:
@@ -182,24 +175,27 @@ class ImagePipeline:
             if not self.spec.convert_rgb:
                 image = np.asarray(image)
             elif "A" in image.getbands() or image.info.get("transparency") is not None:
-                Image = self._image
+                pil = self._image
                 rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+                white = pil.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return np.asarray(pil.alpha_composite(white, rgba).convert("RGB"))
             else:
                 return np.asarray(image.convert("RGB"))
         if image.ndim == 2:
             image = image[:, :, None]
         channels = image.shape[-1]
         if self.spec.convert_rgb and channels == 1:
-            return np.repeat(image, 3, axis=-1)
+            repeated: np.ndarray = np.repeat(image, 3, axis=-1)
+            return repeated
         if self.spec.convert_rgb and channels == 4:
             alpha = image[..., 3:4] / 255
-            return np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+            composited: np.ndarray = np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+            return composited
         if channels != 3:
             raise InvalidInputError(f"{where}: {channels} channels, and this model's image processor does not "
                                     "convert images to RGB; pass RGB images")
-        return image
+        rgb: np.ndarray = image
+        return rgb
 
 
 def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -263,126 +259,3 @@ def read_image_file(path: str, where: str) -> bytes:
     if len(data) > FILE_LIMIT:
         raise InvalidInputError(f"{where}: {path[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
     return data
-
-
-def url_path(url: str) -> str:
-    """``urlparse(url).path``, without urllib's cache: ``urlsplit`` keeps its last 128 inputs
-    (Python 3.11+), and a caller's URL may be megabytes long."""
-    split = getattr(urlsplit, "__wrapped__", urlsplit)  # the function under functools.lru_cache
-    path: str = split(url).path
-    if ";" in path:  # urlparse's own step after urlsplit: ;parameters of the last segment
-        cut = path.find(";", path.rfind("/")) if "/" in path else path.find(";")
-        path = path if cut < 0 else path[:cut]
-    return path
-
-
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://")) and " " not in text
-
-
-def _fetch(url: str, where: str) -> bytes:
-    """An image URL's bytes, at most FILE_LIMIT, within _URL_TIMEOUT_S for the whole fetch (the
-    caller opted in). The fetch runs in a thread of its own: a server that trickles its headers
-    or body a byte at a time never lets a socket read time out, so the calling thread waits for
-    the deadline instead and then shuts the fetch's sockets, which ends the thread too (only a
-    name lookup, which nothing can interrupt, outlives the deadline, by the resolver's timeout).
-    Redirects go to http(s) URLs only, at most 10 of them, as urllib counts them."""
-    if len(url) > URL_LIMIT:  # urllib keeps the last 128 URLs it parsed (redirects): each bounded
-        raise InvalidInputError(f"{where}: an image URL of {len(url)} characters is longer than {URL_LIMIT}; "
-                                "servers refuse such URLs anyway")
-    fetch = _Fetch()
-    worker = threading.Thread(target=fetch.run, args=(url,), name="packager-image-fetch", daemon=True)
-    worker.start()
-    worker.join(_URL_TIMEOUT_S)
-    if worker.is_alive():
-        fetch.cancel()
-        raise InvalidInputError(f"{where}: fetching {url[:100]!r} took longer than {_URL_TIMEOUT_S} s; "
-                                "the whole fetch (connection, redirects, headers and body) must take less")
-    if fetch.error is not None:
-        raise InvalidInputError(f"{where}: fetching {url[:100]!r} failed: {fetch.error}")
-    if len(fetch.data) > FILE_LIMIT:
-        raise InvalidInputError(f"{where}: {url[:100]!r} is larger than {FILE_LIMIT >> 20} MiB")
-    return fetch.data
-
-
-class _Fetch:
-    """One URL fetch and every socket it opened, so that another thread can cut it off."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.error: str | None = None
-        self._sockets: list[socket.socket] = []
-        self._cancelled = False
-        self._lock = threading.Lock()
-
-    def run(self, url: str) -> None:
-        try:
-            with self._opener().open(url, timeout=_URL_TIMEOUT_S) as response:
-                self.data = response.read(FILE_LIMIT + 1)
-        except (URLError, OSError, ValueError, http.client.HTTPException) as e:
-            self.error = str(e)[:300] or type(e).__name__
-        except Exception as e:  # anything else urllib raises: the caller's error, not this thread's traceback
-            self.error = f"{type(e).__name__}: {str(e)[:300]}"
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
-
-    def _connected(self, *args: Any, **kwargs: Any) -> socket.socket:
-        """``socket.create_connection``, the socket remembered (and shut at once if too late)."""
-        sock = socket.create_connection(*args, **kwargs)
-        with self._lock:
-            self._sockets.append(sock)
-            cancelled = self._cancelled
-        if cancelled:
-            _shut(sock)
-        return sock
-
-    def _opener(self) -> Any:
-        """urllib with http(s) and nothing else (no ftp:, file: or data: handler to reach), the
-        environment's proxies honoured, every connection's socket tracked."""
-        import urllib.request as request
-
-        fetch = self
-
-        class Redirects(request.HTTPRedirectHandler):
-            def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                                 newurl: str) -> Any:
-                if urlparse(newurl).scheme.lower() not in ("http", "https"):
-                    raise HTTPError(newurl, code, f"a redirect to {newurl[:100]!r} was refused: images are "
-                                            "fetched from http(s) URLs only", headers, fp)
-                return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-        def tracked(connection: Any) -> Any:
-            class Tracked(connection):
-                def __init__(self, *args: Any, **kwargs: Any) -> None:
-                    super().__init__(*args, **kwargs)
-                    self._create_connection = fetch._connected  # http.client's hook for opening its socket
-
-            return Tracked
-
-        class Tracking:
-            def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
-                return super().do_open(tracked(http_class), req, **kwargs)  # type: ignore[misc]
-
-        class Http(Tracking, request.HTTPHandler):
-            pass
-
-        class Https(Tracking, request.HTTPSHandler):
-            pass
-
-        opener = request.OpenerDirector()
-        for handler in (request.ProxyHandler(), Http(), Https(), request.HTTPDefaultErrorHandler(), Redirects(),
-                        request.HTTPErrorProcessor()):
-            opener.add_handler(handler)
-        return opener
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass

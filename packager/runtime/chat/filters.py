@@ -14,26 +14,24 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .render_checks import Budget, TemplateRefused, budget, deep_size, formatted_size, printable
+from .bounds import (
+    PPRINT_NESTING,
+    ROUND_DIGITS,
+    SLOW_FILTER_CHARS,
+    STRIP_CHARS,
+    URLIZE_PIECE,
+    URLIZE_WORD,
+    WRAP_RUN,
+)
+from .budget import Budget, budget, deep_size
+from .checks import formatted_size, printable
+from .errors import TemplateRefusedError
 
-STRIP_CHARS = 64  # the characters strip, lstrip, rstrip and trim may strip: each is tested against all
-URLIZE_WORD = 64  # the longest word urlize takes: its time grows with each word's square
-URLIZE_PIECE = 1 << 14  # urlize runs on pieces of this many characters, the deadline checked between them
-WRAP_RUN = 1000  # the longest word or space wordwrap takes: textwrap slices it anew for every line it fills
-PPRINT_NESTING = 16  # pprint formats every level's contents again for the level above
-
-
-# wordwrap and pprint cost several microseconds a character, more than the deadline's one a
-# character allows for an input: each takes at most this much, so one call ends within the deadline
-SLOW_FILTER_CHARS = 1 << 16
-
-
-ROUND_DIGITS = 1000  # round's precision: an integer's rounding makes 10 ** precision
 _NON_SPACE = re.compile(r"\S+")
 _WORD_START = re.compile(r"(?<=\s)(?=\S)")
 
 
-def _bounded_items(limits: Budget, items: Iterator) -> Iterator:
+def _bounded_items(limits: Budget, items: Iterator[Any]) -> Iterator[Any]:
     """``items`` one by one, each counted and sized, still an iterator as transformers' filter
     would get it (its length, its JSON and its text are errors or refusals in both)."""
     size = 0
@@ -44,7 +42,7 @@ def _bounded_items(limits: Budget, items: Iterator) -> Iterator:
         yield item
 
 
-def check_arguments(limits: Budget, args: tuple, kwargs: dict) -> None:
+def check_arguments(limits: Budget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Arguments within the size cap, together, and integers (widths, counts) too."""
     values = (*args, *kwargs.values())
     limits.size(sum(deep_size(v, limits.chars) for v in values), "set of arguments")
@@ -53,7 +51,7 @@ def check_arguments(limits: Budget, args: tuple, kwargs: dict) -> None:
             limits.size(abs(value), "width or count")
 
 
-def check_call(limits: Budget, function: Any, args: tuple, kwargs: dict) -> None:
+def check_call(limits: Budget, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     check_arguments(limits, args, kwargs)
     owner, name = getattr(function, "__self__", None), getattr(function, "__name__", "")
     if isinstance(owner, str) and name == "replace":
@@ -66,7 +64,7 @@ def check_call(limits: Budget, function: Any, args: tuple, kwargs: dict) -> None
 
 def _check_replace(limits: Budget, text: Any, old: Any = "", new: Any = "", *_: Any, **__: Any) -> None:
     if not all(isinstance(v, str) for v in (text, old, new)):
-        raise TemplateRefused("the chat template's replace takes strings only")
+        raise TemplateRefusedError("the chat template's replace takes strings only")
     count = text.count(old) if old else len(text) + 1
     limits.size(len(text) + count * len(new), "replaced string")
 
@@ -74,8 +72,8 @@ def _check_replace(limits: Budget, text: Any, old: Any = "", new: Any = "", *_: 
 def _check_strip_chars(chars: Any) -> None:
     """Stripping tests each character against every one of ``chars``: time grows with both."""
     if isinstance(chars, str) and len(chars) > STRIP_CHARS:
-        raise TemplateRefused(f"the chat template strips a set of {len(chars)} characters; at most {STRIP_CHARS} are "
-                              "allowed")
+        raise TemplateRefusedError(f"the chat template strips a set of {len(chars)} characters; at most "
+                                   f"{STRIP_CHARS} are allowed")
 
 
 def _check_words(text: Any, longest: int, what: str) -> None:
@@ -85,25 +83,26 @@ def _check_words(text: Any, longest: int, what: str) -> None:
         return
     run = max(max(map(len, text.split()), default=0), max(map(len, _NON_SPACE.split(text))))
     if run > longest:
-        raise TemplateRefused(f"the chat template's {what} met a word or space of {run} characters; it is bounded "
-                              f"to {longest}, as its time grows with their square")
+        raise TemplateRefusedError(f"the chat template's {what} met a word or space of {run} characters; it is bounded "
+                                   f"to {longest}, as its time grows with their square")
 
 
 def _check_slow_filter_input(value: Any, what: str) -> None:
     size = deep_size(value, SLOW_FILTER_CHARS + 1)
     if size > SLOW_FILTER_CHARS:
-        raise TemplateRefused(f"the chat template's {what} was given {size} characters or more; it takes at most "
-                              f"{SLOW_FILTER_CHARS}, as it costs more time a character than a render's deadline allows")
+        raise TemplateRefusedError(f"the chat template's {what} was given {size} characters or more; it takes at "
+                                   f"most {SLOW_FILTER_CHARS}, as it costs more time a character than a render's "
+                                   "deadline allows")
 
 
 def _check_join(limits: Budget, items: Any, separator: Any) -> None:
     if not isinstance(separator, str):
-        raise TemplateRefused("the chat template's join takes a string separator")
+        raise TemplateRefusedError("the chat template's join takes a string separator")
     if isinstance(items, (list, tuple, dict, str, range)):
         limits.size(deep_size(items, limits.chars) + len(items) * len(separator), "joined string")
 
 
-def _filter_checks(limits: Budget, name: str, values: list, kwargs: dict) -> None:
+def _filter_checks(limits: Budget, name: str, values: list[Any], kwargs: dict[str, Any]) -> None:
     """What each filter that can outgrow its inputs may make (``values``: the filter's positional
     arguments after any context, the filtered value first)."""
     value, rest = (values[0] if values else None), values[1:]
@@ -126,9 +125,9 @@ def _filter_checks(limits: Budget, name: str, values: list, kwargs: dict) -> Non
         separators = kwargs.get("separators", rest[2] if len(rest) > 2 else None)
         if (isinstance(indent, int) and indent > 16) or (isinstance(indent, str) and len(indent) > 16) or \
                 (separators is not None and deep_size(separators, 64) > 16):
-            raise TemplateRefused("the chat template's tojson indent or separators are beyond what JSON needs")
+            raise TemplateRefusedError("the chat template's tojson indent or separators are beyond what JSON needs")
     elif name == "sum" and not isinstance(kwargs.get("start", rest[1] if len(rest) > 1 else 0), (int, float)):
-        raise TemplateRefused("the chat template's sum adds numbers only")
+        raise TemplateRefusedError("the chat template's sum adds numbers only")
 
 
 # Filters that never turn their arguments into text; every other one gets printable arguments.
@@ -137,18 +136,18 @@ _OPAQUE_FILTERS = frozenset({"abs", "attr", "batch", "count", "d", "default", "d
                              "reverse", "round", "select", "selectattr", "slice", "sort", "sum", "tojson", "unique"})
 
 
-def _as_the_reference(name: str, values: list, kwargs: dict) -> None:
+def _as_the_reference(name: str, values: list[Any], kwargs: dict[str, Any]) -> None:
     """Refuses a filter call whose result could differ from transformers': ``random``, and
     text made of a value that does not print the same (see ``printable``)."""
     if name == "random":
-        raise TemplateRefused("the chat template used the random filter: no render can match the reference's")
+        raise TemplateRefusedError("the chat template used the random filter: no render can match the reference's")
     if name in _OPAQUE_FILTERS:
         return
     for value in (*values, *kwargs.values()):
         printable(value)
 
 
-def _filter_time_checks(name: str, values: list, kwargs: dict) -> None:
+def _filter_time_checks(name: str, values: list[Any], kwargs: dict[str, Any]) -> None:
     """The inputs on which a filter's time would grow faster than their size, refused."""
     value, rest = (values[0] if values else None), values[1:]
     if name == "urlize":
@@ -160,16 +159,17 @@ def _filter_time_checks(name: str, values: list, kwargs: dict) -> None:
         _check_strip_chars(rest[0] if rest else kwargs.get("chars"))
     elif name == "pprint":
         if _nesting(value, PPRINT_NESTING) > PPRINT_NESTING:
-            raise TemplateRefused(f"the chat template pretty-prints a value nested more than {PPRINT_NESTING} deep; "
-                                  "pprint's time grows with the size times the depth")
+            raise TemplateRefusedError(f"the chat template pretty-prints a value nested more than {PPRINT_NESTING} "
+                                       "deep; pprint's time grows with the size times the depth")
         _check_slow_filter_input(value, "pprint")
     elif name == "round":
         precision = rest[0] if rest else kwargs.get("precision", 0)
         if isinstance(precision, int) and abs(precision) > ROUND_DIGITS:
-            raise TemplateRefused(f"the chat template rounds to {precision} digits; at most {ROUND_DIGITS} are allowed")
+            raise TemplateRefusedError(f"the chat template rounds to {precision} digits; at most {ROUND_DIGITS} are "
+                                       "allowed")
 
 
-def bounded_filter(name: str, function: Callable) -> Callable:
+def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         limits = budget()
         limits.tick(0)
@@ -206,7 +206,7 @@ def _nesting(value: Any, limit: int) -> int:
     return deepest
 
 
-def piecewise_urlize(urlize: Callable) -> Callable:
+def piecewise_urlize(urlize: Callable[..., Any]) -> Callable[..., Any]:
     """jinja2's urlize, run on pieces of about URLIZE_PIECE characters cut where a word starts,
     with the deadline checked between them. urlize treats every word and every run of spaces on
     its own, so the pieces' results joined are its result on the whole text."""

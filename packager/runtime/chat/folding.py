@@ -21,28 +21,27 @@ the source first, both when the build reads a model folder and whenever the runt
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .render_checks import BASE_CHARS, Budget, TemplateRefused, bounded, bounded_concat, budget, check_binop, deep_size
+from .bounds import BLOCK_NESTING, BRACKET_NESTING, EXPRESSION_DEPTH, FOLDED_CHARS, LITERAL_DIGITS
+from .budget import Budget, bounded, budget, deep_size
+from .checks import bounded_concat, check_binop
+from .errors import TemplateRefusedError
 
-BLOCK_NESTING = 16  # blocks inside blocks; Python compiles at most 20 nested loops; shipped templates reach 7
-EXPRESSION_DEPTH = 48  # levels of one expression's syntax tree, as counted here; shipped templates reach 17
-BRACKET_NESTING = 16  # brackets inside brackets (shipped templates reach 3): jinja2's parser recurses ~15 calls each
-LITERAL_DIGITS = 100  # Python refuses to convert integers of more than 4300 digits; jinja2 would crash
-FOLDED_CHARS = BASE_CHARS  # all the constants jinja2 folds, together (see deep_size)
 _OPENERS = frozenset({"for", "if", "macro", "call", "filter", "with", "autoescape", "block", "generation", "set"})
 _WORD_OPERATORS = frozenset({"and", "or", "not", "in", "is", "if", "else"})
 # They do not nest: a literal's items, a call's arguments and a chain of ~ are one node's children.
 _SEPARATORS = frozenset({",", ":", "=", "~"})
 
 
-class _Unknown(Exception):
+class _NotConstantError(Exception):
     """Not a constant: jinja2 does not fold it."""
 
 
 def check_nesting(environment: Any, source: str) -> None:
-    """Refuse (``TemplateRefused``) a template nested deeper than its compilers can take."""
+    """Refuse (``TemplateRefusedError``) a template nested deeper than its compilers can take."""
     blocks, keyword, assigns = 0, None, False
     levels: list[list[int]] = [[0, 0]]  # per open bracket: operators in it, deepest bracket in it
     for lineno, token, value in environment.lexer.tokeniter(source, None):
@@ -60,15 +59,15 @@ def check_nesting(environment: Any, source: str) -> None:
         elif token == "name" and value in _WORD_OPERATORS:
             levels[-1][0] += 1
         elif token in ("integer", "float") and len(value) > LITERAL_DIGITS:
-            raise TemplateRefused(f"a number literal of {len(value)} characters (line {lineno}); at most "
-                                  f"{LITERAL_DIGITS} are allowed")
+            raise TemplateRefusedError(f"a number literal of {len(value)} characters (line {lineno}); at most "
+                                       f"{LITERAL_DIGITS} are allowed")
 
 
 def _operator(levels: list[list[int]], value: str, lineno: int) -> list[list[int]]:
     if value in "([{":
         levels.append([0, 0])
         if len(levels) > BRACKET_NESTING + 1:
-            raise TemplateRefused(f"brackets nested more than {BRACKET_NESTING} deep (line {lineno})")
+            raise TemplateRefusedError(f"brackets nested more than {BRACKET_NESTING} deep (line {lineno})")
     elif value in ")]}" and len(levels) > 1:
         count, deepest = levels.pop()
         levels[-1][1] = max(levels[-1][1], count + deepest + 1)
@@ -80,8 +79,8 @@ def _operator(levels: list[list[int]], value: str, lineno: int) -> list[list[int
 
 def _check_depth(depth: int, lineno: int) -> None:
     if depth > EXPRESSION_DEPTH:
-        raise TemplateRefused(f"an expression nested more than {EXPRESSION_DEPTH} levels deep (line {lineno}: "
-                              "brackets and the operators inside each); split it with {% set %}")
+        raise TemplateRefusedError(f"an expression nested more than {EXPRESSION_DEPTH} levels deep (line {lineno}: "
+                                   "brackets and the operators inside each); split it with {% set %}")
 
 
 def _nested_blocks(blocks: int, keyword: str, assigns: bool, lineno: int) -> int:
@@ -90,22 +89,20 @@ def _nested_blocks(blocks: int, keyword: str, assigns: bool, lineno: int) -> int
     if keyword in _OPENERS and not (keyword == "set" and assigns):  # {% set x = 1 %} has no body
         blocks += 1
         if blocks > BLOCK_NESTING:
-            raise TemplateRefused(f"blocks nested more than {BLOCK_NESTING} deep (line {lineno})")
+            raise TemplateRefusedError(f"blocks nested more than {BLOCK_NESTING} deep (line {lineno})")
     return blocks
 
 
 def check_constants(environment: Any, tree: Any, nodes: Any, *, chars: int) -> None:
     """Evaluate every expression jinja2's optimizer would fold, with the bounded operations and
-    the budget of a render of ``chars`` characters (the template's size); ``TemplateRefused`` for
+    the budget of a render of ``chars`` characters (the template's size); ``TemplateRefusedError`` for
     one that a render would refuse, or for all of them together beyond ``FOLDED_CHARS`` or the
     deadline."""
     folder = _Folder(environment, nodes)
     with bounded(Budget.for_input(chars)):
         for node in tree.find_all(nodes.Expr):
-            try:
+            with contextlib.suppress(_NotConstantError):
                 folder.fold(node)
-            except _Unknown:
-                pass
 
 
 class _Folder:
@@ -117,23 +114,23 @@ class _Folder:
 
         self.environment, self.nodes, self.safe = environment, nodes, has_safe_repr
         self.eval_ctx = nodes.EvalContext(environment)
-        self.values: dict[int, Any] = {}  # id(node) -> value, or the _Unknown class
+        self.values: dict[int, Any] = {}  # id(node) -> value, or the _NotConstantError class
         self.folded = 0
 
     def fold(self, node: Any) -> Any:
-        """The node's constant value; raises _Unknown where jinja2 would not fold it."""
+        """The node's constant value; raises _NotConstantError where jinja2 would not fold it."""
         key = id(node)
         if key not in self.values:
             budget().tick()
             try:
                 self.values[key] = self._kept(node, self._evaluate(node))
-            except TemplateRefused:
+            except TemplateRefusedError:
                 raise
-            except Exception:  # _Unknown, or an operation that fails: jinja2 does not fold it either
-                self.values[key] = _Unknown
+            except Exception:  # _NotConstantError, or an operation that fails: jinja2 does not fold it either
+                self.values[key] = _NotConstantError
         value = self.values[key]
-        if value is _Unknown:
-            raise _Unknown
+        if value is _NotConstantError:
+            raise _NotConstantError
         return value
 
     def _kept(self, node: Any, value: Any) -> Any:
@@ -142,12 +139,13 @@ class _Folder:
         if self.safe(value):  # written into the compiled code once, then read from there
             self.folded += deep_size(value, FOLDED_CHARS)
             if self.folded > FOLDED_CHARS:
-                raise TemplateRefused(f"the template's constant expressions make more than {FOLDED_CHARS} characters "
-                                      f"together (line {node.lineno}); jinja2 computes them when it compiles")
-        elif not (isinstance(node, (self.nodes.Getattr, self.nodes.Slice)) or isinstance(value, Iterator)
-                  or isinstance(value, self.environment.undefined)):  # made in O(1): lazy, or a lookup
-            raise TemplateRefused(f"a constant expression (line {node.lineno}) makes a {type(value).__name__}, which "
-                                  "jinja2 would make again for every expression around it when it compiles")
+                raise TemplateRefusedError(f"the template's constant expressions make more than {FOLDED_CHARS} "
+                                           f"characters together (line {node.lineno}); jinja2 computes them when it "
+                                           "compiles")
+        elif not (isinstance(node, (self.nodes.Getattr, self.nodes.Slice))
+                  or isinstance(value, (Iterator, self.environment.undefined))):  # made in O(1): lazy, or a lookup
+            raise TemplateRefusedError(f"a constant expression (line {node.lineno}) makes a {type(value).__name__}, "
+                                       "which jinja2 would make again for every expression around it when it compiles")
         return value
 
     def _evaluate(self, node: Any) -> Any:
@@ -180,7 +178,7 @@ class _Folder:
         if isinstance(node, nodes.CondExpr):
             branch = node.expr1 if self.fold(node.test) else node.expr2
             if branch is None:
-                raise _Unknown
+                raise _NotConstantError
             return self.fold(branch)
         if isinstance(node, (nodes.Filter, nodes.Test)):
             return self._filter(node)
@@ -196,7 +194,7 @@ class _Folder:
             return Markup(self.fold(node.expr))
         if isinstance(node, nodes.MarkSafeIfAutoescape):
             return self.fold(node.expr)
-        raise _Unknown  # names, calls, and whatever else jinja2 does not fold
+        raise _NotConstantError  # names, calls, and whatever else jinja2 does not fold
 
     def _binop(self, operator: str, left: Any, right: Any) -> Any:
         check_binop(budget(), operator, left, right)
@@ -224,7 +222,7 @@ class _Folder:
         function = table.get(node.name)
         passed = _PassArg.from_obj(function) if function is not None else None
         if function is None or node.node is None or passed is _PassArg.context:
-            raise _Unknown  # jinja2 folds neither these nor a filter block's body
+            raise _NotConstantError  # jinja2 folds neither these nor a filter block's body
         args = [self.fold(arg) for arg in node.args]
         kwargs = {keyword.key: self.fold(keyword.value) for keyword in node.kwargs}
         if node.dyn_args is not None:

@@ -1,0 +1,199 @@
+"""An artifact's routes: each graph and what feeds it (the tokenizer of a text route, with its chat
+template if it has one, or the image pipeline of an image route), its outputs, and the verbs
+that run the routes. Part of the manifest (``manifest.Manifest.routes`` and ``verbs``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .enums import ExpansionStrategy, MessageFormat, Modality, OutputMeaning, Side
+from .errors import ArtifactIntegrityError
+from .files import check_relative_path
+
+# Token ids, lengths and counts are int32 in tokenizers and the graphs; larger ones are forged.
+INT32_LIMIT = 2**31 - 1
+# The graph input that carries each text's prompt length ([batch]), for pooling without the prompt.
+PROMPT_LENGTH = "prompt_length"
+# The graph input of an image route: [batch, channels, height, width] float32.
+PIXEL_VALUES = "pixel_values"
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How texts become graph inputs: truncate to ``max_length`` tokens (special tokens included)
+    on ``truncation_side``, pad each batch to its longest text on ``padding_side``.
+    ``pad_token`` and ``lowercase`` describe, they do not instruct: the lowercasing, if any, is
+    already part of the tokenizer file's normalizer, exactly as the reference applies it."""
+
+    file: str
+    max_length: int
+    truncation_side: Side
+    padding_side: Side
+    pad_id: int
+    pad_type_id: int
+    pad_token: str
+    lowercase: bool
+    add_special_tokens: bool
+    special_ids: tuple[int, ...]  # a prompt's trailing special token is not part of its length
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.file)
+        if not 1 <= self.max_length <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: tokenizer max_length must be in 1..{INT32_LIMIT}, "
+                                         f"got {self.max_length}")
+        ids = {"pad_id": self.pad_id, "pad_type_id": self.pad_type_id,
+               **{f"special_ids[{i}]": v for i, v in enumerate(self.special_ids)}}
+        bad = [f"{k}={v}" for k, v in ids.items() if not 0 <= v <= INT32_LIMIT]
+        if bad:
+            raise ArtifactIntegrityError(f"manifest: token ids must be in 0..{INT32_LIMIT}: {', '.join(bad)}")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    meaning: OutputMeaning
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    """Texts reach this route as chat messages rendered by a Jinja template, as
+    sentence-transformers does for a Transformer with a ``message`` modality: a text is one
+    ``user`` message, a pair a ``query`` and a ``document`` message, a prompt a leading ``system``
+    message. ``template`` is the template's file in the artifact; ``variables`` what the template
+    sees besides the messages (special tokens, ``add_generation_prompt``...); ``task_variable``
+    whether it receives the verb's task; ``restore_suffix`` whether a truncated render gets the
+    template's tail written back over its last tokens."""
+
+    template: str
+    message_format: MessageFormat
+    variables: dict[str, str | bool | int | float]
+    task_variable: bool
+    restore_suffix: bool
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.template)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How an image becomes an image route's ``pixel_values``, step by step as the saved image
+    processor does it (transformers' PIL backend): to RGB (transparency composited onto white),
+    resized with the PIL filter ``resample`` so its shorter edge is ``shortest_edge`` (the longer
+    one scaled and rounded down) or to exactly ``size`` (height, width), center-cropped to
+    ``crop`` (height, width; zero-padded where smaller), multiplied by ``rescale``, normalized
+    with ``mean`` and ``std`` per channel, laid out channels first. A step that is None is
+    skipped, as the processor skips it."""
+
+    convert_rgb: bool
+    shortest_edge: int | None
+    size: tuple[int, ...] | None
+    resample: int
+    crop: tuple[int, ...] | None
+    rescale: float | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    def __post_init__(self) -> None:
+        sizes = [1 if self.shortest_edge is None else self.shortest_edge, *(self.size or (1, 1)),
+                 *(self.crop or (1, 1))]
+        if self.shortest_edge is not None and self.size is not None:
+            raise ArtifactIntegrityError("manifest: an image is resized by shortest_edge or to a size, not both")
+        if self.crop is None and self.size is None:
+            raise ArtifactIntegrityError("manifest: an image route needs a fixed image size (a crop or a resize to a "
+                                         "size): its graph takes one")
+        numbers = [*(self.mean or ()), *(self.std or ()), 1.0 if self.rescale is None else self.rescale]
+        if not all(math.isfinite(v) for v in numbers):
+            raise ArtifactIntegrityError("manifest: image rescale, mean and std must be finite")
+        if len(self.size or (1, 1)) != 2 or len(self.crop or (1, 1)) != 2 or not all(1 <= v <= 1 << 14
+                                                                                       for v in sizes):
+            raise ArtifactIntegrityError(f"manifest: image sizes must be (height, width) in 1..16384, got {self}")
+        if self.resample not in range(6):  # PIL's filters: nearest, lanczos, bilinear, bicubic, box, hamming
+            raise ArtifactIntegrityError(f"manifest: unknown PIL resample filter {self.resample}")
+        if (self.mean is None) != (self.std is None) or len(self.mean or (0, 0, 0)) != 3 \
+                or len(self.std or (1, 1, 1)) != 3 or not all(s > 0 for s in self.std or (1,)):
+            raise ArtifactIntegrityError("manifest: image mean and std must be given together, three each, std > 0")
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One graph and what feeds it: the tokenizer of a text route, or the image pipeline of an
+    image route. Chains without a Router have one route (a CLIP-style chain one per modality)."""
+
+    name: str
+    graph: str
+    inputs: tuple[str, ...]
+    outputs: tuple[OutputSpec, ...]
+    tokenizer: TokenizerSpec | None
+    chat: ChatSpec | None = None
+    modality: Modality = Modality.TEXT
+    image: ImageSpec | None = None
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.graph)
+        if self.modality is Modality.TEXT and (self.tokenizer is None or "input_ids" not in self.inputs
+                                               or self.image is not None):
+            raise ArtifactIntegrityError(f"manifest: text route {self.name!r} needs a tokenizer and an input_ids "
+                                         "input, and no image pipeline")
+        if self.modality is Modality.IMAGE and (self.image is None or self.inputs != (PIXEL_VALUES,)
+                                                or self.tokenizer is not None or self.chat is not None):
+            raise ArtifactIntegrityError(f"manifest: image route {self.name!r} needs an image pipeline and the "
+                                         f"{PIXEL_VALUES} input only")
+
+    @property
+    def text(self) -> TokenizerSpec:
+        """The tokenizer of a text route (the manifest checked it has one)."""
+        if self.tokenizer is None:
+            raise ArtifactIntegrityError(f"manifest: route {self.name!r} takes images, not texts")
+        return self.tokenizer
+
+    def output(self, meaning: OutputMeaning | str) -> OutputSpec | None:
+        # By value: callers may hold the enum of another copy of this module (an artifact's loader).
+        value = getattr(meaning, "value", meaning)
+        return next((o for o in self.outputs if o.meaning.value == value), None)
+
+
+@dataclass(frozen=True)
+class ExpansionSpec:
+    """ColBERT-style query expansion: padding positions up to ``length`` get ``token_id`` (and are
+    attended to when ``attend``); the graph is told which positions they are."""
+
+    strategy: ExpansionStrategy
+    length: int
+    token_id: int
+    attend: bool
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.length <= INT32_LIMIT or not 0 <= self.token_id <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: query expansion length {self.length} / token {self.token_id}")
+
+
+@dataclass(frozen=True)
+class VerbSpec:
+    """What one verb runs: its route, the task sentence-transformers passes for it (``query``,
+    ``document`` or none), a per-task length that replaces the route tokenizer's ``max_length``
+    (``query_length``, ``document_length``, ``processing_kwargs``), query expansion, and for a
+    multi-vector encoder the graph output that says which tokens the task keeps."""
+
+    route: str
+    task: str | None = None
+    max_length: int | None = None
+    expansion: ExpansionSpec | None = None
+    scoring_mask: str | None = None  # multi-vector encoders: the output whose true entries are the tokens kept
+    image_route: str | None = None  # the route this verb's images take (CLIP-style chains)
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and not 1 <= self.max_length <= INT32_LIMIT:
+            raise ArtifactIntegrityError(f"manifest: verb max_length must be positive, got {self.max_length}")
+
+    def summary(self) -> str:
+        """``route 'query' (task query, max length 16)``, for people."""
+        notes = [f"task {self.task}"] if self.task else []
+        notes += [f"max length {self.max_length}"] if self.max_length else []
+        if self.expansion:
+            notes.append(f"query expansion {self.expansion.strategy.value} to {self.expansion.length}")
+        notes += [f"tokens kept by {self.scoring_mask}"] if self.scoring_mask else []
+        notes += [f"images through route {self.image_route!r}"] if self.image_route else []
+        return f"route {self.route!r}" + (f" ({', '.join(notes)})" if notes else "")
