@@ -46,26 +46,38 @@ __all__ = [
 
 
 class UsageError(PackagerError):
+    """Bad options or option combinations, or unreadable validation data."""
+
     exit_code = 2
 
 
 class SourceError(PackagerError):
+    """The source is missing, not a saved chain, or has malformed ``modules.json`` or configs."""
+
     exit_code = 3
 
 
 class UnsafeSourceError(PackagerError):
+    """The source has pickle weights, paths leaving its folder, or files that are not regular files."""
+
     exit_code = 4
 
 
 class UnsupportedModuleError(PackagerError):
+    """A module type outside the allow-list, or one this version does not compile."""
+
     exit_code = 4
 
 
 class ExportError(PackagerError):
+    """A graph could not be exported or written."""
+
     exit_code = 5
 
 
 class ParityError(PackagerError):
+    """The candidate does not reproduce the reference: nothing published, nothing registered; carries the report."""
+
     exit_code = 6
 
     def __init__(self, message: str, report: ParityReport) -> None:
@@ -74,4 +86,6 @@ class ParityError(PackagerError):
 
 
 class RegistryError(PackagerError):
+    """The model registry refused or failed (the local artifact is kept)."""
+
     exit_code = 7

@@ -16,8 +16,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
 fi
 echo "== lint (ruff) and types (mypy)"
-.venv/bin/ruff check packager tests benchmarks scripts
+.venv/bin/ruff check packager tests benchmarks scripts docs
 .venv/bin/mypy
+# The docs site: a broken link or anchor fails the build (mkdocs.yml: strict, validation); the
+# reference pages are written from the code at build time (docs/hooks/reference.py).
+echo "== docs (mkdocs build --strict)"
+site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"
 # Two workers (PYTEST_WORKERS=0 runs in one process): a file's tests run in one worker, and the
 # tiny chains' builds and the torch-free venvs are made once and shared (tests/conftest.py).
 exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
