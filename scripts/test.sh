@@ -22,7 +22,7 @@ echo "== lint (ruff) and types (mypy)"
 # reference pages are written from the code at build time (docs/hooks/reference.py).
 echo "== docs (mkdocs build --strict)"
 site=$(mktemp -d)
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site"  # not --quiet: it hides the warnings strict counts
 rm -rf "$site"
 # Two workers (PYTEST_WORKERS=0 runs in one process): a file's tests run in one worker, and the
 # tiny chains' builds and the torch-free venvs are made once and shared (tests/conftest.py).

@@ -76,7 +76,7 @@ def _params() -> list:
     for page in PAGES:
         runnable = _runnable(page)
         name = page.relative_to(REPO).as_posix()
-        if runnable:
+        if any(b.mark is None for b in runnable):
             params.append(pytest.param(page, False, id=name))
         if any(b.mark == "slow" for b in runnable):
             params.append(pytest.param(page, True, id=name + "[with slow blocks]", marks=pytest.mark.slow))
@@ -121,7 +121,7 @@ def _run(block: Block, workdir: Path, env: dict[str, str]) -> subprocess.Complet
 def test_page_examples_run(page: Path, with_slow: bool, workdir: Path) -> None:
     env = _environment(workdir)
     for block in _runnable(page):
-        if block.mark == "skip" or block.mark == "slow" and not with_slow:
+        if block.mark == "skip" or (block.mark == "slow" and not with_slow):
             continue
         done = _run(block, workdir, env)
         assert done.returncode == 0, (f"{block.where()}: the ```{block.language} block exited {done.returncode}\n"
@@ -165,3 +165,11 @@ def test_the_markers_are_read(tmp_path) -> None:
     assert [(b.language, b.mark, b.reason, b.line, b.code) for b in blocks(page)] == [
         ("bash", None, "", 2, "ls\n"), ("python", "slow", "", 7, "print()\n"),
         ("bash", "skip", "needs docker", 11, "docker build .\n"), ("text", None, "", 14, "not run\n")]
+
+
+def test_the_readme_links_resolve() -> None:
+    """The README is not part of the site, whose build checks every link: its links into docs/ are checked here."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (REPO / "README.md").read_text(encoding="utf-8"))
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links into the docs"
+    assert [link for link in local if not (REPO / link).is_file()] == []
