@@ -10,9 +10,9 @@ leaves it out of the default run: the page runs again, whole, in the slow set; `
 skip REASON -->`` never runs it (``docker build``...).
 
 A ``packager build`` costs 15-70 s on a 2-core machine, so every build block is a slow one (a
-test below fails an unmarked one): in the default run, ``dist/`` already holds each folder's ONNX
-fp32 artifact, the one the other tests build from the same fixture (``tiny_artifacts``), where
-the page's build would have put it."""
+test below fails an unmarked one, unless the page expects the build to be refused: ``|| echo``).
+In the default run, ``dist/`` already holds each folder's ONNX fp32 artifact, the one the other
+tests build from the same fixture (``tiny_artifacts``), where the page's build would have put it."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ IMAGES = {"cat.jpg": "grace_hopper.jpg", "dog.png": "logo2.png"}  # matplotlib's
 BLOCK_TIMEOUT = 600
 
 _FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)")
-_BUILD = re.compile(r"^\s*packager\s+(-\S+\s+)*build\b", re.M)
+# A build that publishes (one the page expects to be refused ends in ``|| echo ...``, and costs a second).
+_BUILD = re.compile(r"^\s*packager\s+(-\S+\s+)*build\b(?!.*\|\|).*$", re.M)
 _MARKER = re.compile(r"<!--\s*docs-test:\s*(slow|skip)\b\s*(.*?)\s*-->")
 
 
@@ -191,3 +192,15 @@ def test_the_readme_links_resolve() -> None:
     local = [link for link in links if "://" not in link]
     assert local, "the README links into the docs"
     assert [link for link in local if not (REPO / link).is_file()] == []
+
+
+def test_the_tests_the_docs_name_exist() -> None:
+    """A guarantee in the docs points at the test that proves it: a renamed or removed test would
+    leave the promise standing on nothing."""
+    missing = []
+    for page in PAGES:
+        for path, name in re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", page.read_text(encoding="utf-8")):
+            test = REPO / path
+            if not test.is_file() or (name and not re.search(rf"^\s*(def|class) {name}\b", test.read_text(), re.M)):
+                missing.append(f"{page.relative_to(REPO)}: {path}{'::' + name if name else ''}")
+    assert missing == []
