@@ -39,9 +39,10 @@ IMAGES = {"cat.jpg": "grace_hopper.jpg", "dog.png": "logo2.png"}  # matplotlib's
 BLOCK_TIMEOUT = 600
 
 _FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)")
-# A build that publishes (one the page expects to be refused ends in ``|| echo ...``, and costs a second).
-_BUILD = re.compile(r"^\s*packager\s+(-\S+\s+)*build\b(?!.*\|\|).*$", re.M)
-_MARKER = re.compile(r"<!--\s*docs-test:\s*(slow|skip)\b\s*(.*?)\s*-->")
+_BUILD = re.compile(r"^\s*packager\s+(-\S+\s+)*build\b", re.M)
+# <!-- docs-test: slow -->, <!-- docs-test: skip REASON -->, <!-- docs-test: exit N --> (the block
+# must end with that exit code: a refusal the page shows), or slow and exit together.
+_MARKER = re.compile(r"<!--\s*docs-test:\s*(?:(slow|skip)\b,?\s*)?(?:exit (\d+))?\s*(.*?)\s*-->")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Block:
     code: str
     mark: str | None  # "slow", "skip" or None
     reason: str = ""
+    exit_code: int = 0  # what the block must exit with
 
     def where(self) -> str:
         return f"{self.page.relative_to(REPO)}:{self.line}"
@@ -69,8 +71,8 @@ def blocks(page: Path) -> list[Block]:
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == fence), len(lines))
         code = "\n".join(line[len(indent):] if line.startswith(indent) else line for line in lines[i + 1:end])
         before = next((line for line in reversed(lines[:i]) if line.strip()), "")
-        mark, reason = marker.groups() if (marker := _MARKER.search(before)) else (None, "")
-        found.append(Block(page, i + 1, language.lower(), code + "\n", mark, reason))
+        mark, exit_code, reason = marker.groups() if (marker := _MARKER.search(before)) else (None, None, "")
+        found.append(Block(page, i + 1, language.lower(), code + "\n", mark, reason, int(exit_code or 0)))
         i = end + 1
     return found
 
@@ -86,8 +88,10 @@ def _params() -> list:
         name = page.relative_to(REPO).as_posix()
         if any(b.mark is None for b in runnable):
             params.append(pytest.param(page, False, id=name))
-        if any(b.mark == "slow" for b in runnable):
-            params.append(pytest.param(page, True, id=name + "[with slow blocks]", marks=pytest.mark.slow))
+        # The whole page, from scratch: where it has slow blocks, or reads dist/ (which the default
+        # run prefills, so only this run shows that the page itself builds what it reads).
+        if any(b.mark == "slow" or (b.mark is None and "dist/" in b.code) for b in runnable):
+            params.append(pytest.param(page, True, id=name + "[whole]", marks=pytest.mark.slow))
     return params
 
 
@@ -125,7 +129,8 @@ def _environment(workdir: Path) -> dict[str, str]:
 
 
 def _run(block: Block, workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = ["bash", "-e", "-c", block.code] if block.language == "bash" else [sys.executable, "-c", block.code]
+    shell = ["bash", "-e", "-o", "pipefail", "-c"]
+    command = [*shell, block.code] if block.language == "bash" else [sys.executable, "-c", block.code]
     return subprocess.run(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=BLOCK_TIMEOUT, check=False)
 
@@ -140,7 +145,8 @@ def test_page_examples_run(page: Path, with_slow: bool, tmp_path, tiny_chains, t
         if block.mark == "skip" or (block.mark == "slow" and not with_slow):
             continue
         done = _run(block, workdir, env)
-        assert done.returncode == 0, (f"{block.where()}: the ```{block.language} block exited {done.returncode}\n"
+        assert done.returncode == block.exit_code, (
+            f"{block.where()}: the ```{block.language} block exited {done.returncode}, not {block.exit_code}\n"
                                       f"{block.code}--- its output ---\n{done.stdout[-6000:]}")
 
 
@@ -153,7 +159,7 @@ def test_the_harness_finds_the_examples() -> None:
     skipped = [b for blocks_ in found.values() for b in blocks_ if b.mark == "skip"]
     assert all(b.reason for b in skipped), [b.where() for b in skipped if not b.reason]
     builds = [b.where() for blocks_ in found.values() for b in blocks_
-              if b.mark is None and b.language == "bash" and _BUILD.search(b.code)]
+              if b.mark is None and not b.exit_code and b.language == "bash" and _BUILD.search(b.code)]
     assert builds == [], f"mark these builds <!-- docs-test: slow --> (the default run has dist/ prebuilt): {builds}"
     # every runnable fence is closed: an unclosed one would swallow the rest of its page
     assert all(b.code.count("```") == 0 for blocks_ in found.values() for b in blocks_)
@@ -175,15 +181,20 @@ print()
 ```text
 not run
 ```
+<!-- docs-test: slow, exit 6 -->
+```bash
+false
+```
 """
 
 
 def test_the_markers_are_read(tmp_path) -> None:
     page = tmp_path / "page.md"
     page.write_text(SAMPLE, encoding="utf-8")
-    assert [(b.language, b.mark, b.reason, b.line, b.code) for b in blocks(page)] == [
-        ("bash", None, "", 2, "ls\n"), ("python", "slow", "", 7, "print()\n"),
-        ("bash", "skip", "needs docker", 11, "docker build .\n"), ("text", None, "", 14, "not run\n")]
+    assert [(b.language, b.mark, b.reason, b.exit_code, b.line, b.code) for b in blocks(page)] == [
+        ("bash", None, "", 0, 2, "ls\n"), ("python", "slow", "", 0, 7, "print()\n"),
+        ("bash", "skip", "needs docker", 0, 11, "docker build .\n"), ("text", None, "", 0, 14, "not run\n"),
+        ("bash", "slow", "", 6, 18, "false\n")]
 
 
 def test_the_readme_links_resolve() -> None:

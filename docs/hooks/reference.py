@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 import types
@@ -153,13 +154,26 @@ def _field_comments(cls: type) -> dict[str, str]:
 # The exit codes -----------------------------------------------------------------------------------
 
 def exit_codes() -> Iterator[str]:
-    import packager.cli.parser  # noqa: F401  (the classes the command line can raise are defined once it is imported)
     from packager.errors import PackagerError
+
+    for module in _modules_defining_errors():  # every subclass, wherever it is defined, whatever imports it lazily
+        importlib.import_module(module)
 
     rows = [(str(cls.exit_code), f"`{cls.__name__}`", f"`{base.__name__}`" if base else "",
              _first_paragraph(cls.__doc__) or _missing(cls))
             for cls, base in _tree(PackagerError, None)]
     yield from _table(("exit code", "exception", "subclass of", "meaning"), sorted(rows, key=lambda r: int(r[0])))
+
+
+def _modules_defining_errors() -> list[str]:
+    """The modules of packager/ that define a class deriving from an ``...Error`` (read with ast)."""
+    found = []
+    for path in sorted((REPO / "packager").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith("Error") for b in node.bases):
+                found.append(".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"))
+                break
+    return found
 
 
 def _tree(cls: type, base: type | None) -> Iterator[tuple[Any, type | None]]:

@@ -1,3 +1,5 @@
+"""``python -m packager.cli``: the ``packager`` command."""
+
 import sys
 
 from packager.cli import main
