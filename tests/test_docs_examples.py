@@ -147,7 +147,7 @@ def test_page_examples_run(page: Path, with_slow: bool, tmp_path, tiny_chains, t
         done = _run(block, workdir, env)
         assert done.returncode == block.exit_code, (
             f"{block.where()}: the ```{block.language} block exited {done.returncode}, not {block.exit_code}\n"
-                                      f"{block.code}--- its output ---\n{done.stdout[-6000:]}")
+            f"{block.code}--- its output ---\n{done.stdout[-6000:]}")
 
 
 def test_the_harness_finds_the_examples() -> None:
