@@ -77,10 +77,53 @@ def export_onnx(graph: RouteGraph, path: Path, *, fuse: bool) -> dict[str, int]:
                 model, fusions = optimize_for_ort(model)
         except Exception as e:
             raise ExportError(f"fusing route {graph.name!r} for onnxruntime failed: {_summary(e)}") from e
+        _unfold_batch_transposes(model, route=graph.name)
         log.info("fused for onnxruntime: %s", _count(fusions))
     # Outside the try: a failed write (disk full, permissions) is an OSError the build reports as such.
     ir.save(model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
     return fusions
+
+
+_TRANS_BATCH = {"transBatchA": 0, "transBatchB": 1}
+
+
+def _unfold_batch_transposes(model: Any, *, route: str) -> None:
+    """Undo onnxscript's batch-transpose folds that onnxruntime cannot run.
+
+    onnxscript's ``TransposeFusedMatMulWithFlippedBatch*`` rules fold a ``Transpose`` that moves
+    the first axis of one operand into the FusedMatMul as ``transBatchA``/``transBatchB``, without
+    checking the other operand: onnxruntime's kernel wants both of rank 3 or more and equal
+    ("Two inputs should have same rank and rank >= 3 if transBatchA or transBatchB is true").
+    ``nn.MultiheadAttention`` (SigLIP's vision pooling head) multiplies a transposed
+    ``[batch, seq, dim]`` activation by a rank-2 projection weight, so the fused graph loads and
+    then fails on every call. Such a node gets its Transpose back as an explicit node (the same
+    permutation ``transBatch`` stands for) and the flag cleared; a fold whose ranks are unknown
+    is refused here rather than failing in the parity gate."""
+    import onnx_ir as ir
+
+    for graph in (model.graph, *model.functions.values()):
+        for node in list(ir.traversal.RecursiveGraphIterator(graph)):
+            if node.op_type != "FusedMatMul" or node.domain != "com.microsoft":
+                continue
+            ranks = [None if value is None or value.shape is None else value.shape.rank() for value in node.inputs[:2]]
+            for flag, index in _TRANS_BATCH.items():
+                attribute = node.attributes.get(flag)
+                if attribute is None or not attribute.as_int() or (ranks[0] == ranks[1] and (ranks[0] or 0) >= 3):
+                    continue
+                rank = ranks[index]
+                if rank is None or rank < 3:
+                    raise ExportError(f"route {route!r}: the onnxruntime fusions made FusedMatMul {node.name!r} "
+                                      f"with {flag}=1 on operands of ranks {ranks}, which onnxruntime cannot run")
+                operand = node.inputs[index]
+                assert operand is not None  # a rank was read from it
+                # transBatch moves the first axis to the second-to-last: perm [1, ..., N-2, 0, N-1].
+                perm = [*range(1, rank - 1), 0, rank - 1]
+                transpose = ir.node("Transpose", inputs=[operand], attributes={"perm": perm},
+                                    name=f"{node.name}_{flag}")
+                transpose.outputs[0].name = f"{node.name}_{flag}_out"
+                node.graph.insert_before(node, transpose)
+                node.replace_input_with(index, transpose.outputs[0])
+                node.attributes.pop(flag)
 
 
 # Every recipe of a build starts from the same torch export of a route, the slow step (seconds
