@@ -566,3 +566,35 @@ def save_clip(path: Path, *, legacy: bool = False, seed: int = 0) -> Path:
         (path / "modules.json").write_text(json.dumps(
             [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.CLIPModel"}]))
     return path
+
+
+def save_siglip(path: Path, *, fixed_padding: bool = True, seed: int = 0) -> Path:
+    """A SigLIP-style SentenceTransformer: a random 2-layer SigLIP (text tower of 16 positions,
+    32x32 vision tower with its attention-pooling head) with a byte-level BPE tokenizer that
+    appends </s> and a SigLIP image processor, saved as sentence-transformers 6's one text+image
+    Transformer. SigLIP's text tower pools the last position whatever the attention mask, and was
+    trained on texts padded to a fixed length: ``fixed_padding`` saves processing_kwargs that pad
+    every text to max_length, as the model needs; without them sentence-transformers pads each
+    batch to its longest text, and a text's embedding depends on its batch."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    backbone = path.with_name(path.name + "-backbone")
+    positions = 16
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", model_max_length=positions)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=positions, projection_size=32,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8))
+    torch.manual_seed(seed)
+    SiglipModel(config).eval().save_pretrained(backbone)
+    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    SiglipProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(backbone)
+    padding = {"processing_kwargs": {"text": {"padding": "max_length", "max_length": positions}}} \
+        if fixed_padding else {}
+    SentenceTransformer(modules=[Transformer(str(backbone), **padding)], device="cpu").save(str(path))
+    return path

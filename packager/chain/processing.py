@@ -15,7 +15,9 @@ from packager.runtime.enums import ExpansionStrategy
 from packager.runtime.routes import INT32_LIMIT, ExpansionSpec, VerbSpec
 
 # Text call settings the runtime reproduces. Padding and pad_to_multiple_of change how wide a
-# batch is, never a text's result (every graph reads the attention mask); logits_to_keep is a
+# batch is, never a text's result where the graph reads the attention mask (padding="max_length"
+# is compiled as a fixed width, for the towers that read a fixed position; see
+# chain.tokenizer._check_padding_invariance); logits_to_keep is a
 # constant of the graph (LogitScore reads the last position either way).
 _TEXT_KEYS = frozenset({"max_length", "truncation", "padding", "pad_to_multiple_of", "logits_to_keep",
                         "add_special_tokens", "return_tensors"})

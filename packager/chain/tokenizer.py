@@ -37,6 +37,9 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
         raise SourceError(f"module {spec.name!r}: max_seq_length {max_length} exceeds the {limit} positions its model "
                           f"embeds, so longer texts would fail in the reference too; set max_seq_length <= {limit}")
     static = spec.kind is ModuleKind.SPARSE_STATIC_EMBEDDING
+    padding = text.get("padding", True)
+    fixed_width = str(getattr(padding, "value", padding)) == "max_length"
+    _check_padding_invariance(spec, module, fixed_width=fixed_width)
     return TokenizerSpec(
         file="tokenizer.json",  # renamed per route by the build when routes differ
         max_length=min(max_length, NO_LENGTH_LIMIT),
@@ -49,7 +52,31 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
         # SparseStaticEmbedding tokenizes without special tokens; processing_kwargs may say either way
         add_special_tokens=bool(text.get("add_special_tokens", not static)),
         special_ids=tuple(sorted(int(i) for i in tokenizer.all_special_ids)),
+        pad_to_max_length=fixed_width,
     ), _without_call_settings(backend)
+
+
+# Text towers that pool a fixed position (the last) whatever the attention mask says: SigLIP's
+# (``pooler_output = last_hidden_state[:, -1, :]``), which it was trained to read on texts padded
+# to a fixed length. Their result is a function of a text alone only with padding="max_length".
+_LAST_POSITION_POOLING = frozenset({"siglip", "siglip2", "siglip_text_model", "siglip2_text_model"})
+
+
+def _check_padding_invariance(spec: ModuleSpec, module: Any, *, fixed_width: bool) -> None:
+    """Refuse a text tower whose result depends on how wide its batch is padded, unless every text
+    is padded to one width: sentence-transformers pads each batch to its longest text, so the
+    same text would embed differently in another batch (the reference itself is not a function
+    of the text, and no artifact could match it)."""
+    model = getattr(module, "auto_model", None) or getattr(module, "model", None)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if fixed_width or model_type not in _LAST_POSITION_POOLING:
+        return
+    raise UnsupportedModuleError(
+        f"module {spec.name!r}: the {model_type} text tower pools the last position whatever the attention mask, "
+        "so with sentence-transformers' default padding (each batch to its longest text) a text's embedding depends "
+        "on the other texts in its batch, and no artifact can reproduce that. SigLIP reads texts padded to a fixed "
+        "length: save the Transformer with processing_kwargs={'text': {'padding': 'max_length', 'max_length': N}} "
+        "(N = its max_position_embeddings, 64 for the released SigLIP models), and it compiles")
 
 
 def _static_tokenizer(tokenizer: Any) -> tuple[TokenizerSpec, str]:

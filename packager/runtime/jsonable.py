@@ -12,10 +12,15 @@ from typing import Any, Union
 
 from .errors import ArtifactIntegrityError
 
+# A dataclass field's metadata key: the field was added without a new schema version, so it is
+# written only when it differs from its default (and a record without it reads as the default).
+OMIT_DEFAULT = "omit_default"
+
 
 def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get(OMIT_DEFAULT) and getattr(value, f.name) == f.default)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, (tuple, list)):

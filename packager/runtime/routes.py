@@ -6,11 +6,12 @@ that run the routes. Part of the manifest (``manifest.Manifest.routes`` and ``ve
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .enums import ExpansionStrategy, MessageFormat, Modality, OutputMeaning, Side
 from .errors import ArtifactIntegrityError
 from .files import check_relative_path
+from .jsonable import OMIT_DEFAULT
 
 # Token ids, lengths and counts are int32 in tokenizers and the graphs; larger ones are forged.
 INT32_LIMIT = 2**31 - 1
@@ -23,7 +24,9 @@ PIXEL_VALUES = "pixel_values"
 @dataclass(frozen=True)
 class TokenizerSpec:
     """How texts become graph inputs: truncate to ``max_length`` tokens (special tokens included)
-    on ``truncation_side``, pad each batch to its longest text on ``padding_side``.
+    on ``truncation_side``, pad each batch to its longest text on ``padding_side`` (with
+    ``pad_to_max_length``, every text to the verb's max length: ``padding="max_length"``, what a
+    text tower that reads a fixed position whatever the attention mask, SigLIP's, needs).
     ``pad_token`` and ``lowercase`` describe, they do not instruct: the lowercasing, if any, is
     already part of the tokenizer file's normalizer, exactly as the reference applies it."""
 
@@ -37,6 +40,8 @@ class TokenizerSpec:
     lowercase: bool
     add_special_tokens: bool
     special_ids: tuple[int, ...]  # a prompt's trailing special token is not part of its length
+    # Added without a new schema version: written only when set, so older manifests keep their digest.
+    pad_to_max_length: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         check_relative_path(self.file)

@@ -56,7 +56,9 @@ class RouteRunner:
         rows: list[np.ndarray] = [None] * len(inputs)  # type: ignore[list-item]
         lengths = [len(e.ids) for e in encodings]
         bucket_limit = max_length if self._bucketed else None
+        fixed = self.text.spec.pad_to_max_length  # padding="max_length": one width for every batch
         for batch, width, size in batches(order, lengths, batch_size, bucket_limit=bucket_limit):
+            width = max_length if fixed else width
             members = [encodings[i] for i in batch]
             members += members[-1:] * (size - len(batch))  # filler rows, dropped below
             feeds = self.text.pad(members, width=width, prompt_length=prompt_length, expansion=verb.expansion)
