@@ -1,4 +1,4 @@
-"""Tiny sentence-transformers chains built locally for tests: random few-layer BERT, RoBERTa and
+"""Tiny sentence-transformers chains built locally for tests: random few-layer BERT, RoBERTa, T5 and
 Qwen3 models with tokenizers trained here on real text, saved by sentence-transformers itself.
 No network, no hub. Weights are drawn large enough that outputs depend strongly on the input."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -168,6 +169,54 @@ def save_tiny_qwen(path: Path, *, seed: int = 0, causal_lm: bool = False, paddin
                          tie_word_embeddings=True, initializer_range=0.3)
     torch.manual_seed(seed)
     (Qwen3ForCausalLM if causal_lm else Qwen3Model)(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+T5_SPECIALS = ["<pad>", "</s>", "<unk>"]
+
+
+def train_unigram(vocab_size: int = 600) -> Tokenizer:
+    """A sentencepiece-style Unigram (T5's tokenizer kind) over real sentences: the special tokens,
+    every character alone and after the word-start mark, then the most frequent words (ties
+    alphabetical), each scored by its log frequency; texts end in </s>."""
+    tokenizer = Tokenizer(models.Unigram(list(_unigram_vocab(vocab_size)), unk_id=T5_SPECIALS.index("<unk>")))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    eos = tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", eos)])
+    return tokenizer
+
+
+@lru_cache
+def _unigram_vocab(vocab_size: int) -> tuple[tuple[str, float], ...]:
+    pre = pre_tokenizers.Metaspace()
+    words = Counter(word for sentence in real_sentences()[:600] for word, _ in pre.pre_tokenize_str(sentence))
+    characters = sorted({c for word in words for c in word} | {"\u2581"})
+    pieces = [*characters, *(f"\u2581{c}" for c in characters if c != "\u2581")]
+    known = set(pieces)
+    frequent = [w for w, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if w not in known]
+    total = sum(words.values())
+    scored = [(piece, -12.0) for piece in pieces]
+    scored += [(w, math.log(words[w] / total)) for w in frequent]
+    return tuple([(s, 0.0) for s in T5_SPECIALS] + scored[:vocab_size - len(T5_SPECIALS)])
+
+
+def save_tiny_t5(path: Path, *, seed: int = 0) -> Path:
+    """A 2-layer T5 encoder (T5EncoderModel, as sentence-t5 and GTR use): 4 heads of 8, relative
+    position buckets, a Unigram tokenizer that appends </s>."""
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_unigram(), eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>")
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                      relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                      feed_forward_proj="relu", is_encoder_decoder=False, use_cache=False,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      initializer_factor=4.0)
+    torch.manual_seed(seed)
+    T5EncoderModel(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

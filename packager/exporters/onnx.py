@@ -6,10 +6,12 @@ chain's real forward with dynamic batch and sequence axes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tempfile
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +159,8 @@ def _export(graph: RouteGraph, path: Path) -> None:
     # The exporter prints reports and graph dumps: kept for the error only.
     chatter = io.StringIO()
     try:
-        with quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", output=True) as chatter:
+        with (quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", output=True) as chatter,
+              _frozen(graph.module)):
             program = torch.onnx.export(
                 graph.module, graph.sample_inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
                 input_names=list(graph.input_names), output_names=[o.name for o in graph.outputs],
@@ -173,6 +176,27 @@ def _export(graph: RouteGraph, path: Path) -> None:
         raise ExportError(f"exporting route {graph.name!r} to ONNX failed: {_summary(e)}\n{_suspects(graph)}") from e
     _drop_stack_traces(program.model)
     ir.save(program.model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
+
+
+@contextlib.contextmanager
+def _frozen(module: Any) -> Iterator[None]:
+    """The module's parameters without requires_grad while it is exported, as they were after.
+    A parameter that requires grad and reaches an attention mask (T5's relative position bias,
+    added to the padding mask) makes torch's CPU SDPA take its math kernel ([batch, heads, length,
+    dim] memory) instead of the flash kernel ([batch, length, heads, dim] memory). The exporter's
+    passes disagree on that: its decomposition sees the flash layout, so the model's
+    ``transpose(1, 2).contiguous()`` drops out and the reshape after it becomes a view, and its
+    type-promotion pass reruns the graph with the math layout, where that view fails ("Cannot view
+    a tensor with shape [b, s, 4, 8] and strides ... as a tensor with shape (b, s, 32)"). No
+    export needs gradients; the values are the same."""
+    trained = [p for p in module.parameters() if p.requires_grad]
+    for parameter in trained:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in trained:
+            parameter.requires_grad_(True)
 
 
 # The exporter's per-node Python stack traces: file paths of the build host (the checkout, the
