@@ -17,10 +17,16 @@ from .errors import ArtifactIntegrityError
 OMIT_DEFAULT = "omit_default"
 
 
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.metadata.get(OMIT_DEFAULT) and getattr(value, f.name) == f.default)}
+                if not (f.metadata.get(OMIT_DEFAULT) and getattr(value, f.name) == _default(f))}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, (tuple, list)):

@@ -34,7 +34,7 @@ from .enums import (
 )
 from .errors import ArtifactIntegrityError
 from .files import check_relative_path, read_text
-from .jsonable import from_jsonable, to_jsonable
+from .jsonable import OMIT_DEFAULT, from_jsonable, to_jsonable
 from .routes import INT32_LIMIT, RouteSpec, VerbSpec
 
 SCHEMA_VERSION = 6  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates;
@@ -46,8 +46,6 @@ MANIFEST_LIMIT = 16 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What an artifact may require beyond the base runtime, with the versions it needs.
 EXTRA_REQUIREMENTS = {"jinja2": ">=3.1.6", "pillow": ">=10.1"}
-# Optional fields added to the manifest without a new schema version, written only when set.
-_ADDED_IN_VERSION = ("embedding_ranges", "int8_arithmetic")
 
 
 # The largest magnitude of an int8 weight that meets uint8 activations in an integer product
@@ -208,9 +206,9 @@ class Manifest:
     # (jinja2 for chat templates), imported only for artifacts that list them.
     requires: tuple[str, ...] = ()
     # Dense embedders: each verb's ranges for the int8/uint8 output precisions (runtime/precision.py).
-    embedding_ranges: dict[str, EmbeddingRanges] = field(default_factory=dict)
+    embedding_ranges: dict[str, EmbeddingRanges] = field(default_factory=dict, metadata={OMIT_DEFAULT: True})
     # int8 artifacts: why their integer products are the same on every CPU (Int8Arithmetic).
-    int8_arithmetic: Int8Arithmetic | None = None
+    int8_arithmetic: Int8Arithmetic | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
@@ -293,10 +291,10 @@ class Manifest:
                                          f"{self.embedding_dimension} dimensions")
 
     def _jsonable(self) -> dict[str, Any]:
-        """The manifest as JSON values, without the fields added within this schema version when
-        they are empty: a manifest sealed before them keeps its digest."""
-        data = to_jsonable(self)
-        return {k: v for k, v in data.items() if k not in _ADDED_IN_VERSION or v}
+        """The manifest as JSON values. Fields added within this schema version are marked
+        OMIT_DEFAULT (left out while empty), so a manifest sealed before them keeps its digest."""
+        data: dict[str, Any] = to_jsonable(self)
+        return data
 
     def route(self, name: str) -> RouteSpec:
         for route in self.routes:
