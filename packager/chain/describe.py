@@ -3,9 +3,11 @@ dict and as text."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from packager.chain import ChainSpec, check_compilable, load_reference, read_chain
+from packager.chain.architectures import backbones
 from packager.errors import UnsupportedModuleError
 from packager.runtime.jsonable import to_jsonable
 
@@ -23,6 +25,7 @@ def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickl
                     for m in chain.all_modules()],
         "pipelines": {route: [m.name for m in modules] for route, modules in chain.pipelines().items()},
     }
+    info["backbones"] = [{**asdict(b), "verdict": b.verdict} for b in backbones(chain)]
     try:
         check_compilable(chain)
         info["compilable"] = "yes"
@@ -62,6 +65,7 @@ def _text(chain: ChainSpec, info: dict[str, Any]) -> str:
         lines += ["verbs: " + "; ".join(f"{verb} -> {summary}" for verb, summary in info["verb_summary"].items()),
                   f"prompts: {info['prompts']} (default: {info['default_prompt_name']})"]
         lines += [f"similarity: {info['similarity']}"] if info["similarity"] else []
+    lines += [f"backbone: {b['model_type']} (module {b['module']}): {b['verdict']}" for b in info["backbones"]]
     lines.append(f"compilable: {info['compilable']}")
     return "\n".join(lines)
 
