@@ -6,8 +6,6 @@ default padding, where a text's embedding depends on its batch, it is refused be
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -51,11 +49,15 @@ def test_siglip_builds_to_onnx_and_matches_sentence_transformers(tmp_path):
                                atol=1e-5)
 
 
-def test_siglip_with_batch_wide_padding_is_refused_before_export(tmp_path):
+def test_siglip_with_batch_wide_padding_is_refused_before_export(tmp_path, monkeypatch):
+    import torch
+
+    def exported(*_, **__):
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(torch.onnx, "export", exported)
     chain = tm.save_siglip(tmp_path / "siglip", fixed_padding=False)
-    start = time.monotonic()
     with pytest.raises(UnsupportedModuleError, match=r"pools the last position.*'padding': 'max_length'") as raised:
         build(str(chain), _options(tmp_path / "dist", "siglip"))
     assert raised.value.exit_code == 4
-    assert time.monotonic() - start < 30  # refused after loading the reference, before any export
     assert not (tmp_path / "dist" / "siglip-onnx-fp32").exists()

@@ -1,7 +1,9 @@
 """The reference pages, written from the code at build time so they cannot drift: the command
 line from ``packager.cli.parser.parser()``, the manifest from ``Manifest``'s dataclasses, the
-exit codes from the ``PackagerError`` tree, the layout from each module's docstring. An mkdocs
-hook (mkdocs.yml ``hooks:``): each page's own text stays, its generated part is appended."""
+exit codes from the ``PackagerError`` tree, the supported architectures from
+``packager.chain.architectures.PROVEN`` (which the architecture matrix checks), the layout from
+each module's docstring. An mkdocs hook (mkdocs.yml ``hooks:``): each page's own text stays, its
+generated part is appended."""
 
 from __future__ import annotations
 
@@ -187,6 +189,19 @@ def _missing(cls: type) -> str:
     raise ValueError(f"{cls.__module__}.{cls.__name__} has no docstring: the exit-code reference is made of them")
 
 
+# The supported architectures ----------------------------------------------------------------------
+
+def architectures() -> Iterator[str]:
+    from packager.chain.architectures import PROVEN
+
+    rows = [(f"`{name}`", proven.models, ", ".join(k.value for k in proven.chain_kinds), "yes / yes",
+             f"`{proven.fused_attention}`" if proven.fused_attention else "no",
+             "passes" if proven.int8 else "fails")
+            for name, proven in PROVEN.items()]
+    yield from _table(("architecture (`model_type`)", "models of this shape", "chain kinds", "ONNX / OpenVINO fp32",
+                       "fused attention (onnxruntime)", "int8 on the default gate"), rows)
+
+
 # The layout ---------------------------------------------------------------------------------------
 
 def layout() -> Iterator[str]:
@@ -209,4 +224,5 @@ PAGES: dict[str, Callable[[], Iterator[str]]] = {
     "reference/manifest.md": manifest,
     "reference/exit-codes.md": exit_codes,
     "reference/layout.md": layout,
+    "reference/architectures.md": architectures,
 }
