@@ -35,9 +35,9 @@ PROVEN: dict[str, Proven] = {
     "modernbert": Proven("gte-modernbert, modernbert-embed", (ST,),
                          "MultiHeadAttention", True),
     "qwen3": Proven("Qwen3-Embedding, Qwen3-Reranker", (ST, CE), "MultiHeadAttention", True),
-    "t5": Proven("sentence-t5, GTR", (ST,), "MultiHeadAttention", True),
+    "t5": Proven("sentence-t5, GTR", (ST,), "MultiHeadAttention", False),
     "clip": Proven("clip-ViT-B-32 and other CLIP image search", (ST,), "Attention", True),
-    "siglip": Proven("SigLIP image search (saved with fixed-width text padding)", (ST,), None, True),
+    "siglip": Proven("SigLIP image search (saved with fixed-width text padding)", (ST,), "Attention", True),
 }
 
 
