@@ -61,3 +61,19 @@ def test_siglip_with_batch_wide_padding_is_refused_before_export(tmp_path, monke
         build(str(chain), _options(tmp_path / "dist", "siglip"))
     assert raised.value.exit_code == 4
     assert not (tmp_path / "dist" / "siglip-onnx-fp32").exists()
+
+
+def test_siglip2_is_refused_before_export_naming_its_image_processor(tmp_path, monkeypatch):
+    """SigLIP2's NaFlex processor resizes each image to its own patch grid, which the runtime's
+    fixed-crop image pipeline does not reproduce: refused, before any export, saying so."""
+    import torch
+
+    def exported(*_, **__):
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(torch.onnx, "export", exported)
+    chain = tm.save_siglip2(tmp_path / "siglip2")
+    with pytest.raises(UnsupportedModuleError, match=r"route 'image': Siglip2ImageProcessorPil has its own "
+                                                     r"_preprocess.*which the runtime does not reproduce") as raised:
+        build(str(chain), _options(tmp_path / "dist", "siglip2"))
+    assert raised.value.exit_code == 4

@@ -647,3 +647,37 @@ def save_siglip(path: Path, *, fixed_padding: bool = True, seed: int = 0) -> Pat
         if fixed_padding else {}
     SentenceTransformer(modules=[Transformer(str(backbone), **padding)], device="cpu").save(str(path))
     return path
+
+
+def save_siglip2(path: Path, *, seed: int = 0) -> Path:
+    """A SigLIP2-style SentenceTransformer, saved as SigLIP is (one text+image Transformer, texts
+    padded to max_length), with SigLIP2's NaFlex image processor: each image resized to keep its
+    aspect within a patch budget (16 patches of 16x16 here), the patches and their mask and grid
+    passed to the vision tower, which interpolates its position embeddings to each image's grid."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Siglip2Config,
+        Siglip2ImageProcessorPil,
+        Siglip2Model,
+        Siglip2Processor,
+    )
+
+    backbone = path.with_name(path.name + "-backbone")
+    positions = 16
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", model_max_length=positions)
+    config = Siglip2Config(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=positions, projection_size=32,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_patches=16, patch_size=16))
+    torch.manual_seed(seed)
+    Siglip2Model(config).eval().save_pretrained(backbone)
+    processor = Siglip2ImageProcessorPil(patch_size=16, max_num_patches=16, do_convert_rgb=True)
+    Siglip2Processor(image_processor=processor, tokenizer=tokenizer).save_pretrained(backbone)
+    padding = {"processing_kwargs": {"text": {"padding": "max_length", "max_length": positions}}}
+    SentenceTransformer(modules=[Transformer(str(backbone), **padding)], device="cpu").save(str(path))
+    return path
