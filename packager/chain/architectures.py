@@ -38,6 +38,13 @@ PROVEN: dict[str, Proven] = {
     "t5": Proven("sentence-t5, GTR", (ST,), "MultiHeadAttention", True),
     "clip": Proven("clip-ViT-B-32 and other CLIP image search", (ST,), "Attention", True),
     "siglip": Proven("SigLIP image search (saved with fixed-width text padding)", (ST,), None, True),
+    "gemma3_text": Proven("EmbeddingGemma (bidirectional attention)", (ST,), "MultiHeadAttention", True),
+    "qwen2": Proven("gte-Qwen2, Qwen2 sequence-classification rerankers", (ST, CE), "MultiHeadAttention",
+                    True),
+    "llama": Proven("LLM2Vec-style Llama embedders", (ST,), "MultiHeadAttention", True),
+    "mistral": Proven("e5-mistral, SFR-Embedding-Mistral", (ST,), "MultiHeadAttention", True),
+    REMOTE_CODE: Proven("a hand-written encoder built with --trust-remote-code (the nomic-embed-text, "
+                        "jina-embeddings-v2, gte-v1.5 shape)", (ST,), "MultiHeadAttention", True),
 }
 
 
