@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tiny_decoders as td
 import tiny_models as tm
 from conftest import OPENVINO, TINY_CHAINS, Backbones, made_once, shared_root
 from packager.builder import BuildOptions, build
@@ -67,6 +68,13 @@ ROWS = [
     Row("t5", ST, save=_t5),
     Row("clip", ST, chain="clip"),
     Row("siglip", ST, save=lambda path, _: tm.save_siglip(path), slow=True),
+    # The decoder families and the remote-code encoder (tests/tiny_decoders.py).
+    Row("gemma3_text", ST, save=td.save_embedding_gemma, slow=True),
+    Row("qwen2", ST, save=td.save_gte_qwen2),
+    Row("qwen2", CE, save=td.save_qwen2_reranker, slow=True),
+    Row("llama", ST, save=td.save_llm2vec_llama, slow=True),
+    Row("mistral", ST, save=td.save_e5_mistral, slow=True),
+    Row(REMOTE_CODE, ST, save=td.save_remote_code_encoder, slow=True, trust_remote_code=True),
 ]
 
 

@@ -32,12 +32,18 @@ PROVEN: dict[str, Proven] = {
     "bert": Proven("all-MiniLM, bge, e5, ms-marco MiniLM cross-encoders, SPLADE, ColBERT", (ST, CE, SPARSE, MULTI),
                    "Attention", True),
     "roberta": Proven("all-distilroberta-v1, stsb-roberta", (ST,), "Attention", True),
-    "modernbert": Proven("gte-modernbert, modernbert-embed", (ST,),
-                         "MultiHeadAttention", True),
+    "modernbert": Proven("gte-modernbert, modernbert-embed", (ST,), "MultiHeadAttention", True),
     "qwen3": Proven("Qwen3-Embedding, Qwen3-Reranker", (ST, CE), "MultiHeadAttention", True),
     "t5": Proven("sentence-t5, GTR", (ST,), "MultiHeadAttention", False),
     "clip": Proven("clip-ViT-B-32 and other CLIP image search", (ST,), "Attention", True),
     "siglip": Proven("SigLIP image search (saved with fixed-width text padding)", (ST,), "Attention", True),
+    "gemma3_text": Proven("EmbeddingGemma (bidirectional attention)", (ST,), "MultiHeadAttention", True),
+    "qwen2": Proven("gte-Qwen2, Qwen2 sequence-classification rerankers", (ST, CE), "MultiHeadAttention",
+                    True),
+    "llama": Proven("LLM2Vec-style Llama embedders", (ST,), "MultiHeadAttention", True),
+    "mistral": Proven("e5-mistral, SFR-Embedding-Mistral", (ST,), "MultiHeadAttention", True),
+    REMOTE_CODE: Proven("a hand-written encoder built with --trust-remote-code (the nomic-embed-text, "
+                        "jina-embeddings-v2, gte-v1.5 shape)", (ST,), "MultiHeadAttention", True),
 }
 
 

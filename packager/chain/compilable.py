@@ -7,6 +7,7 @@ taking its place. Everything else is refused before any work, naming the module 
 
 from __future__ import annotations
 
+from packager.chain.architectures import backbones
 from packager.chain.chat_template import takes_messages
 from packager.chain.processing import processing_problems
 from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
@@ -48,6 +49,7 @@ _OTHER_MODALITIES = ("audio and video need their own feature extractors in the r
 def check_compilable(chain: ChainSpec) -> None:
     """Refuse, before any work, a chain this version cannot compile into one graph per route;
     name every module that is the reason."""
+    _check_trusted(chain)
     routers = [m.name for m in chain.modules if m.kind is ModuleKind.ROUTER]
     reasons = [f"the chain has {len(routers)} Routers ({', '.join(routers)}); one is compiled"] \
         if len(routers) > 1 else []
@@ -68,6 +70,18 @@ def check_compilable(chain: ChainSpec) -> None:
             "SentenceTransformer or a SparseStaticEmbedding in a SparseEncoder, followed by any of: "
             f"{', '.join(sorted(k.value for k in _AFTER_INPUT))}; a Router may stand anywhere."
         )
+
+
+def _check_trusted(chain: ChainSpec) -> None:
+    """A backbone whose config maps to code in the folder (``auto_map``) is built only with
+    --trust-remote-code: refused here, before its code is imported, rather than by transformers
+    once the reference loads."""
+    untrusted = [b.module for b in backbones(chain) if b.remote_code] if not chain.trust_remote_code else []
+    if untrusted:
+        raise UnsupportedModuleError(
+            f"module {untrusted[0]!r}: its config.json maps the model to code in the folder (auto_map), which "
+            "sentence-transformers runs only with trust_remote_code. Pass --trust-remote-code to build it (this "
+            "runs code from the model folder).")
 
 
 def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list[str]:
