@@ -45,7 +45,7 @@ PROVEN: dict[str, Proven] = {
     "deberta-v2": Proven("mxbai-rerank v1, DeBERTa-v3 embedders", (ST, CE), None, True),
     "electra": Proven("ms-marco ELECTRA cross-encoders", (CE, ST), "Attention", True),
     "albert": Proven("paraphrase-albert", (ST,), "Attention", True),
-    "mpnet": Proven("all-mpnet-base-v2, multi-qa-mpnet", (ST,), None, True),
+    "mpnet": Proven("all-mpnet-base-v2, multi-qa-mpnet", (ST,), "Attention", True),
 }
 
 
