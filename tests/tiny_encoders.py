@@ -21,7 +21,7 @@ ALBERT_SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]  # ALBERT's ids
 def _unigram(specials: list[str], mask: str, *, vocab_size: int = 600) -> Tokenizer:
     """A sentencepiece-style Unigram (tiny_models.train_unigram's pieces) whose special tokens
     come first, and ``mask`` at the end unless it is among them."""
-    pieces = [p for p in tm._unigram_vocab(vocab_size)[len(tm.T5_SPECIALS):]]
+    pieces = list(tm._unigram_vocab(vocab_size)[len(tm.T5_SPECIALS):])
     vocab = [(s, 0.0) for s in specials] + pieces[:vocab_size - len(specials) - 1]
     if mask not in specials:
         vocab.append((mask, 0.0))
