@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tiny_decoders as td
+import tiny_encoders as te
 import tiny_models as tm
 from conftest import OPENVINO, TINY_CHAINS, Backbones, made_once, shared_root
 from packager.builder import BuildOptions, build
@@ -75,6 +76,20 @@ ROWS = [
     Row("llama", ST, save=td.save_llm2vec_llama, slow=True),
     Row("mistral", ST, save=td.save_e5_mistral, slow=True),
     Row(REMOTE_CODE, ST, save=td.save_remote_code_encoder, slow=True, trust_remote_code=True),
+    # The encoder families (tests/tiny_encoders.py): embedders, cross-encoder heads, SPLADE heads.
+    Row("distilbert", ST, save=te.mean(te.save_tiny_distilbert)),
+    Row("distilbert", CE, save=te.cross_encoder(te.save_tiny_distilbert), slow=True),
+    Row("distilbert", SPARSE, save=te.splade(te.save_tiny_distilbert), slow=True),
+    Row("xlm-roberta", ST, save=te.cls_normalize(te.save_tiny_xlm_roberta), slow=True),
+    Row("xlm-roberta", CE, save=te.cross_encoder(te.save_tiny_xlm_roberta)),
+    Row("xlm-roberta", SPARSE, save=te.splade(te.save_tiny_xlm_roberta), slow=True),
+    Row("deberta-v2", ST, save=te.mean(te.save_tiny_deberta_v2), slow=True),
+    Row("deberta-v2", CE, save=te.cross_encoder(te.save_tiny_deberta_v2)),
+    Row("electra", CE, save=te.cross_encoder(te.save_tiny_electra), slow=True),
+    Row("electra", ST, save=te.mean(te.save_tiny_electra), slow=True),
+    Row("albert", ST, save=te.mean(te.save_tiny_albert), slow=True),
+    Row("mpnet", ST, save=te.mean(te.save_tiny_mpnet, normalize=True), slow=True),
+    Row("modernbert", CE, save=te.modernbert_cross_encoder, slow=True),
 ]
 
 

@@ -32,7 +32,8 @@ PROVEN: dict[str, Proven] = {
     "bert": Proven("all-MiniLM, bge, e5, ms-marco MiniLM cross-encoders, SPLADE, ColBERT", (ST, CE, SPARSE, MULTI),
                    "Attention", True),
     "roberta": Proven("all-distilroberta-v1, stsb-roberta", (ST,), "Attention", True),
-    "modernbert": Proven("gte-modernbert, modernbert-embed", (ST,), "MultiHeadAttention", True),
+    "modernbert": Proven("gte-modernbert, modernbert-embed, gte-reranker-modernbert", (ST, CE),
+                         "MultiHeadAttention", True),
     "qwen3": Proven("Qwen3-Embedding, Qwen3-Reranker", (ST, CE), "MultiHeadAttention", True),
     "t5": Proven("sentence-t5, GTR", (ST,), "MultiHeadAttention", False),
     "clip": Proven("clip-ViT-B-32 and other CLIP image search", (ST,), "Attention", True),
@@ -44,6 +45,14 @@ PROVEN: dict[str, Proven] = {
     "mistral": Proven("e5-mistral, SFR-Embedding-Mistral", (ST,), "MultiHeadAttention", True),
     REMOTE_CODE: Proven("a hand-written encoder built with --trust-remote-code (the nomic-embed-text, "
                         "jina-embeddings-v2, gte-v1.5 shape)", (ST,), "MultiHeadAttention", True),
+    "distilbert": Proven("msmarco and multi-qa DistilBERT embedders and cross-encoders, SPLADE v3, OpenSearch "
+                         "neural-sparse", (ST, CE, SPARSE), "Attention", True),
+    "xlm-roberta": Proven("bge-m3, multilingual-e5, bge-reranker-v2-m3, multilingual SPLADE", (ST, CE, SPARSE),
+                          "Attention", True),
+    "deberta-v2": Proven("mxbai-rerank v1, DeBERTa-v3 embedders", (ST, CE), None, True),
+    "electra": Proven("ms-marco ELECTRA cross-encoders", (CE, ST), "Attention", True),
+    "albert": Proven("paraphrase-albert", (ST,), "Attention", True),
+    "mpnet": Proven("all-mpnet-base-v2, multi-qa-mpnet", (ST,), "Attention", True),
 }
 
 

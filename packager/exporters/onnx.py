@@ -76,14 +76,36 @@ def export_onnx(graph: RouteGraph, path: Path, *, fuse: bool) -> dict[str, int]:
     if fuse:
         try:
             with quiet("onnxscript"):
+                biases = _merge_attention_biases(model)
                 model, fusions = optimize_for_ort(model)
         except Exception as e:
             raise ExportError(f"fusing route {graph.name!r} for onnxruntime failed: {_summary(e)}") from e
         _unfold_batch_transposes(model, route=graph.name)
-        log.info("fused for onnxruntime: %s", _count(fusions))
+        log.info("fused for onnxruntime: %s%s", _count(fusions),
+                 f" (attention biases merged: {biases})" if biases else "")
     # Outside the try: a failed write (disk full, permissions) is an OSError the build reports as such.
     ir.save(model, path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
     return fusions
+
+
+def _merge_attention_biases(model: Any) -> int:
+    """Add a relative position bias to the padding mask before they reach the attention scores.
+
+    onnxscript's attention rule (``ort_fusions.sdpa``) takes one additive mask between the scaled
+    ``Q @ K^T`` and the Softmax; MPNet adds its relative position bias and then the padding mask,
+    ``Softmax((scores + bias) + mask)``, so its attention stayed unfused. Rewritten as
+    ``Softmax(scores + (bias + mask))`` it fuses, the sum becoming the fused op's attention bias.
+    Exact where it matters: the mask is 0 on attended positions (``bias + 0`` is ``bias``), and
+    masked ones get no weight either way. Returns how many were rewritten."""
+    from onnxscript.rewriter import pattern
+
+    def biased(op, scores, bias, mask):
+        return op.Softmax(op.Add(op.Add(scores, bias), mask), axis=-1)
+
+    def merged(op, scores, bias, mask):
+        return op.Softmax(op.Add(scores, op.Add(bias, mask)), axis=-1)
+
+    return pattern.RewriteRule(biased, merged).apply_to_model(model)
 
 
 _TRANS_BATCH = {"transBatchA": 0, "transBatchB": 1}

@@ -239,3 +239,37 @@ def test_fp32_runs_onnxruntimes_fused_attention_in_every_layer(name, fused, laye
     ops = [(node.domain, node.op_type) for node in graph.node]
     assert ops.count(("com.microsoft", fused)) == layers, sorted(set(ops))
     assert ("", "Softmax") not in ops  # no attention left unfused
+
+
+def test_a_position_bias_added_before_the_mask_is_merged_into_it_and_computes_the_same():
+    """MPNet's Softmax((scores + bias) + mask) becomes Softmax(scores + (bias + mask)), the one
+    additive mask onnxscript's attention rule takes; on attended positions (mask 0) bit for bit."""
+    import onnx
+    import onnx_ir as ir
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from packager.exporters.onnx import _merge_attention_biases
+
+    shape = [2, 2, 5, 5]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in
+              (("scores", shape), ("bias", shape), ("mask", [2, 1, 1, 5]))]
+    graph = helper.make_graph([helper.make_node("Add", ["scores", "bias"], ["biased"]),
+                               helper.make_node("Add", ["biased", "mask"], ["masked"]),
+                               helper.make_node("Softmax", ["masked"], ["probs"], axis=-1)], "attention", inputs,
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)])
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    model = ir.serde.deserialize_model(plain)
+    assert _merge_attention_biases(model) == 1
+    merged = ir.serde.serialize_model(model)
+    assert [n.op_type for n in merged.graph.node] == ["Add", "Add", "Softmax"]
+    assert merged.graph.node[-1].input[0] != "masked" and "bias" in merged.graph.node[0].input
+    rng = np.random.default_rng(0)
+    mask = np.zeros([2, 1, 1, 5], np.float32)
+    mask[1, ..., 3:] = np.finfo(np.float32).min  # the second text is 3 tokens long
+    feeds = {"scores": rng.normal(size=shape).astype(np.float32) * 4,
+             "bias": rng.normal(size=shape).astype(np.float32), "mask": mask}
+    want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+                 for m in (plain, merged))
+    np.testing.assert_array_equal(got, want)
+    assert _merge_attention_biases(ir.serde.deserialize_model(onnx.load_from_string(merged.SerializeToString()))) == 0
