@@ -1,5 +1,6 @@
 """Export steps for the modules the exporter cannot take as they are: three that branch on Python
-values the exporter would freeze to the sample's shapes, StaticEmbedding (an EmbeddingBag over
+values the exporter would freeze to the sample's shapes, BoW (whose vector is made in Python in
+preprocess), StaticEmbedding (an EmbeddingBag over
 flat ids and offsets, where the graph takes padded ids and a mask), a causal LM's head where
 LogitScore reads two of its rows, and MultiVectorMask, which branches on the task and uses
 ``torch.isin``. Each calls the module's own code where it can, or repeats its
@@ -37,9 +38,27 @@ def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], 
             steps.append(SlicedLogitScore(modules[index], modules[index + 1]))
             index += 2
             continue
+        if specs[index].kind is ModuleKind.CNN:
+            check_zero_padding(specs, modules, index)
         steps.append(export_step(specs[index], modules[index]))
         index += 1
     return steps
+
+
+def check_zero_padding(specs: tuple[ModuleSpec, ...], modules: list[Any], index: int) -> None:
+    """A CNN's convolutions read the padding positions beside a text's last tokens, so a text's
+    vector is the same in every batch (and the artifact's the reference's) only if what it reads
+    there is zeros, as its own zero padding at the edges is: after WordWeights (which multiplies
+    padding by zero) or a WordEmbeddings whose padding row (id 0, GloVe's PADDING_TOKEN) is zeros."""
+    before, module = specs[index - 1], modules[index - 1]
+    if before.kind is ModuleKind.WORD_WEIGHTS or (
+            before.kind is ModuleKind.WORD_EMBEDDINGS and not module.emb_layer.weight[0].any()):
+        return
+    raise UnsupportedModuleError(
+        f"module {specs[index].name!r}: a CNN convolves across the padding after a text's last token, and its input "
+        f"there (from {before.kind.value} {before.name!r}) is not zeros, so a text's vector would depend on how long "
+        "the other texts of its batch are; a CNN compiles after WordWeights or after a WordEmbeddings whose padding "
+        "row (id 0) is zeros")
 
 
 def reads_causal_logits(spec: ModuleSpec, module: Any, next_spec: ModuleSpec, next_module: Any) -> bool:
@@ -53,6 +72,8 @@ def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
         return StaticEmbeddingMean(module)
     if spec.kind is ModuleKind.SPLADE_POOLING:
         return SpladePooling(module)
+    if spec.kind is ModuleKind.BOW:
+        return BagOfWords(module)
     if spec.kind is ModuleKind.SPARSE_AUTO_ENCODER:
         return SparseAutoEncoder(module)
     if spec.kind is ModuleKind.MULTI_VECTOR_MASK:
@@ -166,6 +187,26 @@ class StaticEmbeddingMean(torch.nn.Module):
         mask = features["attention_mask"].unsqueeze(-1).to(self.table.dtype)
         summed = (torch.nn.functional.embedding(features["input_ids"], self.table) * mask).sum(dim=1)
         features["sentence_embedding"] = summed / mask.sum(dim=1).clamp(min=1)
+        return features
+
+
+class BagOfWords(torch.nn.Module):
+    """BoW's vector, which the module makes in Python in preprocess (a loop over each text's ids),
+    from the padded ids: a word's weight times its count in the text (cumulative_term_frequency),
+    or once if it occurs at all. Padding counts for nothing."""
+
+    def __init__(self, bow: Any) -> None:  # sentence-transformers' BoW
+        super().__init__()
+        self.register_buffer("weights", torch.tensor(bow.weights, dtype=torch.float32), persistent=False)
+        self.cumulative = bool(bow.cumulative_term_frequency)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        ids = features["input_ids"]
+        counts = ids.new_zeros((ids.shape[0], self.weights.shape[0]), dtype=torch.float32)
+        counts = counts.scatter_add(1, ids, features["attention_mask"].to(torch.float32))
+        if not self.cumulative:
+            counts = (counts > 0).to(torch.float32)
+        features["sentence_embedding"] = counts * self.weights
         return features
 
 

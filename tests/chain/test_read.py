@@ -75,9 +75,9 @@ def test_unknown_module_type_is_refused_with_the_supported_list(chain_copy):
 
 def test_known_but_uncompiled_modules_are_named_not_called_foreign(chain_copy):
     entries = _modules(chain_copy)
-    entries[1]["type"] = "sentence_transformers.models.WeightedLayerPooling"
+    entries[1]["type"] = "sentence_transformers.models.LSTM"
     chain = read_chain(str(_write_modules(chain_copy, entries)))
-    with pytest.raises(UnsupportedModuleError, match="sentence-transformers' WeightedLayerPooling, which this version "
+    with pytest.raises(UnsupportedModuleError, match="sentence-transformers' LSTM, which this version "
                                                      "does not compile") as error:
         check_compilable(chain)
     assert "--trust-remote-code" not in str(error.value)
