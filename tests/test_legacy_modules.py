@@ -1,7 +1,8 @@
 """The legacy sentence-transformers modules (issue 33, item 4): WordEmbeddings with its
-WhitespaceTokenizer (the average_word_embeddings_glove models), WordWeights, BoW and
-WeightedLayerPooling compile whole, the runtime repeating the word tokenizer exactly; CNN and
-LSTM are refused before export, saying why.
+WhitespaceTokenizer (the average_word_embeddings_glove models), WordWeights, BoW,
+WeightedLayerPooling, CNN and LSTM compile whole, the runtime repeating the word tokenizer
+exactly; a CNN or LSTM where the reference is not a function of the text alone (or fails) is
+refused before export, saying why.
 
 Each chain is saved by sentence-transformers itself from a tiny vocabulary written here, built
 once per session to ONNX fp32 (OpenVINO in the slow set), and compared through the artifact's
@@ -132,7 +133,7 @@ def save_cnn(path: Path, *, after: str = "glove", module: str = "CNN") -> Path:
     width = first.get_embedding_dimension()
     torch.manual_seed(4)
     layer = modules.CNN(width, out_channels=4, kernel_sizes=[1, 3, 5]) if module == "CNN" \
-        else modules.LSTM(width, hidden_dim=4, num_layers=1)
+        else modules.LSTM(width, hidden_dim=4, num_layers=2)  # bidirectional
     SentenceTransformer(modules=[first, layer, modules.Pooling(layer.get_embedding_dimension(), "mean")],
                         device="cpu").save(str(path))
     return path
@@ -145,6 +146,7 @@ CHAINS: dict[str, Callable[[Path], Path]] = {
     "bow-presence": lambda p: save_bow(p, cumulative=False),
     "weighted-layers": save_weighted_layers,
     "cnn": save_cnn,
+    "lstm": lambda p: save_cnn(p, module="LSTM"),
 }
 
 
@@ -256,18 +258,37 @@ def test_the_runtime_word_tokenizer_gives_whitespace_tokenizers_ids_id_for_id(se
     assert sum(bool(tokenizer.tokenize(t)) for t in texts) > len(texts) // 2  # the texts do reach the vocabulary
 
 
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (1, True), (3, False), (2, True)])
+def test_the_unpacked_lstm_step_is_the_packed_lstm(layers, bidirectional):
+    """The export step against the module, in torch: a batch of texts of different lengths, an
+    empty one (length clamped to 1, as the module clamps it) among them."""
+    from sentence_transformers.sentence_transformer.modules import LSTM
+
+    from packager.chain.steps import UnpackedLSTM
+
+    torch.manual_seed(layers)
+    module = LSTM(6, hidden_dim=5, num_layers=layers, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([4, 7, 0, 1, 7, 2])
+    mask = (torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    embeddings = torch.randn(6, 7, 6)
+    with torch.no_grad():
+        expected = module({"token_embeddings": embeddings, "attention_mask": mask,
+                           "sentence_lengths": lengths})["token_embeddings"]
+        got = UnpackedLSTM(module)({"token_embeddings": embeddings, "attention_mask": mask})["token_embeddings"]
+    assert got.shape == expected.shape == (6, 7, 5 * (1 + bidirectional))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["glove", "bow"])
-def test_a_legacy_artifact_loads_without_torch_or_tokenizers_file(name, legacy_artifacts):
-    """The word tokenizer is the runtime's own (numpy and the standard library): the artifact has
-    no tokenizers file, and its loader's words module imports nothing else."""
+def test_a_legacy_artifact_has_a_vocabulary_and_no_tokenizers_file(name, legacy_artifacts):
+    """The word tokenizer is the runtime's own (the standard library): the artifact has a
+    vocabulary and no tokenizers file, and its loader's words module imports nothing else."""
     artifact = legacy_artifacts[name]
     source = (artifact / "loader" / "words.py").read_text(encoding="utf-8")
     imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
     assert imports <= {"__future__", "json", "pathlib", "typing", ".errors", ".files", ".routes"}, imports
-    with pytest.raises(Exception):  # noqa: B017 - the vocabulary is not a tokenizers file
-        from tokenizers import Tokenizer
-
-        Tokenizer.from_file(str(artifact / "tokenizer.json"))
+    assert read_manifest(artifact).routes[0].text.file == "vocabulary.json"
+    assert (artifact / "vocabulary.json").is_file() and not (artifact / "tokenizer.json").exists()
 
 
 def test_a_word_embeddings_with_another_tokenizer_is_refused_naming_it(legacy_chains, tmp_path):
@@ -287,10 +308,13 @@ def test_a_word_embeddings_with_another_tokenizer_is_refused_naming_it(legacy_ch
 
 
 @pytest.mark.slow
-def test_the_glove_chain_builds_to_openvino_and_passes_its_gate(legacy_chains, tmp_path):
-    build(str(legacy_chains["glove"]), BuildOptions(formats=(Format.OPENVINO,), out=tmp_path, name="glove",
-                                                    measure_speed=False, write_reports=False))
-    _assert_loader_matches_reference(tmp_path / "glove-openvino-fp32", legacy_chains["glove"])
+@pytest.mark.parametrize("name", ["glove", "bow", "lstm"])
+def test_legacy_chains_build_to_openvino_and_pass_their_gate(name, legacy_chains, tmp_path):
+    """The GloVe chain, and the two whose graphs hold the least common operators (BoW's
+    scatter-add, the LSTM's), in OpenVINO."""
+    build(str(legacy_chains[name]), BuildOptions(formats=(Format.OPENVINO,), out=tmp_path, name=name,
+                                                 measure_speed=False, write_reports=False))
+    _assert_loader_matches_reference(tmp_path / f"{name}-openvino-fp32", legacy_chains[name])
 
 
 @pytest.fixture
@@ -313,11 +337,13 @@ def _refused(chain: Path, out: Path, capsys) -> str:
     return " ".join((captured.out + captured.err).split())
 
 
-def test_an_lstm_is_refused_before_export_saying_why(tmp_path, no_export, capsys):
-    """LSTM packs each batch by its texts' lengths, which torch.export cannot trace."""
-    message = _refused(save_cnn(tmp_path / "lstm" / "chain", module="LSTM"), tmp_path / "dist", capsys)
-    assert "sentence-transformers' LSTM, which this version does not compile: it runs its LSTM over each batch " \
-           "packed by the texts' lengths (pack_padded_sequence)" in message, message
+def test_an_lstm_after_a_transformer_is_refused_before_export_saying_why(tmp_path, no_export, capsys):
+    """LSTM reads the texts' lengths that WordEmbeddings computes; after a Transformer
+    sentence-transformers itself fails."""
+    chain = save_cnn(tmp_path / "bert-lstm" / "chain", after="bert", module="LSTM")
+    message = _refused(chain, tmp_path / "dist", capsys)
+    assert "an LSTM reads the texts' lengths that only a WordEmbeddings computes (sentence_lengths), so it compiles " \
+           "in a route that starts with one, not with Transformer '0'" in message, message
     assert not no_export
 
 

@@ -55,11 +55,10 @@ MODULE_TYPES: dict[str, ModuleKind] = {
     **{path: kind for kind, file in (
         (ModuleKind.WORD_EMBEDDINGS, "word_embeddings"), (ModuleKind.WORD_WEIGHTS, "word_weights"),
         (ModuleKind.BOW, "bow"), (ModuleKind.WEIGHTED_LAYER_POOLING, "weighted_layer_pooling"), (ModuleKind.CNN, "cnn"),
+        (ModuleKind.LSTM, "lstm"),
     ) for path in _type_paths(kind, kind.value, "models", "sentence_transformer.modules",
                               f"sentence_transformer.modules.{file}")},
     # Known, safe to read, refused with their own name (and why) rather than as foreign code.
-    **_type_paths(ModuleKind.NOT_COMPILED, "LSTM", "models", "sentence_transformer.modules",
-                  "sentence_transformer.modules.lstm"),
     **_type_paths(ModuleKind.NOT_COMPILED, "HierarchicalTokenPooling", "multi_vector_encoder.modules",
                   "multi_vector_encoder.modules.token_pooling"),
 }

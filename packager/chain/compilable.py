@@ -31,15 +31,13 @@ _INPUT_MODULES = {
 # What may follow the input module.
 _AFTER_INPUT = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE,
                 ModuleKind.DROPOUT, ModuleKind.LOGIT_SCORE, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_AUTO_ENCODER,
-                ModuleKind.WORD_WEIGHTS, ModuleKind.WEIGHTED_LAYER_POOLING, ModuleKind.CNN, ModuleKind.CUSTOM}
+                ModuleKind.WORD_WEIGHTS, ModuleKind.WEIGHTED_LAYER_POOLING, ModuleKind.CNN, ModuleKind.LSTM,
+                ModuleKind.CUSTOM}
 # Why some of sentence-transformers' own modules are not compiled, where there is more to say.
 _NOT_COMPILED_BECAUSE = {
     "HierarchicalTokenPooling": "it clusters each document's tokens with scipy's Ward linkage, which the runtime "
                                 "cannot reproduce exactly in numpy (which tokens merge turns on ties and summation "
                                 "order); save the model without it and pool the loader's output where needed",
-    "LSTM": "it runs its LSTM over each batch packed by the texts' lengths (pack_padded_sequence), and torch.export "
-            "cannot trace an LSTM over a packed sequence (torch.nn.LSTM sizes its initial state by the packed batch "
-            "sizes, a value of the data: \"zeros(): argument 'size' ... got FakeTensor\"); save the model without it",
 }
 # The modalities a Transformer's texts may reach it in: as text, or rendered as chat messages.
 _TEXT_MODALITIES = ({"text"}, {"message"}, {"text", "message"})
@@ -103,6 +101,10 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
     problems += [f"module {m.name!r} ({m.type}, {m.kind.value}) cannot follow the input module"
                  for m in rest if m.kind not in _AFTER_INPUT | {ModuleKind.NOT_COMPILED, ModuleKind.MULTI_VECTOR_MASK}]
     problems += [_cnn_problem(m) for m in rest if m.kind is ModuleKind.CNN and _cnn_problem(m)]
+    problems += [f"module {m.name!r}: an LSTM reads the texts' lengths that only a WordEmbeddings computes "
+                 f"(sentence_lengths), so it compiles in a route that starts with one, not with {first.kind.value} "
+                 f"{first.name!r} (where sentence-transformers itself fails)"
+                 for m in rest if m.kind is ModuleKind.LSTM and first.kind is not ModuleKind.WORD_EMBEDDINGS]
     masks = [i for i, m in enumerate(modules) if m.kind is ModuleKind.MULTI_VECTOR_MASK]
     if masks and kind is not ChainKind.MULTI_VECTOR_ENCODER:
         problems.append(f"module {modules[masks[0]].name!r}: a MultiVectorMask belongs to a MultiVectorEncoder, "

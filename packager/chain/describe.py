@@ -73,8 +73,12 @@ def _text(chain: ChainSpec, info: dict[str, Any]) -> str:
 def _route_lines(route: str, spec: dict[str, Any]) -> list[str]:
     lines = [f"route {route} ({spec['modality']}): inputs {spec['inputs']} -> {[o['name'] for o in spec['outputs']]}"]
     if spec["tokenizer"]:
-        settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k != "special_ids")
+        settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k not in ("special_ids", "words"))
         lines.append(f"  tokenizer: {settings}")
+        words = spec["tokenizer"].get("words")
+        if words:  # a word tokenizer's stop words are hundreds: their count, not the list
+            lines.append(f"  word tokenizer: lowercase={words['lowercase']}, {len(words['stop_words'])} stop words, "
+                         "words stripped of punctuation, the vocabulary in the tokenizer file")
     if spec["image"]:
         lines.append("  image preprocessing: " + ", ".join(f"{k}={v}" for k, v in spec["image"].items()))
     if spec["chat"]:

@@ -41,7 +41,8 @@ _TOKENIZING = {ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER, ModuleKind.SP
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                     "tokenizer.model", "tekken.json")
 # Modules whose config file has its own name.
-_CONFIG_FILES = {ModuleKind.WORD_EMBEDDINGS: ("wordembedding_config.json",), ModuleKind.CNN: ("cnn_config.json",)}
+_CONFIG_FILES = {ModuleKind.WORD_EMBEDDINGS: ("wordembedding_config.json",), ModuleKind.CNN: ("cnn_config.json",),
+                 ModuleKind.LSTM: ("lstm_config.json",)}
 # A folder without modules.json that sentence-transformers loads as a CrossEncoder of one module.
 _IMPLICIT_CROSS_ENCODER = "sentence_transformers.base.modules.transformer.Transformer"
 

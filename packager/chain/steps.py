@@ -1,6 +1,6 @@
 """Export steps for the modules the exporter cannot take as they are: three that branch on Python
 values the exporter would freeze to the sample's shapes, BoW (whose vector is made in Python in
-preprocess), StaticEmbedding (an EmbeddingBag over
+preprocess), LSTM (over a packed sequence), StaticEmbedding (an EmbeddingBag over
 flat ids and offsets, where the graph takes padded ids and a mask), a causal LM's head where
 LogitScore reads two of its rows, and MultiVectorMask, which branches on the task and uses
 ``torch.isin``. Each calls the module's own code where it can, or repeats its
@@ -74,6 +74,8 @@ def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
         return SpladePooling(module)
     if spec.kind is ModuleKind.BOW:
         return BagOfWords(module)
+    if spec.kind is ModuleKind.LSTM:
+        return UnpackedLSTM(module)
     if spec.kind is ModuleKind.SPARSE_AUTO_ENCODER:
         return SparseAutoEncoder(module)
     if spec.kind is ModuleKind.MULTI_VECTOR_MASK:
@@ -207,6 +209,45 @@ class BagOfWords(torch.nn.Module):
         if not self.cumulative:
             counts = (counts > 0).to(torch.float32)
         features["sentence_embedding"] = counts * self.weights
+        return features
+
+
+class UnpackedLSTM(torch.nn.Module):
+    """The LSTM module without pack_padded_sequence, which torch.export cannot trace (torch.nn.LSTM
+    sizes its initial state by the packed batch sizes, a value of the data). A text's length is
+    its mask's sum, at least 1, as the module clamps it. Going forward, a position reads only the
+    ones before it, so padding after the text changes nothing; going backward, each text's own
+    positions are reversed before the LSTM and back after it, so padding comes after them there
+    too. Positions past a text's length are zeros, as pad_packed_sequence leaves them."""
+
+    def __init__(self, module: Any) -> None:  # sentence-transformers' LSTM
+        super().__init__()
+        encoder = module.encoder
+        self.directions = 2 if encoder.bidirectional else 1
+        self.cells = torch.nn.ModuleList()
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if encoder.bias else ())
+        for layer in range(encoder.num_layers):
+            for suffix in ("", "_reverse")[: self.directions]:  # each direction of each layer on its own
+                cell = torch.nn.LSTM(encoder.input_size if layer == 0 else encoder.hidden_size * self.directions,
+                                     encoder.hidden_size, batch_first=True, bias=encoder.bias)
+                cell.load_state_dict({f"{name}_l0": getattr(encoder, f"{name}_l{layer}{suffix}") for name in names})
+                self.cells.append(cell)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        hidden = features["token_embeddings"]
+        lengths = features["attention_mask"].sum(dim=1).clamp(min=1).unsqueeze(1)
+        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        inside = positions < lengths
+        reverse = torch.where(inside, lengths - 1 - positions, positions).unsqueeze(-1)
+        for layer in range(0, len(self.cells), self.directions):
+            outputs = [self.cells[layer](hidden)[0]]
+            if self.directions == 2:
+                # expand(-1, -1, width), not expand_as: the exporter gives an LSTM's output a fixed
+                # sequence length, which expand_as would copy into the graph
+                backward = self.cells[layer + 1](hidden.gather(1, reverse.expand(-1, -1, hidden.shape[-1])))[0]
+                outputs.append(backward.gather(1, reverse.expand(-1, -1, backward.shape[-1])))
+            hidden = torch.cat(outputs, dim=-1)
+        features["token_embeddings"] = hidden * inside.unsqueeze(-1).to(hidden.dtype)
         return features
 
 

@@ -119,7 +119,7 @@ def _word_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str]:
     words = WordsSpec(lowercase=bool(tokenizer.do_lower_case), punctuation=string.punctuation,
                       stop_words=tuple(sorted(w for w in tokenizer.stop_words if isinstance(w, str))))
     return TokenizerSpec(
-        file="tokenizer.json", max_length=min(max_length or NO_LENGTH_LIMIT, NO_LENGTH_LIMIT),
+        file="vocabulary.json", max_length=min(max_length or NO_LENGTH_LIMIT, NO_LENGTH_LIMIT),
         truncation_side=Side.RIGHT, padding_side=Side.RIGHT, pad_id=0, pad_type_id=0, pad_token="",
         lowercase=words.lowercase, add_special_tokens=False, special_ids=(), words=words,
     ), json.dumps(vocabulary)

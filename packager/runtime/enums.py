@@ -39,6 +39,7 @@ class ModuleKind(str, Enum):
     BOW = "BoW"  # a bag-of-words input module, its vector made in preprocess
     WEIGHTED_LAYER_POOLING = "WeightedLayerPooling"
     CNN = "CNN"  # convolutions over the token embeddings
+    LSTM = "LSTM"  # an LSTM over each text's word embeddings
     NOT_COMPILED = "not compiled"  # sentence-transformers' own, safe to read, but no graph is made of it
     CUSTOM = "custom"  # only with --trust-remote-code
 
