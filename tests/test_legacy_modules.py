@@ -191,9 +191,10 @@ def test_a_legacy_chain_compiles_whole_and_its_loader_gives_the_references_embed
     _assert_loader_matches_reference(legacy_artifacts[name], legacy_chains[name])
 
 
-def test_the_glove_manifest_holds_the_word_tokenizer_and_its_vocabulary(legacy_chains, legacy_artifacts):
+def test_the_glove_manifest_holds_the_word_tokenizer_and_its_vocabulary(legacy_chains, legacy_artifacts, capsys):
     """Stop words, flags and punctuation in the manifest, the vocabulary (word -> id) as the route's
-    tokenizer file; the long text is truncated to max_seq_length words, as the reference truncates."""
+    tokenizer file; the long text is truncated to max_seq_length words, as the reference truncates.
+    inspect sums the word tokenizer up, for the folder and the artifact alike."""
     artifact = legacy_artifacts["glove"]
     manifest = read_manifest(artifact)
     assert [m.kind for m in manifest.modules] == [ModuleKind.WORD_EMBEDDINGS, ModuleKind.POOLING, ModuleKind.NORMALIZE]
@@ -210,6 +211,10 @@ def test_the_glove_manifest_holds_the_word_tokenizer_and_its_vocabulary(legacy_c
     encoder = TextEncoder.open(artifact, route.text, route.inputs)
     assert encoder.encode([long_text], max_length=MAX_WORDS)[0][0].ids == \
         reference[0].preprocess([long_text])["input_ids"][0].tolist()
+    summary = f"word tokenizer: lowercase=False, {len(words.stop_words)} stop words, words stripped of"
+    for source in (legacy_chains["glove"], artifact):
+        assert main(["inspect", str(source)]) == 0
+        assert summary in capsys.readouterr().out
 
 
 def _random_texts(words: list[str], count: int, seed: int) -> list[str]:

@@ -34,6 +34,11 @@ class WordsSpec:
     punctuation: str
     stop_words: tuple[str, ...]
 
+    def summary(self) -> str:
+        """``lowercase=False, 386 stop words, ...``, for people (the stop words are hundreds)."""
+        return (f"lowercase={self.lowercase}, {len(self.stop_words)} stop words, words stripped of "
+                f"{self.punctuation!r}")
+
 
 @dataclass(frozen=True)
 class TokenizerSpec:
