@@ -191,6 +191,20 @@ def test_a_legacy_chain_compiles_whole_and_its_loader_gives_the_references_embed
     _assert_loader_matches_reference(legacy_artifacts[name], legacy_chains[name])
 
 
+def test_weighted_layer_pooling_is_compiled_over_the_hidden_layers(legacy_chains, legacy_artifacts):
+    """The Transformer hands WeightedLayerPooling its hidden layers (without them the module passes
+    the features through): other layer weights give other embeddings, and the artifact gives the
+    saved weights' ones."""
+    reference = _reference(legacy_chains["weighted-layers"])
+    assert "all_layer_embeddings" in reference[0](reference[0].preprocess(TEXTS[:2]))
+    saved = reference.encode(TEXTS)
+    with torch.no_grad():
+        reference[1].layer_weights.copy_(torch.tensor([1.0, 0.0]))
+    assert np.abs(reference.encode(TEXTS) - saved).max() > 1e-2
+    artifact = legacy_artifacts["weighted-layers"]
+    np.testing.assert_allclose(import_loader(artifact).load(artifact).encode(TEXTS), saved, rtol=1e-5, atol=1e-6)
+
+
 def test_the_glove_manifest_holds_the_word_tokenizer_and_its_vocabulary(legacy_chains, legacy_artifacts, capsys):
     """Stop words, flags and punctuation in the manifest, the vocabulary (word -> id) as the route's
     tokenizer file; the long text is truncated to max_seq_length words, as the reference truncates.
