@@ -322,7 +322,7 @@ def test_a_word_embeddings_with_another_tokenizer_is_refused_naming_it(legacy_ch
 
     with pytest.raises(UnsupportedModuleError, match=re.escape(
             "WhitespaceTokenizer, which the runtime repeats, not "
-            "'sentence_transformers.models.tokenizer.PhraseTokenizer'")):
+            "'sentence_transformers.models.tokenizer.PhraseTokenizer': it splits texts with nltk's word_tokenize")):
         check_compilable(read_chain(str(chain)))
 
 

@@ -39,6 +39,14 @@ _NOT_COMPILED_BECAUSE = {
                                 "cannot reproduce exactly in numpy (which tokens merge turns on ties and summation "
                                 "order); save the model without it and pool the loader's output where needed",
 }
+# Why the other tokenizers a WordEmbeddings may name are not repeated.
+_OTHER_WORD_TOKENIZERS = {
+    "PhraseTokenizer": ": it splits texts with nltk's word_tokenize (Penn Treebank rules and regular expressions), "
+                       "which the runtime does not carry",
+    "TransformersTokenizerWrapper": ": a transformers tokenizer, whose ids (special tokens included) WordEmbeddings "
+                                    "cuts at max_seq_length, dropping the closing special token of a long text, "
+                                    "where tokenizers' truncation keeps it",
+}
 # The modalities a Transformer's texts may reach it in: as text, or rendered as chat messages.
 _TEXT_MODALITIES = ({"text"}, {"message"}, {"text", "message"})
 _IMAGE_AND_TEXT = set(IMAGE_AND_TEXT)
@@ -94,8 +102,10 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
     if first.transformer_task is not None:
         problems += _transformer_problems(kind, first)
     elif first.kind is ModuleKind.WORD_EMBEDDINGS and first.config.get("tokenizer_class") not in WORD_TOKENIZERS:
+        named = first.config.get("tokenizer_class")
+        why = _OTHER_WORD_TOKENIZERS.get(str(named).rsplit(".", 1)[-1], "")
         problems.append(f"module {first.name!r}: a WordEmbeddings is compiled with sentence-transformers' "
-                        f"WhitespaceTokenizer, which the runtime repeats, not {first.config.get('tokenizer_class')!r}")
+                        f"WhitespaceTokenizer, which the runtime repeats, not {named!r}{why}")
     elif first.kind not in _INPUT_MODULES[kind]:
         problems.append(f"module {first.name!r} ({first.type}) cannot start a {kind.value} route")
     problems += [f"module {m.name!r} ({m.type}, {m.kind.value}) cannot follow the input module"
