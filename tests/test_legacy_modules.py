@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import tiny_models as tm
+from conftest import made_once, shared_root
 from packager.builder import BuildOptions, build
 from packager.chain.read import read_chain
 from packager.chain.spec import ModuleSpec
@@ -152,17 +153,23 @@ CHAINS: dict[str, Callable[[Path], Path]] = {
 
 @pytest.fixture(scope="session")
 def legacy_chains(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("legacy-chains")
-    return {name: save(root / name / "chain") for name, save in CHAINS.items()}
+    """Each chain, saved once per test run (pytest-xdist workers share them)."""
+    root = shared_root(tmp_path_factory) / "legacy-chains"
+    with made_once(root) as todo:
+        if todo:
+            for name, save in CHAINS.items():
+                save(root / name / "chain")
+    return {name: root / name / "chain" for name in CHAINS}
 
 
 @pytest.fixture(scope="session")
 def legacy_artifacts(tmp_path_factory, legacy_chains) -> dict[str, Path]:
-    """Each chain's ONNX fp32 artifact, built once (the loader of the build's own runtime)."""
-    out = tmp_path_factory.mktemp("legacy-dist")
-    options = {name: BuildOptions(out=out, name=name, measure_speed=False, write_reports=False) for name in CHAINS}
-    for name, chain in legacy_chains.items():
-        build(str(chain), options[name])
+    """Each chain's ONNX fp32 artifact, built once per test run."""
+    out = shared_root(tmp_path_factory) / "legacy-dist"
+    with made_once(out) as todo:
+        if todo:
+            for name, chain in legacy_chains.items():
+                build(str(chain), BuildOptions(out=out, name=name, measure_speed=False, write_reports=False))
     return {name: out / f"{name}-onnx-fp32" for name in CHAINS}
 
 
