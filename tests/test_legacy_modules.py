@@ -63,15 +63,17 @@ def _glove_file(path: Path, words: list[str], dimension: int, seed: int) -> Path
 
 def save_glove(path: Path) -> Path:
     """WordEmbeddings.from_text_file (English stop words, case kept) -> mean Pooling -> Normalize:
-    average_word_embeddings_glove.6B.300d's chain, 8 dimensions."""
+    average_word_embeddings_glove.6B.300d's chain, 8 dimensions, with a query prompt."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
 
     path.mkdir(parents=True)
     embeddings = modules.WordEmbeddings.from_text_file(str(_glove_file(path.parent / "glove.txt", VOCABULARY, 8, 0)))
     embeddings.max_seq_length = MAX_WORDS
-    SentenceTransformer(modules=[embeddings, modules.Pooling(8, "mean"), modules.Normalize()],
-                        device="cpu").save(str(path))
+    # A query prompt and include_prompt=False: sentence-transformers gives Pooling a prompt length
+    # only from a Transformer, so after WordEmbeddings the prompt's words are pooled all the same.
+    SentenceTransformer(modules=[embeddings, modules.Pooling(8, "mean", include_prompt=False), modules.Normalize()],
+                        prompts={"query": "hello paris: "}, device="cpu").save(str(path))
     return path
 
 
@@ -186,6 +188,8 @@ def _assert_loader_matches_reference(artifact: Path, chain: Path) -> None:
     got, expected = np.asarray(model.encode(TEXTS)), reference.encode(TEXTS, convert_to_numpy=True)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    if "query" in reference.prompts:  # a prompt's words embed with the text's
+        np.testing.assert_allclose(model.encode_query(TEXTS), reference.encode_query(TEXTS), rtol=1e-5, atol=1e-6)
     # Texts of one at a time too (another batch width): the same vectors.
     np.testing.assert_allclose(np.stack([np.asarray(model.encode([t]))[0] for t in TEXTS]), expected,
                                rtol=1e-5, atol=1e-6)

@@ -40,7 +40,9 @@ def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], 
             continue
         if specs[index].kind is ModuleKind.CNN:
             check_zero_padding(specs, modules, index)
-        steps.append(export_step(specs[index], modules[index]))
+        # Only a Transformer gives Pooling the prompt's length; after any other input module
+        # (WordEmbeddings...) include_prompt=False changes nothing, in sentence-transformers too.
+        steps.append(export_step(specs[index], modules[index], prompt_length=specs[0].transformer_task is not None))
         index += 1
     return steps
 
@@ -67,7 +69,7 @@ def reads_causal_logits(spec: ModuleSpec, module: Any, next_spec: ModuleSpec, ne
             and getattr(module.model, "get_output_embeddings", lambda: None)() is not None)
 
 
-def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
+def export_step(spec: ModuleSpec, module: torch.nn.Module, *, prompt_length: bool = True) -> torch.nn.Module:
     if spec.kind is ModuleKind.STATIC_EMBEDDING:
         return StaticEmbeddingMean(module)
     if spec.kind is ModuleKind.SPLADE_POOLING:
@@ -80,7 +82,7 @@ def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
         return SparseAutoEncoder(module)
     if spec.kind is ModuleKind.MULTI_VECTOR_MASK:
         return ScoringMasks(module)
-    if spec.kind is ModuleKind.POOLING and not module.include_prompt:
+    if spec.kind is ModuleKind.POOLING and not module.include_prompt and prompt_length:
         if not can_exclude_prompt(module):
             raise UnsupportedModuleError(f"module {spec.name!r}: this sentence-transformers version's Pooling lacks "
                                          "the methods include_prompt=False is exported through")
