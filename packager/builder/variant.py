@@ -162,8 +162,8 @@ def write_routes(prep: Prepared, recipe: Recipe, *, gate: Gate, stage_dir: Path,
     with step(f"{name}: export ({recipe.name})", total=len(prep.routes)) as advance:
         for route in prep.routes:
             stem = "model" if len(prep.routes) == 1 else re.sub(r"[^A-Za-z0-9._-]", "_", route.name)
-            tokenizer = None if route.tokenizer is None else dataclasses.replace(
-                route.tokenizer, file=write("tokenizer", stem, ".json", route.tokenizer_json))
+            tokenizer = None if route.tokenizer is None else dataclasses.replace(route.tokenizer, file=write(
+                "tokenizer" if route.tokenizer.words is None else "vocabulary", stem, ".json", route.tokenizer_json))
             chat = None if route.chat is None else dataclasses.replace(
                 route.chat, template=write("chat_template", stem, ".jinja", route.chat_template))
             context = RecipeContext(kind=prep.chain.kind, calibration=prep.calibration, gate=gate, tokenizer=tokenizer,

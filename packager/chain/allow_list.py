@@ -51,15 +51,23 @@ MODULE_TYPES: dict[str, ModuleKind] = {
                   "sentence_transformer.modules.dropout"),
     **_type_paths(ModuleKind.STATIC_EMBEDDING, "StaticEmbedding", "models", "sentence_transformer.modules",
                   "sentence_transformer.modules.static_embedding"),
-    # Known, safe to read, refused with their own name rather than as foreign code.
-    **{path: ModuleKind.NOT_COMPILED for name, file in (
-        ("WeightedLayerPooling", "weighted_layer_pooling"), ("CNN", "cnn"),
-        ("LSTM", "lstm"), ("BoW", "bow"), ("WordEmbeddings", "word_embeddings"), ("WordWeights", "word_weights"),
-    ) for path in _type_paths(ModuleKind.NOT_COMPILED, name, "models", "sentence_transformer.modules",
+    # The legacy modules (sentence-transformers v1 and v2 models: GloVe averages, bags of words).
+    **{path: kind for kind, file in (
+        (ModuleKind.WORD_EMBEDDINGS, "word_embeddings"), (ModuleKind.WORD_WEIGHTS, "word_weights"),
+        (ModuleKind.BOW, "bow"), (ModuleKind.WEIGHTED_LAYER_POOLING, "weighted_layer_pooling"), (ModuleKind.CNN, "cnn"),
+        (ModuleKind.LSTM, "lstm"),
+    ) for path in _type_paths(kind, kind.value, "models", "sentence_transformer.modules",
                               f"sentence_transformer.modules.{file}")},
+    # Known, safe to read, refused with their own name (and why) rather than as foreign code.
     **_type_paths(ModuleKind.NOT_COMPILED, "HierarchicalTokenPooling", "multi_vector_encoder.modules",
                   "multi_vector_encoder.modules.token_pooling"),
 }
+
+# The word tokenizers a WordEmbeddings may name in its tokenizer_class (a class path sentence-transformers
+# imports): WhitespaceTokenizer, which the runtime repeats (runtime/words.py).
+WORD_TOKENIZERS = frozenset(f"sentence_transformers.{module}.WhitespaceTokenizer" for module in (
+    "models.tokenizer", "models.tokenizer.WhitespaceTokenizer", "sentence_transformer.modules.tokenizer",
+    "sentence_transformer.modules.tokenizer.whitespace"))
 
 # What sentence-transformers' CLIPModel runs when its folder saves no modality_config (saves before v5.4).
 LEGACY_CLIP_MODALITIES = {

@@ -1,12 +1,13 @@
 """What this version compiles: each route starts with an input module its chain kind takes (a
 text or chat-message Transformer of a task the kind takes, a CLIP-style text+image Transformer in a
-SentenceTransformer (a route per modality), a StaticEmbedding in a
+SentenceTransformer (a route per modality), a StaticEmbedding or a legacy WordEmbeddings or BoW in a
 SentenceTransformer, a SparseStaticEmbedding in a SparseEncoder) and continues with modules that
 may follow it (a MultiVectorEncoder's MultiVectorMask last); a Router may stand anywhere, its routes
 taking its place. Everything else is refused before any work, naming the module that is the reason."""
 
 from __future__ import annotations
 
+from packager.chain.allow_list import WORD_TOKENIZERS
 from packager.chain.architectures import backbones
 from packager.chain.chat_template import takes_messages
 from packager.chain.processing import processing_problems
@@ -22,7 +23,7 @@ _INPUT_TASKS = {
     ChainKind.MULTI_VECTOR_ENCODER: ("feature-extraction",),
 }
 _INPUT_MODULES = {
-    ChainKind.SENTENCE_TRANSFORMER: (ModuleKind.STATIC_EMBEDDING,),
+    ChainKind.SENTENCE_TRANSFORMER: (ModuleKind.STATIC_EMBEDDING, ModuleKind.WORD_EMBEDDINGS, ModuleKind.BOW),
     ChainKind.CROSS_ENCODER: (),
     ChainKind.SPARSE_ENCODER: (ModuleKind.SPARSE_STATIC_EMBEDDING,),
     ChainKind.MULTI_VECTOR_ENCODER: (),
@@ -30,12 +31,21 @@ _INPUT_MODULES = {
 # What may follow the input module.
 _AFTER_INPUT = {ModuleKind.POOLING, ModuleKind.DENSE, ModuleKind.LAYER_NORM, ModuleKind.NORMALIZE,
                 ModuleKind.DROPOUT, ModuleKind.LOGIT_SCORE, ModuleKind.SPLADE_POOLING, ModuleKind.SPARSE_AUTO_ENCODER,
+                ModuleKind.WORD_WEIGHTS, ModuleKind.WEIGHTED_LAYER_POOLING, ModuleKind.CNN, ModuleKind.LSTM,
                 ModuleKind.CUSTOM}
 # Why some of sentence-transformers' own modules are not compiled, where there is more to say.
 _NOT_COMPILED_BECAUSE = {
     "HierarchicalTokenPooling": "it clusters each document's tokens with scipy's Ward linkage, which the runtime "
                                 "cannot reproduce exactly in numpy (which tokens merge turns on ties and summation "
                                 "order); save the model without it and pool the loader's output where needed",
+}
+# Why the other tokenizers a WordEmbeddings may name are not repeated.
+_OTHER_WORD_TOKENIZERS = {
+    "PhraseTokenizer": ": it splits texts with nltk's word_tokenize (Penn Treebank rules and regular expressions), "
+                       "which the runtime does not carry",
+    "TransformersTokenizerWrapper": ": a transformers tokenizer, whose ids (special tokens included) WordEmbeddings "
+                                    "cuts at max_seq_length, dropping the closing special token of a long text, "
+                                    "where tokenizers' truncation keeps it",
 }
 # The modalities a Transformer's texts may reach it in: as text, or rendered as chat messages.
 _TEXT_MODALITIES = ({"text"}, {"message"}, {"text", "message"})
@@ -66,7 +76,7 @@ def check_compilable(chain: ChainSpec) -> None:
         raise UnsupportedModuleError(
             "this chain cannot be compiled:\n  " + "\n  ".join(dict.fromkeys(reasons))
             + f"\nA route starts with a text or chat-message Transformer ({tasks}), a CLIP-style text+image "
-            "Transformer in a SentenceTransformer, a StaticEmbedding in a "
+            "Transformer in a SentenceTransformer, a StaticEmbedding, WordEmbeddings or BoW in a "
             "SentenceTransformer or a SparseStaticEmbedding in a SparseEncoder, followed by any of: "
             f"{', '.join(sorted(k.value for k in _AFTER_INPUT))}; a Router may stand anywhere."
         )
@@ -91,10 +101,20 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
         return problems
     if first.transformer_task is not None:
         problems += _transformer_problems(kind, first)
+    elif first.kind is ModuleKind.WORD_EMBEDDINGS and first.config.get("tokenizer_class") not in WORD_TOKENIZERS:
+        named = first.config.get("tokenizer_class")
+        why = _OTHER_WORD_TOKENIZERS.get(str(named).rsplit(".", 1)[-1], "")
+        problems.append(f"module {first.name!r}: a WordEmbeddings is compiled with sentence-transformers' "
+                        f"WhitespaceTokenizer, which the runtime repeats, not {named!r}{why}")
     elif first.kind not in _INPUT_MODULES[kind]:
         problems.append(f"module {first.name!r} ({first.type}) cannot start a {kind.value} route")
     problems += [f"module {m.name!r} ({m.type}, {m.kind.value}) cannot follow the input module"
                  for m in rest if m.kind not in _AFTER_INPUT | {ModuleKind.NOT_COMPILED, ModuleKind.MULTI_VECTOR_MASK}]
+    problems += [_cnn_problem(m) for m in rest if m.kind is ModuleKind.CNN and _cnn_problem(m)]
+    problems += [f"module {m.name!r}: an LSTM reads the texts' lengths that only a WordEmbeddings computes "
+                 f"(sentence_lengths), so it compiles in a route that starts with one, not with {first.kind.value} "
+                 f"{first.name!r} (where sentence-transformers itself fails)"
+                 for m in rest if m.kind is ModuleKind.LSTM and first.kind is not ModuleKind.WORD_EMBEDDINGS]
     masks = [i for i, m in enumerate(modules) if m.kind is ModuleKind.MULTI_VECTOR_MASK]
     if masks and kind is not ChainKind.MULTI_VECTOR_ENCODER:
         problems.append(f"module {modules[masks[0]].name!r}: a MultiVectorMask belongs to a MultiVectorEncoder, "
@@ -103,6 +123,18 @@ def _pipeline_problems(kind: ChainKind, modules: tuple[ModuleSpec, ...]) -> list
         problems.append(f"module {modules[masks[0]].name!r}: a MultiVectorMask is compiled as the last module of its "
                         "route (only one, and nothing after it)")
     return problems
+
+
+def _cnn_problem(module: ModuleSpec) -> str:
+    """A CNN whose convolutions keep the sequence's length (odd kernels, stride 1) compiles: with an
+    even kernel or a longer stride its output no longer lines up with the attention mask that the
+    modules after it (Pooling) read, and sentence-transformers itself fails or misreads it."""
+    kernels, strides = module.config.get("kernel_sizes", [1, 3, 5]), module.config.get("stride_sizes")
+    if all(type(k) is int and k % 2 for k in kernels) and all(s == 1 for s in strides or []):
+        return ""
+    return (f"module {module.name!r}: a CNN with kernel sizes {kernels} and strides {strides} changes the sequence's "
+            "length, so its output no longer lines up with the attention mask the modules after it read; a CNN with "
+            "odd kernel sizes and stride 1 compiles")
 
 
 def _not_compiled(module: ModuleSpec) -> str:

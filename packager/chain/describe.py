@@ -10,6 +10,7 @@ from packager.chain import ChainSpec, check_compilable, load_reference, read_cha
 from packager.chain.architectures import backbones
 from packager.errors import UnsupportedModuleError
 from packager.runtime.jsonable import to_jsonable
+from packager.runtime.routes import WordsSpec
 
 
 def describe_source(source: str, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> tuple[dict, str]:
@@ -73,8 +74,12 @@ def _text(chain: ChainSpec, info: dict[str, Any]) -> str:
 def _route_lines(route: str, spec: dict[str, Any]) -> list[str]:
     lines = [f"route {route} ({spec['modality']}): inputs {spec['inputs']} -> {[o['name'] for o in spec['outputs']]}"]
     if spec["tokenizer"]:
-        settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k != "special_ids")
+        settings = ", ".join(f"{k}={v}" for k, v in spec["tokenizer"].items() if k not in ("special_ids", "words"))
         lines.append(f"  tokenizer: {settings}")
+        words = spec["tokenizer"].get("words")
+        if words:
+            summary = WordsSpec(**{**words, "stop_words": tuple(words["stop_words"])}).summary()
+            lines.append(f"  word tokenizer: {summary}")
     if spec["image"]:
         lines.append("  image preprocessing: " + ", ".join(f"{k}={v}" for k, v in spec["image"].items()))
     if spec["chat"]:

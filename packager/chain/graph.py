@@ -34,6 +34,7 @@ from packager.runtime.routes import (
     VerbSpec,
 )
 from packager.runtime.text import EXPANSION_POSITIONS, TextEncoder
+from packager.runtime.words import WordTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _SAMPLE_TEXTS = ["A short text.", "A somewhat longer sample text, so that this batch needs padding."]
 _SAMPLE_PAIRS = [("A short query.", "A somewhat longer document, so that this batch needs padding."),
                  ("Another query about something else?", "A short document.")]
+_SAMPLE_WORDS = 7
 # What each chain kind returns: (feature key written by the last module, meaning in the manifest).
 _OUTPUTS = {
     ChainKind.SENTENCE_TRANSFORMER: ("sentence_embedding", OutputMeaning.SENTENCE_EMBEDDING),
@@ -156,7 +158,7 @@ def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
     input_module, input_spec = modules[0], specs[0]
     tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)  # settings checked before they are used
     encoder, chat = _encoder(name, input_spec, input_module, tokenizer, tokenizer_json)
-    samples = list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS)
+    samples = _samples(kind, encoder)
     check_renders(name, encoder, samples)  # before the reference renders anything with its template
     features = _sample_features(name, input_spec, input_module, encoder, samples)
     input_names = _graph_inputs(input_spec, input_module, features)
@@ -236,6 +238,9 @@ def _encoder(name: str, spec: ModuleSpec, module: Any, tokenizer: TokenizerSpec,
     """The runtime's encoder for this route, made from what the artifact will hold."""
     from tokenizers import Tokenizer
 
+    if tokenizer.words is not None:
+        words = WordTokenizer.from_str(tokenizer_json, tokenizer.words, where=f"route {name!r}: vocabulary")
+        return TextEncoder(words, tokenizer, GRAPH_INPUTS), None
     chat = resolve_chat(spec, module)
     try:
         template = ChatTemplate(chat[1], chat[0], where=f"route {name!r}: chat template") if chat else None
@@ -256,10 +261,25 @@ def check_renders(route: str, encoder: TextEncoder, inputs: list, **call: Any) -
         raise UnsupportedModuleError(f"route {route!r}: the chat template cannot be compiled: {e}") from None
 
 
+def _samples(kind: ChainKind, encoder: TextEncoder) -> list[Any]:
+    """The texts a route is traced with, of different lengths so that the exporter keeps the batch and
+    sequence axes dynamic; for a word tokenizer, made of its vocabulary's own words (the standard
+    samples may hold none of a small vocabulary's words, and a width of one is frozen)."""
+    tokenizer: Any = encoder.tokenizer
+    if not isinstance(tokenizer, WordTokenizer):
+        return list(_SAMPLE_PAIRS if kind is ChainKind.CROSS_ENCODER else _SAMPLE_TEXTS)
+    words = tokenizer.sample_words(_SAMPLE_WORDS)
+    if not words:
+        raise UnsupportedModuleError("no word of the vocabulary tokenizes to itself (all stop words?), so no text "
+                                     "would embed to anything but zeros")
+    return [" ".join(words[:3]), " ".join((words * _SAMPLE_WORDS)[:_SAMPLE_WORDS])]
+
+
 def _sample_features(name: str, spec: ModuleSpec, module: Any, encoder: TextEncoder, samples: list) -> dict[str, Any]:
     """The features the route's graph is traced with: the reference's own preprocessing, or for a
-    StaticEmbedding (whose EmbeddingBag takes flat ids and offsets) the runtime's padded ids."""
-    if spec.kind is ModuleKind.STATIC_EMBEDDING:
+    StaticEmbedding (whose EmbeddingBag takes flat ids and offsets) or a BoW (which makes its vector
+    in preprocess) the runtime's padded ids."""
+    if spec.kind in (ModuleKind.STATIC_EMBEDDING, ModuleKind.BOW):
         tokens, _ = encoder.encode(samples, max_length=encoder.spec.max_length)
         return {k: torch.from_numpy(v) for k, v in encoder.pad(tokens).items()}
     try:
@@ -283,7 +303,8 @@ def _graph_inputs(spec: ModuleSpec, module: Any, features: dict[str, Any]) -> tu
     """The tensors the reference actually feeds the route: what the tokenizer produces, minus what
     the model's forward does not take (token_type_ids for RoBERTa-likes; a static sparse
     embedding reads ids and mask only)."""
-    static = spec.kind in (ModuleKind.SPARSE_STATIC_EMBEDDING, ModuleKind.STATIC_EMBEDDING)
+    static = spec.kind in (ModuleKind.SPARSE_STATIC_EMBEDDING, ModuleKind.STATIC_EMBEDDING,
+                           ModuleKind.WORD_EMBEDDINGS, ModuleKind.BOW)
     accepted: set[str] | None = {"input_ids", "attention_mask"} if static \
         else getattr(module, "model_forward_params", None)  # None: the model takes **kwargs
     return tuple(k for k in GRAPH_INPUTS if k in features and (accepted is None or k in accepted))

@@ -40,6 +40,9 @@ _TOKENIZING = {ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER, ModuleKind.SP
                ModuleKind.STATIC_EMBEDDING}
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                     "tokenizer.model", "tekken.json")
+# Modules whose config file has its own name.
+_CONFIG_FILES = {ModuleKind.WORD_EMBEDDINGS: ("wordembedding_config.json",), ModuleKind.CNN: ("cnn_config.json",),
+                 ModuleKind.LSTM: ("lstm_config.json",)}
 # A folder without modules.json that sentence-transformers loads as a CrossEncoder of one module.
 _IMPLICIT_CROSS_ENCODER = "sentence_transformers.base.modules.transformer.Transformer"
 
@@ -150,7 +153,8 @@ def _module_spec(src: Source, name: str, *, rel: str, type_: str, trust_remote_c
         kind = ModuleKind.CUSTOM
     if kind is ModuleKind.ROUTER:
         return _router_spec(src, name, rel=rel, type_=type_, trust_remote_code=trust_remote_code)
-    names = _TRANSFORMER_CONFIGS if kind in (ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER) else ("config.json",)
+    names = _TRANSFORMER_CONFIGS if kind in (ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER) \
+        else _CONFIG_FILES.get(kind, ("config.json",))
     config: Any = next((_read_json(directory / n, "") for n in names if (directory / n).is_file()), {})
     if not isinstance(config, dict):
         raise SourceError(f"{directory}: module config must be a JSON object")

@@ -1,5 +1,6 @@
 """Export steps for the modules the exporter cannot take as they are: three that branch on Python
-values the exporter would freeze to the sample's shapes, StaticEmbedding (an EmbeddingBag over
+values the exporter would freeze to the sample's shapes, BoW (whose vector is made in Python in
+preprocess), LSTM (over a packed sequence), StaticEmbedding (an EmbeddingBag over
 flat ids and offsets, where the graph takes padded ids and a mask), a causal LM's head where
 LogitScore reads two of its rows, and MultiVectorMask, which branches on the task and uses
 ``torch.isin``. Each calls the module's own code where it can, or repeats its
@@ -37,9 +38,29 @@ def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], 
             steps.append(SlicedLogitScore(modules[index], modules[index + 1]))
             index += 2
             continue
-        steps.append(export_step(specs[index], modules[index]))
+        if specs[index].kind is ModuleKind.CNN:
+            check_zero_padding(specs, modules, index)
+        # Only a Transformer gives Pooling the prompt's length; after any other input module
+        # (WordEmbeddings...) include_prompt=False changes nothing, in sentence-transformers too.
+        steps.append(export_step(specs[index], modules[index], prompt_length=specs[0].transformer_task is not None))
         index += 1
     return steps
+
+
+def check_zero_padding(specs: tuple[ModuleSpec, ...], modules: list[Any], index: int) -> None:
+    """A CNN's convolutions read the padding positions beside a text's last tokens, so a text's
+    vector is the same in every batch (and the artifact's the reference's) only if what it reads
+    there is zeros, as its own zero padding at the edges is: after WordWeights (which multiplies
+    padding by zero) or a WordEmbeddings whose padding row (id 0, GloVe's PADDING_TOKEN) is zeros."""
+    before, module = specs[index - 1], modules[index - 1]
+    if before.kind is ModuleKind.WORD_WEIGHTS or (
+            before.kind is ModuleKind.WORD_EMBEDDINGS and not module.emb_layer.weight[0].any()):
+        return
+    raise UnsupportedModuleError(
+        f"module {specs[index].name!r}: a CNN convolves across the padding after a text's last token, and its input "
+        f"there (from {before.kind.value} {before.name!r}) is not zeros, so a text's vector would depend on how long "
+        "the other texts of its batch are; a CNN compiles after WordWeights or after a WordEmbeddings whose padding "
+        "row (id 0) is zeros")
 
 
 def reads_causal_logits(spec: ModuleSpec, module: Any, next_spec: ModuleSpec, next_module: Any) -> bool:
@@ -48,16 +69,20 @@ def reads_causal_logits(spec: ModuleSpec, module: Any, next_spec: ModuleSpec, ne
             and getattr(module.model, "get_output_embeddings", lambda: None)() is not None)
 
 
-def export_step(spec: ModuleSpec, module: torch.nn.Module) -> torch.nn.Module:
+def export_step(spec: ModuleSpec, module: torch.nn.Module, *, prompt_length: bool = True) -> torch.nn.Module:
     if spec.kind is ModuleKind.STATIC_EMBEDDING:
         return StaticEmbeddingMean(module)
     if spec.kind is ModuleKind.SPLADE_POOLING:
         return SpladePooling(module)
+    if spec.kind is ModuleKind.BOW:
+        return BagOfWords(module)
+    if spec.kind is ModuleKind.LSTM:
+        return UnpackedLSTM(module)
     if spec.kind is ModuleKind.SPARSE_AUTO_ENCODER:
         return SparseAutoEncoder(module)
     if spec.kind is ModuleKind.MULTI_VECTOR_MASK:
         return ScoringMasks(module)
-    if spec.kind is ModuleKind.POOLING and not module.include_prompt:
+    if spec.kind is ModuleKind.POOLING and not module.include_prompt and prompt_length:
         if not can_exclude_prompt(module):
             raise UnsupportedModuleError(f"module {spec.name!r}: this sentence-transformers version's Pooling lacks "
                                          "the methods include_prompt=False is exported through")
@@ -166,6 +191,65 @@ class StaticEmbeddingMean(torch.nn.Module):
         mask = features["attention_mask"].unsqueeze(-1).to(self.table.dtype)
         summed = (torch.nn.functional.embedding(features["input_ids"], self.table) * mask).sum(dim=1)
         features["sentence_embedding"] = summed / mask.sum(dim=1).clamp(min=1)
+        return features
+
+
+class BagOfWords(torch.nn.Module):
+    """BoW's vector, which the module makes in Python in preprocess (a loop over each text's ids),
+    from the padded ids: a word's weight times its count in the text (cumulative_term_frequency),
+    or once if it occurs at all. Padding counts for nothing."""
+
+    def __init__(self, bow: Any) -> None:  # sentence-transformers' BoW
+        super().__init__()
+        self.register_buffer("weights", torch.tensor(bow.weights, dtype=torch.float32), persistent=False)
+        self.cumulative = bool(bow.cumulative_term_frequency)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        ids = features["input_ids"]
+        counts = ids.new_zeros((ids.shape[0], self.weights.shape[0]), dtype=torch.float32)
+        counts = counts.scatter_add(1, ids, features["attention_mask"].to(torch.float32))
+        if not self.cumulative:
+            counts = (counts > 0).to(torch.float32)
+        features["sentence_embedding"] = counts * self.weights
+        return features
+
+
+class UnpackedLSTM(torch.nn.Module):
+    """The LSTM module without pack_padded_sequence, which torch.export cannot trace (torch.nn.LSTM
+    sizes its initial state by the packed batch sizes, a value of the data). A text's length is
+    its mask's sum, at least 1, as the module clamps it. Going forward, a position reads only the
+    ones before it, so padding after the text changes nothing; going backward, each text's own
+    positions are reversed before the LSTM and back after it, so padding comes after them there
+    too. Positions past a text's length are zeros, as pad_packed_sequence leaves them."""
+
+    def __init__(self, module: Any) -> None:  # sentence-transformers' LSTM
+        super().__init__()
+        encoder = module.encoder
+        self.directions = 2 if encoder.bidirectional else 1
+        self.cells = torch.nn.ModuleList()
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if encoder.bias else ())
+        for layer in range(encoder.num_layers):
+            for suffix in ("", "_reverse")[: self.directions]:  # each direction of each layer on its own
+                cell = torch.nn.LSTM(encoder.input_size if layer == 0 else encoder.hidden_size * self.directions,
+                                     encoder.hidden_size, batch_first=True, bias=encoder.bias)
+                cell.load_state_dict({f"{name}_l0": getattr(encoder, f"{name}_l{layer}{suffix}") for name in names})
+                self.cells.append(cell)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        hidden = features["token_embeddings"]
+        lengths = features["attention_mask"].sum(dim=1).clamp(min=1).unsqueeze(1)
+        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        inside = positions < lengths
+        reverse = torch.where(inside, lengths - 1 - positions, positions).unsqueeze(-1)
+        for layer in range(0, len(self.cells), self.directions):
+            outputs = [self.cells[layer](hidden)[0]]
+            if self.directions == 2:
+                # expand(-1, -1, width), not expand_as: the exporter gives an LSTM's output a fixed
+                # sequence length, which expand_as would copy into the graph
+                backward = self.cells[layer + 1](hidden.gather(1, reverse.expand(-1, -1, hidden.shape[-1])))[0]
+                outputs.append(backward.gather(1, reverse.expand(-1, -1, backward.shape[-1])))
+            hidden = torch.cat(outputs, dim=-1)
+        features["token_embeddings"] = hidden * inside.unsqueeze(-1).to(hidden.dtype)
         return features
 
 

@@ -3,12 +3,13 @@ clean tokenizer.json: the runtime applies these and infers nothing."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from packager.chain.spec import ModuleSpec
 from packager.errors import SourceError, UnsupportedModuleError
 from packager.runtime.enums import ModuleKind, Side
-from packager.runtime.routes import INT32_LIMIT, TokenizerSpec
+from packager.runtime.routes import INT32_LIMIT, TokenizerSpec, WordsSpec
 
 # Tokenizers with no length limit (model_max_length unset) truncate at this, i.e. never.
 NO_LENGTH_LIMIT = INT32_LIMIT
@@ -20,6 +21,8 @@ def resolve_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str
     (max_seq_length, not model_max_length from the file; sides; special tokens)."""
     if spec.kind is ModuleKind.STATIC_EMBEDDING:
         return _static_tokenizer(module.tokenizer)
+    if spec.kind in (ModuleKind.WORD_EMBEDDINGS, ModuleKind.BOW):
+        return _word_tokenizer(spec, module)
     tokenizer: Any = getattr(module, "tokenizer", None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if tokenizer is None or backend is None:
@@ -93,6 +96,33 @@ def _static_tokenizer(tokenizer: Any) -> tuple[TokenizerSpec, str]:
         pad_token="", lowercase=_lowercases(tokenizer.normalizer), add_special_tokens=False,
         special_ids=tuple(sorted(special)),
     ), _without_call_settings(tokenizer)
+
+
+def _word_tokenizer(spec: ModuleSpec, module: Any) -> tuple[TokenizerSpec, str]:
+    """A WordEmbeddings' or BoW's WhitespaceTokenizer, as its ``tokenize`` reads it: the vocabulary
+    (word -> id, the last id of a word listed twice), stop words, do_lower_case and Python's
+    punctuation; the first max_seq_length ids of a text kept (a BoW keeps all)."""
+    import string
+
+    from sentence_transformers.sentence_transformer.modules.tokenizer import WhitespaceTokenizer
+
+    tokenizer = module.tokenizer
+    if type(tokenizer) is not WhitespaceTokenizer:
+        raise UnsupportedModuleError(f"module {spec.name!r}: its tokenizer is a {type(tokenizer).__name__}; a "
+                                     f"{spec.kind.value} is compiled with a WhitespaceTokenizer, which the runtime "
+                                     "repeats")
+    max_length = getattr(module, "max_seq_length", None) if spec.kind is ModuleKind.WORD_EMBEDDINGS else None
+    if max_length is not None and (type(max_length) is not int or max_length < 1):
+        raise SourceError(f"module {spec.name!r}: max_seq_length must be a positive integer, got {max_length!r}")
+    # Only strings can equal a text's words: other JSON values in the saved lists never match.
+    vocabulary = {word: int(i) for word, i in tokenizer.word2idx.items() if isinstance(word, str)}
+    words = WordsSpec(lowercase=bool(tokenizer.do_lower_case), punctuation=string.punctuation,
+                      stop_words=tuple(sorted(w for w in tokenizer.stop_words if isinstance(w, str))))
+    return TokenizerSpec(
+        file="vocabulary.json", max_length=min(max_length or NO_LENGTH_LIMIT, NO_LENGTH_LIMIT),
+        truncation_side=Side.RIGHT, padding_side=Side.RIGHT, pad_id=0, pad_type_id=0, pad_token="",
+        lowercase=words.lowercase, add_special_tokens=False, special_ids=(), words=words,
+    ), json.dumps(vocabulary)
 
 
 def _position_limit(module: Any) -> int | None:

@@ -29,7 +29,9 @@ def describe_artifact(path: Path) -> tuple[dict, str]:
                      f"outputs={[f'{o.name}{list(o.shape)}' for o in route.outputs]}")
         settings = to_jsonable(route.tokenizer or route.image) or {}
         lines.append(f"  {'tokenizer' if route.tokenizer else 'image preprocessing'}: "
-                     + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "special_ids"))
+                     + ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("special_ids", "words")))
+        if route.tokenizer is not None and route.tokenizer.words is not None:
+            lines.append(f"  word tokenizer: {route.tokenizer.words.summary()}")
         if route.chat is not None:
             lines.append(f"  chat template: {route.chat.template} ({route.chat.message_format.value} messages, "
                          f"task variable {route.chat.task_variable}, restore suffix {route.chat.restore_suffix})")

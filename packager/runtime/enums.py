@@ -34,6 +34,12 @@ class ModuleKind(str, Enum):
     MULTI_VECTOR_MASK = "MultiVectorMask"
     ROUTER = "Router"
     DROPOUT = "Dropout"  # the identity at inference
+    WORD_EMBEDDINGS = "WordEmbeddings"  # the legacy word-vector input module (GloVe), WhitespaceTokenizer
+    WORD_WEIGHTS = "WordWeights"
+    BOW = "BoW"  # a bag-of-words input module, its vector made in preprocess
+    WEIGHTED_LAYER_POOLING = "WeightedLayerPooling"
+    CNN = "CNN"  # convolutions over the token embeddings
+    LSTM = "LSTM"  # an LSTM over each text's word embeddings
     NOT_COMPILED = "not compiled"  # sentence-transformers' own, safe to read, but no graph is made of it
     CUSTOM = "custom"  # only with --trust-remote-code
 

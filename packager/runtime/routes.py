@@ -22,13 +22,34 @@ PIXEL_VALUES = "pixel_values"
 
 
 @dataclass(frozen=True)
+class WordsSpec:
+    """A word tokenizer's rules: sentence-transformers' WhitespaceTokenizer, which the legacy
+    WordEmbeddings and BoW input modules tokenize with. A text (lowercased first if ``lowercase``)
+    is split on whitespace; each word is looked up as it is, then with ``punctuation`` stripped
+    from both ends, then lowercased; a form found in ``stop_words`` first drops the word, one not
+    in the vocabulary falls through to the next form, and a word none of whose forms is in the
+    vocabulary is dropped. The vocabulary (word -> id) is the route's tokenizer file."""
+
+    lowercase: bool
+    punctuation: str
+    stop_words: tuple[str, ...]
+
+    def summary(self) -> str:
+        """``lowercase=False, 386 stop words, ...``, for people (the stop words are hundreds)."""
+        return (f"lowercase={self.lowercase}, {len(self.stop_words)} stop words, words stripped of "
+                f"{self.punctuation!r}")
+
+
+@dataclass(frozen=True)
 class TokenizerSpec:
     """How texts become graph inputs: truncate to ``max_length`` tokens (special tokens included)
     on ``truncation_side``, pad each batch to its longest text on ``padding_side`` (with
     ``pad_to_max_length``, every text to the verb's max length: ``padding="max_length"``, what a
     text tower that reads a fixed position whatever the attention mask, SigLIP's, needs).
     ``pad_token`` and ``lowercase`` describe, they do not instruct: the lowercasing, if any, is
-    already part of the tokenizer file's normalizer, exactly as the reference applies it."""
+    already part of the tokenizer file's normalizer, exactly as the reference applies it. With
+    ``words`` the route tokenizes by words (``WordsSpec``) and ``file`` is its vocabulary, a JSON
+    object of word -> id, not a tokenizers file."""
 
     file: str
     max_length: int
@@ -42,12 +63,16 @@ class TokenizerSpec:
     special_ids: tuple[int, ...]  # a prompt's trailing special token is not part of its length
     # Added without a new schema version: written only when set, so older manifests keep their digest.
     pad_to_max_length: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+    words: WordsSpec | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         check_relative_path(self.file)
         if not 1 <= self.max_length <= INT32_LIMIT:
             raise ArtifactIntegrityError(f"manifest: tokenizer max_length must be in 1..{INT32_LIMIT}, "
                                          f"got {self.max_length}")
+        if self.words is not None and (self.truncation_side is not Side.RIGHT or self.add_special_tokens):
+            raise ArtifactIntegrityError("manifest: a word tokenizer keeps a text's first words and adds no special "
+                                         "tokens")
         ids = {"pad_id": self.pad_id, "pad_type_id": self.pad_type_id,
                **{f"special_ids[{i}]": v for i, v in enumerate(self.special_ids)}}
         bad = [f"{k}={v}" for k, v in ids.items() if not 0 <= v <= INT32_LIMIT]

@@ -19,6 +19,7 @@ from .errors import ArtifactIntegrityError, InvalidInputError, MissingDependency
 from .files import read_text
 from .memo import BoundedCache
 from .routes import INT32_LIMIT, PROMPT_LENGTH, ChatSpec, ExpansionSpec, TokenizerSpec
+from .words import WordTokenizer
 
 TEMPLATE_LIMIT = 1 << 20  # a chat template file; real ones are a few kB
 EXPANSION_POSITIONS = "query_expansion_positions"  # the graph input that marks query expansion tokens
@@ -42,7 +43,10 @@ class Tokens(NamedTuple):
 
 
 def load_tokenizer(root: Path, spec: TokenizerSpec) -> Any:
-    """The artifact's tokenizer file, with no padding or truncation of its own."""
+    """The artifact's tokenizer file, with no padding or truncation of its own: a word
+    tokenizer's vocabulary (``spec.words``) or a tokenizers file."""
+    if spec.words is not None:
+        return WordTokenizer.open(root, spec)
     try:
         from tokenizers import Tokenizer
     except ImportError as e:
@@ -70,6 +74,11 @@ class TextEncoder:
         self._truncating: BoundedCache[Any] = BoundedCache(TRUNCATING_CACHE)
         self._suffixes: BoundedCache[list[int]] = BoundedCache(SUFFIX_CACHE)
 
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer, without truncation: a tokenizers.Tokenizer or a ``WordTokenizer``."""
+        return self._tokenizer
+
     @classmethod
     def open(cls, root: Path, spec: TokenizerSpec, input_names: tuple[str, ...],
              chat: ChatSpec | None = None) -> TextEncoder:
@@ -84,6 +93,8 @@ class TextEncoder:
         """A copy of the tokenizer that truncates at ``max_length`` (longest first for pairs), one
         per length (a tokenizer's truncation is its own state, shared by every thread using it)."""
         def make() -> Any:
+            if isinstance(self._tokenizer, WordTokenizer):
+                return self._tokenizer.truncating(max_length)  # keeps the first words, as the reference does
             tokenizer = self._tokenizer.from_str(self._tokenizer.to_str())
             try:
                 tokenizer.enable_truncation(max_length, strategy="longest_first",

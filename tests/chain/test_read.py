@@ -75,10 +75,10 @@ def test_unknown_module_type_is_refused_with_the_supported_list(chain_copy):
 
 def test_known_but_uncompiled_modules_are_named_not_called_foreign(chain_copy):
     entries = _modules(chain_copy)
-    entries[1]["type"] = "sentence_transformers.models.WeightedLayerPooling"
+    entries[1]["type"] = "sentence_transformers.multi_vector_encoder.modules.token_pooling.HierarchicalTokenPooling"
     chain = read_chain(str(_write_modules(chain_copy, entries)))
-    with pytest.raises(UnsupportedModuleError, match="sentence-transformers' WeightedLayerPooling, which this version "
-                                                     "does not compile") as error:
+    with pytest.raises(UnsupportedModuleError, match="sentence-transformers' HierarchicalTokenPooling, which this "
+                                                     "version does not compile: it clusters") as error:
         check_compilable(chain)
     assert "--trust-remote-code" not in str(error.value)
 
