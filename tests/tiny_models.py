@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -617,6 +618,19 @@ def save_clip(path: Path, *, legacy: bool = False, seed: int = 0) -> Path:
     return path
 
 
+def _siglip_text(positions: int) -> tuple[Any, dict[str, Any]]:
+    """SigLIP's and SigLIP2's text side: a byte-level BPE ending each text with ``</s>``, and a
+    2-layer text tower's config over it."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>", model_max_length=positions)
+    return tokenizer, dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, max_position_embeddings=positions, projection_size=32,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                           eos_token_id=tokenizer.eos_token_id)
+
+
 def save_siglip(path: Path, *, fixed_padding: bool = True, seed: int = 0) -> Path:
     """A SigLIP-style SentenceTransformer: a random 2-layer SigLIP (text tower of 16 positions,
     32x32 vision tower with its attention-pooling head) with a byte-level BPE tokenizer that
@@ -627,16 +641,13 @@ def save_siglip(path: Path, *, fixed_padding: bool = True, seed: int = 0) -> Pat
     batch to its longest text, and a text's embedding depends on its batch."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
-    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
     backbone = path.with_name(path.name + "-backbone")
     positions = 16
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>", model_max_length=positions)
+    tokenizer, text_config = _siglip_text(positions)
     config = SiglipConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=positions, projection_size=32,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id),
+        text_config=text_config,
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            image_size=32, patch_size=8))
     torch.manual_seed(seed)
@@ -656,22 +667,13 @@ def save_siglip2(path: Path, *, seed: int = 0) -> Path:
     passed to the vision tower, which interpolates its position embeddings to each image's grid."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Siglip2Config,
-        Siglip2ImageProcessorPil,
-        Siglip2Model,
-        Siglip2Processor,
-    )
+    from transformers import Siglip2Config, Siglip2ImageProcessorPil, Siglip2Model, Siglip2Processor
 
     backbone = path.with_name(path.name + "-backbone")
     positions = 16
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(post_processor="eos"), eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>", model_max_length=positions)
+    tokenizer, text_config = _siglip_text(positions)
     config = Siglip2Config(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=positions, projection_size=32,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id),
+        text_config=text_config,
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            num_patches=16, patch_size=16))
     torch.manual_seed(seed)
