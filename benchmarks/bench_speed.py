@@ -2,7 +2,7 @@
 baseline), sentence-transformers' own ONNX/OpenVINO backends and int8 ONNX export, and every
 packaged variant through its own loader, on the same 1000 real sentences, 2 threads, batch 32.
 
-    .venv/bin/python benchmarks/bench_speed.py [MODEL ...] [--dist DIR] [--out FILE]
+    .venv/bin/python benchmarks/bench_speed.py [MODEL ...] [--runs N] [--dist DIR] [--out FILE]
 
 MODEL is a name from benchmarks/models.py (default: minilm mpnet-base). Each variant is built
 with ``packager build`` into DIR/MODEL unless its report is already there (its build time comes
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from models import model_path
 from variants import build_variant
 
+from packager.bench.host import Host, describe_host
 from packager.bench.run import Settings, Target, artifact_target, cell, default_inputs, measure, reference_target
 from packager.runtime.enums import ChainKind
 
@@ -42,40 +44,81 @@ BASELINE = "torch (sentence-transformers)"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=list(NAMES), help=f"any of: {' '.join(NAMES)}")
+    parser.add_argument("--runs", type=int, default=3, help="whole measurements, their median reported (default: 3)")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist" / "bench-speed")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
     if unknown := sorted(set(args.models) - set(NAMES)):
         parser.error(f"unknown model(s) {', '.join(unknown)}; measured here: {', '.join(NAMES)}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
 
     texts = default_inputs(KIND)
+    host = describe_host()
     results = {}
     for model in args.models:
-        results[NAMES[model]] = _bench_model(model_path(model), NAMES[model], args.dist / model, texts)
+        results[NAMES[model]] = _bench_model(model_path(model), NAMES[model], args.dist / model, texts, host=host,
+                                             runs=args.runs)
         args.out.parent.mkdir(parents=True, exist_ok=True)  # written after each model: nothing lost to a later failure
-        args.out.write_text(json.dumps({"texts": len(texts), "st_backends": ST_PYTHON.exists(),
-                                        "models": results}, indent=2) + "\n")
-    print(table(results, ST_PYTHON.exists()))
+        args.out.write_text(json.dumps({"texts": len(texts), "runs": args.runs, "host": dataclasses.asdict(host),
+                                        "st_backends": ST_PYTHON.exists(), "models": results}, indent=2) + "\n")
+    print(table(results, ST_PYTHON.exists(), host=host, runs=args.runs))
 
 
-def _bench_model(source: Path, name: str, dist: Path, texts: list) -> dict:
+def _bench_model(source: Path, name: str, dist: Path, texts: list, *, host: Host, runs: int) -> dict:
     facts = {f"packaged {fmt} {precision}": _variant_facts(build_variant(source, name, fmt, precision, dist), dist)
              for fmt, precision in VARIANTS}
     targets: list[Target] = []
     if ST_PYTHON.exists():
-        work = tempfile.mkdtemp(prefix="bench-")
-        exported = json.loads(subprocess.run([str(ST_PYTHON), str(ROOT / "benchmarks" / "st_exports.py"), str(source),
-                                              work], check=True, capture_output=True, text=True).stdout)
-        targets += [Target(name=label, mode=mode, path=path, kind=KIND, command=ST_WORKER)
-                    for label, (mode, path) in exported.items()]
+        targets += _st_targets(source, host)
     for label, fact in facts.items():
         if fact["gate"] == "passed":  # a variant its gate refused has no artifact to measure
             targets.append(dataclasses.replace(artifact_target(Path(fact["artifact"])), name=label))
     reference = dataclasses.replace(reference_target(str(source), KIND), name=BASELINE)
-    rows = {row["name"]: row for row in measure(targets, texts, Settings(), reference=reference)}
+    # Each run starts its rotation of the targets one further: this host drifts over a run's minutes,
+    # and a fixed order would always give the same targets the later minutes.
+    measured = [measure(targets[run % len(targets):] + targets[:run % len(targets)], texts, Settings(),
+                        reference=reference) for run in range(runs)]
+    rows = median_rows(measured)
     for label, fact in facts.items():
         rows.setdefault(label, {"name": label, "mode": "refused"}).update(fact)
-    return {"source": str(source), "rows": rows}
+    return {"source": str(source), "rows": rows, "runs": measured}
+
+
+def _st_targets(source: Path, host: Host) -> list[Target]:
+    """sentence-transformers' exports of ``source``; its OpenVINO model also pinned to f32 where
+    OpenVINO's default on this CPU is another precision."""
+    work = tempfile.mkdtemp(prefix="bench-")
+    exported = json.loads(subprocess.run([str(ST_PYTHON), str(ROOT / "benchmarks" / "st_exports.py"), str(source),
+                                          work], check=True, capture_output=True, text=True).stdout)
+    targets = []
+    for label, (mode, path) in exported.items():
+        if mode == "st-openvino" and host.openvino_default_precision not in (None, "f32"):
+            targets.append(Target(name=f"{label} (computes in {host.openvino_default_precision})", mode=mode,
+                                  path=path, kind=KIND, command=ST_WORKER))
+            label, mode = f"{label} (f32 pinned)", "st-openvino-f32"
+        targets.append(Target(name=label, mode=mode, path=path, kind=KIND, command=ST_WORKER))
+    return targets
+
+
+SPREAD_OF = {"x_ref": "x_ref_spread", "latency_p50_ms": "latency_p50_spread"}
+
+
+def median_rows(runs: list[list[dict]]) -> dict[str, dict]:
+    """Each target's row with every figure the median of the runs', and the spread ((max - min) /
+    median) of its throughput ratio to torch and of its batch-1 p50 beside them."""
+    rows = {}
+    for name in [row["name"] for row in runs[0]]:  # the first run's order, the torch baseline first
+        samples = [next(row for row in run if row["name"] == name) for run in runs]
+        row = dict(samples[0])
+        for key, value in samples[0].items():
+            if isinstance(value, float):
+                values = [sample[key] for sample in samples]
+                row[key] = statistics.median(values)
+                if key in SPREAD_OF:
+                    row[SPREAD_OF[key]] = (max(values) - min(values)) / row[key]
+        rows[name] = row
+    return rows
 
 
 def _variant_facts(report: dict, dist: Path) -> dict:
@@ -87,19 +130,22 @@ def _variant_facts(report: dict, dist: Path) -> dict:
             "gate_metrics": {k: v for k, v in (parity.get("metrics") or {}).items() if k.startswith("encode.")}}
 
 
-def table(results: dict, st_backends: bool) -> str:
-    lines = ["| model | variant | texts/s | x torch | p50 ms | x torch | p99 ms | cold s | peak RSS MB | graph MB | "
-             "min cos | mean cos | build s |", "|---" * 13 + "|"]
+def table(results: dict, st_backends: bool, *, host: Host, runs: int) -> str:
+    lines = [f"{host.summary()}; each figure the median of {runs} run(s), spread = (max - min) / median\n",
+             "| model | variant | texts/s | x torch | spread | p50 ms | x torch | spread | p99 ms | cold s "
+             "| peak RSS MB | graph MB | min cos | mean cos | build s |", "|---" * 15 + "|"]
     for model, result in results.items():
         rows = result["rows"]
         base = rows[BASELINE]
         for name, r in rows.items():
             if "inputs_per_second" not in r:
-                lines.append(f"| {model} | {name} | refused by its gate ({r['gate']}) |" + " |" * 10)
+                lines.append(f"| {model} | {name} | refused by its gate ({r['gate']}) |" + " |" * 12)
                 continue
             lines.append(
                 f"| {model} | {name} | {r['inputs_per_second']:.1f} | {r['x_ref']:.2f} | "
+                f"{_spread(r, 'x_ref_spread')} | "
                 f"{r['latency_p50_ms']:.1f} | {r['latency_p50_ms'] / base['latency_p50_ms']:.2f} | "
+                f"{_spread(r, 'latency_p50_spread')} | "
                 f"{r['latency_p99_ms']:.1f} | "
                 f"{r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} | {cell(r['graph_mb'], '.1f')} | "
                 f"{cell(r.get('min_cosine'), '.5f')} | {cell(r.get('mean_cosine'), '.5f')} | "
@@ -107,6 +153,10 @@ def table(results: dict, st_backends: bool) -> str:
     if not st_backends:
         lines.append("\n(sentence-transformers' own backends skipped: run benchmarks/setup_st_backends.sh)")
     return "\n".join(lines)
+
+
+def _spread(row: dict, key: str) -> str:
+    return f"{100 * row[key]:.0f} %" if key in row else "\N{EN DASH}"
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ has no packager installed, so the worker module is imported from this checkout.
 
     .venv-st-backends/bin/python benchmarks/worker.py JOB_JSON
 
-The job's mode is ``st-onnx`` or ``st-openvino``; its path is the chain folder, optionally
-``:FILE`` for an exported graph inside it.
+The job's mode is ``st-onnx``, ``st-openvino`` (OpenVINO's default precision on this CPU, as
+sentence-transformers leaves it) or ``st-openvino-f32`` (pinned to f32, as the packaged loader
+pins it); its path is the chain folder, optionally ``:FILE`` for an exported graph inside it.
 """
 
 import time
@@ -33,13 +34,16 @@ def open_backend(job: dict) -> Run:
         options.intra_op_num_threads = job["threads"]
         model_kwargs = {"session_options": options}
     else:
-        model_kwargs = {"ov_config": {"INFERENCE_NUM_THREADS": job["threads"], "PERFORMANCE_HINT": "LATENCY"}}
+        config = {"INFERENCE_NUM_THREADS": job["threads"], "PERFORMANCE_HINT": "LATENCY"}
+        if job["mode"] == "st-openvino-f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        model_kwargs = {"ov_config": config}
     if file_name:
         model_kwargs["file_name"] = file_name
-    backend = job["mode"].removeprefix("st-")
+    backend = job["mode"].removeprefix("st-").removesuffix("-f32")
     model = SentenceTransformer(folder, device="cpu", backend=backend, model_kwargs=model_kwargs)
     return lambda texts, batch_size: model.encode(texts, batch_size=batch_size, show_progress_bar=False)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:], {"st-onnx": open_backend, "st-openvino": open_backend}, STARTED)
+    main(sys.argv[1:], {mode: open_backend for mode in ("st-onnx", "st-openvino", "st-openvino-f32")}, STARTED)

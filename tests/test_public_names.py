@@ -18,7 +18,7 @@ import packager
 PUBLIC = {
     "packager": ([], ["bench", "builder", "chain", "cli", "errors", "exporters", "failpoints", "progress", "publish",
                       "quiet", "registry", "reports", "runtime", "scratch", "validators"]),
-    "packager.bench": ([], ["run", "speed", "worker"]),
+    "packager.bench": ([], ["host", "run", "speed", "worker"]),
     "packager.builder": (["BuildOptions", "BuildResult", "VariantResult", "build", "validate"],
                          ["auto", "contract", "model_card", "options", "packaging_toml", "pipeline", "prepare",
                           "result", "validate", "variant"]),

@@ -111,6 +111,7 @@ def list_versions(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
+    from packager.bench.host import describe_host
     from packager.bench.run import Settings, bench, table
 
     settings = Settings(threads=args.threads, batch_size=args.batch_size, rounds=args.rounds)
@@ -123,6 +124,7 @@ def bench(args: argparse.Namespace) -> int:
     count = rows[0]["inputs"]
     print(f"\n{count} inputs, batches of {settings.batch_size}, {settings.threads} threads; throughput and cold start: "
           f"median of {settings.rounds}; latency: batch 1 over {min(count, settings.latency_inputs)} inputs")
+    print(describe_host().summary())  # figures from another CPU are not comparable
     return 0
 
 

@@ -55,6 +55,7 @@ def test_a_row_per_artifact_in_the_table(dist, texts, capsys):
     assert lines[0] == "| variant | inputs/s | p50 ms | p99 ms | cold s | peak RSS MB | graph MB |"
     assert [line.split(" | ")[0] for line in lines[2:4]] == ["| mean-onnx-fp32", "| mean-openvino-fp32"]
     assert f"{len(TEXTS)} inputs, batches of 32, 2 threads" in lines[5]
+    assert lines[6].startswith("host: ") and "CPUs (" in lines[6], lines[6]
     rows = _rows(capsys, *map(str, artifacts), "--texts", str(texts), "--batch-size", "8", "--threads", "1")
     assert [r["name"] for r in rows] == ["mean-onnx-fp32", "mean-openvino-fp32"]
     for row in rows:
