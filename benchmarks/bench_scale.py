@@ -26,6 +26,7 @@ from results import save
 from packager.bench.run import cell
 
 STEP = re.compile(r"^packager: (?P<step>.+?): done in (?P<seconds>[0-9.]+) s$")
+SEARCH_PASS = re.compile(r"^packager: int8 search pass \d+: ")  # one quantize-and-measure of the whole graph
 
 
 def main() -> None:
@@ -59,7 +60,8 @@ def build_cost(name: str, source: Path, dist: Path) -> dict:
     lines = log.read_text().splitlines()
     steps = {m["step"]: float(m["seconds"]) for m in map(STEP.match, lines) if m}
     row: dict = {"parameters": parameters(source), "exit": process.returncode,
-                 "build_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "steps": steps}
+                 "build_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "steps": steps,
+                 "search_passes": sum(bool(SEARCH_PASS.match(line)) for line in lines)}
     report = dist / "reports" / "report.json"
     if report.exists():
         for variant in json.loads(report.read_text())["variants"]:
@@ -88,8 +90,9 @@ def parameters(source: Path) -> int:
 
 
 def table(results: dict) -> str:
-    lines = ["| model | parameters | build s | peak RSS MB | fp32 export s | fp32 gate s | int8 export s | of which "
-             "ranking s | int8 MatMuls in float | int8 mean cos | int8 min cos |", "|---" * 11 + "|"]
+    lines = ["| model | parameters | build s | peak RSS MB | peak / fp32 weights | fp32 export s | fp32 gate s | "
+             "int8 export s | search passes | ranking s | ranking s per MatMul | int8 MatMuls in float | "
+             "int8 mean cos | int8 min cos |", "|---" * 14 + "|"]
     for name, r in results.items():
         steps = r["steps"]
 
@@ -102,9 +105,13 @@ def table(results: dict) -> str:
         metrics = int8.get("metrics", {})
         mean = metrics.get("encode.mean_cosine", metrics.get("mean_cosine"))
         low = metrics.get("encode.min_cosine", metrics.get("min_cosine"))
+        ranking = seconds("the output error of each")
+        weights_mb = r["parameters"] * 4 / 2**20
         lines.append(f"| {name} | {r['parameters'] / 1e6:.1f} M | {r['build_s']:.0f} | {r['peak_rss_mb']} | "
+                     f"{r['peak_rss_mb'] / weights_mb:.1f}x | "
                      f"{cell(seconds('fp32: export'), '.0f')} | {cell(seconds('fp32: parity gate'), '.0f')} | "
-                     f"{cell(seconds('int8: export'), '.0f')} | {cell(seconds('the output error of each'), '.0f')} | "
+                     f"{cell(seconds('int8: export'), '.0f')} | {cell(r.get('search_passes'), 'd')} | "
+                     f"{cell(ranking, '.0f')} | {cell(ranking / total if ranking and total else None, '.2f')} | "
                      f"{kept} | {cell(mean, '.4f')} | {cell(low, '.4f')} |")
     return "\n".join(lines)
 

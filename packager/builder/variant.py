@@ -26,7 +26,7 @@ from packager.publish import PARITY_FILE, copy_loader, import_loader, new_stage,
 from packager.reports import write_json
 from packager.runtime.enums import ChainKind
 from packager.runtime.manifest import Manifest
-from packager.validators.parity import check_parity, gate_calls
+from packager.validators.parity import check_parity, gate_calls, run_gate_references
 from packager.validators.report import Gate, ParityReport
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def stage(prep: Prepared, recipe: Recipe, *, gate: Gate, options: BuildOptions) 
         raise ExportError(f"cannot create a staging directory in {options.out}: {e}") from e
     try:
         draft = _export(prep, recipe, gate=gate, stage_dir=stage_dir, name=name)
-        report, speed = _gate(prep, stage_dir, name=name, gate=gate, measure=options.measure_speed,
+        report, speed = _gate(prep, stage_dir, draft, name=name, gate=gate, measure=options.measure_speed,
                               allow_failure=options.allow_parity_failure)
         write_json(stage_dir / PARITY_FILE, report.to_dict())
         final = dataclasses.replace(draft, parity=report.summary(gate))
@@ -104,11 +104,16 @@ def _export(prep: Prepared, recipe: Recipe, *, gate: Gate, stage_dir: Path, name
     return seal(stage_dir, draft, readme=model_card(draft, {}))
 
 
-def _gate(prep: Prepared, stage_dir: Path, *, name: str, gate: Gate, measure: bool,
+def _gate(prep: Prepared, stage_dir: Path, draft: Manifest, *, name: str, gate: Gate, measure: bool,
           allow_failure: bool) -> tuple[ParityReport, dict[str, float]]:
     """The staged artifact through its own loader: its parity report, and its speed if it passed
-    (or may be published anyway) and speed is measured."""
+    (or may be published anyway) and speed is measured. The reference runs first, and its torch
+    weights are freed before the candidate loads: every route was exported by now (later
+    variants reuse those exports), and every variant's gate makes the same calls."""
     log.info("%s: parity gate (%s)", name, ", ".join(f"{k} {v}" for k, v in gate.items()))
+    with step(f"{name}: the torch reference on {len(prep.inputs)} inputs"):
+        run_gate_references(prep.reference, draft, prep.inputs)
+    prep.reference.release()
     candidate = import_loader(stage_dir).load(stage_dir)
     calls = gate_calls(candidate.manifest)
     with step(f"{name}: parity gate, {len(prep.inputs)} inputs", total=len(calls)) as advance:

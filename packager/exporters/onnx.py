@@ -55,12 +55,12 @@ def graph_files(path: Path) -> list[str]:
     return [path.name, data.name] if data.exists() else [path.name]
 
 
-def save_external(model: Any, path: Path) -> list[str]:
-    """Save an onnx ``ModelProto`` with its weights in ``<path>.data``; returns the files."""
+def save_external(source: Path, path: Path) -> list[str]:
+    """Save the graph at ``source`` (its weights wherever its data files hold them) at ``path``,
+    every weight in ``<path>.data``, read one at a time; returns the files."""
     import onnx_ir as ir
 
-    ir.save(ir.serde.deserialize_model(model), path, external_data=f"{path.name}.data",
-            alignment=EXTERNAL_DATA_ALIGNMENT)
+    ir.save(ir.load(source), path, external_data=f"{path.name}.data", alignment=EXTERNAL_DATA_ALIGNMENT)
     return graph_files(path)
 
 
@@ -276,7 +276,11 @@ def check_loads(path: Path) -> None:
     """Fail at export time, not in the parity gate, if onnxruntime cannot load the graph."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    # Loading is the check: prepacking would copy every MatMul weight into onnxruntime's own
+    # layout, a second copy of the weights beside the torch reference's.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"onnxruntime cannot load the exported graph {path.name}: {e}") from e

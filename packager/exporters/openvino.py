@@ -28,16 +28,25 @@ log = logging.getLogger(__name__)
 # and a counter shared by the whole process ("Constant_18", or "Constant_57684" after other
 # conversions), so the same route saved other bytes after other builds in the process.
 _NUMBERED = re.compile(r"[A-Za-z0-9]+_[0-9]+")
+# NNCF names what it adds after the node it works on: "Transpose_23656/zero_point".
+_NUMBERED_PREFIX = re.compile(r"(?P<stem>(?P<type>[A-Za-z0-9]+)_[0-9]+)(?P<rest>/.+)")
 _ONNX_NAMES = ("val_", "node_")  # the exporter's own numbering, made per graph
 
 
 def canonical_names(model: Any) -> Any:
     """``model`` with every OpenVINO-numbered node renamed by its type and its place in the
-    graph's order. Friendly names are labels: inputs and outputs are found by tensor names."""
+    graph's order, and every name made from one (NNCF's) by the place where that number first
+    appears. Friendly names are labels: inputs and outputs are found by tensor names."""
+    stems: dict[str, str] = {}
     for index, op in enumerate(model.get_ordered_ops()):
         name = op.get_friendly_name()
-        if _NUMBERED.fullmatch(name) and not name.startswith(_ONNX_NAMES):
+        if name.startswith(_ONNX_NAMES):
+            continue
+        if _NUMBERED.fullmatch(name):
             op.set_friendly_name(f"{op.get_type_name()}_{index}")
+        elif match := _NUMBERED_PREFIX.fullmatch(name):
+            stem = stems.setdefault(match["stem"], f"{match['type']}_at{index}")
+            op.set_friendly_name(f"{stem}{match['rest']}")
     return model
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from packager.errors import ExportError
+from packager.exporters.dynamic_int8 import quantize_dynamic_matmuls
 from packager.exporters.onnx import check_loads, export_onnx, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.sensitivity import output_errors
@@ -59,15 +60,9 @@ MARGIN = 0.2  # the search aims this share of the way from each threshold toward
 # Weights only (activations times activations stay float); onnx's shape inference cannot see
 # through onnxruntime's fused operators, so untyped tensors are taken as float.
 QUANTIZER_OPTIONS = {"MatMulConstBOnly": True, "DefaultTensorType": 1}  # 1: onnx.TensorProto.FLOAT
-
-
-def quantize_dynamic_matmuls(source: Path, target: Path, excluded: list[str]) -> None:
-    """The dynamic recipe's quantizer: every weight MatMul but ``excluded`` in int8, 7-bit
-    weights per output channel."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(source, target, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded, extra_options=QUANTIZER_OPTIONS)
+# onnxruntime's static quantizer writes its graph's weights to ``<graph>.data`` (no protobuf copy
+# of the whole model in memory while it is saved, and no 2 GiB protobuf limit).
+EXTERNAL_WEIGHTS = {"use_external_data_format": True}
 
 
 class OnnxInt8Dynamic:
@@ -123,7 +118,7 @@ def quantize_static_matmuls(source: Path, target: Path, excluded: list[str], fee
     quantize_static(source, target, Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                     weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
                     nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-                    calibration_cache_path=cache, extra_options=QUANTIZER_OPTIONS)
+                    calibration_cache_path=cache, extra_options=QUANTIZER_OPTIONS, **EXTERNAL_WEIGHTS)
 
 
 Quantize = Callable[[Path, Path, list[str], list], None]
@@ -145,27 +140,27 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
 
     target = dest / f"{stem}.onnx"
     with scratch_dir("int8") as scratch:
-        fp32 = Path(scratch) / "fp32.onnx"
-        export_onnx(graph, fp32, fuse=True)
-        model = onnx.load(fp32)
-        unpack_attention(model)
+        folder = Path(scratch)
+        fused = folder / "fused.onnx"
+        export_onnx(graph, fused, fuse=True)
+        # The graph without its weights: they stay in fused.onnx.data, each read when an edit needs
+        # it, and every graph saved here points at them (a copy per graph would hold the model's
+        # weights in memory once per copy: a 0.6B decoder's int8 build peaked at 4.8x its weights).
+        model = onnx.load(fused, load_external_data=False)
+        unpack_attention(model, folder)
         # The fused graph's recorded shapes can disagree with onnx's own inference, which the
         # quantizers run; let them infer from scratch.
         del model.graph.value_info[:]
-        external = graph.parameter_bytes > 1 << 30
-        onnx.save(model, fp32, save_as_external_data=external)  # (external: moves the weights out of ``model``)
-        source, tables = fp32, {}
-        model = onnx.load(fp32)
-        tables = quantize_tables(model)
-        if tables:
-            source = Path(scratch) / "tables.onnx"
-            onnx.save(model, source, save_as_external_data=external)
-        feeds, inputs = calibration_feeds(graph, dest, context)
-        search = ExclusionSearch(fp32, source, Path(scratch), feeds, inputs, context,
-                                 lambda source, out, excluded: quantize(source, out, excluded, feeds))
+        fp32 = _save_beside(model, folder / "fp32.onnx")
+        tables = quantize_tables(model, folder)
+        source = _save_beside(model, folder / "tables.onnx") if tables else fp32
         matmuls = weight_matmuls(model)
+        del model
+        feeds, inputs = calibration_feeds(graph, dest, context)
+        search = ExclusionSearch(fp32, source, folder, feeds, inputs, context,
+                                 lambda source, out, excluded: quantize(source, out, excluded, feeds))
         chosen, excluded, metrics = search.run(matmuls)
-        files = save_external(onnx.load(chosen), target)
+        files = save_external(chosen, target)
     check_loads(target)
     log.info("%s: %d of %d weight MatMuls in int8 (%d kept in float), %d embedding tables in int8", name,
              len(matmuls) - len(excluded), len(matmuls), len(excluded), len(tables))
@@ -178,12 +173,21 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
 MIN_TABLE_SHARE = 0.05  # of the graph's weights: a token table (MiniLM: 52 %), not token types or positions (1 %)
 
 
-def quantize_tables(model) -> dict[str, str]:
+def _save_beside(model, path: Path) -> Path:
+    """Save ``model`` at ``path``: the weights it holds in memory (the edits' new tensors) in
+    ``<path>.data``, those still in another data file of the folder left there."""
+    import onnx
+
+    onnx.save(model, path, save_as_external_data=True, location=f"{path.name}.data")
+    return path
+
+
+def quantize_tables(model, folder: Path | str = "") -> dict[str, str]:
     """Store each float table only Gathers read from an initializer, if it holds at least
     MIN_TABLE_SHARE of the weights (a transformer's token embeddings, a static embedder's table),
     in int8 with one symmetric scale per row: ``Gather(int8 table) -> Cast -> Mul`` by the
-    gathered rows' scales. A row's error is at most half a step, max|row| / 254. Returns the
-    tables and their shapes."""
+    gathered rows' scales. A row's error is at most half a step, max|row| / 254. A table kept
+    in an external data file is read from ``folder``. Returns the tables and their shapes."""
     from onnx import TensorProto, helper, numpy_helper
 
     def row_gather(node) -> bool:
@@ -206,7 +210,7 @@ def quantize_tables(model) -> dict[str, str]:
             continue
         stem, ids, output = table.name, node.input[1], node.output[0]
         if stem not in tables:  # once per table, however many Gathers read it
-            weights = numpy_helper.to_array(table)
+            weights = numpy_helper.to_array(table, base_dir=str(folder))
             scales = np.abs(weights).max(axis=1, keepdims=True) / 127
             scales[scales == 0] = 1  # an all-zero row stays zero
             rows = np.clip(np.rint(weights / scales), -127, 127).astype(np.int8)
@@ -226,16 +230,17 @@ def quantize_tables(model) -> dict[str, str]:
     return tables
 
 
-def unpack_attention(model) -> int:
+def unpack_attention(model, folder: Path | str = "") -> int:
     """Replace each fused ``Attention(x, W_qkv, b, attention_bias=...)`` by three MatMuls (one per
     projection: W_qkv's column blocks, or the initializers a Concat joins into it) and a
-    ``MultiHeadAttention`` with the same bias and attention bias. Returns how many."""
+    ``MultiHeadAttention`` with the same bias and attention bias. A packed weight kept in an
+    external data file is read from ``folder``. Returns how many."""
     from onnx import helper
 
     nodes, unpacked, packed = [], 0, set()
     for node in model.graph.node:
         inputs = [*node.input, *[""] * (6 - len(node.input))]
-        weights = _projection_weights(model, node, inputs[1]) if node.op_type == "Attention" and \
+        weights = _projection_weights(model, node, inputs[1], folder) if node.op_type == "Attention" and \
             node.domain == "com.microsoft" and not inputs[3] and not inputs[4] else None  # no mask_index, no past
         if weights is None:
             nodes.append(node)
@@ -260,7 +265,7 @@ def unpack_attention(model) -> int:
     return unpacked
 
 
-def _projection_weights(model, node, name: str) -> list[str] | None:
+def _projection_weights(model, node, name: str, folder: Path | str) -> list[str] | None:
     """The Q, K and V weight initializers behind an Attention's packed weight, or None."""
     from onnx import helper, numpy_helper
 
@@ -272,7 +277,7 @@ def _projection_weights(model, node, name: str) -> list[str] | None:
             else None
     if name not in initializers:
         return None
-    packed = numpy_helper.to_array(initializers[name])
+    packed = numpy_helper.to_array(initializers[name], base_dir=str(folder))
     sizes = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "qkv_hidden_sizes"),
                  [packed.shape[1] // 3] * 3)
     parts = []
@@ -307,7 +312,7 @@ class ExclusionSearch:
         log.info("int8 misses the gate on the calibration inputs; measuring the %d MatMuls one by one", len(nodes))
         with step(f"calibration: the output error of each of {len(nodes)} MatMuls alone in int8",
                   total=len(nodes)) as advance:
-            errors = output_errors(self.fp32, self.feeds, nodes, self.scratch, advance)
+            errors = output_errors(self.fp32, self.feeds, nodes, advance)
         ranked = rank(errors)
         low, high = 1, len(nodes) // 2  # more than half in float would not be an int8 model any more
         while low < high:  # the fewest exclusions that pass, assuming more exclusions never hurt
@@ -329,6 +334,8 @@ class ExclusionSearch:
                 self.quantize(self.source, target, ranked[:excluded])
             self._tried[excluded] = target, _graph_metrics(self.context, self.inputs, self.reference,
                                                            _outputs(target, self.feeds), self.feeds)
+            log.info("int8 search pass %d: %d MatMuls in float: %s", len(self._tried), excluded,
+                     ", ".join(f"{k} {v:.6g}" for k, v in sorted(self._tried[excluded][1].items())))
         return self._tried[excluded]
 
     def _passes(self, metrics: dict[str, float]) -> bool:

@@ -30,18 +30,18 @@ SUBSET_SPAN = 0.75  # ... of the shortest three quarters (the longest batch alon
 WHICH = "packager_int8_matmul"  # the selector input: the index of the MatMul run in int8, -1 for none
 
 
-def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[str], scratch: Path,
+def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[str],
                   advance: Callable[[int], None] | None = None) -> dict[str, float]:
     """The relative error of the graph's first output (real tokens only, for token outputs) when
     only that MatMul of ``matmuls`` (node names in ``fp32``) is in dynamic int8, on a subset of
-    ``feeds``; the ranking graph is written in ``scratch``. A MatMul the graph cannot switch (a
+    ``feeds``; the ranking graph is written beside ``fp32``. A MatMul the graph cannot switch (a
     weight that is not 2-D, or no activation input) counts as the most sensitive. ``advance(1)``
     is called per MatMul."""
     import onnxruntime as ort
 
     last = int((len(feeds) - 1) * SUBSET_SPAN)
     subset = [feeds[i] for i in np.unique(np.linspace(0, last, min(SUBSET_BATCHES, last + 1)).round().astype(int))]
-    path, measured = switchable_graph(fp32, matmuls, scratch)
+    path, measured = switchable_graph(fp32, matmuls)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same sums in every process
@@ -69,15 +69,16 @@ def output_errors(fp32: Path, feeds: list[dict[str, np.ndarray]], matmuls: list[
     return errors
 
 
-def switchable_graph(fp32: Path, matmuls: list[str], scratch: Path) -> tuple[Path, list[str]]:
+def switchable_graph(fp32: Path, matmuls: list[str]) -> tuple[Path, list[str]]:
     """``fp32`` with each of ``matmuls`` (2-D weight, activation input) behind an ``If`` on the
-    ``WHICH`` input, saved in ``scratch`` (weights beside it, so any size saves); the MatMuls in
-    index order. (A weight two MatMuls share is switched for each on its own, where onnxruntime's
+    ``WHICH`` input, saved beside it: its float weights stay in ``fp32``'s data file (read one at a
+    time, to make each int8 copy), the int8 copies go to the graph's own; the MatMuls in index
+    order. (A weight two MatMuls share is switched for each on its own, where onnxruntime's
     quantizer would store it once in int8 for both; the graphs built here share none.)"""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load(fp32)
+    model = onnx.load(fp32, load_external_data=False)
     initializers = {i.name: i for i in model.graph.initializer}
     wanted = set(matmuls)
     nodes, added = [], []
@@ -88,7 +89,7 @@ def switchable_graph(fp32: Path, matmuls: list[str], scratch: Path) -> tuple[Pat
             nodes.append(node)
             continue
         index, stem, (x, w), (y,) = len(measured), f"{WHICH}_{len(measured)}", node.input, node.output
-        array = numpy_helper.to_array(weight).astype(np.float32, copy=False)
+        array = numpy_helper.to_array(weight, base_dir=str(fp32.parent)).astype(np.float32, copy=False)
         limit = SATURATION_FREE_WEIGHT_LIMIT
         scale = np.abs(array).max(axis=0) / limit
         scale[scale == 0] = 1
@@ -113,6 +114,6 @@ def switchable_graph(fp32: Path, matmuls: list[str], scratch: Path) -> tuple[Pat
     model.graph.initializer.extend(added)
     model.graph.input.append(helper.make_tensor_value_info(WHICH, TensorProto.INT64, []))
     del model.graph.value_info[:]  # the If outputs' shapes are left to onnxruntime
-    path = scratch / "switchable.onnx"
+    path = fp32.with_name("switchable.onnx")
     onnx.save(model, path, save_as_external_data=True, location="switchable.onnx.data")
     return path, measured

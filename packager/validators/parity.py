@@ -46,6 +46,20 @@ class ReferenceRuns:
     def __init__(self, model: Any) -> None:
         self.model = model
         self._outputs: dict[tuple[str, str, str], Any] = {}
+        self._released = False
+
+    def release(self) -> None:
+        """Free the torch weights once every call the gates will make was run
+        (``run_gate_references``): a build's later steps hold the ONNX Runtime or OpenVINO copy
+        of the model, not both (a 0.6B decoder's build would otherwise hold 2x its weights at
+        every gate). The module objects stay (their weights on the meta device): the manifest
+        reads their settings. A call not run before fails here rather than on meta tensors."""
+        import gc
+
+        self.model.to("meta")
+        self._released = True
+        gc.collect()
+        _trim_heap()
 
     def __call__(self, verb: str, inputs: list, **kwargs: Any) -> Any:
         return self._run((verb, inputs_digest(inputs), repr(sorted(kwargs.items()))), verb, inputs, kwargs, inputs)
@@ -61,6 +75,8 @@ class ReferenceRuns:
         if key in self._outputs:
             return self._outputs[key]
         shown = {k: v for k, v in kwargs.items() if k in ("prompt", "prompt_name")}
+        if self._released:
+            raise RuntimeError(f"the torch reference was released before {verb}({shown or ''}) of these inputs ran")
         try:
             outputs = getattr(self.model, verb)(inputs, **kwargs)
         except Exception as e:  # the saved chain's own code and settings
@@ -181,9 +197,7 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
     compare = comparisons[candidate.manifest.chain_kind]
     manifest = candidate.manifest
     calls = gate_calls(manifest)
-    grouped: dict[tuple, list[ParityCall]] = {}
-    for call in calls:
-        grouped.setdefault(call.key, []).append(call)
+    grouped = _grouped(calls)
     metrics: dict[str, float] = {}
     checks: list[Check] = []
     problems: list[str] = []
@@ -219,13 +233,58 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
                         checks=tuple(checks), problems=tuple(problems), worst=tuple(worst), samples=samples)
 
 
+def _grouped(calls: list[ParityCall]) -> dict[tuple, list[ParityCall]]:
+    """Calls that compute the same thing, together: the first of each group is the one run."""
+    grouped: dict[tuple, list[ParityCall]] = {}
+    for call in calls:
+        grouped.setdefault(call.key, []).append(call)
+    return grouped
+
+
+def run_gate_references(reference: ReferenceRuns, manifest: Manifest, inputs: list) -> None:
+    """Run every reference call ``check_parity`` makes for an artifact with ``manifest`` on
+    ``inputs``, kept by ``reference``: the build runs them before it loads a candidate, so the
+    torch model and the candidate's engine never hold the weights together, and frees the torch
+    weights after (``ReferenceRuns.release``). Each side below is the one its comparison calls."""
+    kind = manifest.chain_kind
+    routes = {route.name: route for route in manifest.routes}
+    for same in _grouped(gate_calls(manifest)).values():
+        call = same[0]
+        if kind is ChainKind.SENTENCE_TRANSFORMER:
+            _dense_reference(reference, call, inputs)
+            if routes[call.verb.route].output(OutputMeaning.TOKEN_EMBEDDINGS) is not None:
+                _token_reference(reference, call, inputs)
+        elif kind is ChainKind.SPARSE_ENCODER:
+            _sparse_reference(reference, call, inputs)
+        elif kind is ChainKind.CROSS_ENCODER:
+            for logits in (True, False):
+                _score_reference(reference, call, inputs, logits=logits)
+        else:
+            _multi_vector_reference(reference, call.verb_name, inputs, call.kwargs)
+            _multi_vector_reference(reference, "encode_document", inputs, {})
+    if any(verb.image_route for verb in manifest.verbs.values()):
+        with scratch_dir("parity-images") as folder:
+            _image_references(reference, parity_images(Path(folder)))
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing):
+    freed tensors below glibc's mmap threshold stay in the process otherwise."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    library = ctypes.CDLL(name) if name else None
+    if library is not None and hasattr(library, "malloc_trim"):
+        library.malloc_trim(0)
+
+
 Compared = tuple[dict[str, float], list[str], list[dict], dict[str, list[float]]]  # metrics, problems, worst, samples
 
 
 def _dense(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
     verb = call.verb_name
-    ref = np.asarray(reference(verb, texts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
-                               **call.kwargs))
+    ref = _dense_reference(reference, call, texts)
     cand = np.asarray(getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, **call.kwargs))
     problems = _shape_problems("sentence_embedding", ref, cand)
     if problems:
@@ -235,6 +294,11 @@ def _dense(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: li
         metrics["token_min_cosine"] = _token_min_cosine(reference, candidate, call, texts, problems)
     cosine = row_cosine(ref, cand)
     return metrics, problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
+
+
+def _dense_reference(reference: ReferenceRuns, call: ParityCall, texts: list[str]) -> np.ndarray:
+    return np.asarray(reference(call.verb_name, texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
+                                show_progress_bar=False, **call.kwargs))
 
 
 def _images(reference: ReferenceRuns, candidate: Any) -> Compared:
@@ -247,14 +311,13 @@ def _images(reference: ReferenceRuns, candidate: Any) -> Compared:
 
 def _compare_images(reference: ReferenceRuns, candidate: Any, images: dict[str, Any]) -> Compared:
     labels, values = list(images), list(images.values())
-    settings: dict[str, Any] = {"batch_size": BATCH_SIZE, "convert_to_numpy": True, "show_progress_bar": False}
-    ref = np.asarray(reference.images(labels, values, **settings))
+    ref, ref_captions = _image_references(reference, images)
     cand = np.asarray(candidate.encode(values, batch_size=BATCH_SIZE))
     problems = _shape_problems("image embeddings", ref, cand)
     if problems:
         return {}, problems, [], {}
     captions = list(CAPTIONS)
-    ref_similarity = np.asarray(reference.model.similarity(reference("encode", captions, **settings), ref))
+    ref_similarity = np.asarray(reference.model.similarity(ref_captions, ref))
     cand_similarity = candidate.similarity(candidate.encode(captions, batch_size=BATCH_SIZE), cand)
     cosine = row_cosine(ref, cand)
     metrics = {**dense_metrics(ref, cand), "similarity_rel_diff": relative_max_diff(ref_similarity, cand_similarity)}
@@ -262,10 +325,16 @@ def _compare_images(reference: ReferenceRuns, candidate: Any, images: dict[str, 
     return metrics, problems, worst, {"cosine": cosine.tolist()}
 
 
+def _image_references(reference: ReferenceRuns, images: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    """The reference's embeddings of the parity images, and of the captions."""
+    settings: dict[str, Any] = {"batch_size": BATCH_SIZE, "convert_to_numpy": True, "show_progress_bar": False}
+    return (np.asarray(reference.images(list(images), list(images.values()), **settings)),
+            reference("encode", list(CAPTIONS), **settings))
+
+
 def _sparse(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
     verb = call.verb_name
-    ref = reference(verb, texts, batch_size=BATCH_SIZE, convert_to_tensor=True, convert_to_sparse_tensor=False,
-                    show_progress_bar=False, **call.kwargs)
+    ref = _sparse_reference(reference, call, texts)
     ref = ref.detach().cpu().numpy() if len(texts) else np.zeros((0, candidate.manifest.embedding_dimension))
     cand = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, **call.kwargs).toarray()
     problems = _shape_problems("sparse_embedding", ref, cand)
@@ -275,18 +344,20 @@ def _sparse(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: l
     return sparse_metrics(ref, cand), problems, _worst(texts, cosine), {"cosine": cosine.tolist()}
 
 
+def _sparse_reference(reference: ReferenceRuns, call: ParityCall, texts: list[str]) -> Any:
+    return reference(call.verb_name, texts, batch_size=BATCH_SIZE, convert_to_tensor=True,
+                     convert_to_sparse_tensor=False, show_progress_bar=False, **call.kwargs)
+
+
 def _scores(reference: ReferenceRuns, candidate: Any, call: ParityCall, pairs: list[tuple[str, str]]) -> Compared:
     """Logits (a saturating activation would hide their errors) and predict()'s own scores."""
-    import torch
+    def both(logits: bool) -> tuple[np.ndarray, np.ndarray]:
+        ref = _score_reference(reference, call, pairs, logits=logits)
+        return ref, np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE,
+                                                 activation_fn=(lambda x: x) if logits else None, **call.kwargs))
 
-    def both(**kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
-        ref = reference("predict", pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
-                        activation_fn=kwargs.get("torch_fn"), **call.kwargs)
-        return np.asarray(ref), np.asarray(candidate.predict(pairs, batch_size=BATCH_SIZE,
-                                                              activation_fn=kwargs.get("numpy_fn"), **call.kwargs))
-
-    ref_logits, cand_logits = both(torch_fn=torch.nn.Identity(), numpy_fn=lambda x: x)
-    ref, cand = both()
+    ref_logits, cand_logits = both(logits=True)
+    ref, cand = both(logits=False)
     problems = _shape_problems("logits", ref_logits, cand_logits) + _shape_problems("scores", ref, cand)
     if problems:
         return {}, problems, [], {}
@@ -296,6 +367,15 @@ def _scores(reference: ReferenceRuns, candidate: Any, call: ParityCall, pairs: l
     worst = [{"pair": [a[:100], b[:100]], "abs_diff": float(difference[i])}
              for i, (a, b) in ((i, pairs[i]) for i in np.argsort(-difference)[:3])]
     return metrics, problems, worst, {"reference": ref.ravel().tolist(), "candidate": cand.ravel().tolist()}
+
+
+def _score_reference(reference: ReferenceRuns, call: ParityCall, pairs: list[tuple[str, str]], *,
+                     logits: bool) -> np.ndarray:
+    """The reference's logits (no activation), or its scores."""
+    import torch
+
+    return np.asarray(reference("predict", pairs, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
+                                activation_fn=torch.nn.Identity() if logits else None, **call.kwargs))
 
 
 class _MultiVector:
@@ -308,15 +388,13 @@ class _MultiVector:
         self._candidate: dict[tuple, list[np.ndarray]] = {}
 
     def __call__(self, reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:
-        ref = _matrices(reference(call.verb_name, texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
-                                  show_progress_bar=False, **call.kwargs))
+        ref = _multi_vector_reference(reference, call.verb_name, texts, call.kwargs)
         cand = self._run(candidate, call.verb_name, texts, call.kwargs)
         problems = _count_problems(ref, cand) or [problem for i, (r, c) in enumerate(zip(ref, cand, strict=True))
                                                   for problem in _shape_problems(f"token_embeddings[{i}]", r, c)]
         if problems:
             return {}, problems, [], {}
-        ref_documents = _matrices(reference("encode_document", texts, batch_size=BATCH_SIZE, convert_to_numpy=True,
-                                            show_progress_bar=False))
+        ref_documents = _multi_vector_reference(reference, "encode_document", texts, {})
         ref_scores = reference.model.similarity(ref, ref_documents).detach().cpu().numpy()
         cand_scores = candidate.similarity(cand, self._run(candidate, "encode_document", texts, {}))
         # A text against itself wins on both sides whatever the error, and a document without
@@ -336,6 +414,12 @@ class _MultiVector:
         if key not in self._candidate:
             self._candidate[key] = getattr(candidate, verb)(texts, batch_size=BATCH_SIZE, **kwargs)
         return self._candidate[key]
+
+
+def _multi_vector_reference(reference: ReferenceRuns, verb: str, texts: list[str],
+                            kwargs: dict[str, str]) -> list[np.ndarray]:
+    return _matrices(reference(verb, texts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False,
+                               **kwargs))
 
 
 def _matrices(outputs: Any) -> list[np.ndarray]:
@@ -369,8 +453,7 @@ def _shape_problems(name: str, ref: np.ndarray, cand: np.ndarray) -> list[str]:
 
 def _token_min_cosine(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str],
                       problems: list[str]) -> float:
-    ref = reference(call.verb_name, texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
-                    show_progress_bar=False, **call.kwargs)
+    ref = _token_reference(reference, call, texts)
     cand = getattr(candidate, call.verb_name)(texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
                                               **call.kwargs)
     if len(ref) != len(cand):
@@ -385,3 +468,8 @@ def _token_min_cosine(reference: ReferenceRuns, candidate: Any, call: ParityCall
             continue
         worst = min(worst, float(np.min(row_cosine(r, c))))
     return worst
+
+
+def _token_reference(reference: ReferenceRuns, call: ParityCall, texts: list[str]) -> Any:
+    return reference(call.verb_name, texts, batch_size=BATCH_SIZE, output_value="token_embeddings",
+                     show_progress_bar=False, **call.kwargs)

@@ -327,16 +327,28 @@ def test_a_graph_holds_no_host_paths_and_nothing_from_earlier_exports(tiny_artif
 def test_the_same_build_twice_in_one_process_writes_the_same_graph_files(tmp_path, tiny_chains):
     """The exporters number what they make with counters shared by the whole process (torch's
     generated code, OpenVINO's node names): the second of two identical builds wrote other bytes.
-    Now every graph file of the second is byte for byte the first's."""
-    from packager.runtime.enums import Format
+    Now every graph file of the second is byte for byte the first's, int8 included (the same
+    MatMuls kept in float by the search, the same quantized weights), with a build of another
+    chain run between the two."""
+    from packager.runtime.enums import Format, Precision
 
-    def graphs(out: Path) -> dict[str, bytes]:
-        build(str(tiny_chains["cls-dense"]), BuildOptions(formats=(Format.ONNX, Format.OPENVINO), out=out,
-                                                          measure_speed=False, write_reports=False))
+    def graphs(source: Path, out: Path) -> dict[str, bytes]:
+        build(str(source), BuildOptions(formats=(Format.ONNX, Format.OPENVINO), precisions=(Precision.FP32,
+                                                                                            Precision.INT8),
+                                        out=out, measure_speed=False, write_reports=False))
         return {f"{artifact.name}/{f.path}": (artifact / f.path).read_bytes()
                 for artifact in sorted(out.iterdir()) for f in read_manifest(artifact).files
                 if f.path.endswith((".onnx", ".data", ".xml", ".bin"))}
 
-    first, second = graphs(tmp_path / "first"), graphs(tmp_path / "second")
+    def decided(out: Path) -> dict[str, str | None]:
+        return {artifact.name: read_manifest(artifact).recipe.details.get("float_matmuls")
+                for artifact in out.iterdir()}
+
+    first = graphs(tiny_chains["mean"], tmp_path / "first")
+    graphs(tiny_chains["cls-dense"], tmp_path / "between")
+    second = graphs(tiny_chains["mean"], tmp_path / "second")
     assert {Path(name).suffix for name in first} >= {".onnx", ".xml", ".bin"}
+    assert len({name.split("/")[0] for name in first}) == 4  # onnx and openvino, fp32 and int8
     assert [name for name in first if first[name] != second.get(name)] == []
+    assert decided(tmp_path / "first") == decided(tmp_path / "second")
+    assert decided(tmp_path / "first")["mean-onnx-int8"] is not None  # the search's decision, recorded

@@ -88,7 +88,7 @@ def search_setup(tiny_chains, tmp_path_factory):
     return folder, matmuls, fragile, context, feeds, inputs
 
 
-def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_setup, tmp_path):
+def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_setup):
     """One switchable graph stands for a quantized model per MatMul: with ``which = i`` its outputs
     are those of onnxruntime's own dynamic int8 of MatMul ``i`` alone, and with -1 the float
     graph's. The fragile MatMuls rank first."""
@@ -96,9 +96,9 @@ def test_the_ranking_graph_runs_each_matmul_in_int8_as_onnxruntime_does(search_s
     from packager.exporters.sensitivity import WHICH, output_errors, switchable_graph
 
     folder, matmuls, fragile, _, feeds, _ = search_setup
-    errors = output_errors(folder / "fragile.onnx", feeds, matmuls, tmp_path)
+    errors = output_errors(folder / "fragile.onnx", feeds, matmuls)
     assert set(sorted(errors, key=errors.__getitem__)[-2:]) == set(fragile)
-    path, measured = switchable_graph(folder / "fragile.onnx", matmuls, tmp_path)
+    path, measured = switchable_graph(folder / "fragile.onnx", matmuls)
     assert measured == matmuls
     switchable = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = feeds[len(feeds) // 2]
@@ -247,3 +247,42 @@ def test_tables_are_stored_in_int8_rows_once_however_many_gathers_read_them(tmp_
     step = np.abs(table).max(axis=1, keepdims=True) / 127
     assert np.all(np.abs(got - table) <= step / 2 + 1e-7) and not got[7].any()
     assert not np.array_equal(got, table)  # it is quantized, not the float table
+
+
+@pytest.mark.parametrize("excluded", [0, 2], ids=["all-int8", "two-in-float"])
+def test_the_dynamic_quantizer_writes_onnxruntimes_graph_weight_for_weight(search_setup, tmp_path, excluded):
+    """The dynamic recipe rewrites the MatMuls itself, one weight in memory at a time, where
+    onnxruntime's ``quantize_dynamic`` held three copies of the float model. Against onnxruntime's
+    own quantizer with the options the recipe used (per channel, 7-bit weights, MatMuls with a
+    constant weight only) on the tiny chain's graph with its fragile MatMuls (the widest ranges):
+    the same int8 weights and scales, the same operators, and bit-identical outputs."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from packager.exporters.quantize import QUANTIZER_OPTIONS, quantize_dynamic_matmuls
+
+    folder, matmuls, fragile, _, feeds, _ = search_setup
+    skip = fragile[:excluded]
+    ours = folder / f"ours-{excluded}.onnx"
+    assert quantize_dynamic_matmuls(folder / "fragile.onnx", ours, skip) == len(matmuls) - excluded
+    theirs = tmp_path / "theirs.onnx"
+    quantize_dynamic(folder / "fragile.onnx", theirs, per_channel=True, reduce_range=True,
+                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=skip,
+                     extra_options=QUANTIZER_OPTIONS)
+
+    def graph(path):
+        model = onnx.load(path)
+        return model, {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+
+    (our_model, our_weights), (their_model, their_weights) = graph(ours), graph(theirs)
+    int8 = sorted(name for name in their_weights if name.endswith(("_quantized", "_scale", "_zero_point")))
+    assert len(int8) == 3 * (len(matmuls) - excluded)
+    for name in int8:
+        np.testing.assert_array_equal(our_weights[name], their_weights[name], err_msg=name)
+        assert our_weights[name].dtype == their_weights[name].dtype, name
+    assert sorted(n.op_type for n in our_model.graph.node) == sorted(n.op_type for n in their_model.graph.node)
+    assert sum(n.op_type == "MatMul" for n in our_model.graph.node) >= excluded
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (ours, theirs)]
+    for feed in feeds[:3]:
+        ours_out, theirs_out = (s.run(None, feed)[0] for s in sessions)
+        np.testing.assert_array_equal(ours_out, theirs_out)
