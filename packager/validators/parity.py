@@ -56,6 +56,8 @@ class ReferenceRuns:
         reads their settings. A call not run before fails here rather than on meta tensors."""
         import gc
 
+        if self._released:
+            return
         self.model.to("meta")
         self._released = True
         gc.collect()

@@ -131,3 +131,36 @@ def test_saturated_scores_do_not_hide_wrong_logits():
     finally:
         LOGITS = saved
     assert report.metrics["score_rel_diff"] < 1e-4 and not report.passed
+
+
+@pytest.mark.parametrize("kind,inputs", [(ChainKind.SENTENCE_TRANSFORMER, TEXTS), (ChainKind.CROSS_ENCODER, PAIRS)])
+def test_the_reference_runs_every_gate_call_first_and_none_after_its_release(kind, inputs):
+    """The build runs every call a gate makes through ``run_gate_references`` before a candidate
+    loads, then frees the torch weights: the gate then compares on the kept outputs alone, and a
+    call it did not run first is refused rather than run on freed weights."""
+    from packager.validators.parity import ReferenceRuns, run_gate_references
+
+    class Counted(Reference):
+        calls = 0
+
+        def to(self, device):
+            return self
+
+        def encode(self, texts, **kwargs):
+            Counted.calls += 1
+            return super().encode(texts, **kwargs)
+
+        def predict(self, pairs, activation_fn=None, **kwargs):
+            Counted.calls += 1
+            return super().predict(pairs, activation_fn=activation_fn, **kwargs)
+
+    candidate = Candidate(kind)
+    candidate.manifest.routes = (SimpleNamespace(name="default", chat=None, output=lambda meaning: None),)
+    runs = ReferenceRuns(Counted())
+    run_gate_references(runs, candidate.manifest, inputs)
+    ran = Counted.calls
+    runs.release()
+    assert check_parity(runs, candidate, inputs, gate=DEFAULT_GATES[(kind, Precision.FP32)]).passed
+    assert Counted.calls == ran > 0
+    with pytest.raises(RuntimeError, match="released"):
+        runs("predict" if kind is ChainKind.CROSS_ENCODER else "encode", inputs[:2])
