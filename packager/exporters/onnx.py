@@ -64,6 +64,29 @@ def save_external(source: Path, path: Path) -> list[str]:
     return graph_files(path)
 
 
+def read_weight(tensor: Any, folder: Path | str) -> Any:
+    """An initializer's values as a numpy array, read from its external data file in ``folder``
+    if it has one, leaving ``tensor`` as it was (onnx before 1.19 kept the bytes it read in the
+    tensor, so a graph edited weight by weight would end up holding every weight it read)."""
+    from onnx import TensorProto, numpy_helper
+
+    header = TensorProto()
+    header.CopyFrom(tensor)  # the data stays on disk: the copy is the tensor's description
+    return numpy_helper.to_array(header, base_dir=str(folder))
+
+
+def save_beside(model: Any, path: Path) -> Path:
+    """Save an onnx ``ModelProto`` at ``path``: the weights it holds in memory (an edit's new
+    tensors) in ``<path>.data``, those already in another data file of the folder left there
+    (the graph loads only from that folder)."""
+    import onnx
+
+    data = path.with_name(f"{path.name}.data")
+    data.unlink(missing_ok=True)  # onnx appends to a data file already there
+    onnx.save(model, path, save_as_external_data=True, location=data.name)
+    return path
+
+
 def export_onnx(graph: RouteGraph, path: Path, *, fuse: bool) -> dict[str, int]:
     """Save the route's export at ``path`` (weights in ``<path>.data``); with ``fuse``, onnxscript's
     ORT fusions (attention, SkipLayerNorm, GELU...) run first (onnxruntime-only operators;

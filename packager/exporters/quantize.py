@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from packager.errors import ExportError
-from packager.exporters.dynamic_int8 import quantize_dynamic_matmuls
-from packager.exporters.onnx import check_loads, export_onnx, save_external
+from packager.exporters.dynamic_int8 import quantizable, quantize_dynamic_matmuls
+from packager.exporters.onnx import check_loads, export_onnx, read_weight, save_beside, save_external
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
 from packager.exporters.sensitivity import output_errors
 from packager.progress import step
@@ -151,9 +151,9 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
         # The fused graph's recorded shapes can disagree with onnx's own inference, which the
         # quantizers run; let them infer from scratch.
         del model.graph.value_info[:]
-        fp32 = _save_beside(model, folder / "fp32.onnx")
+        fp32 = save_beside(model, folder / "fp32.onnx")
         tables = quantize_tables(model, folder)
-        source = _save_beside(model, folder / "tables.onnx") if tables else fp32
+        source = save_beside(model, folder / "tables.onnx") if tables else fp32
         matmuls = weight_matmuls(model)
         del model
         feeds, inputs = calibration_feeds(graph, dest, context)
@@ -171,15 +171,6 @@ def _quantize(graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContex
 
 
 MIN_TABLE_SHARE = 0.05  # of the graph's weights: a token table (MiniLM: 52 %), not token types or positions (1 %)
-
-
-def _save_beside(model, path: Path) -> Path:
-    """Save ``model`` at ``path``: the weights it holds in memory (the edits' new tensors) in
-    ``<path>.data``, those still in another data file of the folder left there."""
-    import onnx
-
-    onnx.save(model, path, save_as_external_data=True, location=f"{path.name}.data")
-    return path
 
 
 def quantize_tables(model, folder: Path | str = "") -> dict[str, str]:
@@ -210,7 +201,7 @@ def quantize_tables(model, folder: Path | str = "") -> dict[str, str]:
             continue
         stem, ids, output = table.name, node.input[1], node.output[0]
         if stem not in tables:  # once per table, however many Gathers read it
-            weights = numpy_helper.to_array(table, base_dir=str(folder))
+            weights = read_weight(table, folder)
             scales = np.abs(weights).max(axis=1, keepdims=True) / 127
             scales[scales == 0] = 1  # an all-zero row stays zero
             rows = np.clip(np.rint(weights / scales), -127, 127).astype(np.int8)
@@ -277,7 +268,7 @@ def _projection_weights(model, node, name: str, folder: Path | str) -> list[str]
             else None
     if name not in initializers:
         return None
-    packed = numpy_helper.to_array(initializers[name], base_dir=str(folder))
+    packed = read_weight(initializers[name], folder)
     sizes = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "qkv_hidden_sizes"),
                  [packed.shape[1] // 3] * 3)
     parts = []
@@ -288,8 +279,9 @@ def _projection_weights(model, node, name: str, folder: Path | str) -> list[str]
 
 
 def weight_matmuls(model) -> list[str]:
-    initializers = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in initializers]
+    """The MatMuls the int8 recipes quantize (``quantizable``), by node name."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if quantizable(n, initializers)]
 
 
 class ExclusionSearch:

@@ -36,6 +36,11 @@ class RecipeResult:
 
 
 class Recipe(Protocol):
+    """Makes one route's graph files from ``graph``. The torch weights of ``graph.module`` are
+    freed after the first variant's gate (``ReferenceRuns.release``): a recipe exports through
+    ``packager.exporters.onnx.export_onnx``, whose torch export of the route is made once, by the
+    first variant, and kept on disk, and never runs the module itself."""
+
     name: str
     format: Format
     precision: Precision

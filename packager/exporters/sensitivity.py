@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packager.exporters.onnx import read_weight, save_beside
 from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT
 
 SUBSET_BATCHES = 4  # calibration batches the ranking runs on, spread over the lengths ...
@@ -89,7 +90,7 @@ def switchable_graph(fp32: Path, matmuls: list[str]) -> tuple[Path, list[str]]:
             nodes.append(node)
             continue
         index, stem, (x, w), (y,) = len(measured), f"{WHICH}_{len(measured)}", node.input, node.output
-        array = numpy_helper.to_array(weight, base_dir=str(fp32.parent)).astype(np.float32, copy=False)
+        array = read_weight(weight, fp32.parent).astype(np.float32, copy=False)
         limit = SATURATION_FREE_WEIGHT_LIMIT
         scale = np.abs(array).max(axis=0) / limit
         scale[scale == 0] = 1
@@ -114,6 +115,4 @@ def switchable_graph(fp32: Path, matmuls: list[str]) -> tuple[Path, list[str]]:
     model.graph.initializer.extend(added)
     model.graph.input.append(helper.make_tensor_value_info(WHICH, TensorProto.INT64, []))
     del model.graph.value_info[:]  # the If outputs' shapes are left to onnxruntime
-    path = fp32.with_name("switchable.onnx")
-    onnx.save(model, path, save_as_external_data=True, location="switchable.onnx.data")
-    return path, measured
+    return save_beside(model, fp32.with_name("switchable.onnx")), measured

@@ -351,13 +351,12 @@ def test_the_same_build_twice_in_one_process_writes_the_same_graph_files(tmp_pat
     assert len({name.split("/")[0] for name in first}) == 4  # onnx and openvino, fp32 and int8
     assert [name for name in first if first[name] != second.get(name)] == []
     assert decided(tmp_path / "first") == decided(tmp_path / "second")
-    assert decided(tmp_path / "first")["mean-onnx-int8"] is not None  # the search's decision, recorded
 
 
 def test_the_torch_weights_are_freed_before_the_first_candidate_loads(tmp_path, tiny_chains, monkeypatch):
     """A build holds the torch reference and a candidate's engine, each a copy of the weights: the
     reference runs every call of the gates first and frees its weights before the first candidate
-    loads (a 0.6B decoder's build peaked at 4.8x its weights with both and onnxruntime's
+    loads (a 0.6B decoder's build peaked at 5x its weights with both and onnxruntime's
     quantizer). The later variants' gates run on the kept reference outputs alone: a reference
     call after the release would fail the build."""
     from packager.builder import variant

@@ -249,23 +249,35 @@ def test_tables_are_stored_in_int8_rows_once_however_many_gathers_read_them(tmp_
     assert not np.array_equal(got, table)  # it is quantized, not the float table
 
 
-@pytest.mark.parametrize("excluded", [0, 2], ids=["all-int8", "two-in-float"])
-def test_the_dynamic_quantizer_writes_onnxruntimes_graph_weight_for_weight(search_setup, tmp_path, excluded):
+@pytest.mark.parametrize("excluded,external", [(0, False), (2, False), (2, True)],
+                         ids=["all-int8", "two-in-float", "two-in-float-weights-on-disk"])
+def test_the_dynamic_quantizer_writes_onnxruntimes_graph_weight_for_weight(search_setup, tmp_path, excluded,
+                                                                           external):
     """The dynamic recipe rewrites the MatMuls itself, one weight in memory at a time, where
     onnxruntime's ``quantize_dynamic`` held three copies of the float model. Against onnxruntime's
     own quantizer with the options the recipe used (per channel, 7-bit weights, MatMuls with a
-    constant weight only) on the tiny chain's graph with its fragile MatMuls (the widest ranges):
-    the same int8 weights and scales, the same operators, and bit-identical outputs."""
+    constant weight only) on the tiny chain's graph with its fragile MatMuls (the widest ranges),
+    its weights in the graph file or in a data file beside it (read one at a time, the float ones
+    kept pointing there): the same int8 weights and scales, the same operators, and bit-identical
+    outputs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from packager.exporters.quantize import QUANTIZER_OPTIONS, quantize_dynamic_matmuls
 
     folder, matmuls, fragile, _, feeds, _ = search_setup
+    source = folder / "fragile.onnx"
+    if external:
+        source = tmp_path / "fragile.onnx"
+        onnx.save(onnx.load(folder / "fragile.onnx"), source, save_as_external_data=True,
+                  location="fragile.onnx.data")
     skip = fragile[:excluded]
-    ours = folder / f"ours-{excluded}.onnx"
-    assert quantize_dynamic_matmuls(folder / "fragile.onnx", ours, skip) == len(matmuls) - excluded
+    ours = source.with_name(f"ours-{excluded}.onnx")
+    assert quantize_dynamic_matmuls(source, ours, skip) == len(matmuls) - excluded
+    if external:
+        with pytest.raises(ValueError, match="beside"):  # its float weights would point at nothing
+            quantize_dynamic_matmuls(source, tmp_path / "elsewhere" / "ours.onnx", skip)
     theirs = tmp_path / "theirs.onnx"
-    quantize_dynamic(folder / "fragile.onnx", theirs, per_channel=True, reduce_range=True,
+    quantize_dynamic(source, theirs, per_channel=True, reduce_range=True,
                      weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=skip,
                      extra_options=QUANTIZER_OPTIONS)
 
