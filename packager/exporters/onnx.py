@@ -66,8 +66,8 @@ def save_external(source: Path, path: Path) -> list[str]:
 
 def read_weight(tensor: Any, folder: Path | str) -> Any:
     """An initializer's values as a numpy array, read from its external data file in ``folder``
-    if it has one, leaving ``tensor`` as it was (onnx before 1.19 kept the bytes it read in the
-    tensor, so a graph edited weight by weight would end up holding every weight it read)."""
+    if it has one, leaving ``tensor`` as it was (some onnx versions keep the bytes they read in
+    the tensor, so a graph edited weight by weight would end up holding every weight it read)."""
     from onnx import TensorProto, numpy_helper
 
     header = TensorProto()
