@@ -64,6 +64,7 @@ def quantize_dynamic_matmuls(source: Path, target: Path, excluded: list[str]) ->
     if source.parent.resolve() != target.parent.resolve() and \
             any(external_data_helper.uses_external_data(i) for i in model.graph.initializer):
         raise ValueError(f"{target}: must be beside {source}, whose weights stay in its data file")
+    _gemms_as_matmuls(model, source.parent)
     initializers = {i.name: i for i in model.graph.initializer}
     skip = set(excluded)
     nodes, added, quantized_weights, quantized_inputs, count = [], [], set(), set(), 0
@@ -104,3 +105,38 @@ def quantize_dynamic_matmuls(source: Path, target: Path, excluded: list[str]) ->
     model.graph.initializer.extend([*kept, *added])
     save_beside(model, target)
     return count
+
+
+def _gemms_as_matmuls(model: Any, folder: Path) -> None:
+    """Rewrite each ``Gemm`` (alpha 1, beta 1, A not transposed) as ``MatMul`` (+ ``Add`` of its
+    bias), as onnxruntime's dynamic quantizer does first: a Dense over a pooled vector exports as
+    a Gemm with a transposed weight, which is stored transposed (a weight that is not an
+    initializer gets a ``Transpose``). Names are onnxruntime's."""
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or node.domain or attributes.get("alpha", 1.0) != 1.0 or \
+                attributes.get("beta", 1.0) != 1.0 or attributes.get("transA", 0):
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attributes.get("transB", 0):
+            if weight in initializers:
+                transposed = numpy_helper.from_array(np.ascontiguousarray(read_weight(initializers[weight], folder).T),
+                                                     weight)
+                initializers[weight].CopyFrom(transposed)
+            else:
+                weight = f"{node.input[1]}_Transposed"
+                nodes.append(helper.make_node("Transpose", [node.input[1]], [weight],
+                                              f"{node.name}_Transpose" if node.name else ""))
+        product = f"{node.output[0]}_MatMul" if len(node.input) > 2 else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product],
+                                      f"{node.name}_MatMul" if node.name else ""))
+        if len(node.input) > 2:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], list(node.output),
+                                          f"{node.name}_Add" if node.name else ""))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)

@@ -298,3 +298,34 @@ def test_the_dynamic_quantizer_writes_onnxruntimes_graph_weight_for_weight(searc
     for feed in feeds[:3]:
         ours_out, theirs_out = (s.run(None, feed)[0] for s in sessions)
         np.testing.assert_array_equal(ours_out, theirs_out)
+
+
+def test_a_gemm_is_quantized_as_onnxruntime_quantizes_it(tmp_path):
+    """A Dense over a pooled vector exports as a Gemm with a transposed weight; onnxruntime's
+    dynamic quantizer rewrites it as MatMul + Add first, and so does the recipe's: the same int8
+    weight and bit-identical outputs."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from packager.exporters.quantize import QUANTIZER_OPTIONS, quantize_dynamic_matmuls
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(24, 32)).astype(np.float32), rng.normal(size=24).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="dense", transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 24])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what this onnxruntime reads
+    onnx.save(model, tmp_path / "gemm.onnx")
+    assert quantize_dynamic_matmuls(tmp_path / "gemm.onnx", tmp_path / "ours.onnx", []) == 1
+    quantize_dynamic(tmp_path / "gemm.onnx", tmp_path / "theirs.onnx", per_channel=True, reduce_range=True,
+                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], extra_options=QUANTIZER_OPTIONS)
+    x = {"x": rng.normal(size=(5, 32)).astype(np.float32)}
+    ours, theirs = (ort.InferenceSession(str(tmp_path / f"{n}.onnx"), providers=["CPUExecutionProvider"])
+                    for n in ("ours", "theirs"))
+    np.testing.assert_array_equal(ours.run(None, x)[0], theirs.run(None, x)[0])
+    weights = [{i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / f"{n}.onnx").graph.initializer}
+               for n in ("ours", "theirs")]
+    np.testing.assert_array_equal(weights[0]["w_quantized"], weights[1]["w_quantized"])
