@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packager.exporters.dynamic_int8 import quantizable
 from packager.exporters.onnx import read_weight, save_beside
 from packager.runtime.manifest import SATURATION_FREE_WEIGHT_LIMIT
 
@@ -85,10 +86,10 @@ def switchable_graph(fp32: Path, matmuls: list[str]) -> tuple[Path, list[str]]:
     nodes, added = [], []
     measured: list[str] = []
     for node in model.graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and node.name in wanted else None
-        if weight is None or len(weight.dims) != 2 or node.input[0] in initializers:
+        if node.name not in wanted or not quantizable(node, initializers):
             nodes.append(node)
             continue
+        weight = initializers[node.input[1]]
         index, stem, (x, w), (y,) = len(measured), f"{WHICH}_{len(measured)}", node.input, node.output
         array = read_weight(weight, fp32.parent).astype(np.float32, copy=False)
         limit = SATURATION_FREE_WEIGHT_LIMIT
