@@ -9,10 +9,11 @@ with ``packager build`` into DIR/MODEL unless its report is already there (its b
 from that report; an artifact carries the loader it was built with, so remove DIR after changing
 packager). The sentence-transformers backends run in .venv-st-backends
 (benchmarks/setup_st_backends.sh); without it they are skipped and the table says so. The
-measurement is ``packager bench``'s (packager.bench.run): each target in fresh processes,
-throughput the median of 3 passes over the texts, latency batch 1 over 200 texts, cold start
-import + load + first encode (median of 3 processes), peak RSS the worker's; this script adds the
-backends, build times and the table.
+measurement is ``packager bench``'s (packager.bench.run): each target in fresh processes, one
+throughput pass over the texts, latency batch 1 over 200 texts, one cold start (import + load +
+first encode), peak RSS the worker's; each figure is the median of the runs (--runs). This script
+adds the backends, build times and the table. On a CPU with bf16 arithmetic the packaged variants
+include OpenVINO bf16.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from variants import build_variant
 
 from packager.bench.host import Host, describe_host
 from packager.bench.run import Settings, Target, artifact_target, cell, default_inputs, measure, reference_target
+from packager.exporters.openvino import bf16_arithmetic
 from packager.runtime.enums import ChainKind
 
 ROOT = Path(__file__).resolve().parents[1]
 ST_PYTHON = ROOT / ".venv-st-backends" / "bin" / "python"
 ST_WORKER = (str(ST_PYTHON), str(ROOT / "benchmarks" / "worker.py"))
 VARIANTS = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")]
+BF16 = ("openvino", "bf16")  # built where the CPU has bf16 arithmetic (its gate must measure it)
 NAMES = {"minilm": "all-MiniLM-L6-v2", "mpnet-base": "all-mpnet-base-v2"}  # the released models measured
 KIND = ChainKind.SENTENCE_TRANSFORMER
 BASELINE = "torch (sentence-transformers)"
@@ -66,8 +69,9 @@ def main() -> None:
 
 
 def _bench_model(source: Path, name: str, dist: Path, texts: list, *, host: Host, runs: int) -> dict:
+    variants = VARIANTS + [BF16] * bf16_arithmetic()
     facts = {f"packaged {fmt} {precision}": _variant_facts(build_variant(source, name, fmt, precision, dist), dist)
-             for fmt, precision in VARIANTS}
+             for fmt, precision in variants}
     targets: list[Target] = []
     if ST_PYTHON.exists():
         targets += _st_targets(source, host)
@@ -77,7 +81,8 @@ def _bench_model(source: Path, name: str, dist: Path, texts: list, *, host: Host
     reference = dataclasses.replace(reference_target(str(source), KIND), name=BASELINE)
     # Each run starts its rotation of the targets one further: this host drifts over a run's minutes,
     # and a fixed order would always give the same targets the later minutes.
-    measured = [measure(targets[run % len(targets):] + targets[:run % len(targets)], texts, Settings(),
+    # One pass and one cold start per run: the figures are the runs' medians.
+    measured = [measure(targets[run % len(targets):] + targets[:run % len(targets)], texts, Settings(rounds=1),
                         reference=reference) for run in range(runs)]
     rows = median_rows(measured)
     for label, fact in facts.items():

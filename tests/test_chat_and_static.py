@@ -15,6 +15,7 @@ import pytest
 from int8_kernels import assert_saturation_free
 
 from packager.cli import main
+from packager.exporters import openvino as openvino_recipes
 from packager.runtime import load
 from packager.runtime.backends import OpenVinoSession
 from packager.runtime.enums import Int8Arithmetic
@@ -120,7 +121,9 @@ def test_a_router_after_a_shared_transformer_may_be_saved_as_legacy_asym(tiny_ch
     assert "compilable: yes" in capsys.readouterr().out
 
 
-def test_a_static_embedder_has_int8_and_fp16_variants_that_pass_their_gates(tiny_chains, tiny_artifacts, tmp_path):
+def test_a_static_embedder_has_int8_and_fp16_variants_that_pass_their_gates(tiny_chains, tiny_artifacts, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(openvino_recipes, "vnni", lambda: False)  # as built on a CPU without VNNI
     out = tmp_path / "dist"
     assert main(["build", str(tiny_chains["static-dense"]), "--out", str(out), "--format", "onnx,openvino",
                  "--precision", "int8", "-q", "--no-register"]) == 0

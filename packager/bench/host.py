@@ -57,6 +57,11 @@ def describe_host(cpuinfo: Path = Path("/proc/cpuinfo")) -> Host:
                 openvino_default_precision=_openvino_default_precision())
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The CPU's feature flags as /proc/cpuinfo names them; None where the system does not say."""
+    return _cpuinfo(cpuinfo)[1]
+
+
 def _cpuinfo(path: Path) -> tuple[str | None, set[str] | None]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")

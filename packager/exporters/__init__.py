@@ -76,6 +76,7 @@ RECIPES = Registry()
 def _register_builtin() -> None:
     from packager.exporters.onnx import OnnxFp32
     from packager.exporters.openvino import (
+        OpenVinoBf16,
         OpenVinoFp16,
         OpenVinoFp32,
         OpenVinoInt8,
@@ -88,12 +89,16 @@ def _register_builtin() -> None:
     RECIPES.register(OnnxInt8Dynamic(), default=True)
     RECIPES.register(OpenVinoFp32())
     RECIPES.register(OpenVinoFp16())
+    RECIPES.register(OpenVinoBf16())
     RECIPES.register(OpenVinoInt8())  # int8 weights and activations: fast where the CPU has VNNI/AMX
     RECIPES.register(OpenVinoInt8WeightsOnly(), default=True)  # int8 weights only: a quarter of the size
     RECIPES.unavailable(Format.ONNX, Precision.FP16, (
         "onnxruntime's CPU provider, which the loader uses, has no fp16 kernels for most transformer ops and would "
         "run such a graph through casts to fp32; fp16 ONNX is a GPU format. Use --format openvino --precision fp16 "
         "(fp16 weights, half the size), or int8."))
+    RECIPES.unavailable(Format.ONNX, Precision.BF16, (
+        "onnxruntime's CPU provider computes transformer graphs in fp32 only. Use --format openvino --precision bf16 "
+        "on a CPU with bf16 arithmetic (AVX512_BF16 or AMX)."))
 
 
 _register_builtin()

@@ -1,7 +1,8 @@
 """OpenVINO IR (model.xml + model.bin) of the whole chain, converted from the plain (unfused)
 ONNX export: OpenVINO's own frontend then fuses for its CPU plugin. fp16 stores the weights in
-half precision (the CPU computes in fp32 where it lacks fp16 arithmetic); int8 goes through NNCF,
-either weights and activations (post-training quantization, transformer mode) or weights only."""
+half precision (the CPU computes in fp32 where it lacks fp16 arithmetic); bf16 keeps the fp32 IR
+and has the loader compute in bf16; int8 goes through NNCF, either weights and activations
+(post-training quantization, transformer mode) or weights only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from packager.bench.host import cpu_flags
 from packager.errors import ExportError
 from packager.exporters.onnx import export_onnx
 from packager.exporters.recipe import RecipeContext, RecipeResult, calibration_feeds
@@ -61,6 +63,7 @@ class _OpenVinoRecipe:
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         import openvino as ov
 
+        self.check_host()
         with scratch_dir("openvino") as scratch:
             source = Path(scratch) / "model.onnx"
             export_onnx(graph, source, fuse=False)
@@ -79,6 +82,9 @@ class _OpenVinoRecipe:
                 raise ExportError(f"route {graph.name!r}: {self.name} failed: {type(e).__name__}: {e}") from e
         return RecipeResult(files=[target.name, target.with_suffix(".bin").name], details=details)
 
+    def check_host(self) -> None:
+        """Raise ExportError where this host cannot measure what the artifact computes."""
+
     def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         return model, {}
 
@@ -86,6 +92,20 @@ class _OpenVinoRecipe:
 class OpenVinoFp32(_OpenVinoRecipe):
     name = "openvino-fp32"
     precision = Precision.FP32
+
+
+class OpenVinoBf16(_OpenVinoRecipe):
+    """The fp32 IR, which the loader has OpenVINO compute in bf16 (``Compute``): bf16 products,
+    f32 sums, on CPUs with bf16 arithmetic; OpenVINO computes in f32 on the others."""
+
+    name = "openvino-bf16"
+    precision = Precision.BF16
+
+    def check_host(self) -> None:
+        if not bf16_arithmetic():
+            raise ExportError(f"{self.name}: this CPU has no bf16 arithmetic (AVX512_BF16 or AMX), so OpenVINO "
+                              "would compute in f32 here and the gate could not measure what bf16 servers compute; "
+                              "build bf16 on a host that has it, or build fp32")
 
 
 class OpenVinoFp16(_OpenVinoRecipe):
@@ -119,14 +139,36 @@ class OpenVinoInt8(_OpenVinoRecipe):
 
 
 class OpenVinoInt8WeightsOnly(_OpenVinoRecipe):
-    """NNCF weight compression: int8 weights (asymmetric, per channel), activations in float."""
+    """NNCF weight compression: int8 weights (asymmetric, per channel). Built on a CPU with VNNI,
+    the artifact also quantizes its activations where the server has VNNI, and the gate measures
+    that and the float products of CPUs without it (``Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS``);
+    built elsewhere, it multiplies in float on every CPU."""
 
     name = "openvino-int8-weights"
     precision = Precision.INT8
-    int8_arithmetic: Int8Arithmetic | None = Int8Arithmetic.FLOAT_PRODUCTS
+
+    @property
+    def int8_arithmetic(self) -> Int8Arithmetic | None:  # type: ignore[override]
+        return Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS if vnni() else Int8Arithmetic.FLOAT_PRODUCTS
 
     def transform(self, model: Any, graph: RouteGraph, *, dest: Path, context: RecipeContext) -> tuple[Any, dict]:
         import nncf
 
         return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM), {
             "nncf": "compress_weights, int8 asymmetric"}
+
+
+# The instruction sets with exact int8 dot products, where OpenVINO quantizes activations.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def vnni() -> bool:
+    """Whether this CPU sums int8 products exactly (VNNI or AMX), as /proc/cpuinfo says."""
+    return bool((cpu_flags() or set()) & VNNI_FLAGS)
+
+
+def bf16_arithmetic() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 on this CPU."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -45,8 +45,11 @@ class Recipe(Protocol):
     format: Format
     precision: Precision
     calibrates: bool  # whether it reads the calibration inputs
-    # int8 recipes: why their integer products are the same on every CPU; None for float ones
-    int8_arithmetic: Int8Arithmetic | None
+
+    @property
+    def int8_arithmetic(self) -> Int8Arithmetic | None:
+        """int8 recipes: why their integer products are the same on every CPU (on this build
+        host); None for float ones."""
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         ...

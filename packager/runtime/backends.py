@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .enums import Format
+from .enums import Format, Int8Arithmetic, Precision
 from .errors import ArtifactIntegrityError, MissingDependencyError
+from .manifest import Manifest
 from .routes import RouteSpec
+
+# OpenVINO's dynamic quantization of int8-weight MatMuls: activations to int8 in groups of this
+# many channels, where the CPU has VNNI or AMX (Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS).
+ACTIVATION_GROUP = 32
+
+
+@dataclass(frozen=True)
+class Compute:
+    """The arithmetic OpenVINO runs an artifact's graphs in, as its gate measured it: f32, or
+    bf16 for a bf16 artifact (OpenVINO would pick bf16 on AMX/AVX512_BF16 CPUs and f16 on ARM by
+    itself), and activations quantized in groups (0: never) for an int8 artifact whose gate also
+    measured that. onnxruntime's CPU kernels have one arithmetic per graph: this does not apply."""
+
+    precision: str = "f32"
+    activation_group: int = 0
+
+    @classmethod
+    def of(cls, manifest: Manifest, *, float_products: bool = False) -> Compute:
+        quantized = manifest.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS and not float_products
+        return cls(precision="bf16" if manifest.precision is Precision.BF16 else "f32",
+                   activation_group=ACTIVATION_GROUP if quantized else 0)
+
+
+F32 = Compute()
 
 
 class GraphSession(Protocol):
@@ -25,7 +51,8 @@ class OnnxSession:
 
     compiles_per_shape = False
 
-    def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None,
+                 compute: Compute = F32) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -52,25 +79,27 @@ SHAPE_LIMIT = 256
 
 
 class OpenVinoSession:
-    """An OpenVINO model compiled for the CPU in f32 with the latency hint (one request at a time uses
-    every core; the throughput hint would want many requests in flight). Each thread gets its own
+    """An OpenVINO model compiled for the CPU in the artifact's ``Compute`` with the latency hint (one
+    request at a time uses every core; the throughput hint would want many requests in flight).
+    Each thread gets its own
     infer request, so ``run`` is safe to call from several threads at once. After SHAPE_LIMIT
     distinct input shapes the model is compiled again and the old one (with what it kept per
     shape) is dropped once no thread's request uses it."""
 
     compiles_per_shape = True
 
-    def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, output_names: list[str], *, threads: int | None = None,
+                 compute: Compute = F32) -> None:
         try:
             import openvino as ov
         except ImportError as e:
             raise MissingDependencyError("OpenVINO artifacts need openvino: pip install openvino") from e
-        # f32 arithmetic on every CPU, as gated: OpenVINO would pick bf16 on AMX/AVX512_BF16 CPUs
-        # and f16 on ARM by itself, and on CPUs with VNNI it would quantize the activations of
-        # int8-weight layers to int8 in groups of 32 (a 0.004 change of a unit embedding, measured
-        # on the tiny static embedder) where CPUs without VNNI multiply in float.
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                  "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        # Both pinned, as gated. Left to itself, OpenVINO on CPUs with VNNI would quantize the
+        # activations of int8-weight layers (a 0.004 change of a unit embedding, measured on the
+        # tiny static embedder) where CPUs without VNNI multiply in float.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": compute.precision,
+                  "DYNAMIC_QUANTIZATION_GROUP_SIZE": compute.activation_group,
+                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         core = ov.Core()
         self._model = core.read_model(str(path))
         # compiled again from the model read (and verified) at load, never from the files again
@@ -111,7 +140,7 @@ _SESSIONS: dict[Format, type[OnnxSession] | type[OpenVinoSession]] = {Format.ONN
                                                                       Format.OPENVINO: OpenVinoSession}
 
 
-def open_session(root: Path, fmt: Format, route: RouteSpec, *, threads: int | None = None) -> GraphSession:
+def open_session(root: Path, fmt: Format, route: RouteSpec, *, threads: int | None, compute: Compute) -> GraphSession:
     try:
         session_class = _SESSIONS[fmt]
     except KeyError:
@@ -119,7 +148,7 @@ def open_session(root: Path, fmt: Format, route: RouteSpec, *, threads: int | No
             f"this loader cannot run {fmt.value} graphs; it runs: {sorted(f.value for f in _SESSIONS)}"
         ) from None
     try:
-        return session_class(root / route.graph, [o.name for o in route.outputs], threads=threads)
+        return session_class(root / route.graph, [o.name for o in route.outputs], threads=threads, compute=compute)
     except MissingDependencyError:
         raise
     except Exception as e:  # the engines raise their own types; e.g. external data outside the artifact

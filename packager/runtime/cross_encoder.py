@@ -23,8 +23,9 @@ class CrossEncoderModel(Model):
     encode, encode_query, encode_document = Unsupported(), Unsupported(), Unsupported()
     similarity, decode = Unsupported(), Unsupported()
 
-    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None) -> None:
-        super().__init__(root, manifest, threads=threads)
+    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None,
+                 float_products: bool = False) -> None:
+        super().__init__(root, manifest, threads=threads, float_products=float_products)
         if manifest.scoring is None:  # Manifest refuses this already; the type says it may be None
             raise ArtifactIntegrityError("manifest: a CrossEncoder needs its scoring settings")
         self._scoring: ScoringSpec = manifest.scoring

@@ -23,8 +23,9 @@ class EmbeddingModel(Model):
     verbs = ("encode", "encode_query", "encode_document", "similarity")
     decode, predict, rank = Unsupported(), Unsupported(), Unsupported()
 
-    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None) -> None:
-        super().__init__(root, manifest, threads=threads)
+    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None,
+                 float_products: bool = False) -> None:
+        super().__init__(root, manifest, threads=threads, float_products=float_products)
         self._similarity = manifest.similarity or Similarity.COSINE
         self._dimension = int(manifest.embedding_dimension or 0)
 

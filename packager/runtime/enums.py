@@ -57,6 +57,7 @@ class Format(str, Enum):
 class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"  # OpenVINO on CPUs with bf16 arithmetic (AVX512_BF16, AMX): f32 weights, bf16 products
     INT8 = "int8"
 
 
@@ -76,6 +77,11 @@ class Int8Arithmetic(str, Enum):
     # The int8 weights are dequantized to float before any product (weight-only compression,
     # int8 embedding tables): there is no integer product.
     FLOAT_PRODUCTS = "float-products"
+    # OpenVINO int8 weights: on CPUs with VNNI or AMX its CPU plugin quantizes each MatMul's
+    # activations to int8 in groups of 32 channels and sums the products exactly in int32 (the same
+    # integers on every such CPU); on the others it multiplies in float. The gate measured both
+    # (built on a VNNI host); the loader's ``float_products=True`` runs the second everywhere.
+    VNNI_OR_FLOAT_PRODUCTS = "vnni-or-float-products"
 
 
 class Modality(str, Enum):

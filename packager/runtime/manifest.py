@@ -284,6 +284,9 @@ class Manifest:
         if self.int8_arithmetic is not None and self.precision is not Precision.INT8:
             raise ArtifactIntegrityError(f"manifest: int8_arithmetic belongs to int8 artifacts, not "
                                          f"{self.precision.value}")
+        if self.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS and self.format is not Format.OPENVINO:
+            raise ArtifactIntegrityError(f"manifest: int8_arithmetic {self.int8_arithmetic.value} is OpenVINO's, not "
+                                         f"{self.format.value}'s")
         wrong_ranges = [verb for verb, r in self.embedding_ranges.items()
                         if verb not in self.verbs or len(r.minimum) != self.embedding_dimension]
         if wrong_ranges:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends import Compute
 from .enums import OutputMeaning
 from .errors import InvalidInputError, UnsupportedVerbError
 from .image_inputs import is_image
@@ -58,10 +59,13 @@ class Model:
 
     verbs: tuple[str, ...] = ()
 
-    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None) -> None:
+    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None,
+                 float_products: bool = False) -> None:
         self.manifest = manifest
         self.path = root
-        self._runners = {r.name: RouteRunner(root, manifest.format, r, threads=threads) for r in manifest.routes}
+        compute = Compute.of(manifest, float_products=float_products)
+        self._runners = {r.name: RouteRunner(root, manifest.format, r, threads=threads, compute=compute)
+                         for r in manifest.routes}
 
     @property
     def max_seq_length(self) -> int:

@@ -26,8 +26,9 @@ class MultiVectorEncoderModel(Model):
     verbs = ("encode", "encode_query", "encode_document", "similarity", "similarity_pairwise")
     decode, predict, rank = Unsupported(), Unsupported(), Unsupported()
 
-    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None) -> None:
-        super().__init__(root, manifest, threads=threads)
+    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None,
+                 float_products: bool = False) -> None:
+        super().__init__(root, manifest, threads=threads, float_products=float_products)
         self._mean = manifest.similarity is Similarity.MEAN_MAXSIM
         self._dimension = int(manifest.embedding_dimension or 0)
 

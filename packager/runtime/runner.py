@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import open_session
+from .backends import Compute, open_session
 from .chat import TextInput
 from .enums import Format, Modality, OutputMeaning, Side
 from .image_inputs import ImagePipeline
@@ -20,11 +20,12 @@ from .text import TextEncoder
 class RouteRunner:
     """Stateless between calls, so one runner can serve many threads."""
 
-    def __init__(self, root: Path, fmt: Format, spec: RouteSpec, *, threads: int | None = None) -> None:
+    def __init__(self, root: Path, fmt: Format, spec: RouteSpec, *, threads: int | None = None,
+                 compute: Compute) -> None:
         self.spec = spec
         self._text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat) if spec.tokenizer else None
         self.images = ImagePipeline(spec.image) if spec.modality is Modality.IMAGE and spec.image else None
-        self._session = open_session(root, fmt, spec, threads=threads)
+        self._session = open_session(root, fmt, spec, threads=threads, compute=compute)
         # Extra padding on the right is masked by the attention mask and leaves every real token's
         # position as it was; on the left it would move a left-padded decoder's positions.
         self._bucketed = (self._session.compiles_per_shape and self._text is not None

@@ -24,8 +24,9 @@ class SparseEncoderModel(Model):
     verbs = ("encode", "encode_query", "encode_document", "similarity", "decode")
     predict, rank = Unsupported(), Unsupported()
 
-    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None) -> None:
-        super().__init__(root, manifest, threads=threads)
+    def __init__(self, root: Path, manifest: Manifest, *, threads: int | None = None,
+                 float_products: bool = False) -> None:
+        super().__init__(root, manifest, threads=threads, float_products=float_products)
         if manifest.sparse is None:  # Manifest refuses this already; the type says it may be None
             raise ArtifactIntegrityError("manifest: a SparseEncoder needs its sparse settings")
         self._sparse: SparseSpec = manifest.sparse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -77,6 +78,17 @@ class ParityReport:
         lines += [f"  worst of {w['verb']}: " + ", ".join(f"{k} {v!r:.100}" for k, v in w.items() if k != "verb")
                   for w in self.worst if not self.passed and (w.get("verb") in failed or "" in failed)]
         return "\n".join(lines)
+
+    def with_run(self, other: ParityReport, label: str) -> ParityReport:
+        """This report and ``other``'s (the same inputs, the artifact run another way) in one:
+        ``other``'s metrics, checks and problems prefixed by ``label``; passed only if both did."""
+        if other.inputs_sha256 != self.inputs_sha256:
+            raise ValueError("parity reports over different inputs cannot be joined")
+        return dataclasses.replace(
+            self, metrics={**self.metrics, **{f"{label}.{k}": v for k, v in other.metrics.items()}},
+            checks=self.checks + tuple(dataclasses.replace(c, metric=f"{label}.{c.metric}") for c in other.checks),
+            problems=self.problems + tuple(f"{label}: {p}" for p in other.problems),
+            worst=self.worst + tuple({**w, "verb": f"{label}.{w.get('verb', '')}"} for w in other.worst))
 
     def to_dict(self) -> dict:
         return {

@@ -13,9 +13,11 @@ from packager.builder import BuildOptions, build
 from packager.cli import main
 from packager.errors import ParityError
 from packager.exporters import Registry
+from packager.exporters import openvino as openvino_recipes
 from packager.exporters.onnx import OnnxFp32
 from packager.exporters.quantize import OnnxInt8Dynamic
 from packager.runtime import load
+from packager.runtime.backends import ACTIVATION_GROUP
 from packager.runtime.enums import Format, Int8Arithmetic, Precision
 from packager.runtime.manifest import read_manifest
 from packager.validators.texts import real_sentences
@@ -137,7 +139,8 @@ def test_auto_keeps_the_fastest_recipe_that_passes(tiny_chains, tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["openvino-int8-weights", "openvino-int8-nncf"])
-def test_openvino_int8_recipes(recipe, tiny_chains, tmp_path):
+def test_openvino_int8_recipes(recipe, tiny_chains, tmp_path, monkeypatch):
+    monkeypatch.setattr(openvino_recipes, "vnni", lambda: True)  # as on a build host with VNNI, whatever this one is
     code, report = _build(tiny_chains["mean"], tmp_path, "--format", "openvino", "--precision", "int8",
                           "--recipe", recipe, "--allow-parity-failure")
     assert code == 0
@@ -146,12 +149,42 @@ def test_openvino_int8_recipes(recipe, tiny_chains, tmp_path):
     assert manifest.recipe.name == recipe and manifest.routes[0].graph == "model.xml"
     assert {f.path for f in manifest.files} >= {"model.xml", "model.bin"}
     assert (manifest.calibration is not None) == (recipe == "openvino-int8-nncf")
-    if recipe == "openvino-int8-weights":  # int8 weights only: close to fp32, multiplied in float
+    if recipe == "openvino-int8-weights":  # int8 weights; activations in int8 where the server has VNNI
         assert variant["parity"]["passed"], variant["parity"]["failures"]
-        assert manifest.int8_arithmetic is Int8Arithmetic.FLOAT_PRODUCTS
+        assert manifest.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS
+        # gated both ways: as VNNI servers run it, and as the others do (float products)
+        checks = {c["metric"] for c in json.loads((Path(variant["artifact"]) / "parity.json").read_text())["checks"]}
+        assert {"encode.min_cosine", "float_products.encode.min_cosine"} <= checks
+        assert _activation_group(load(variant["artifact"])) == ACTIVATION_GROUP
+        assert _activation_group(load(variant["artifact"], float_products=True)) == 0
     else:  # NNCF's overflow fix on every layer: 7-bit weights, the same integers on every CPU
         assert assert_saturation_free(Path(variant["artifact"])) > 0
+        assert _activation_group(load(variant["artifact"])) == 0
     assert load(variant["artifact"]).encode(TEXTS).shape == (len(TEXTS), 32)
+
+
+def _activation_group(model) -> int:
+    (runner,) = model._runners.values()
+    return int(runner._session._compiled[0].get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
+
+
+def test_openvino_bf16_is_refused_on_a_cpu_without_bf16_arithmetic(tiny_chains, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(openvino_recipes, "bf16_arithmetic", lambda: False)
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--format", "openvino", "--precision",
+                 "bf16", "--no-register", "-q"]) == 5
+    assert "this CPU has no bf16 arithmetic" in capsys.readouterr().err
+    assert not list(tmp_path.glob("mean-openvino-bf16*"))
+    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--precision", "bf16"]) == 2
+    assert "onnxruntime's CPU provider computes transformer graphs in fp32 only" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not openvino_recipes.bf16_arithmetic(), reason="this CPU has no bf16 arithmetic")
+def test_openvino_bf16_computes_in_bf16_and_passes_its_gate(tiny_chains, tmp_path):
+    code, report = _build(tiny_chains["splade-max"], tmp_path, "--format", "openvino", "--precision", "bf16")
+    (variant,) = report["variants"]
+    assert code == 0 and variant["parity"]["passed"], variant["parity"]["failures"]
+    (runner,) = load(variant["artifact"])._runners.values()
+    assert runner._session._compiled[0].get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
 
 
 def test_openvino_fp16_passes_and_onnx_fp16_is_refused_with_the_reason(tiny_chains, tmp_path, capsys):

@@ -52,6 +52,8 @@ def test_manifest_describes_what_the_runtime_needs(manifest_text):
     (lambda d: d["parity"]["metrics"].update(big=10**400), "too large for a float"),
     (lambda d: d.update(int8_arithmetic="saturation-free"), "int8_arithmetic belongs to int8 artifacts, not fp32"),
     (lambda d: d.update(int8_arithmetic="whatever-the-cpu-does"), "'whatever-the-cpu-does' is not one of"),
+    (lambda d: d.update(precision="int8", int8_arithmetic="vnni-or-float-products"),
+     "int8_arithmetic vnni-or-float-products is OpenVINO's, not onnx's"),
 ])
 def test_invalid_manifests_are_refused(manifest_text, edit, match):
     data = json.loads(manifest_text)
