@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 from packager.builder.packaging_toml import SCHEMA_FILE, read_spec, schema
 from packager.cli import main
 from packager.cli.parser import parser
+from packager.runtime.enums import Format, Precision
 from packager.validators.gates import METRICS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +160,15 @@ def test_a_missing_spec_and_no_source_are_usage_errors(tmp_path, capsys):
 
 def test_the_report_schema_is_a_valid_schema():
     Draft202012Validator.check_schema(json.loads((REPO / "packager" / "schemas" / "report.schema.json").read_text()))
+
+
+def test_the_schemas_name_every_precision_and_format():
+    packaging = json.loads((REPO / "packager" / "schemas" / "packaging.schema.json").read_text())
+    report = json.loads((REPO / "packager" / "schemas" / "report.schema.json").read_text())
+    build = packaging["properties"]["build"]["properties"]
+    variant = report["$defs"]["variant"]["properties"]
+    precisions = [p.value for p in Precision]
+    assert build["precisions"]["items"]["enum"] == [*precisions, "auto"]
+    assert list(packaging["properties"]["validation"]["properties"]["gates"]["properties"]) == precisions
+    assert variant["precision"]["enum"] == precisions
+    assert build["formats"]["items"]["enum"] == variant["format"]["enum"] == [f.value for f in Format]
