@@ -3,7 +3,11 @@ fp32,int8`` (no registry) of each benchmark model (``benchmarks/models.py``), on
 build, one after another: wall time, peak RSS of the build process, the time of each step (from
 the build's own progress lines) and what the int8 search decided.
 
-    .venv/bin/python benchmarks/bench_scale.py [MODEL ...] [--dist DIR] [--out FILE]
+    .venv/bin/python benchmarks/bench_scale.py [MODEL ...] [--dist DIR] [--out FILE] [--gate P.METRIC=V ...]
+
+``--gate`` is passed to each build and recorded in its row: a model with random weights whose int8
+misses the default gate would otherwise spend the build ranking every MatMul (the ranking's cost
+per MatMul is measured on the models that need it).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=list(MODELS), help=f"any of: {' '.join(MODELS)}")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist" / "bench-scale")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    parser.add_argument("--gate", action="append", default=[], metavar="PRECISION.METRIC=VALUE",
+                        help="a gate override for each build (packager build --gate)")
     args = parser.parse_args()
     if unknown := sorted(set(args.models) - set(MODELS)):  # (choices= would refuse the default list itself)
         parser.error(f"unknown model(s) {', '.join(unknown)}; measured here: {', '.join(MODELS)}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.models:
-        results[name] = build_cost(name, made(name), args.dist / name)
+        results[name] = build_cost(name, made(name), args.dist / name, gates=args.gate)
         save(results, args.out)  # after each model: a long run keeps what it has
     print(table(results))
 
@@ -56,9 +62,10 @@ def made(name: str) -> Path:
                                text=True).stdout.strip().splitlines()[-1])
 
 
-def build_cost(name: str, source: Path, dist: Path) -> dict:
+def build_cost(name: str, source: Path, dist: Path, *, gates: list[str]) -> dict:
     argv = [sys.executable, "-m", "packager.cli", "-v", "build", str(source), "--name", name, "--out", str(dist),
-            "--format", "onnx", "--precision", "fp32,int8", "--no-register", "--reports", str(dist / "reports")]
+            "--format", "onnx", "--precision", "fp32,int8", "--no-register", "--reports", str(dist / "reports"),
+            *(arg for gate in gates for arg in ("--gate", gate))]
     print(f"building {name} ...", file=sys.stderr, flush=True)
     log = dist.parent / f"{name}.log"
     shutil.rmtree(dist, ignore_errors=True)  # nothing of an earlier run is credited to this one
@@ -71,7 +78,7 @@ def build_cost(name: str, source: Path, dist: Path) -> dict:
     seconds = time.perf_counter() - started
     lines = log.read_text().splitlines()
     steps = {m["step"]: float(m["seconds"]) for m in map(STEP.match, lines) if m}
-    row: dict = {"parameters": parameters(source), "exit": process.returncode,
+    row: dict = {"parameters": parameters(source), "exit": process.returncode, "gates": gates,
                  "build_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "steps": steps,
                  "search_passes": sum(bool(SEARCH_PASS.match(line)) for line in lines)}
     report = dist / "reports" / "report.json"

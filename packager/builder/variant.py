@@ -25,7 +25,7 @@ from packager.progress import step
 from packager.publish import PARITY_FILE, copy_loader, import_loader, new_stage, publish, seal
 from packager.reports import write_json
 from packager.runtime.enums import ChainKind, Int8Arithmetic
-from packager.runtime.manifest import Manifest
+from packager.runtime.manifest import FLOAT_PRODUCTS_RUN, Manifest
 from packager.validators.parity import check_parity, gate_calls, run_gate_references
 from packager.validators.report import Gate, ParityReport
 
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 # The build's speed figures (model card, report, registry): one pass in batches of 32, and the
 # batch-1 latency over this many inputs (``packager bench`` measures at length).
 LATENCY_INPUTS = 32
-# The prefix of an int8 artifact's second gate run, multiplying in float as CPUs without VNNI do.
-FLOAT_PRODUCTS_RUN = "float_products"
 
 
 @dataclass
@@ -116,15 +114,17 @@ def _gate(prep: Prepared, stage_dir: Path, draft: Manifest, *, name: str, gate: 
     with step(f"{name}: the torch reference on {len(prep.inputs)} inputs"):
         run_gate_references(prep.reference, draft, prep.inputs)
     prep.reference.release()
-    candidate = import_loader(stage_dir).load(stage_dir)
+    loader = import_loader(stage_dir)
+    candidate = loader.load(stage_dir)
     calls = gate_calls(candidate.manifest)
     with step(f"{name}: parity gate, {len(prep.inputs)} inputs", total=len(calls)) as advance:
         report = check_parity(prep.reference, candidate, prep.inputs, gate=gate, advance=advance)
     if draft.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS:  # and as CPUs without VNNI run it
-        floats = import_loader(stage_dir).load(stage_dir, float_products=True)
+        floats = loader.load(stage_dir, float_products=True)
         with step(f"{name}: parity gate, float products", total=len(calls)) as advance:
             report = report.with_run(check_parity(prep.reference, floats, prep.inputs, gate=gate, advance=advance),
                                      FLOAT_PRODUCTS_RUN)
+        del floats  # its compiled model, before the speed is measured
     log.info("%s", report.describe())
     if not measure or not (report.passed or allow_failure):
         return report, {}

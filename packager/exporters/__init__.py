@@ -9,6 +9,8 @@ known ones, and combinations that cannot work say why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from packager.errors import UsageError
 from packager.exporters.recipe import Recipe
 from packager.runtime.enums import Format, Precision
@@ -21,7 +23,7 @@ class Registry:
         self._recipes: dict[tuple[Format, Precision], list[Recipe]] = {}
         self._defaults: dict[tuple[Format, Precision], Recipe] = {}
         self._explicit_defaults: set[tuple[Format, Precision]] = set()
-        self._unavailable: dict[tuple[Format, Precision], str] = {}
+        self._unavailable: dict[tuple[Format, Precision], tuple[str, Callable[[], bool]]] = {}
 
     def register(self, recipe: Recipe, *, default: bool = False) -> None:
         key = (recipe.format, recipe.precision)
@@ -35,15 +37,18 @@ class Registry:
         if default or key not in self._defaults:  # the first registered, unless another is named default
             self._defaults[key] = recipe
 
-    def unavailable(self, fmt: Format, precision: Precision, reason: str) -> None:
-        """A combination that cannot work, with the reason users get when they ask for it."""
-        self._unavailable[(fmt, precision)] = reason
+    def unavailable(self, fmt: Format, precision: Precision, reason: str, *,
+                    here: Callable[[], bool] = lambda: True) -> None:
+        """A combination that cannot work (on a host where ``here()`` is true), with the reason
+        users get when they ask for it, before any work."""
+        self._unavailable[(fmt, precision)] = (reason, here)
 
     def candidates(self, fmt: Format, precision: Precision) -> list[Recipe]:
         """Every recipe for the combination, fastest first."""
         key = (fmt, precision)
-        if key in self._unavailable:
-            raise UsageError(f"{fmt.value}/{precision.value} is not available: {self._unavailable[key]}")
+        reason, here = self._unavailable.get(key, ("", lambda: False))
+        if here():
+            raise UsageError(f"{fmt.value}/{precision.value} is not available: {reason}")
         if key not in self._recipes:
             raise UsageError(f"no export recipe for {fmt.value}/{precision.value}; "
                              f"available: {', '.join(self.available())}")
@@ -63,6 +68,7 @@ class Registry:
     def named(self, name: str) -> Recipe:
         for recipe in (r for recipes in self._recipes.values() for r in recipes):
             if recipe.name == name:
+                self.candidates(recipe.format, recipe.precision)  # refused here as when asked for by precision
                 return recipe
         raise UsageError(f"no recipe named {name!r}; recipes: {', '.join(self.available())}")
 
@@ -74,6 +80,7 @@ RECIPES = Registry()
 
 
 def _register_builtin() -> None:
+    from packager.exporters import openvino as openvino_recipes
     from packager.exporters.onnx import OnnxFp32
     from packager.exporters.openvino import (
         OpenVinoBf16,
@@ -96,6 +103,10 @@ def _register_builtin() -> None:
         "onnxruntime's CPU provider, which the loader uses, has no fp16 kernels for most transformer ops and would "
         "run such a graph through casts to fp32; fp16 ONNX is a GPU format. Use --format openvino --precision fp16 "
         "(fp16 weights, half the size), or int8."))
+    RECIPES.unavailable(Format.OPENVINO, Precision.BF16, (
+        "this CPU has no bf16 arithmetic (AVX512_BF16 or AMX), so OpenVINO would compute in f32 here and the gate "
+        "could not measure what bf16 servers compute; build bf16 on a host that has it, or build fp32"),
+        here=lambda: not openvino_recipes.bf16_arithmetic())
     RECIPES.unavailable(Format.ONNX, Precision.BF16, (
         "onnxruntime's CPU provider computes transformer graphs in fp32 only. Use --format openvino --precision bf16 "
         "on a CPU with bf16 arithmetic (AVX512_BF16 or AMX)."))

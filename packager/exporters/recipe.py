@@ -48,8 +48,8 @@ class Recipe(Protocol):
 
     @property
     def int8_arithmetic(self) -> Int8Arithmetic | None:
-        """int8 recipes: why their integer products are the same on every CPU (on this build
-        host); None for float ones."""
+        """int8 recipes: how their products come out on every CPU (the same integers, float
+        products, or one of two ways, both gated), as built on this host; None for float ones."""
 
     def export(self, graph: RouteGraph, dest: Path, *, stem: str, context: RecipeContext) -> RecipeResult:
         ...

@@ -288,7 +288,10 @@ class ArtifactModel(PythonModel):
         root = Path(context.artifacts["artifact"]).resolve()
         config = context.model_config or {}
         pinned, threads = config.get("manifest_sha256"), config.get("threads") or _spark_task_cpus()
-        key = (str(root), pinned, threads, _manifest_sha256(root), _file_stats(root))
+        # an OpenVINO int8 artifact built on a VNNI host, in float on every executor: one text, one
+        # vector, on a cluster of CPUs with and without VNNI (only passed when asked: older loaders lack it)
+        options = {"float_products": True} if config.get("float_products") else {}
+        key = (str(root), pinned, threads, bool(options), _manifest_sha256(root), _file_stats(root))
         with _LOADED_LOCK:
             loaded = _LOADED.get(key)
             if loaded is None:
@@ -297,7 +300,7 @@ class ArtifactModel(PythonModel):
                 except RefusedArtifactError as e:
                     raise MlflowException(f"refusing the packaged artifact at {root}: {e}") from None
                 loader = import_loader(root)
-                loaded = (loader.InvalidInputError, loader.load(root, threads=threads))
+                loaded = (loader.InvalidInputError, loader.load(root, threads=threads, **options))
                 while len(_LOADED) >= LOADED_LIMIT:
                     _LOADED.pop(next(iter(_LOADED)))
                 _LOADED[key] = loaded

@@ -62,7 +62,8 @@ class Precision(str, Enum):
 
 
 class Int8Arithmetic(str, Enum):
-    """How an int8 artifact's integer products come out the same on every CPU.
+    """How an int8 artifact's products come out the same on every CPU (or, for
+    VNNI_OR_FLOAT_PRODUCTS, the two ways they come out, both gated).
 
     x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
     weights with ``vpmaddubsw``, which adds each two adjacent products into an int16 with

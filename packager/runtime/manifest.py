@@ -168,6 +168,11 @@ def ranges_problem(minimum: Any, maximum: Any) -> str | None:
     return None
 
 
+# The prefix of the metrics of an int8 artifact's second gate run, multiplying in float as CPUs
+# without VNNI do (Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS).
+FLOAT_PRODUCTS_RUN = "float_products"
+
+
 @dataclass(frozen=True)
 class ParitySummary:
     status: ParityStatus
@@ -284,9 +289,16 @@ class Manifest:
         if self.int8_arithmetic is not None and self.precision is not Precision.INT8:
             raise ArtifactIntegrityError(f"manifest: int8_arithmetic belongs to int8 artifacts, not "
                                          f"{self.precision.value}")
-        if self.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS and self.format is not Format.OPENVINO:
-            raise ArtifactIntegrityError(f"manifest: int8_arithmetic {self.int8_arithmetic.value} is OpenVINO's, not "
-                                         f"{self.format.value}'s")
+        if self.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS:
+            if self.format is not Format.OPENVINO:
+                raise ArtifactIntegrityError(f"manifest: int8_arithmetic {self.int8_arithmetic.value} is OpenVINO's, "
+                                             f"not {self.format.value}'s")
+            if self.parity.status is not ParityStatus.PENDING and not any(
+                    name.startswith(f"{FLOAT_PRODUCTS_RUN}.") for name in self.parity.metrics):
+                raise ArtifactIntegrityError(f"manifest: int8_arithmetic {self.int8_arithmetic.value} without the "
+                                             f"gate's {FLOAT_PRODUCTS_RUN} run: it was not gated both ways")
+        if self.precision is Precision.BF16 and self.format is not Format.OPENVINO:
+            raise ArtifactIntegrityError(f"manifest: bf16 artifacts are OpenVINO's, not {self.format.value}'s")
         wrong_ranges = [verb for verb, r in self.embedding_ranges.items()
                         if verb not in self.verbs or len(r.minimum) != self.embedding_dimension]
         if wrong_ranges:

@@ -88,7 +88,8 @@ class ParityReport:
             self, metrics={**self.metrics, **{f"{label}.{k}": v for k, v in other.metrics.items()}},
             checks=self.checks + tuple(dataclasses.replace(c, metric=f"{label}.{c.metric}") for c in other.checks),
             problems=self.problems + tuple(f"{label}: {p}" for p in other.problems),
-            worst=self.worst + tuple({**w, "verb": f"{label}.{w.get('verb', '')}"} for w in other.worst))
+            worst=self.worst + tuple({**w, "verb": f"{label}.{w['verb']}" if w.get("verb") else label}
+                                     for w in other.worst))
 
     def to_dict(self) -> dict:
         return {

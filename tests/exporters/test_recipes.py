@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from int8_kernels import assert_saturation_free
 
+from packager.bench.host import cpu_flags
 from packager.builder import BuildOptions, build
 from packager.cli import main
 from packager.errors import ParityError
@@ -16,6 +18,7 @@ from packager.exporters import Registry
 from packager.exporters import openvino as openvino_recipes
 from packager.exporters.onnx import OnnxFp32
 from packager.exporters.quantize import OnnxInt8Dynamic
+from packager.registry.pyfunc import ArtifactModel
 from packager.runtime import load
 from packager.runtime.backends import ACTIVATION_GROUP
 from packager.runtime.enums import Format, Int8Arithmetic, Precision
@@ -153,10 +156,16 @@ def test_openvino_int8_recipes(recipe, tiny_chains, tmp_path, monkeypatch):
         assert variant["parity"]["passed"], variant["parity"]["failures"]
         assert manifest.int8_arithmetic is Int8Arithmetic.VNNI_OR_FLOAT_PRODUCTS
         # gated both ways: as VNNI servers run it, and as the others do (float products)
-        checks = {c["metric"] for c in json.loads((Path(variant["artifact"]) / "parity.json").read_text())["checks"]}
-        assert {"encode.min_cosine", "float_products.encode.min_cosine"} <= checks
+        metrics = json.loads((Path(variant["artifact"]) / "parity.json").read_text())["metrics"]
+        assert {"encode.min_cosine", "float_products.encode.min_cosine"} <= set(metrics)
+        if openvino_recipes.VNNI_FLAGS & (cpu_flags() or set()):  # the two runs computed two ways here
+            assert metrics["encode.min_cosine"] != metrics["float_products.encode.min_cosine"]
         assert _activation_group(load(variant["artifact"])) == ACTIVATION_GROUP
         assert _activation_group(load(variant["artifact"], float_products=True)) == 0
+        served = ArtifactModel()  # the pyfunc, asked to run it in float on every executor
+        served.load_context(SimpleNamespace(artifacts={"artifact": variant["artifact"]},
+                                            model_config={"float_products": True}))
+        assert _activation_group(served.model) == 0
     else:  # NNCF's overflow fix on every layer: 7-bit weights, the same integers on every CPU
         assert assert_saturation_free(Path(variant["artifact"])) > 0
         assert _activation_group(load(variant["artifact"])) == 0
@@ -168,13 +177,16 @@ def _activation_group(model) -> int:
     return int(runner._session._compiled[0].get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
 
 
-def test_openvino_bf16_is_refused_on_a_cpu_without_bf16_arithmetic(tiny_chains, tmp_path, monkeypatch, capsys):
+def test_bf16_is_refused_before_any_work_on_a_cpu_without_bf16_arithmetic_and_for_onnx(tiny_chains, tmp_path,
+                                                                                       monkeypatch, capsys):
     monkeypatch.setattr(openvino_recipes, "bf16_arithmetic", lambda: False)
-    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--format", "openvino", "--precision",
-                 "bf16", "--no-register", "-q"]) == 5
-    assert "this CPU has no bf16 arithmetic" in capsys.readouterr().err
-    assert not list(tmp_path.glob("mean-openvino-bf16*"))
-    assert main(["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--precision", "bf16"]) == 2
+    build = ["build", str(tiny_chains["mean"]), "--out", str(tmp_path), "--no-register", "-q"]
+    for asked in (["--format", "openvino", "--precision", "fp32,bf16"], ["--format", "openvino", "--precision", "bf16",
+                                                                       "--recipe", "openvino-bf16"]):
+        assert main([*build, *asked]) == 2
+        assert "openvino/bf16 is not available: this CPU has no bf16 arithmetic" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # not even the fp32 asked for beside it
+    assert main([*build, "--precision", "bf16"]) == 2
     assert "onnxruntime's CPU provider computes transformer graphs in fp32 only" in capsys.readouterr().err
 
 

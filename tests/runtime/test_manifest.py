@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from packager.runtime.backends import ACTIVATION_GROUP, Compute
 from packager.runtime.errors import ArtifactIntegrityError
 from packager.runtime.manifest import FileDigest, Manifest, read_manifest
 
@@ -54,6 +55,9 @@ def test_manifest_describes_what_the_runtime_needs(manifest_text):
     (lambda d: d.update(int8_arithmetic="whatever-the-cpu-does"), "'whatever-the-cpu-does' is not one of"),
     (lambda d: d.update(precision="int8", int8_arithmetic="vnni-or-float-products"),
      "int8_arithmetic vnni-or-float-products is OpenVINO's, not onnx's"),
+    (lambda d: d.update(format="openvino", precision="int8", int8_arithmetic="vnni-or-float-products"),
+     "without the gate's float_products run"),
+    (lambda d: d.update(precision="bf16"), "bf16 artifacts are OpenVINO's, not onnx's"),
 ])
 def test_invalid_manifests_are_refused(manifest_text, edit, match):
     data = json.loads(manifest_text)
@@ -115,3 +119,19 @@ def test_an_artifact_sealed_before_embedding_ranges_still_loads(copy_artifact):
     assert model.manifest.embedding_ranges == {} and model.encode(["a text"]).shape[0] == 1
     with pytest.raises(InvalidInputError, match="records none"):
         model.encode(["a text"], precision="int8")
+
+
+@pytest.mark.parametrize("edit,float_products,compute", [
+    ({}, False, Compute("f32", 0)),
+    ({"format": "openvino", "precision": "bf16"}, False, Compute("bf16", 0)),
+    ({"format": "openvino", "precision": "int8", "int8_arithmetic": "float-products"}, False, Compute("f32", 0)),
+    ({"format": "openvino", "precision": "int8", "int8_arithmetic": "vnni-or-float-products"}, False,
+     Compute("f32", ACTIVATION_GROUP)),
+    ({"format": "openvino", "precision": "int8", "int8_arithmetic": "vnni-or-float-products"}, True,
+     Compute("f32", 0)),
+])
+def test_the_arithmetic_a_graph_runs_in_is_the_one_its_gate_measured(manifest_text, edit, float_products, compute):
+    data = json.loads(manifest_text)
+    data.update(edit)
+    data["parity"]["metrics"]["float_products.encode.min_cosine"] = 0.999  # the gate's second run
+    assert Compute.of(Manifest.from_json(json.dumps(data)), float_products=float_products) == compute

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 from packager.validators.metrics import max_abs_diff, neighbour_agreement, row_cosine
-from packager.validators.report import Check, ParityReport
 
 
 def test_row_cosine():
@@ -49,16 +46,3 @@ def test_neighbour_agreement_top_k():
     assert neighbour_agreement(reference, reference, k=5) == 1.0
     assert neighbour_agreement(reference, rng.normal(size=(30, 8)), k=5) < 0.5
 
-
-def test_a_second_run_joins_the_report_and_fails_it_where_it_fails():
-    first = ParityReport(inputs=2, inputs_sha256="a", metrics={"encode.min_cosine": 0.999},
-                         checks=(Check("encode.min_cosine", 0.999, 0.98),))
-    second = dataclasses.replace(first, metrics={"encode.min_cosine": 0.97},
-                                 checks=(Check("encode.min_cosine", 0.97, 0.98),), problems=("a NaN",))
-    joined = first.with_run(second, "float_products")
-    assert joined.metrics == {"encode.min_cosine": 0.999, "float_products.encode.min_cosine": 0.97}
-    assert not joined.passed and joined.failures == ["float_products: a NaN",
-                                                     "float_products.encode.min_cosine = 0.97 (needs >= 0.98)"]
-    assert first.with_run(first, "float_products").passed
-    with pytest.raises(ValueError, match="different inputs"):
-        first.with_run(dataclasses.replace(first, inputs_sha256="b"), "float_products")
