@@ -6,11 +6,13 @@ a few sentences, a paragraph past the model's 256 tokens), from a seeded draw of
 
 Reported per level: requests/s, texts/s, p50 / p95 / p99 latency, errors (any answer but 200, or
 a dropped connection) and the server's RSS (every process of the server's session) before and
-after the level. With ``--coalesce-ms`` the same levels run again against a server whose pyfunc
-joins concurrent requests into one batch (``PACKAGER_COALESCE_MS``), waiting that long for them.
+after the level, and the server's cold start. ``--sentences-only``: every request one sentence.
 
     .venv/bin/python benchmarks/bench_serving_load.py [ARTIFACT] [--seconds 60] [--clients 1 4 16]
-        [--coalesce-ms 2] [--out FILE]
+        [--sentences-only] [--out FILE]
+
+Coalescing concurrent requests into one batch inside the pyfunc was measured with this script at
+6244bd2 (``--coalesce-ms``) and removed: docs/guides/serving.md#under-load has the figures.
 
 ARTIFACT defaults to all-MiniLM-L6-v2's ONNX int8 build in dist/bench-speed/minilm (built there if
 missing). The clients run in this process (threads), on the same 2 cores as the server: their
@@ -53,8 +55,6 @@ def main() -> None:
     parser.add_argument("artifact", nargs="?", type=Path)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--coalesce-ms", type=float, nargs="*", default=[],
-                        help="also run each level with the pyfunc's coalescing at these waits")
     parser.add_argument("--sentences-only", action="store_true",
                         help="every request one sentence (the coalescing's best case) instead of the mix")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving_load.json")
@@ -69,22 +69,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serving-load-") as scratch, \
             mlflow_server(Path(scratch) / "registry") as registry:
         registered = MlflowStore(registry).register(artifact, "served")
-        for coalesce in (0.0, *args.coalesce_ms):
-            os.environ["PACKAGER_COALESCE_MS"] = str(coalesce)
-            started = time.perf_counter()
-            with model_server(python, registered.model_uri, registry, Path(scratch) / f"serve-{coalesce}.log") as url:
-                cold = time.perf_counter() - started
-                port = int(url.rsplit(":", 1)[1])
-                first = time.perf_counter()
-                _request(http.client.HTTPConnection("127.0.0.1", port, timeout=120), ["warm up"])
-                setting = f"coalesce {coalesce:g} ms" if coalesce else "one request, one call"
-                results[f"{setting}: cold start"] = {"ready_s": round(cold, 2),
-                                                     "first_request_ms": round((time.perf_counter() - first) * 1e3, 1)}
-                for clients in args.clients:
-                    row = _level(port, clients, args.seconds, args.sentences_only)
-                    results[f"{setting}, {clients} client(s)"] = row
-                    print(f"{setting}, {clients} client(s): {row}", file=sys.stderr, flush=True)
-    os.environ.pop("PACKAGER_COALESCE_MS", None)
+        started = time.perf_counter()
+        with model_server(python, registered.model_uri, registry, Path(scratch) / "serve.log") as url:
+            cold = time.perf_counter() - started
+            port = int(url.rsplit(":", 1)[1])
+            first = time.perf_counter()
+            _request(http.client.HTTPConnection("127.0.0.1", port, timeout=120), ["warm up"])
+            results["cold start"] = {"ready_s": round(cold, 2),
+                                     "first_request_ms": round((time.perf_counter() - first) * 1e3, 1)}
+            for clients in args.clients:
+                row = _level(port, clients, args.seconds, args.sentences_only)
+                results[f"{clients} client(s)"] = row
+                print(f"{clients} client(s): {row}", file=sys.stderr, flush=True)
     save(results, args.out)
     print_table(results, "run", {
         "requests/s": lambda r: f"{r['requests_per_s']:.1f}" if "requests_per_s" in r else "",

@@ -279,56 +279,6 @@ def _call(verb, inputs, params: dict):
     return verb(inputs, **params)
 
 
-class _Coalescer:
-    """Concurrent requests with the same verb and options, joined into one call: the first waits
-    ``wait`` seconds (or until ``limit`` texts) for others, runs them as one batch and hands each
-    its rows. A batch the loader refuses runs again request by request, so one bad request fails
-    alone. (An experiment, measured by benchmarks/bench_serving_load.py.)"""
-
-    def __init__(self, wait: float, limit: int = 64):
-        self.wait, self.limit, self.open, self.cond = wait, limit, {}, threading.Condition()
-
-    def __call__(self, key, texts: list, call, invalid):
-        with self.cond:
-            batch = self.open.get(key)
-            leader = batch is None
-            if leader:
-                batch = self.open[key] = {"requests": [], "done": threading.Event()}
-            position = len(batch["requests"])
-            batch["requests"].append(texts)
-            if sum(map(len, batch["requests"])) >= self.limit:
-                self.open.pop(key, None)
-                self.cond.notify_all()
-        if leader:
-            with self.cond:
-                self.cond.wait_for(lambda: self.open.get(key) is not batch, timeout=self.wait)
-                if self.open.get(key) is batch:
-                    self.open.pop(key)
-            try:
-                rows = call([t for request in batch["requests"] for t in request])
-                batch["rows"] = [rows[i:i + len(r)] for i, r in
-                                 zip(_offsets(batch["requests"]), batch["requests"], strict=True)]
-            except invalid:
-                batch["rows"] = None
-            except BaseException as e:
-                batch["error"] = e
-            batch["done"].set()
-        batch["done"].wait()
-        if "error" in batch:
-            raise batch["error"]
-        if batch["rows"] is None:  # someone's input was refused: each request on its own
-            return call(texts)
-        return batch["rows"][position]
-
-
-def _offsets(requests: list) -> list:
-    offsets, at = [], 0
-    for request in requests:
-        offsets.append(at)
-        at += len(request)
-    return offsets
-
-
 def _dimensions_as_truncate_dim(params: dict) -> None:
     """OpenAI's ``dimensions`` (what MLflow's gateway passes on from an embeddings request) is
     sentence-transformers' ``truncate_dim``: the first N dimensions, not renormalized."""
@@ -365,8 +315,6 @@ class ArtifactModel(PythonModel):
                     _LOADED.pop(next(iter(_LOADED)))
                 _LOADED[key] = loaded
         self._invalid_input, self.model = loaded
-        wait = float(os.environ.get("PACKAGER_COALESCE_MS") or 0) / 1000
-        self._coalesce = _Coalescer(wait) if wait > 0 else None
 
     def predict(self, context, model_input, params=None):
         """Texts in, embeddings out (sparse ones as ``indices`` and ``values`` columns; for a
@@ -388,11 +336,6 @@ class ArtifactModel(PythonModel):
             if any(spec.image_route for spec in self.model.manifest.verbs.values()):  # texts and images
                 params = {**params, "image_strings": False}
                 embeddings = _call(getattr(self.model, verb), items_of(model_input), params)
-            elif self._coalesce is not None and kind == "SentenceTransformer":
-                key = (verb, tuple(sorted(params.items())))
-                embeddings = self._coalesce(key, texts_of(model_input),
-                                            lambda texts: _call(getattr(self.model, verb), texts, params),
-                                            self._invalid_input)
             else:
                 embeddings = _call(getattr(self.model, verb), texts_of(model_input), params)
         except self._invalid_input as e:  # the loader's own input errors: a bad request, not a failure
