@@ -94,6 +94,27 @@ def model_server(python: Path, model_uri: str, tracking_uri: str, log: Path) -> 
 
 
 @contextmanager
+def gateway(endpoints: dict[str, str], root: Path) -> Iterator[str]:
+    """MLflow's AI Gateway (``mlflow gateway start``, this environment's ``mlflow[gateway]``) on a
+    free loopback port, with one ``llm/v1/embeddings`` endpoint per name, each the
+    ``mlflow-model-serving`` provider in front of a model server's URL; yields its URL once
+    /health answers."""
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"endpoints": [
+        {"name": name, "endpoint_type": "llm/v1/embeddings",
+         "model": {"provider": "mlflow-model-serving", "name": name, "config": {"model_server_url": url}}}
+        for name, url in endpoints.items()]}))
+    port = free_port()
+    command = [str(MLFLOW), "gateway", "start", "--config-path", str(config), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+    with _serving(command, f"http://127.0.0.1:{port}", "/health", root / "gateway.log") as url:
+        yield url
+
+
+@contextmanager
 def _serving(command: list[str], url: str, health: str, log_path: Path, *,
              env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``command`` in its own process group until the context ends; yield ``url`` once

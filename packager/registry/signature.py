@@ -44,7 +44,7 @@ def signature(manifest: Manifest) -> Any:
                               params=params(*encoding, "max_active_dims"))
     return ModelSignature(inputs=None,
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, manifest.embedding_dimension or -1))]),
-                          params=params(*encoding, "normalize_embeddings", "truncate_dim", "precision"))
+                          params=params(*encoding, "normalize_embeddings", "truncate_dim", "dimensions", "precision"))
 
 
 # The parameters a request may set, as (MLflow data type, default): the loader's verb options of
@@ -55,6 +55,9 @@ PARAMS: dict[str, tuple[str, Any]] = {
     "verb": ("string", "encode"), "batch_size": ("long", None), "prompt_name": ("string", None),
     "prompt": ("string", None), "normalize_embeddings": ("boolean", None), "truncate_dim": ("long", None),
     "precision": ("string", None), "max_active_dims": ("long", None), "apply_softmax": ("boolean", None),
+    # OpenAI's name for truncate_dim: MLflow's gateway passes an embeddings request's fields on as
+    # parameters, so a client's dimensions=N reaches the embedder (the pyfunc maps it).
+    "dimensions": ("long", None),
 }
 
 

@@ -275,8 +275,10 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
         np.testing.assert_allclose(pyfunc.predict(pairs), model.predict(pairs.values.tolist()), atol=1e-6)
         assert {p.name for p in signature.params.params} <= set(inspect.signature(model.predict).parameters)
         return
-    declared = {p.name for p in signature.params.params}  # each one an option of the verbs, besides the verb
-    assert "verb" in declared and declared - {"verb"} <= set(inspect.signature(model.encode).parameters), declared
+    # each one an option of the verbs, besides the verb and (embedders) OpenAI's name for truncate_dim
+    declared = {p.name for p in signature.params.params}
+    assert "verb" in declared and declared - {"verb", "dimensions"} <= set(inspect.signature(model.encode).parameters)
+    assert ("dimensions" in declared) == (model.manifest.chain_kind.value == "SentenceTransformer"), declared
     texts = ["sparse vectors for search", "another text"]
     sparse = name.endswith(("max", "sparse"))
     dense = (lambda x: x.toarray()) if sparse else (lambda x: x)
@@ -286,6 +288,9 @@ def test_every_chain_kind_registers_as_a_working_pyfunc(name, store, tiny_artifa
             assert list(got.columns) == ["indices", "values"]
             got = sparse_rows(got.itertuples(index=False), want.dimension)
         np.testing.assert_allclose(got, dense(want), atol=1e-6)
+    if "dimensions" in declared:
+        got = pyfunc.predict(texts, params={"dimensions": 4})
+        np.testing.assert_allclose(got, model.encode(texts, truncate_dim=4), atol=1e-6)
     if len(model.manifest.routes) > 1:  # the routes differ, and the input example shows the query route
         assert not np.allclose(dense(model.encode_query(texts)), dense(model.encode_document(texts)))
         assert _serving_example(registered, store)["params"] == {"verb": "encode_query"}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import sparse_rows
-from mlflow_servers import mlflow_server, model_server
+from mlflow_servers import gateway, mlflow_server, model_server
 from packager.cli import main
 from packager.registry.store import CANDIDATE_ALIAS
 from packager.runtime import load
@@ -101,6 +101,9 @@ def _texts_answer_with_the_loaders_embeddings(model: Any, url: str) -> None:
         _same_rows(kind, got, getattr(model, verb)(TEXTS[:2]), verb)
     if kind in ("SentenceTransformer", "MultiVectorEncoder"):
         images = model.manifest.verbs["encode"].image_route is not None
+        if kind == "SentenceTransformer":  # OpenAI's name for it, as MLflow's gateway passes it on
+            got = _predictions(url, {"inputs": TEXTS, "params": {"dimensions": 4}})
+            _same_rows(kind, got, model.encode(TEXTS, truncate_dim=4), "dimensions")
         for precision in ("int8", "ubinary"):
             if precision == "int8" and images:  # its recorded ranges are of texts only: ranges= is the loader's
                 assert _post(url, {"inputs": TEXTS, "params": {"precision": precision}})[0] == 400
@@ -163,6 +166,7 @@ def test_bad_payloads_get_400_with_a_one_line_reason(served):
     garbage = dict(CROSS_ENCODER_GARBAGE if kind == "CrossEncoder" else EMBEDDER_GARBAGE)
     if kind == "SentenceTransformer":
         garbage["an unknown precision"] = {"inputs": ["a"], "params": {"precision": "int4"}}
+        garbage["dimensions and truncate_dim apart"] = {"inputs": ["a"], "params": {"dimensions": 4, "truncate_dim": 8}}
     for name, payload in garbage.items():
         status, body = _post(url, payload)
         assert status == 400 and "Traceback" not in body["message"], (name, status, body)
@@ -171,3 +175,43 @@ def test_bad_payloads_get_400_with_a_one_line_reason(served):
             assert reason and "\n" not in reason, (name, body)
     # and the server still answers good requests
     assert len(_predictions(url, {"inputs": PAIRS if kind == "CrossEncoder" else TEXTS[:1]})) in (1, 3)
+
+
+@pytest.fixture(scope="module")
+def openai_client(registry, tiny_artifacts, serving_python, tmp_path_factory):
+    """(the loader, an ``openai.OpenAI`` client of MLflow's AI Gateway, whose embeddings endpoint
+    ``my-embedder`` is the ``mlflow-model-serving`` provider in front of ``mlflow models serve`` of
+    the embedder's registered version)."""
+    from openai import OpenAI
+
+    artifact, uri = tiny_artifacts["mean-normalize"], ["--tracking-uri", registry]
+    assert main(["register", str(artifact), "--name", "my-embedder", "-q", *uri]) == 0
+    root = tmp_path_factory.mktemp("gateway")
+    with model_server(serving_python, "models:/my-embedder/1", registry, root / "serve.log") as served, \
+            gateway({"my-embedder": served}, root) as url:
+        yield load(artifact), OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def test_the_openai_client_embeds_through_mlflows_gateway_as_the_loader_does(openai_client):
+    import openai
+
+    model, client = openai_client
+    answer = client.embeddings.create(model="my-embedder", input=TEXTS)
+    assert [d.index for d in answer.data] == list(range(len(TEXTS))) and answer.model == "my-embedder"
+    np.testing.assert_allclose([d.embedding for d in answer.data], model.encode(TEXTS), atol=1e-5)
+    # one string; floats asked for by name (the client's default asks for base64, and decodes only strings)
+    answer = client.embeddings.create(model="my-embedder", input=TEXTS[0], encoding_format="float")
+    np.testing.assert_allclose([d.embedding for d in answer.data], model.encode(TEXTS[:1]), atol=1e-5)
+    # dimensions: sentence-transformers' truncate_dim
+    answer = client.embeddings.create(model="my-embedder", input=TEXTS[:2], dimensions=3)
+    np.testing.assert_allclose([d.embedding for d in answer.data], model.encode(TEXTS[:2], truncate_dim=3),
+                               atol=1e-5)
+    # token ids (OpenAI's other input form) are not texts: refused, as sentence-transformers would
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="my-embedder", input=[[101, 2023, 102]])
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="my-embedder", input=TEXTS[:1], dimensions=0)
+    # MLflow's gateway answers an endpoint it does not have with 500, not 404 (its "Invalid endpoint /
+    # route name" is not mapped to a status): docs/guides/serving.md says so, and this fails if it changes
+    with pytest.raises(openai.InternalServerError):
+        client.embeddings.create(model="no-such-endpoint", input=TEXTS[:1])
