@@ -57,8 +57,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--sentences-only", action="store_true",
                         help="every request one sentence (the coalescing's best case) instead of the mix")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving_load.json")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/serving_load.json "
+                        "(serving_load_sentences.json with --sentences-only)")
     args = parser.parse_args()
+    results_dir = ROOT / "benchmarks" / "results"
+    args.out = args.out or results_dir / ("serving_load_sentences.json" if args.sentences_only else "serving_load.json")
     artifact = args.artifact or minilm_int8()
     python = serving_python()
     results: dict = {"artifact": artifact.name, "seconds": args.seconds, "cpus": os.cpu_count(),
@@ -136,12 +139,13 @@ def _level(port: int, clients: int, seconds: float, sentences_only: bool) -> dic
     latencies: list[float] = []
     counts = {"requests": 0, "texts": 0, "errors": 0}
     lock = threading.Lock()
+    todos = [requests_of(seed, sentences_only) for seed in range(clients)]
     deadline = time.perf_counter() + seconds
 
     def client(seed: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         mine, texts, errors, i = [], 0, 0, 0
-        todo = requests_of(seed, sentences_only)
+        todo = todos[seed]
         while time.perf_counter() < deadline:
             batch = todo[i % len(todo)]
             i += 1

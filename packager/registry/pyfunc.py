@@ -279,14 +279,21 @@ def _call(verb, inputs, params: dict):
     return verb(inputs, **params)
 
 
-def _dimensions_as_truncate_dim(params: dict) -> None:
-    """OpenAI's ``dimensions`` (what MLflow's gateway passes on from an embeddings request) is
-    sentence-transformers' ``truncate_dim``: the first N dimensions, not renormalized."""
+def _dimensions_as_truncate_dim(params: dict, manifest) -> None:
+    """OpenAI's ``dimensions`` (what MLflow's gateway passes on from an embeddings request):
+    the first N dimensions, as sentence-transformers' ``truncate_dim`` keeps them, and unit
+    vectors again where the chain's own are (OpenAI's shortened embeddings are). N past the
+    model's width is refused, not ignored."""
     if "dimensions" not in params:
         return
     dimensions = params.pop("dimensions")
     if params.setdefault("truncate_dim", dimensions) != dimensions:
         raise _refuse(f"dimensions={dimensions} and truncate_dim={params['truncate_dim']} disagree; give one")
+    width = manifest.embedding_dimension
+    if isinstance(dimensions, int) and width and dimensions > width:
+        raise _refuse(f"dimensions={dimensions}: this model's embeddings have {width}")
+    if any(module.kind.value == "Normalize" for module in manifest.modules):
+        params.setdefault("normalize_embeddings", True)
 
 
 class ArtifactModel(PythonModel):
@@ -330,7 +337,7 @@ class ArtifactModel(PythonModel):
                 params.pop("verb", None)
                 return _call(self.model.predict, pairs_of(model_input), params)
             verb = params.pop("verb", "encode")
-            _dimensions_as_truncate_dim(params)
+            _dimensions_as_truncate_dim(params, self.model.manifest)
             if verb not in ENCODE_VERBS:
                 raise _refuse(f"verb {verb!r}: use one of {', '.join(ENCODE_VERBS)}")
             if any(spec.image_route for spec in self.model.manifest.verbs.values()):  # texts and images

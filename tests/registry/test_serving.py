@@ -101,7 +101,7 @@ def _texts_answer_with_the_loaders_embeddings(model: Any, url: str) -> None:
         _same_rows(kind, got, getattr(model, verb)(TEXTS[:2]), verb)
     if kind in ("SentenceTransformer", "MultiVectorEncoder"):
         images = model.manifest.verbs["encode"].image_route is not None
-        if kind == "SentenceTransformer":  # OpenAI's name for it, as MLflow's gateway passes it on
+        if kind == "SentenceTransformer":  # OpenAI's name for it (this chain has no Normalize: not renormalized)
             got = _predictions(url, {"inputs": TEXTS, "params": {"dimensions": 4}})
             _same_rows(kind, got, model.encode(TEXTS, truncate_dim=4), "dimensions")
         for precision in ("int8", "ubinary"):
@@ -167,6 +167,7 @@ def test_bad_payloads_get_400_with_a_one_line_reason(served):
     if kind == "SentenceTransformer":
         garbage["an unknown precision"] = {"inputs": ["a"], "params": {"precision": "int4"}}
         garbage["dimensions and truncate_dim apart"] = {"inputs": ["a"], "params": {"dimensions": 4, "truncate_dim": 8}}
+        garbage["dimensions past the width"] = {"inputs": ["a"], "params": {"dimensions": 10_000}}
     for name, payload in garbage.items():
         status, body = _post(url, payload)
         assert status == 400 and "Traceback" not in body["message"], (name, status, body)
@@ -202,10 +203,13 @@ def test_the_openai_client_embeds_through_mlflows_gateway_as_the_loader_does(ope
     # one string; floats asked for by name (the client's default asks for base64, and decodes only strings)
     answer = client.embeddings.create(model="my-embedder", input=TEXTS[0], encoding_format="float")
     np.testing.assert_allclose([d.embedding for d in answer.data], model.encode(TEXTS[:1]), atol=1e-5)
-    # dimensions: sentence-transformers' truncate_dim
+    # dimensions: the first 3 of them, unit vectors again as this chain's own are (it ends in Normalize)
     answer = client.embeddings.create(model="my-embedder", input=TEXTS[:2], dimensions=3)
-    np.testing.assert_allclose([d.embedding for d in answer.data], model.encode(TEXTS[:2], truncate_dim=3),
-                               atol=1e-5)
+    got = np.array([d.embedding for d in answer.data])
+    np.testing.assert_allclose(got, model.encode(TEXTS[:2], truncate_dim=3, normalize_embeddings=True), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    with pytest.raises(openai.BadRequestError):  # wider than the model: refused, not the full width
+        client.embeddings.create(model="my-embedder", input=TEXTS[:1], dimensions=10_000)
     # token ids (OpenAI's other input form) are not texts: refused, as sentence-transformers would
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="my-embedder", input=[[101, 2023, 102]])
