@@ -55,8 +55,9 @@ PARAMS: dict[str, tuple[str, Any]] = {
     "verb": ("string", "encode"), "batch_size": ("long", None), "prompt_name": ("string", None),
     "prompt": ("string", None), "normalize_embeddings": ("boolean", None), "truncate_dim": ("long", None),
     "precision": ("string", None), "max_active_dims": ("long", None), "apply_softmax": ("boolean", None),
-    # OpenAI's name for truncate_dim: MLflow's gateway passes an embeddings request's fields on as
-    # parameters, so a client's dimensions=N reaches the embedder (the pyfunc maps it).
+    # OpenAI's shortened embeddings: MLflow's gateway passes an embeddings request's fields on as
+    # parameters, so a client's dimensions=N reaches the embedder (the pyfunc maps it to truncate_dim,
+    # renormalized where the chain normalizes).
     "dimensions": ("long", None),
 }
 
