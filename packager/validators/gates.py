@@ -34,17 +34,6 @@ DEFAULT_GATES: dict[tuple[ChainKind, Precision], Gate] = {
     (ChainKind.CROSS_ENCODER, Precision.FP16): {"spearman_min": 0.99, "top1_agreement": 0.98},
     (ChainKind.MULTI_VECTOR_ENCODER, Precision.FP16): {"token_min_cosine": 0.999, "token_mean_cosine": 0.9999,
                                                        "score_spearman_min": 0.99},
-    # bf16 products (an 8-bit significand) summed in f32: fp16's gates with a min cosine of 0.995.
-    # On 1000 real sentences all-mpnet-base-v2 in bf16 had a min cosine of 0.99835 to fp32 (mean
-    # 0.99996), OpenVINO's own bf16 of it the same (docs/benchmarks.md): fp16's 0.999 would refuse
-    # what bf16 arithmetic gives on some texts, whether or not the gate's inputs hold one.
-    (ChainKind.SENTENCE_TRANSFORMER, Precision.BF16): {"min_cosine": 0.995, "mean_cosine": 0.9999,
-                                                       "neighbour_agreement_10": 0.95},
-    (ChainKind.SPARSE_ENCODER, Precision.BF16): {"min_cosine": 0.995, "top10_overlap_mean": 0.95,
-                                                 "dot_spearman_mean": 0.99},
-    (ChainKind.CROSS_ENCODER, Precision.BF16): {"spearman_min": 0.99, "top1_agreement": 0.98},
-    (ChainKind.MULTI_VECTOR_ENCODER, Precision.BF16): {"token_min_cosine": 0.995, "token_mean_cosine": 0.9999,
-                                                       "score_spearman_min": 0.99},
     # int8: what retrieval and reranking notice, not float rounding.
     (ChainKind.SENTENCE_TRANSFORMER, Precision.INT8): {"mean_cosine": 0.995, "min_cosine": 0.98,
                                                        "neighbour_agreement_10": 0.9},
@@ -53,6 +42,15 @@ DEFAULT_GATES: dict[tuple[ChainKind, Precision], Gate] = {
     (ChainKind.MULTI_VECTOR_ENCODER, Precision.INT8): {"token_mean_cosine": 0.99, "score_spearman_mean": 0.98,
                                                        "top1_agreement": 0.95},
 }
+# bf16 products (an 8-bit significand) summed in f32: fp16's gates with min cosines of 0.995. On
+# 1000 real sentences all-mpnet-base-v2 in bf16 had a min cosine of 0.99835 to fp32 (mean 0.99996),
+# OpenVINO's own bf16 of it the same (docs/benchmarks.md): fp16's 0.999 would refuse what bf16
+# arithmetic gives on some texts, whether or not the gate's inputs hold one.
+BF16_MIN_COSINE = 0.995
+DEFAULT_GATES.update({
+    (kind, Precision.BF16): {metric: BF16_MIN_COSINE if metric in ("min_cosine", "token_min_cosine") else threshold
+                             for metric, threshold in gate.items()}
+    for (kind, precision), gate in list(DEFAULT_GATES.items()) if precision is Precision.FP16})
 
 
 def resolve_gate(kind: ChainKind, precision: Precision, overrides: dict[tuple[Precision, str], float], *,

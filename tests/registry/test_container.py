@@ -10,20 +10,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.metadata import version as package_version
-from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from mlflow_servers import MLFLOW
 from packager.registry.mlflow_store import MlflowStore
 from packager.registry.requirements import runtime_requirements
 from packager.runtime.manifest import read_manifest
 
-MLFLOW = Path(sys.executable).with_name("mlflow")
 NEVER = {"torch", "transformers", "sentence-transformers", "optimum", "torchvision"}
 # What MLflow's Dockerfile installs besides the version's requirements: mlflow itself, and
 # gunicorn[gevent] (mlflow.models.container._install_pyfunc_deps) for the server.
