@@ -122,6 +122,85 @@ def test_the_pixel_values_are_the_processors_own(tiny_artifacts, references):
         np.testing.assert_array_equal(ours, processor(images, return_tensors="np")["pixel_values"], err_msg=label)
 
 
+# Qwen2-VL's image processor in the shapes transformers 5 ships: Qwen2-VL / Qwen2.5-VL (14-pixel
+# patches), Qwen3-VL's (16-pixel patches, its own mean and std), and a least number of pixels
+# that most of the images below are upscaled to. The pixel limits are small, so each image is
+# resized (down or up) and the test stays fast.
+PATCHERS = {"qwen2-vl": {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 40},
+            "qwen3-vl": {"patch_size": 16, "min_pixels": 64 * 64, "max_pixels": 32 * 32 * 30,
+                         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
+            "upscaled": {"min_pixels": 28 * 28 * 60, "max_pixels": 28 * 28 * 90}}
+
+
+def _patched_images() -> list:
+    """The unseen images, more modes, one whose sides are an odd number of half patch blocks
+    (Python rounds 3.5 and 2.5 to even), and images whose rounded sizes land just above and just
+    below the pixel limits of the "qwen2-vl" patcher (40 and 4 tokens' worth)."""
+    from PIL import Image
+
+    photo = real_images()["grace_hopper.jpg"]
+    return [*unseen_images(), Image.new("CMYK", (40, 50), (10, 200, 30, 5)), Image.new("I;16", (33, 35), 999),
+            Image.new("RGBa", (20, 30), (10, 20, 30, 40)), photo.resize((98, 70)), photo.resize((28 * 8, 28 * 5)),
+            photo.resize((28 * 8 + 14, 28 * 5 + 14)), photo.resize((56, 56)), photo.resize((55, 42))]
+
+
+@pytest.mark.parametrize("shape", PATCHERS)
+def test_patched_images_are_the_qwen_vl_processors_own(shape):
+    """Qwen2-VL's patching, resolved from the processor and run by the runtime, against the
+    processor's own pixel_values and image_grid_thw, bit for bit, over every mode and odd size
+    the CLIP test uses and sizes at the pixel limits. The processor is transformers' PIL backend,
+    which runs without torchvision; its grid sets how many image tokens an image expands to."""
+    from types import SimpleNamespace
+
+    from transformers import Qwen2VLImageProcessorPil
+
+    from packager.chain.image_processor import resolve_image_spec
+    from packager.runtime.image_inputs import ImagePipeline
+
+    processor = Qwen2VLImageProcessorPil(**PATCHERS[shape])
+    spec = resolve_image_spec("image", SimpleNamespace(processor=SimpleNamespace(image_processor=processor)))
+    assert spec.patches is not None and spec.patches.patch_size == processor.patch_size
+    images = _patched_images()
+    pixel_values, grid = ImagePipeline(spec).patches(images)
+    want = processor(images, return_tensors="np")
+    np.testing.assert_array_equal(grid, want["image_grid_thw"])
+    np.testing.assert_array_equal(pixel_values, want["pixel_values"])
+    assert pixel_values.dtype == want["pixel_values"].dtype == np.float32
+    tokens = grid.prod(-1) // processor.merge_size**2
+    assert tokens.min() >= 1 and len(set(tokens.tolist())) > 3, tokens  # the sizes differ, so do the counts
+    if shape == "qwen2-vl":
+        limits = tokens[-4:].tolist()
+        assert limits[0] == 40 and limits[1] <= 40 and limits[2] == 4 == limits[3], limits
+
+
+def test_patched_images_refuse_what_the_processor_refuses_and_manifests_carry_the_rule():
+    """An image over 200 times as long as it is wide is refused (the processor raises too); the
+    patch rule survives the manifest's JSON and its bounds are checked when it is read."""
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+
+    from packager.runtime.errors import ArtifactIntegrityError
+    from packager.runtime.image_inputs import ImagePipeline
+    from packager.runtime.jsonable import from_jsonable, to_jsonable
+    from packager.runtime.routes import ImageSpec, PatchSpec
+
+    patches = PatchSpec(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=3136, max_pixels=31360)
+    spec = ImageSpec(convert_rgb=True, shortest_edge=None, size=None, resample=3, crop=None, rescale=1 / 255,
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), patches=patches)
+    assert from_jsonable(ImageSpec, json.loads(json.dumps(to_jsonable(spec))), "image") == spec
+    unpatched = dict(to_jsonable(spec), patches=None, size=[8, 8])
+    assert "patches" not in to_jsonable(from_jsonable(ImageSpec, unpatched, "image"))  # older manifests unchanged
+    thin = Image.new("RGB", (2010, 10))
+    with pytest.raises(ValueError, match="200"):
+        Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=31360)([thin])
+    with pytest.raises(InvalidInputError, match=r"item 1: .*200 times"):
+        ImagePipeline(spec).patches([Image.new("RGB", (200, 10)), thin])
+    for bad in ({"crop": [8, 8]}, {"patches": dict(to_jsonable(patches), max_pixels=3000)},
+                {"patches": dict(to_jsonable(patches), merge_size=0)}):
+        with pytest.raises(ArtifactIntegrityError):
+            from_jsonable(ImageSpec, dict(to_jsonable(spec), **bad), "image")
+
+
 HOSTILE = {
     "random bytes": np.random.default_rng(0).bytes(2048),
     "empty bytes": b"",

@@ -1,6 +1,7 @@
 """An image route's preprocessing, resolved from the image processor the reference actually runs
 into the manifest's ``ImageSpec``, which the runtime reproduces in numpy and Pillow. Only
-transformers' PIL backend with its own steps is resolved; anything else is refused here, naming
+transformers' PIL backend with its own steps is resolved, and Qwen2-VL's PIL image processor
+(resize to a patch grid, then patches) on top of them; anything else is refused here, naming
 what differs, rather than reproduced approximately."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 from packager.chain.st_internals import pil_backend
 from packager.errors import UnsupportedModuleError
-from packager.runtime.routes import ImageSpec
+from packager.runtime.routes import ImageSpec, PatchSpec
 
 
 def image_processor(route: str, module: Any) -> Any:
@@ -33,9 +34,13 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
             "where torchvision is not installed (transformers then uses the PIL backend), so the gate compares "
             "the preprocessing the artifact will run")
     processor: Any = found  # its settings are set per processor class
-    # ImageSpec describes the PIL backend's own steps; a processor class that defines any method
-    # of its own (beyond __init__, which only sets defaults) may do something else.
-    below = type(processor).__mro__[: type(processor).__mro__.index(pil)]
+    from transformers import Qwen2VLImageProcessorPil
+
+    # ImageSpec describes the PIL backend's own steps, and PatchSpec Qwen2-VL's on top of them; a
+    # processor class that defines any method of its own (beyond __init__, which only sets
+    # defaults) below the one reproduced may do something else.
+    reproduced = Qwen2VLImageProcessorPil if isinstance(processor, Qwen2VLImageProcessorPil) else pil
+    below = type(processor).__mro__[: type(processor).__mro__.index(reproduced)]
     overridden = sorted({k for cls in below for k, v in vars(cls).items()
                          if callable(v) and k not in ("__init__", "__init_subclass__")})
     if overridden:
@@ -46,6 +51,14 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
     if extra:
         raise UnsupportedModuleError(f"route {route!r}: {name} sets {', '.join(extra)}, which the runtime does not "
                                      "reproduce")
+    mean = std = None
+    if processor.do_normalize:
+        mean, std = _per_channel(processor.image_mean), _per_channel(processor.image_std)
+    rescale = float(processor.rescale_factor) if processor.do_rescale else None
+    resample = int(processor.resample if processor.resample is not None else 2)
+    if reproduced is Qwen2VLImageProcessorPil:
+        return ImageSpec(convert_rgb=bool(processor.do_convert_rgb), shortest_edge=None, size=None, resample=resample,
+                         crop=None, rescale=rescale, mean=mean, std=std, patches=_patch_rule(route, name, processor))
     shortest_edge, size = None, None
     if processor.do_resize:
         shortest_edge, size = _resize_rule(route, name, processor.size)
@@ -58,13 +71,23 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
     if (crop is None and shortest_edge is not None) or (not processor.do_resize and crop is None):
         raise UnsupportedModuleError(f"route {route!r}: {name} leaves images at varying sizes (no center crop after a "
                                      "shortest-edge resize); a graph of fixed image size is compiled")
-    mean = std = None
-    if processor.do_normalize:
-        mean, std = _per_channel(processor.image_mean), _per_channel(processor.image_std)
     return ImageSpec(convert_rgb=bool(processor.do_convert_rgb), shortest_edge=shortest_edge, size=size,
-                     resample=int(processor.resample if processor.resample is not None else 2),
-                     crop=crop, rescale=float(processor.rescale_factor) if processor.do_rescale else None,
-                     mean=mean, std=std)
+                     resample=resample, crop=crop, rescale=rescale, mean=mean, std=std)
+
+
+def _patch_rule(route: str, name: str, processor: Any) -> PatchSpec:
+    """Qwen2-VL's resize to a multiple of the patch grid, between its pixel limits, then patches."""
+    size = processor.size
+    if not processor.do_resize or not (size.shortest_edge and size.longest_edge):
+        raise UnsupportedModuleError(f"route {route!r}: {name} does not resize images between a least and a most "
+                                     f"number of pixels (do_resize={processor.do_resize}, size={size}); its patch "
+                                     "grid needs that resize")
+    if processor.do_center_crop:
+        raise UnsupportedModuleError(f"route {route!r}: {name} center-crops before patching, which the runtime does "
+                                     "not reproduce")
+    return PatchSpec(patch_size=int(processor.patch_size), temporal_patch_size=int(processor.temporal_patch_size),
+                     merge_size=int(processor.merge_size), min_pixels=int(size.shortest_edge),
+                     max_pixels=int(size.longest_edge))
 
 
 def _resize_rule(route: str, name: str, size: Any) -> tuple[int | None, tuple[int, ...] | None]:

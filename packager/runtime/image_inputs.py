@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import os
 import stat
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
 from .image_fetch import fetch, is_url, url_path
-from .routes import ImageSpec
+from .routes import ImageSpec, PatchSpec
 
 # The image file suffixes sentence-transformers reads a string ending in as an image (if it is a file).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
@@ -82,13 +83,27 @@ class ImagePipeline:
         """``[len(images), 3, height, width]`` float32, as the reference's processor makes them."""
         return np.stack([self.one(image, i, fetch_urls=fetch_urls) for i, image in enumerate(images)])
 
+    def patches(self, images: list[Any], *, fetch_urls: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A patched route's ``pixel_values`` ``[sum of grid_h * grid_w, channels * temporal_patch_size *
+        patch_size**2]`` float32 and ``image_grid_thw`` ``[len(images), 3]`` int64 (one frame, the
+        grid's height and width in patches), as the reference's processor makes them."""
+        patching = self.spec.patches
+        if patching is None:
+            raise TypeError("this image route takes whole images (pixel_values), not patches")
+        rows, grids = [], []
+        for i, image in enumerate(images):
+            flat, grid_h, grid_w = patchify(self.one(image, i, fetch_urls=fetch_urls), patching)
+            rows.append(flat)
+            grids.append((1, grid_h, grid_w))
+        return np.concatenate(rows), np.array(grids, np.int64).reshape(-1, 3)
+
     def one(self, item: Any, index: int = 0, *, fetch_urls: bool = False) -> np.ndarray:
         where = f"item {index}"
         image = self._decode(item, where, fetch_urls)
         spec = self.spec
         try:
             rgb = self._rgb(image, where)
-            if spec.shortest_edge is not None or spec.size is not None:
+            if spec.shortest_edge is not None or spec.size is not None or spec.patches is not None:
                 height, width = self._target(rgb.shape[0], rgb.shape[1], where)
                 resized = self._image.fromarray(rgb).resize((width, height), resample=spec.resample)
                 rgb = np.asarray(resized).reshape(height, width, -1)
@@ -112,6 +127,8 @@ class ImagePipeline:
         spec = self.spec
         if spec.size is not None:
             return spec.size[0], spec.size[1]
+        if spec.patches is not None:
+            return smart_resize(height, width, spec.patches, where)
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)  # type: ignore[operator]
         if new_short * new_long > MAX_PIXELS:  # type: ignore[operator]
@@ -196,6 +213,42 @@ class ImagePipeline:
                                     "convert images to RGB; pass RGB images")
         rgb: np.ndarray = image
         return rgb
+
+
+def smart_resize(height: int, width: int, patching: PatchSpec, where: str) -> tuple[int, int]:
+    """The (height, width) a patched image is resized to: each side rounded to a multiple of the
+    factor; if that has more than ``max_pixels`` pixels, both sides shrunk by one scale and
+    rounded down; if fewer than ``min_pixels``, grown by one scale and rounded up."""
+    if max(height, width) > 200 * min(height, width):
+        raise InvalidInputError(f"{where}: a {width}x{height} image is more than 200 times as long as it is wide, "
+                                "which the processor refuses; crop it first")
+    factor = patching.factor
+    new_height, new_width = round(height / factor) * factor, round(width / factor) * factor
+    if new_height * new_width > patching.max_pixels:
+        scale = math.sqrt(height * width / patching.max_pixels)
+        new_height = max(factor, math.floor(height / scale / factor) * factor)
+        new_width = max(factor, math.floor(width / scale / factor) * factor)
+    elif new_height * new_width < patching.min_pixels:
+        scale = math.sqrt(patching.min_pixels / (height * width))
+        new_height = math.ceil(height * scale / factor) * factor
+        new_width = math.ceil(width * scale / factor) * factor
+    if new_height * new_width > MAX_PIXELS:
+        raise InvalidInputError(f"{where}: {width}x{height} would be resized to {new_width}x{new_height} pixels, "
+                                f"more than {MAX_PIXELS}; crop it first")
+    return new_height, new_width
+
+
+def patchify(values: np.ndarray, patching: PatchSpec) -> tuple[np.ndarray, int, int]:
+    """A CHW image whose sides are multiples of the factor, as rows of flattened patches: merge
+    block by merge block (row-major), within a block patch by patch (row-major), each patch
+    channels first, repeated ``temporal_patch_size`` times, then rows and columns of pixels."""
+    channels, height, width = values.shape
+    size, merge, frames = patching.patch_size, patching.merge_size, patching.temporal_patch_size
+    grid_h, grid_w = height // size, width // size
+    blocks = values.reshape(channels, grid_h // merge, merge, size, grid_w // merge, merge, size)
+    blocks = blocks.transpose(1, 4, 2, 5, 0, 3, 6)[:, :, :, :, :, None]  # a frame axis after the channels
+    repeated = np.broadcast_to(blocks, (*blocks.shape[:5], frames, size, size))
+    return repeated.reshape(grid_h * grid_w, channels * frames * size * size), grid_h, grid_w
 
 
 def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:

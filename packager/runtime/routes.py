@@ -108,6 +108,40 @@ class ChatSpec:
 
 
 @dataclass(frozen=True)
+class PatchSpec:
+    """Qwen2-VL's patching of an image of any size (transformers' ``Qwen2VLImageProcessorPil``):
+    resized so both sides are multiples of ``patch_size * merge_size`` with at least
+    ``min_pixels`` and at most ``max_pixels`` pixels, the aspect ratio kept as closely as that
+    allows (``smart_resize``); then cut into ``patch_size`` squares, ordered merge block by merge
+    block, each square repeated ``temporal_patch_size`` times (an image is one frame of a video)
+    and flattened channels first. An image becomes ``grid_h * grid_w`` rows of patches and
+    ``grid_h * grid_w / merge_size**2`` image tokens in the text."""
+
+    patch_size: int
+    temporal_patch_size: int
+    merge_size: int
+    min_pixels: int
+    max_pixels: int
+
+    def __post_init__(self) -> None:
+        sizes = (self.patch_size, self.temporal_patch_size, self.merge_size)
+        if not all(1 <= v <= 1 << 10 for v in sizes):
+            raise ArtifactIntegrityError(f"manifest: patch, temporal patch and merge sizes must be 1..1024, got {self}")
+        if not 1 <= self.min_pixels <= self.max_pixels <= MAX_PATCHED_PIXELS:
+            raise ArtifactIntegrityError(f"manifest: patched images need 1 <= min_pixels <= max_pixels <= "
+                                         f"{MAX_PATCHED_PIXELS}, got {self.min_pixels} and {self.max_pixels}")
+
+    @property
+    def factor(self) -> int:
+        """What both sides of a resized image are multiples of."""
+        return self.patch_size * self.merge_size
+
+
+# The largest image a PatchSpec may resize to: 16384 x 16384, as an ImageSpec's fixed sizes.
+MAX_PATCHED_PIXELS = 1 << 28
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """How an image becomes an image route's ``pixel_values``, step by step as the saved image
     processor does it (transformers' PIL backend): to RGB (transparency composited onto white),
@@ -115,7 +149,8 @@ class ImageSpec:
     one scaled and rounded down) or to exactly ``size`` (height, width), center-cropped to
     ``crop`` (height, width; zero-padded where smaller), multiplied by ``rescale``, normalized
     with ``mean`` and ``std`` per channel, laid out channels first. A step that is None is
-    skipped, as the processor skips it."""
+    skipped, as the processor skips it. With ``patches``, an image is resized by its rule instead
+    (no shortest edge, size or crop) and cut into patches after it is normalized."""
 
     convert_rgb: bool
     shortest_edge: int | None
@@ -125,13 +160,17 @@ class ImageSpec:
     rescale: float | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
+    patches: PatchSpec | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         sizes = [1 if self.shortest_edge is None else self.shortest_edge, *(self.size or (1, 1)),
                  *(self.crop or (1, 1))]
         if self.shortest_edge is not None and self.size is not None:
             raise ArtifactIntegrityError("manifest: an image is resized by shortest_edge or to a size, not both")
-        if self.crop is None and self.size is None:
+        if self.patches is not None and (self.shortest_edge, self.size, self.crop) != (None, None, None):
+            raise ArtifactIntegrityError("manifest: a patched image is resized by its patch rule only (no "
+                                         "shortest_edge, size or crop)")
+        if self.crop is None and self.size is None and self.patches is None:
             raise ArtifactIntegrityError("manifest: an image route needs a fixed image size (a crop or a resize to a "
                                          "size): its graph takes one")
         numbers = [*(self.mean or ()), *(self.std or ()), 1.0 if self.rescale is None else self.rescale]
