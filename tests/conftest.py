@@ -304,6 +304,16 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def vl_python() -> Path:
+    """The Python of .venv-vl, where a Qwen-VL reference loads (transformers needs torchvision for its
+    processor, which loads here only beside torch 2.14.1): made by scripts/setup.sh with PACKAGER_VL=1."""
+    python = REPO / ".venv-vl" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"no {python}; run PACKAGER_VL=1 bash scripts/setup.sh first (.ci/run does)")
+    return python
+
+
+@pytest.fixture(scope="session")
 def runtime_python(tmp_path_factory) -> Path:
     """A virtual environment with only the runtime's dependencies (no torch, no transformers, no
     packager), installed offline from wheels that scripts/setup.sh downloaded."""

@@ -31,8 +31,10 @@ def resolve_image_spec(route: str, module: Any) -> ImageSpec:
         raise UnsupportedModuleError(
             f"route {route!r}: the reference preprocesses images with {name} (backend "
             f"{getattr(found, 'backend', '?')!r}); the runtime reproduces transformers' PIL backend only. Build "
-            "where torchvision is not installed (transformers then uses the PIL backend), so the gate compares "
-            "the preprocessing the artifact will run")
+            "where torchvision is not installed (transformers then uses the PIL backend), or, for a processor that "
+            "needs torchvision (a Qwen-VL processor's video part), add \"processor_kwargs\": {\"use_fast\": false} to "
+            "the Transformer's sentence_bert_config.json, so the gate compares the preprocessing the artifact will "
+            "run")
     processor: Any = found  # its settings are set per processor class
     from transformers import Qwen2VLImageProcessorPil
 
