@@ -7,7 +7,11 @@ model computes them in Python, so the graph has no loop over images:
 - ``rope_positions``: the language model's multimodal rotary positions (M-RoPE, three axes).
   Text tokens count up on all three axes; an image's tokens take (start, start + row,
   start + column) over its merged grid, and the text after it starts at start plus the merged
-  grid's longer side. Padding is position 0.
+  grid's longer side. Padding is position 0;
+- ``window_order`` (Qwen2.5-VL): the order its windowed blocks see the merged patches in, window
+  by window, and each patch's window in that order;
+- ``patch_interpolation`` (Qwen3-VL): the taps and weights that resample its learned square table
+  of patch position embeddings bilinearly (corners aligned) to each image's grid.
 
 Images only: a video's temporal positions need its frame timing, which the runtime does not take.
 """
@@ -67,3 +71,49 @@ def rope_positions(image_tokens: np.ndarray, attention_mask: np.ndarray, grid: n
     if next(images, None) is not None:
         raise InvalidInputError(f"{len(grid)} images and fewer runs of image tokens in the batch")
     return positions
+
+
+def window_order(grid: np.ndarray, merge: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[sum of t * h * w / merge**2]`` int64, the merged patches window by window (windows of
+    ``window`` x ``window`` merged patches, row by row over each frame; the last row and column of
+    windows may be partial), and ``[sum of t * h * w]`` int64, the window of each patch once
+    reordered (the patches of a merge block stay together)."""
+    order, windows, first, count = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0, 0
+    for frames, height, width in grid.tolist():
+        rows, columns = height // merge, width // merge
+        index = np.arange(frames * rows * columns).reshape(frames, rows, columns)
+        across, down = -(-columns // window), -(-rows // window)
+        for frame in index:
+            for top in range(down):
+                for left in range(across):
+                    cells = frame[top * window:(top + 1) * window, left * window:(left + 1) * window].ravel()
+                    order.append(cells + first)
+                    windows.append(np.full(len(cells) * merge * merge, count, np.int64))
+                    count += 1
+        first += frames * rows * columns
+    return np.concatenate(order), np.concatenate(windows)
+
+
+def patch_interpolation(grid: np.ndarray, side: int, merge: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[sum of t * h * w, 4]`` int64 rows of a ``side`` x ``side`` table and float32 weights:
+    each patch's (in merge-block order) bilinear resampling with aligned corners, float32 as the
+    model computes it."""
+    rows, columns = patch_positions(grid, merge).T
+    heights = np.repeat(grid[:, 1], grid.prod(-1))
+    widths = np.repeat(grid[:, 2], grid.prod(-1))
+    row_taps, row_weights = _taps(rows, heights, side)
+    column_taps, column_weights = _taps(columns, widths, side)
+    taps = (row_taps[:, :, None] * side + column_taps[:, None, :]).reshape(-1, 4)
+    weights = (row_weights[:, :, None] * column_weights[:, None, :]).reshape(-1, 4)
+    return taps.astype(np.int64), weights
+
+
+def _taps(index: np.ndarray, size: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """One axis: the two nearest table rows (clamped to the table) and their linear weights."""
+    source = index.astype(np.float32) * np.float32(side - 1) / np.maximum(size - 1, 1).astype(np.float32)
+    floor = np.floor(source)
+    offsets = np.arange(2)
+    taps = np.clip(floor.astype(np.int64)[:, None] + offsets, 0, side - 1)
+    weights = np.maximum(np.float32(1) - np.abs(source[:, None] - floor[:, None] - offsets.astype(np.float32)),
+                         np.float32(0))
+    return taps, weights.astype(np.float32)

@@ -92,3 +92,35 @@ def test_image_tokens_that_do_not_match_the_images_are_refused():
         rope_positions(joined, np.ones_like(joined, np.int64), GRID[[2, 2]], MERGE)
     with pytest.raises(InvalidInputError, match="5 images"):
         rope_positions(flags, mask, np.concatenate([GRID, GRID[:1]]), MERGE)
+
+
+def test_qwen2_5_vl_windows_are_the_vision_towers_own():
+    """Window sizes that divide the merged grid, leave a partial last window, and exceed it."""
+    from transformers.vision_utils import get_vision_window_index
+
+    from packager.runtime.vision_positions import window_order
+
+    for window in (1, 2, 3, 8):
+        order, windows = window_order(GRID, MERGE, window)
+        want_order, bounds = get_vision_window_index(torch.from_numpy(GRID), spatial_merge_size=MERGE,
+                                                     window_size=window * MERGE * 14, patch_size=14)
+        np.testing.assert_array_equal(order, want_order.numpy(), err_msg=f"window {window}")
+        np.testing.assert_array_equal(np.r_[0, np.cumsum(np.bincount(windows))], bounds.numpy(),
+                                      err_msg=f"window {window}")
+        assert windows.tolist() == sorted(windows.tolist())
+
+
+def test_qwen3_vl_patch_interpolation_is_the_vision_towers_own():
+    """Taps and float32 weights, bit for bit, for each grid against the model's own table size."""
+    from transformers.vision_utils import get_vision_interpolation_indices_and_weights
+
+    from packager.runtime.vision_positions import patch_interpolation
+
+    for side in (4, 7, 48):
+        taps, weights = patch_interpolation(GRID, side, MERGE)
+        want_taps, want_weights = get_vision_interpolation_indices_and_weights(
+            torch.from_numpy(GRID), num_grid_per_side=side, mode="bilinear", align_corners=True,
+            spatial_merge_size=MERGE)
+        np.testing.assert_array_equal(taps, want_taps.numpy(), err_msg=f"side {side}")
+        assert weights.dtype == want_weights.numpy().dtype == np.float32
+        np.testing.assert_array_equal(weights, want_weights.numpy(), err_msg=f"side {side}")
