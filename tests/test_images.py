@@ -174,11 +174,17 @@ def test_patched_images_are_the_qwen_vl_processors_own(shape):
 
 
 def test_patched_images_refuse_what_the_processor_refuses_and_manifests_carry_the_rule():
-    """An image over 200 times as long as it is wide is refused (the processor raises too); the
-    patch rule survives the manifest's JSON and its bounds are checked when it is read."""
+    """An image over 200 times as long as it is wide is refused (the processor raises too); no
+    images give no patches; the patch rule survives the manifest's JSON and its bounds are
+    checked when it is read. A processor that does not resize, or whose class has a step of its
+    own, is refused when the rule is resolved."""
+    from types import SimpleNamespace
+
     from PIL import Image
     from transformers import Qwen2VLImageProcessorPil
 
+    from packager.chain.image_processor import resolve_image_spec
+    from packager.errors import UnsupportedModuleError
     from packager.runtime.errors import ArtifactIntegrityError
     from packager.runtime.image_inputs import ImagePipeline
     from packager.runtime.jsonable import from_jsonable, to_jsonable
@@ -195,6 +201,17 @@ def test_patched_images_refuse_what_the_processor_refuses_and_manifests_carry_th
         Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=31360)([thin])
     with pytest.raises(InvalidInputError, match=r"item 1: .*200 times"):
         ImagePipeline(spec).patches([Image.new("RGB", (200, 10)), thin])
+    none, grid = ImagePipeline(spec).patches([])
+    assert none.shape == (0, 3 * 2 * 14 * 14) and grid.shape == (0, 3)
+
+    class OwnSteps(Qwen2VLImageProcessorPil):
+        def patchify(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return super().patchify(*args, **kwargs)
+
+    for processor, reason in ((Qwen2VLImageProcessorPil(do_resize=False), "does not resize"),
+                              (OwnSteps(), "has its own patchify")):
+        with pytest.raises(UnsupportedModuleError, match=reason):
+            resolve_image_spec("image", SimpleNamespace(processor=SimpleNamespace(image_processor=processor)))
     for bad in ({"crop": [8, 8]}, {"patches": dict(to_jsonable(patches), max_pixels=3000)},
                 {"patches": dict(to_jsonable(patches), merge_size=0)}):
         with pytest.raises(ArtifactIntegrityError):

@@ -41,7 +41,7 @@ PUBLIC = {
                          ["backends", "chat", "cross_encoder", "embedding", "enums", "errors", "files", "image_fetch",
                           "image_inputs", "inputs", "integrity", "jsonable", "load", "manifest", "memo", "model",
                           "multi_vector_encoder", "precision", "registered", "routes", "runner", "similarity",
-                          "sparse", "sparse_encoder", "text", "words"]),
+                          "sparse", "sparse_encoder", "text", "vision_positions", "words"]),
     "packager.runtime.chat": (["BoundExceededError", "ChatTemplate", "PAIR_ROLES", "SKELETON_FILLERS",
                                "TemplateFailedError", "TemplateRefusedError", "TextInput", "compile_template"],
                               ["bounds", "budget", "checks", "environment", "errors", "filters", "folding", "rewrite",

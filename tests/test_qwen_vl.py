@@ -1,8 +1,9 @@
 """Qwen-VL chains (issue 36), as far as they go: the tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL chains
 are saved by sentence-transformers and loaded as the build loads a reference, in .venv-vl (their
 processors need torchvision); there, on chat messages mixing texts and images, the runtime's
-patching, image token counts and M-RoPE positions are put beside the processor's and the model's
-own (tests/vl_reference.py). The build itself still refuses these chains."""
+patching, image token counts and the vision tower's and language model's positions are put beside
+the processor's and the model's own (tests/vl_reference.py). The build itself still refuses these
+chains."""
 
 from __future__ import annotations
 
@@ -41,3 +42,17 @@ def test_the_runtime_patches_counts_and_positions_are_the_qwen_vl_references_own
     assert got["embeddings_finite"] and got["embeddings_shape"] == [6, 32], got
     refusal = got["torchvision_backend_refusal"]
     assert refusal and "backend 'torchvision'" in refusal and '"use_fast": false' in refusal, refusal
+    assert got["patch_positions_equal"], got
+    assert got.get("windows_equal") is (True if family == "qwen2.5-vl" else None), got
+    assert got.get("interpolation_equal") is (True if family == "qwen3-vl" else None), got
+
+
+def test_a_qwen_vl_processor_needs_torchvision_which_the_tests_venv_lacks():
+    """Why .venv-vl exists: transformers constructs a Qwen-VL processor only with its video
+    processor, which imports torchvision, and the tests' own venv (torch 2.13.0, CPU) has none
+    that loads. If this stops failing, the references can load in the tests' own venv."""
+    import importlib.util
+
+    assert importlib.util.find_spec("torchvision") is None
+    with pytest.raises(ImportError, match="torchvision"):
+        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: F401

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,10 +55,11 @@ def save_tiny_vl(path: Path, family: str, *, seed: int = 0) -> Path:
     tokenizer.add_tokens(VL_SPECIALS, special_tokens=True)
     tokenizer.chat_template = VL_TEMPLATE
     ids = dict(zip(VL_SPECIALS, tokenizer.convert_tokens_to_ids(VL_SPECIALS), strict=True))
-    config, model_class, processor = _family(family, len(tokenizer), ids, tokenizer)
+    config, model_class = vl_config(family, len(tokenizer), ids, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
     model_class(config).eval().save_pretrained(raw)
-    processor.save_pretrained(raw)
+    _processor(family, tokenizer).save_pretrained(raw)
     transformer = Transformer(str(raw), processor_kwargs=PIL_IMAGES)
     SentenceTransformer(modules=[transformer, Pooling(32, pooling_mode="lasttoken"), Normalize()]).save(str(path))
     # sentence-transformers reads processor_kwargs from this file but does not write them: added as
@@ -67,38 +69,44 @@ def save_tiny_vl(path: Path, family: str, *, seed: int = 0) -> Path:
     return path
 
 
-def _family(family: str, vocab_size: int, ids: dict[str, int], tokenizer) -> tuple:
+def vl_config(family: str, vocab_size: int, ids: dict[str, int], **text: Any) -> tuple[Any, type]:
+    """A tiny ``family`` model's config and model class (no processor, so no torchvision needed);
+    ``ids`` maps VL_SPECIALS' vision tokens to their ids, ``text`` adds to the text config."""
     import transformers as tf
 
     text = {"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
-            "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512, **text}
     tokens = {"vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
               "image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"]}
     mrope = {"type": "mrope", "mrope_section": [1, 1, 2]}
     vision = {"depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32,
               "patch_size": 16, "spatial_merge_size": 2}
     if family == "qwen2-vl":
-        config = tf.Qwen2VLConfig(text_config=dict(text, rope_scaling=mrope),
-                                  vision_config={"depth": 2, "embed_dim": 16, "hidden_size": 32, "num_heads": 2,
-                                                 "mlp_ratio": 2, "patch_size": 16, "spatial_merge_size": 2},
-                                  **tokens)
-        parts = (tf.Qwen2VLModel, tf.Qwen2VLProcessor, tf.Qwen2VLVideoProcessor)
-    elif family == "qwen2.5-vl":  # window attention in the first block, full in the second
-        config = tf.Qwen2_5_VLConfig(text_config=dict(text, rope_scaling=mrope),
-                                     vision_config=dict(vision, window_size=64, fullatt_block_indexes=[1]), **tokens)
-        parts = (tf.Qwen2_5_VLModel, tf.Qwen2_5_VLProcessor, tf.Qwen2VLVideoProcessor)
-    elif family == "qwen3-vl":  # interleaved M-RoPE, learned patch positions, a deepstack layer
-        config = tf.Qwen3VLConfig(text_config=dict(text, head_dim=8, rope_scaling=dict(
-                                      mrope, type="default", mrope_interleaved=True)),
-                                  vision_config=dict(vision, num_position_embeddings=64, deepstack_visual_indexes=[0]),
-                                  **tokens)
-        parts = (tf.Qwen3VLModel, tf.Qwen3VLProcessor, tf.Qwen3VLVideoProcessor)
-    else:
-        raise ValueError(f"unknown Qwen-VL family {family!r}; known: {VL_FAMILIES}")
-    model_class, processor_class, video_processor_class = parts
-    # Qwen3-VL uses Qwen2-VL's image processor, with 16-pixel patches; so do the others here.
+        return tf.Qwen2VLConfig(text_config=dict(text, rope_scaling=mrope),
+                                vision_config={"depth": 2, "embed_dim": 16, "hidden_size": 32, "num_heads": 2,
+                                               "mlp_ratio": 2, "patch_size": 16, "spatial_merge_size": 2},
+                                **tokens), tf.Qwen2VLModel
+    if family == "qwen2.5-vl":  # window attention in the first block, full in the second
+        return tf.Qwen2_5_VLConfig(text_config=dict(text, rope_scaling=mrope),
+                                   vision_config=dict(vision, window_size=64, fullatt_block_indexes=[1]),
+                                   **tokens), tf.Qwen2_5_VLModel
+    if family == "qwen3-vl":  # interleaved M-RoPE, learned patch positions, a deepstack layer
+        return tf.Qwen3VLConfig(text_config=dict(text, head_dim=8, rope_scaling=dict(
+                                    mrope, type="default", mrope_interleaved=True)),
+                                vision_config=dict(vision, num_position_embeddings=64, deepstack_visual_indexes=[0]),
+                                **tokens), tf.Qwen3VLModel
+    raise ValueError(f"unknown Qwen-VL family {family!r}; known: {VL_FAMILIES}")
+
+
+def _processor(family: str, tokenizer: Any) -> Any:
+    """The family's processor: Qwen2-VL's image processor (Qwen3-VL uses it too) with 16-pixel
+    patches and the pixel limits, the family's video processor (which needs torchvision)."""
+    import transformers as tf
+
+    names = {"qwen2-vl": ("Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+             "qwen2.5-vl": ("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor"),
+             "qwen3-vl": ("Qwen3VLProcessor", "Qwen3VLVideoProcessor")}[family]
+    processor_class, video_processor_class = (getattr(tf, name) for name in names)
     image_processor = tf.Qwen2VLImageProcessor(patch_size=16, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    processor = processor_class(image_processor=image_processor, tokenizer=tokenizer,
-                                video_processor=video_processor_class(patch_size=16), chat_template=VL_TEMPLATE)
-    return config, model_class, processor
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer,
+                           video_processor=video_processor_class(patch_size=16), chat_template=VL_TEMPLATE)

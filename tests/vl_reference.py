@@ -13,10 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_vl import MAX_PIXELS, MIN_PIXELS, VL_FAMILIES, save_tiny_vl
+from tiny_vl import MAX_PIXELS, MIN_PIXELS, VL_FAMILIES, save_tiny_vl  # tests/ is on the path of a script in it
 
 
 def images() -> dict[str, object]:
@@ -75,6 +72,7 @@ def compare(folder: Path) -> dict[str, object]:
                                                attention_mask=features["attention_mask"])
     with torch.no_grad():
         embeddings = model.encode(inputs, convert_to_numpy=True)
+    tower = _vision_tower(transformer.model, grid, features["image_grid_thw"])
     try:
         fast = SentenceTransformer(str(folder), device="cpu", processor_kwargs={"use_fast": True})
         resolve_image_spec("message", fast[0])
@@ -93,7 +91,37 @@ def compare(folder: Path) -> dict[str, object]:
         "largest_patched_pixels": int((grid[:, 1] * grid[:, 2]).max()) * spec.patches.patch_size**2,
         "limits": [MIN_PIXELS, MAX_PIXELS],
         "torchvision_backend_refusal": refusal,
+        **tower,
     }
+
+
+def _vision_tower(model: object, grid: np.ndarray, grid_thw: object) -> dict[str, bool]:
+    """The vision tower's inputs the runtime computes, read from the loaded model's own settings,
+    against the tower's own helpers: patch positions, and Qwen2.5-VL's windows or Qwen3-VL's
+    interpolated positions where the family has them."""
+    from transformers import vision_utils
+
+    from packager.runtime.vision_positions import patch_interpolation, patch_positions, window_order
+
+    visual = model.visual  # type: ignore[attr-defined]
+    merge = visual.spatial_merge_size
+    found = {"patch_positions_equal": bool(np.array_equal(
+        patch_positions(grid, merge), vision_utils.get_vision_position_ids(grid_thw, merge).numpy()))}
+    if hasattr(visual, "window_size"):
+        order, windows = window_order(grid, merge, visual.window_size // merge // visual.patch_size)
+        want, bounds = vision_utils.get_vision_window_index(grid_thw, spatial_merge_size=merge,
+                                                            window_size=visual.window_size,
+                                                            patch_size=visual.patch_size)
+        found["windows_equal"] = bool(np.array_equal(order, want.numpy()) and np.array_equal(
+            windows, np.repeat(np.arange(len(bounds) - 1), np.diff(bounds.numpy()))))
+    if hasattr(visual, "num_grid_per_side"):
+        taps, weights = patch_interpolation(grid, visual.num_grid_per_side, merge)
+        want_taps, want_weights = vision_utils.get_vision_interpolation_indices_and_weights(
+            grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners, spatial_merge_size=merge)
+        found["interpolation_equal"] = bool(np.array_equal(taps, want_taps.numpy())
+                                            and np.array_equal(weights, want_weights.numpy()))
+    return found
 
 
 def main(scratch: Path) -> None:

@@ -84,9 +84,6 @@ def _patch_rule(route: str, name: str, processor: Any) -> PatchSpec:
         raise UnsupportedModuleError(f"route {route!r}: {name} does not resize images between a least and a most "
                                      f"number of pixels (do_resize={processor.do_resize}, size={size}); its patch "
                                      "grid needs that resize")
-    if processor.do_center_crop:
-        raise UnsupportedModuleError(f"route {route!r}: {name} center-crops before patching, which the runtime does "
-                                     "not reproduce")
     return PatchSpec(patch_size=int(processor.patch_size), temporal_patch_size=int(processor.temporal_patch_size),
                      merge_size=int(processor.merge_size), min_pixels=int(size.shortest_edge),
                      max_pixels=int(size.longest_edge))

@@ -25,14 +25,13 @@ import numpy as np
 
 from .errors import InvalidInputError, MissingDependencyError
 from .image_fetch import fetch, is_url, url_path
-from .routes import ImageSpec, PatchSpec
+from .routes import MAX_PIXELS, ImageSpec, PatchSpec
 
 # The image file suffixes sentence-transformers reads a string ending in as an image (if it is a file).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
-# An image file is at most this large, and an image (decoded, or resized) at most this many pixels
-# (PIL's own decompression-bomb limit): a larger one is refused before it is decoded.
+# An image file is at most this large, and an image (decoded, or resized) at most MAX_PIXELS pixels:
+# a larger one is refused before it is decoded.
 FILE_LIMIT = 64 << 20
-MAX_PIXELS = 89_478_485
 # The formats of those suffixes (MPO: multi-picture JPEGs, in Pillow versions that keep it apart):
 # Pillow's other decoders (EPS, which runs Ghostscript, PSD, FITS...) are never reached from a
 # caller's bytes.
@@ -89,8 +88,9 @@ class ImagePipeline:
         grid's height and width in patches), as the reference's processor makes them."""
         patching = self.spec.patches
         if patching is None:
-            raise TypeError("this image route takes whole images (pixel_values), not patches")
-        rows, grids = [], []
+            raise ValueError("this image route takes whole images (pixel_values), not patches")
+        width = 3 * patching.temporal_patch_size * patching.patch_size**2
+        rows, grids = [np.zeros((0, width), np.float32)], []
         for i, image in enumerate(images):
             flat, grid_h, grid_w = patchify(self.one(image, i, fetch_urls=fetch_urls), patching)
             rows.append(flat)

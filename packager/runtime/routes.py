@@ -19,6 +19,8 @@ INT32_LIMIT = 2**31 - 1
 PROMPT_LENGTH = "prompt_length"
 # The graph input of an image route: [batch, channels, height, width] float32.
 PIXEL_VALUES = "pixel_values"
+# The most pixels an image may have, decoded or resized (PIL's own decompression-bomb limit).
+MAX_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -124,21 +126,18 @@ class PatchSpec:
     max_pixels: int
 
     def __post_init__(self) -> None:
-        sizes = (self.patch_size, self.temporal_patch_size, self.merge_size)
-        if not all(1 <= v <= 1 << 10 for v in sizes):
-            raise ArtifactIntegrityError(f"manifest: patch, temporal patch and merge sizes must be 1..1024, got {self}")
-        if not 1 <= self.min_pixels <= self.max_pixels <= MAX_PATCHED_PIXELS:
+        if not (1 <= self.patch_size <= 1 << 10 and 1 <= self.merge_size <= 1 << 10
+                and 1 <= self.temporal_patch_size <= 16):
+            raise ArtifactIntegrityError(f"manifest: patch and merge sizes must be 1..1024 and the temporal patch "
+                                         f"size 1..16, got {self}")
+        if not 1 <= self.min_pixels <= self.max_pixels <= MAX_PIXELS:
             raise ArtifactIntegrityError(f"manifest: patched images need 1 <= min_pixels <= max_pixels <= "
-                                         f"{MAX_PATCHED_PIXELS}, got {self.min_pixels} and {self.max_pixels}")
+                                         f"{MAX_PIXELS}, got {self.min_pixels} and {self.max_pixels}")
 
     @property
     def factor(self) -> int:
         """What both sides of a resized image are multiples of."""
         return self.patch_size * self.merge_size
-
-
-# The largest image a PatchSpec may resize to: 16384 x 16384, as an ImageSpec's fixed sizes.
-MAX_PATCHED_PIXELS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -210,6 +209,9 @@ class RouteSpec:
                                                 or self.tokenizer is not None or self.chat is not None):
             raise ArtifactIntegrityError(f"manifest: image route {self.name!r} needs an image pipeline and the "
                                          f"{PIXEL_VALUES} input only")
+        if self.image is not None and self.image.patches is not None:  # no route runs patches yet (issue 36)
+            raise ArtifactIntegrityError(f"manifest: route {self.name!r} cuts images into patches, which this "
+                                         "runtime version does not run")
 
     @property
     def text(self) -> TokenizerSpec:

@@ -7,7 +7,9 @@ model computes them in Python, so the graph has no loop over images:
 - ``rope_positions``: the language model's multimodal rotary positions (M-RoPE, three axes).
   Text tokens count up on all three axes; an image's tokens take (start, start + row,
   start + column) over its merged grid, and the text after it starts at start plus the merged
-  grid's longer side. Padding is position 0;
+  grid's longer side. Padding is position 0. (For a batch without images the model counts
+  positions from the first column, padding included, instead: the same positions shifted, which
+  rotary attention cannot tell apart beyond rounding);
 - ``window_order`` (Qwen2.5-VL): the order its windowed blocks see the merged patches in, window
   by window, and each patch's window in that order;
 - ``patch_interpolation`` (Qwen3-VL): the taps and weights that resample its learned square table
@@ -24,8 +26,10 @@ from .errors import InvalidInputError
 
 
 def image_segments(grid: np.ndarray) -> np.ndarray:
-    """``[sum of t * h * w]`` int64: the index of the image each patch row belongs to."""
-    return np.repeat(np.arange(len(grid), dtype=np.int64), grid.prod(-1))
+    """``[sum of t * h * w]`` int64: the frame (of all the images' frames, in order) each patch row
+    belongs to; the vision tower attends within a frame."""
+    frame_sizes = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
+    return np.repeat(np.arange(len(frame_sizes), dtype=np.int64), frame_sizes)
 
 
 def patch_positions(grid: np.ndarray, merge: int) -> np.ndarray:
@@ -59,11 +63,13 @@ def rope_positions(image_tokens: np.ndarray, attention_mask: np.ndarray, grid: n
                 runs.append(np.broadcast_to(np.arange(start, start + count), (3, count)))
                 start += count
                 continue
-            frames, height, width = next(images, (0, 0, 0))
-            height, width = height // merge, width // merge
+            image = next(images, None)
+            if image is None:
+                raise InvalidInputError(f"row {row} of the batch: more runs of image tokens than images")
+            frames, height, width = image[0], image[1] // merge, image[2] // merge
             if frames * height * width != count:
-                raise InvalidInputError(f"item {row}: {count} image tokens in a row where the next image has "
-                                        f"{frames * height * width}; each image needs its own run of placeholders")
+                raise InvalidInputError(f"row {row} of the batch: {count} image tokens in a row where the next image "
+                                        f"has {frames * height * width}; each image needs its own run of tokens")
             axes = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
             runs.append(np.stack([a.ravel() for a in axes]) + start)
             start += max(height, width)

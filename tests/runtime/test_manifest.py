@@ -81,12 +81,22 @@ def test_dataclasses_are_frozen(manifest_text):
         FileDigest(path="a", sha256="not-a-digest", size=1)
 
 
+# A Qwen-VL patch rule (issue 36): read and checked, but no route runs patches yet.
+PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": 3136, "max_pixels": 1003520}
+
+
 @pytest.mark.parametrize("edit,match", [
     (lambda d: d["routes"][1]["image"].update(shortest_edge=0), "in 1..16384"),
     (lambda d: d["routes"][1]["image"].update(crop=None), "fixed image size"),
     (lambda d: d["routes"][1]["image"].update(mean=[float("nan"), 0.5, 0.5]), "finite"),
     (lambda d: d["routes"][1]["image"].update(std=[1.0, 0.0, 1.0]), "std > 0"),
     (lambda d: d["routes"][1]["image"].update(resample=9), "resample filter"),
+    (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=PATCHES), "does not run"),
+    (lambda d: d["routes"][1]["image"].update(patches=PATCHES), "patch rule only"),
+    (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=dict(
+        PATCHES, temporal_patch_size=1024)), "temporal patch size 1..16"),
+    (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=dict(
+        PATCHES, max_pixels=1 << 28)), "max_pixels <= 89478485"),
     (lambda d: d["routes"][1].update(inputs=["pixel_values", "input_ids"]), "pixel_values input only"),
     (lambda d: d["routes"][1].update(modality="text"), "needs a tokenizer"),
     (lambda d: d.update(requires=[]), "require pillow"),

@@ -1,12 +1,14 @@
 """The positions a Qwen-VL graph takes, computed by the runtime in numpy, against the model's own
 Python for each Qwen-VL family transformers 5 ships: the language model's M-RoPE positions, the
-vision tower's patch positions and its per-image attention segments."""
+vision tower's patch positions and its per-frame attention segments, Qwen2.5-VL's window order and
+Qwen3-VL's interpolated patch positions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from tiny_vl import VL_FAMILIES
 
 from packager.runtime import InvalidInputError
 from packager.runtime.vision_positions import image_segments, patch_positions, rope_positions
@@ -34,37 +36,19 @@ def _batch() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _model(family: str):
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLModel,
-        Qwen2VLConfig,
-        Qwen2VLModel,
-        Qwen3VLConfig,
-        Qwen3VLModel,
-    )
+    from tiny_vl import VL_SPECIALS, vl_config
 
-    text = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8}
-    vision = {"depth": 1, "hidden_size": 16, "num_heads": 2, "spatial_merge_size": MERGE, "out_hidden_size": 16}
-    config = {"qwen2-vl": lambda: Qwen2VLConfig(text_config=dict(text, rope_scaling={"type": "mrope",
-                                                                                    "mrope_section": [1, 1, 2]}),
-                                               vision_config=dict(vision, embed_dim=16)),
-              "qwen2.5-vl": lambda: Qwen2_5_VLConfig(text_config=dict(text, rope_scaling={
-                  "type": "mrope", "mrope_section": [1, 1, 2]}), vision_config=dict(vision, intermediate_size=32)),
-              "qwen3-vl": lambda: Qwen3VLConfig(text_config=dict(text, rope_scaling={
-                  "rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True}),
-                  vision_config=dict(vision, intermediate_size=32))}[family]()
-    model_class = {"qwen2-vl": Qwen2VLModel, "qwen2.5-vl": Qwen2_5_VLModel, "qwen3-vl": Qwen3VLModel}[family]
+    config, model_class = vl_config(family, 64, dict(zip(VL_SPECIALS, range(58, 64), strict=True)))
     return model_class(config).eval()
 
 
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
+@pytest.mark.parametrize("family", VL_FAMILIES)
 def test_rope_positions_are_the_models_own(family):
     """Several images in one text, a text without images, an image that ends its text, left
     padding: every position of every axis equal to the model's ``get_rope_index``."""
     model = _model(family)
     flags, mask = _batch()
-    ids = torch.where(torch.from_numpy(flags), 60, 7)
+    ids = torch.where(torch.from_numpy(flags), model.config.image_token_id, 7)
     want, _ = model.get_rope_index(ids, mm_token_type_ids=torch.from_numpy(flags.astype(np.int64)),
                                    image_grid_thw=torch.from_numpy(GRID), attention_mask=torch.from_numpy(mask))
     got = rope_positions(flags, mask, GRID, MERGE)
@@ -74,24 +58,35 @@ def test_rope_positions_are_the_models_own(family):
 
 
 def test_patch_positions_and_segments_are_the_vision_towers_own():
+    """The images, and a grid of two frames (a video's shape: each frame its own segment)."""
     from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
 
-    grid = torch.from_numpy(GRID)
-    np.testing.assert_array_equal(patch_positions(GRID, MERGE), get_vision_position_ids(grid, MERGE).numpy())
-    segments = image_segments(GRID)
-    bounds = np.r_[0, np.cumsum(np.bincount(segments, minlength=len(GRID)))]
-    np.testing.assert_array_equal(bounds, get_vision_cu_seqlens(grid).numpy())
+    frames = np.concatenate([GRID, [[2, 4, 2]]])
+    grid = torch.from_numpy(frames)
+    np.testing.assert_array_equal(patch_positions(frames, MERGE), get_vision_position_ids(grid, MERGE).numpy())
+    bounds = get_vision_cu_seqlens(grid).numpy()
+    want = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    np.testing.assert_array_equal(image_segments(frames), want)
+    assert image_segments(frames).max() == len(GRID) + 1  # the two frames are two segments
 
 
 def test_image_tokens_that_do_not_match_the_images_are_refused():
-    """Two images with no text between them read as one run (as the model's grouping reads
-    them), and that run matches neither image: refused, as the model fails on it too."""
+    """Two one-token images with no text between them read as one run of two tokens (as the
+    model's grouping reads them), which matches neither image: refused, as the model fails on it
+    too. More images than runs, or more runs than images, are refused."""
+    joined = np.array([[True, True, False]])
+    grid = GRID[[2, 2]]  # 2 x 2 patches each: one token
+    with pytest.raises(InvalidInputError, match=r"row 0 of the batch: 2 image tokens .* has 1"):
+        rope_positions(joined, np.ones_like(joined, np.int64), grid, MERGE)
+    with pytest.raises(RuntimeError):
+        _model("qwen2-vl").get_rope_index(torch.tensor([[62, 62, 7]]), mm_token_type_ids=torch.tensor([[1, 1, 0]]),
+                                          image_grid_thw=torch.from_numpy(grid),
+                                          attention_mask=torch.ones(1, 3, dtype=torch.int64))
     flags, mask = _batch()
-    joined = np.array([[True] * 8 + [False]], bool)
-    with pytest.raises(InvalidInputError, match="item 0: 8 image tokens"):
-        rope_positions(joined, np.ones_like(joined, np.int64), GRID[[2, 2]], MERGE)
     with pytest.raises(InvalidInputError, match="5 images"):
         rope_positions(flags, mask, np.concatenate([GRID, GRID[:1]]), MERGE)
+    with pytest.raises(InvalidInputError, match="more runs of image tokens than images"):
+        rope_positions(flags, mask, GRID[:3], MERGE)
 
 
 def test_qwen2_5_vl_windows_are_the_vision_towers_own():
