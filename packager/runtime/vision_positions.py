@@ -1,7 +1,7 @@
 """The positions a Qwen-VL graph takes beside its token ids and patches, computed in numpy as the
 model computes them in Python, so the graph has no loop over images:
 
-- ``image_segments``: each patch row's image, so the vision tower attends within one image;
+- ``image_segments``: each patch row's frame (an image is one), so the vision tower attends within it;
 - ``patch_positions``: each patch row's (row, column) in its image's patch grid, in the patches'
   merge-block order, for the vision tower's rotary embedding;
 - ``rope_positions``: the language model's multimodal rotary positions (M-RoPE, three axes).
