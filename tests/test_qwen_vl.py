@@ -30,8 +30,10 @@ def compared(vl_python, tmp_path_factory) -> dict:
 def test_the_runtime_patches_counts_and_positions_are_the_qwen_vl_references_own(family, compared):
     """Bit for bit: pixel values and grids against the processor inside sentence-transformers'
     preprocessing; one run of image tokens per image, as long as its grid over the merge size
-    squared; token types; M-RoPE positions against the model's get_rope_index. The images include
-    one resized to exactly the most pixels; the reference encodes the messages."""
+    squared; token types; M-RoPE positions against the model's get_rope_index; patch positions,
+    and Qwen2.5-VL's windows or Qwen3-VL's interpolated positions, read from the loaded model's
+    settings, against the tower's helpers. The images include one resized to exactly the most
+    pixels; the reference encodes the messages."""
     got = compared[family]
     assert compared["torchvision"].startswith("0.29.1"), compared["torchvision"]
     assert got["image_processor"] == "Qwen2VLImageProcessorPil"
@@ -50,7 +52,8 @@ def test_the_runtime_patches_counts_and_positions_are_the_qwen_vl_references_own
 def test_a_qwen_vl_processor_needs_torchvision_which_the_tests_venv_lacks():
     """Why .venv-vl exists: transformers constructs a Qwen-VL processor only with its video
     processor, which imports torchvision, and the tests' own venv (torch 2.13.0, CPU) has none
-    that loads. If this stops failing, the references can load in the tests' own venv."""
+    that loads. The day the import works, this test fails, and the references can load in the
+    tests' own venv."""
     import importlib.util
 
     assert importlib.util.find_spec("torchvision") is None
