@@ -111,7 +111,7 @@ def patch_interpolation(grid: np.ndarray, side: int, merge: int) -> tuple[np.nda
     column_taps, column_weights = _taps(columns, widths, side)
     taps = (row_taps[:, :, None] * side + column_taps[:, None, :]).reshape(-1, 4)
     weights = (row_weights[:, :, None] * column_weights[:, None, :]).reshape(-1, 4)
-    return taps.astype(np.int64), weights
+    return taps, weights
 
 
 def _taps(index: np.ndarray, size: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,4 +122,4 @@ def _taps(index: np.ndarray, size: np.ndarray, side: int) -> tuple[np.ndarray, n
     taps = np.clip(floor.astype(np.int64)[:, None] + offsets, 0, side - 1)
     weights = np.maximum(np.float32(1) - np.abs(source[:, None] - floor[:, None] - offsets.astype(np.float32)),
                          np.float32(0))
-    return taps, weights.astype(np.float32)
+    return taps, weights
