@@ -261,7 +261,9 @@ def test_hostile_images_are_refused_and_the_model_still_works(what, tiny_artifac
 
 
 def test_clip_chains_need_a_sentence_transformer_and_text_image_modalities(tiny_chains, tmp_path):
-    """Other modality combinations and chain kinds are refused before any work, with the reason."""
+    """Other modality combinations and chain kinds are refused before any work, with the reason:
+    chat messages with images for a model other than a Qwen-VL one, and a Qwen-VL model (its
+    config.json's model type) in a CrossEncoder."""
     import shutil
 
     from packager.chain import check_compilable, read_chain
@@ -274,11 +276,21 @@ def test_clip_chains_need_a_sentence_transformer_and_text_image_modalities(tiny_
         (folder / "sentence_bert_config.json").write_text(json.dumps(config))
         return folder
 
-    audio = edited("audio", lambda c: c["modality_config"].update(audio={"method": "forward",
-                                                                         "method_output_name": "last_hidden_state"}))
+    forward = {"method": "forward", "method_output_name": "last_hidden_state"}
+    audio = edited("audio", lambda c: c["modality_config"].update(audio=forward))
     tokens = edited("tokens", lambda c: c.update(module_output_name="token_embeddings"))
+    messages = edited("messages", lambda c: c["modality_config"].update(message=forward))
+    reranker = edited("reranker", lambda c: c["modality_config"].update(message=forward))
+    for name, value in (("config.json", {"model_type": "qwen2_vl"}),
+                        ("config_sentence_transformers.json", {"model_type": "CrossEncoder"})):
+        file = reranker / name
+        file.write_text(json.dumps({**json.loads(file.read_text()), **value}))
     for folder, reason in ((audio, r"not \['audio'\]: audio and video need"),
-                           (tokens, "one embedding per text and per image")):
+                           (tokens, "one embedding per text and per image"),
+                           (messages, "chat messages with images compile for Qwen2-VL, Qwen2.5-VL and Qwen3-VL "
+                                      "models, not clip"),
+                           (reranker, "compiles as a SentenceTransformer without a Router in this version, not "
+                                      "a CrossEncoder")):
         with pytest.raises(UnsupportedModuleError, match=reason):
             check_compilable(read_chain(str(folder)))
 

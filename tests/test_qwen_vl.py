@@ -1,28 +1,62 @@
-"""Qwen-VL chains (issue 36), as far as they go: the tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL chains
-are saved by sentence-transformers and loaded as the build loads a reference, in .venv-vl (their
-processors need torchvision); there, on chat messages mixing texts and images, the runtime's
+"""Qwen-VL chains (issue 36): the tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL SentenceTransformers are
+saved by sentence-transformers and loaded as the build loads a reference, in .venv-vl (their
+processors need torchvision). There, on chat messages mixing texts and images, the runtime's
 patching, image token counts and the vision tower's and language model's positions are put beside
-the processor's and the model's own (tests/vl_reference.py). The build itself still refuses these
-chains."""
+the processor's and the model's own (tests/vl_reference.py); each chain builds in ONNX and
+OpenVINO, fp32 and int8, through its parity gates; and a process without torch loads the
+artifacts and embeds texts, images and messages as sentence-transformers does."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_vl import MAX_PIXELS, VL_FAMILIES
 
+from packager.validators.image_samples import real_image_files
+
 SCRIPT = Path(__file__).with_name("vl_reference.py")
+PHOTO, LOGO, DRAWING = (str(path) for path in real_image_files())
+# What the torch-free loader embeds: a text, an image (a path), a text with an image, a message
+# with a system turn and two images.
+INPUTS = ["what is a compiler?", PHOTO, {"text": "a logo", "image": LOGO},
+          [{"role": "system", "content": "Compare pictures."},
+           {"role": "user", "content": [{"type": "text", "text": "these two:"}, {"type": "image", "image": PHOTO},
+                                        {"type": "image", "image": DRAWING}]}]]
+# The artifacts a build makes of each chain.
+VARIANTS = ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8")
 
 
 @pytest.fixture(scope="module")
-def compared(vl_python, tmp_path_factory) -> dict:
-    run = subprocess.run([str(vl_python), str(SCRIPT), str(tmp_path_factory.mktemp("vl"))], capture_output=True,
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vl")
+
+
+@pytest.fixture(scope="module")
+def compared(vl_python, scratch) -> dict:
+    inputs = scratch / "inputs.json"
+    inputs.write_text(json.dumps(INPUTS))
+    run = subprocess.run([str(vl_python), str(SCRIPT), str(scratch), str(inputs)], capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def built(vl_python, scratch, compared) -> dict[str, Path]:
+    """Each family's chain (saved by ``compared``) built in every variant; the build fails unless
+    every variant passes its gate."""
+    out = scratch / "dist"
+    for family in VL_FAMILIES:
+        run = subprocess.run([str(vl_python.parent / "packager"), "build", str(scratch / family), "--format",
+                              "onnx,openvino", "--precision", "fp32,int8", "--out", str(out), "--no-register"],
+                             capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    return {family: out for family in VL_FAMILIES}
 
 
 @pytest.mark.slow  # needs .venv-vl (6.7 GB, made by scripts/setup.sh with PACKAGER_VL=1, which .ci/run sets)
@@ -59,3 +93,70 @@ def test_a_qwen_vl_processor_needs_torchvision_which_the_tests_venv_lacks():
     assert importlib.util.find_spec("torchvision") is None
     with pytest.raises(ImportError, match="torchvision"):
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: F401
+
+
+@pytest.mark.slow  # needs .venv-vl (see above)
+@pytest.mark.parametrize("family", VL_FAMILIES)
+def test_a_qwen_vl_sentence_transformer_builds_and_passes_every_gate_on_texts_images_and_messages(family, built):
+    """ONNX and OpenVINO, fp32 and int8: each variant's manifest names the family's vision settings,
+    and its gate compared the texts, the parity images and the messages mixing them (several images
+    in one message, images at both pixel limits)."""
+    family_type = family.replace(".", "_").replace("-", "_")
+    for variant in VARIANTS:
+        manifest = json.loads((built[family] / f"{family}-{variant}" / "manifest.json").read_text())
+        route, = manifest["routes"]
+        assert route["vision"]["family"] == family_type and route["image"]["patches"], route
+        assert (route["vision"]["window"] is not None) is (family == "qwen2.5-vl"), route["vision"]
+        assert (route["vision"]["table_side"] is not None) is (family == "qwen3-vl"), route["vision"]
+        parity = manifest["parity"]
+        assert parity["status"] == "passed", parity
+        gated = {metric for metric in parity["metrics"] if metric.startswith("images.")}
+        assert {"images.min_cosine", "images.mean_cosine"} <= gated, sorted(parity["metrics"])
+
+
+@pytest.mark.slow  # needs .venv-vl (see above)
+def test_the_artifacts_embed_as_sentence_transformers_does_in_a_process_without_torch(built, compared,
+                                                                                     serving_python, tmp_path):
+    """The artifacts' own loader, in a venv with the runtime's packages and no torch: texts, an image
+    path, a text+image dict and a message with two images, against sentence-transformers' embeddings
+    of each; and what it refuses: encoded bytes in a message, a video part, and images whose tokens
+    do not fit the route's 256."""
+    paths = {f"{family} {variant}": str(built[family] / f"{family}-{variant}")
+             for family in VL_FAMILIES for variant in VARIANTS}
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {paths[f"{VL_FAMILIES[0]} onnx-fp32"]!r})
+        from loader import load
+        inputs = json.loads({json.dumps(INPUTS)!r})
+        found = {{}}
+        for name, path in {paths!r}.items():
+            model = load(path)
+            found[name] = {{"values": model.encode(inputs).tolist(), "errors": []}}
+            for bad in ([{{"role": "user", "content": [{{"type": "image", "image": b"PNG"}}]}}],
+                        [{{"role": "user", "content": [{{"type": "video", "video": "a.mp4"}}]}}],
+                        {{"text": "six", "image": [{PHOTO!r}] * 6}}):
+                try:
+                    model.encode(["fine", bad])
+                    found[name]["errors"].append(None)
+                except Exception as e:
+                    found[name]["errors"].append([type(e).__name__, str(e)])
+        print(json.dumps({{"found": found, "torch": "torch" in sys.modules}}))
+    """)
+    run = subprocess.run([str(serving_python), "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False
+    for name, got in result["found"].items():
+        family, variant = name.split()
+        expected = np.array(compared[family]["encoded"])
+        values = np.array(got["values"])
+        if variant.endswith("fp32"):
+            np.testing.assert_allclose(values, expected, atol=1e-5, err_msg=name)
+        else:
+            assert (np.sum(values * expected, axis=1) >= 0.99).all(), (name, np.sum(values * expected, axis=1))
+        kinds = [error[0] if error else None for error in got["errors"]]
+        assert kinds == ["InvalidInputError"] * 3, (name, got["errors"])
+        messages = [error[1] for error in got["errors"]]
+        assert "item 1" in messages[0] and "encoded image bytes" in messages[0], messages
+        assert "videos and audio are not taken" in messages[1], messages
+        assert "route's max length of 256 tokens keeps" in messages[2], messages

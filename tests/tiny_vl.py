@@ -60,7 +60,9 @@ def save_tiny_vl(path: Path, family: str, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model_class(config).eval().save_pretrained(raw)
     _processor(family, tokenizer).save_pretrained(raw)
-    transformer = Transformer(str(raw), processor_kwargs=PIL_IMAGES)
+    # 256 tokens: enough for any image within MAX_PIXELS (48 tokens) and a text, and the parity
+    # gate's long texts are cut there (a model without a limit is probed at 8192 tokens).
+    transformer = Transformer(str(raw), max_seq_length=256, processor_kwargs=dict(PIL_IMAGES))
     SentenceTransformer(modules=[transformer, Pooling(32, pooling_mode="lasttoken"), Normalize()]).save(str(path))
     # sentence-transformers reads processor_kwargs from this file but does not write them: added as
     # a model's author adds them.

@@ -3,7 +3,10 @@ save each tiny Qwen-VL chain, load it as the build loads a reference, run its ow
 on chat messages that mix texts and images, and put what the runtime's pieces compute beside it.
 Prints one JSON object; the test asserts on it.
 
-    python tests/vl_reference.py SCRATCH_FOLDER
+    python tests/vl_reference.py SCRATCH_FOLDER [INPUTS_JSON]
+
+With INPUTS_JSON (texts, image paths, text+image dicts and messages, as JSON), each family's
+reference embeddings of those inputs are printed too (``encoded``).
 """
 
 from __future__ import annotations
@@ -124,15 +127,21 @@ def _vision_tower(model: object, grid: np.ndarray, grid_thw: object) -> dict[str
     return found
 
 
-def main(scratch: Path) -> None:
+def main(scratch: Path, inputs: list | None) -> None:
     import torch
     import torchvision
+    from sentence_transformers import SentenceTransformer
 
     results: dict[str, object] = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     for family in VL_FAMILIES:
-        results[family] = compare(save_tiny_vl(scratch / family, family))
+        folder = save_tiny_vl(scratch / family, family)
+        found = compare(folder)
+        if inputs is not None:  # one call per input: sentence-transformers mangles messages batched with others
+            model = SentenceTransformer(str(folder), device="cpu")
+            found["encoded"] = [model.encode([x], convert_to_numpy=True)[0].tolist() for x in inputs]
+        results[family] = found
     print(json.dumps(results))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()) if len(sys.argv) > 2 else None)

@@ -56,7 +56,7 @@ def build_manifest(chain: ChainSpec, reference: Any, *, routes: tuple[Any, ...],
                             tokenizer=dataclasses.replace(r.tokenizer, file=files[r.name].tokenizer)
                             if r.tokenizer else None,
                             chat=dataclasses.replace(r.chat, template=files[r.name].chat_template) if r.chat else None,
-                            modality=r.modality, image=r.image)
+                            modality=r.modality, image=r.image, vision=r.vision)
                   for r in routes)
     embedding = chain.kind is not ChainKind.CROSS_ENCODER
     return Manifest(

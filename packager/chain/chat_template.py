@@ -78,12 +78,14 @@ def resolve_chat(spec: ModuleSpec, module: Any) -> tuple[ChatSpec, str] | None:
     if not takes_messages(spec):
         return None
     tokenizer: Any = getattr(module, "tokenizer", None)
-    if tokenizer is None or not _is_tokenizer_processor(module):
+    vision = spec.takes_vision_messages  # a Qwen-VL processor renders the messages with its own template
+    if tokenizer is None or not (vision or _is_tokenizer_processor(module)):
         raise UnsupportedModuleError(f"module {spec.name!r}: its processor ({type(module.processor).__name__}) is "
                                      "not a tokenizer; only text-only chat templates are compiled")
     kwargs = dict((getattr(module, "processing_kwargs", None) or {}).get("chat_template") or {})
     try:
-        source = tokenizer.get_chat_template(kwargs.get("chat_template"), tools=None)
+        source = _processor_template(module.processor, kwargs.get("chat_template")) if vision \
+            else tokenizer.get_chat_template(kwargs.get("chat_template"), tools=None)
     except ValueError as e:
         raise SourceError(f"module {spec.name!r} takes chat messages but has no usable chat template: {e}") from None
     variables: dict[str, str | bool | int | float] = {
@@ -94,8 +96,24 @@ def resolve_chat(spec: ModuleSpec, module: Any) -> tuple[ChatSpec, str] | None:
         variables["add_generation_prompt"] = bool(kwargs["add_generation_prompt"])
     chat = ChatSpec(template=TEMPLATE_FILE, message_format=MessageFormat(module.input_formatter.message_format),
                     variables=variables, task_variable=chat_template_declares_task(module),
-                    restore_suffix=bool(kwargs.get("restore_suffix", True)))
+                    restore_suffix=bool(kwargs.get("restore_suffix", True)), special_tokens=vision)
     return chat, source
+
+
+def _processor_template(processor: Any, name: str | None) -> str:
+    """The template a processor's apply_chat_template renders: the named one, or its only or
+    "default" one (transformers' ProcessorMixin resolves it so)."""
+    templates = processor.chat_template
+    if isinstance(templates, dict):
+        chosen = templates.get(name or "default")
+        if chosen is None:
+            raise ValueError(f"no chat template named {name or 'default'!r}; it has {sorted(templates)}")
+        return str(chosen)
+    if name is not None:
+        return name  # a template string
+    if not isinstance(templates, str):
+        raise ValueError("the processor has no chat template")
+    return templates
 
 
 def _is_tokenizer_processor(module: Any) -> bool:

@@ -1,6 +1,7 @@
 """What this version compiles: each route starts with an input module its chain kind takes (a
 text or chat-message Transformer of a task the kind takes, a CLIP-style text+image Transformer in a
-SentenceTransformer (a route per modality), a StaticEmbedding or a legacy WordEmbeddings or BoW in a
+SentenceTransformer (a route per modality), a Qwen-VL Transformer whose chat messages carry images
+in a SentenceTransformer, a StaticEmbedding or a legacy WordEmbeddings or BoW in a
 SentenceTransformer, a SparseStaticEmbedding in a SparseEncoder) and continues with modules that
 may follow it (a MultiVectorEncoder's MultiVectorMask last); a Router may stand anywhere, its routes
 taking its place. Everything else is refused before any work, naming the module that is the reason."""
@@ -12,6 +13,7 @@ from packager.chain.architectures import backbones
 from packager.chain.chat_template import takes_messages
 from packager.chain.processing import processing_problems
 from packager.chain.spec import IMAGE_AND_TEXT, ChainSpec, ModuleSpec
+from packager.chain.vision_graph import vision_family
 from packager.errors import UnsupportedModuleError
 from packager.runtime.enums import ChainKind, ModuleKind
 
@@ -53,7 +55,7 @@ _IMAGE_AND_TEXT = set(IMAGE_AND_TEXT)
 # What the runtime lacks for the other modalities (the README's "What compiles" says it at length).
 _OTHER_MODALITIES = ("audio and video need their own feature extractors in the runtime; an image and a text in "
                      "one input, and multimodal chat messages, need the processor's interleaving of image tokens "
-                     "into the text")
+                     "into the text, which the runtime repeats for Qwen2-VL, Qwen2.5-VL and Qwen3-VL models only")
 
 
 def check_compilable(chain: ChainSpec) -> None:
@@ -67,6 +69,7 @@ def check_compilable(chain: ChainSpec) -> None:
         reasons += [f"module {m.name!r}: a text+image Transformer is compiled without a Router (its modalities "
                     "are its routes), not inside or beside one" for m in chain.all_modules()
                     if m.modalities == _IMAGE_AND_TEXT]
+    reasons += _vision_problems(chain)
     pipelines = chain.pipelines()
     for route, modules in pipelines.items():
         prefix = f"route {route!r}: " if len(pipelines) > 1 else ""
@@ -156,12 +159,34 @@ def _transformer_problems(kind: ChainKind, module: ModuleSpec) -> list[str]:
     return problems + processing_problems(module.name, module.config, chat=chat)
 
 
+def _vision_problems(chain: ChainSpec) -> list[str]:
+    """Vision-language Transformers, whose chat messages carry images: Qwen-VL models (their model
+    type read from the folder's config.json, as the architecture matrix reads it) in a
+    SentenceTransformer."""
+    problems = []
+    for backbone in backbones(chain):
+        module = next(m for m in chain.all_modules() if m.name == backbone.module)
+        if not module.takes_vision_messages:
+            continue
+        if vision_family(backbone.model_type) is None:
+            problems.append(f"module {module.name!r}: chat messages with images compile for Qwen2-VL, Qwen2.5-VL and "
+                            f"Qwen3-VL models, not {backbone.model_type or 'a model without a model_type'}: "
+                            f"{_OTHER_MODALITIES}")
+        elif chain.kind is not ChainKind.SENTENCE_TRANSFORMER or chain.router_index() is not None:
+            problems.append(f"module {module.name!r}: a Qwen-VL Transformer compiles as a SentenceTransformer "
+                            f"without a Router in this version, not a {chain.kind.value}"
+                            f"{' with one' if chain.router_index() is not None else ''}")
+    return problems
+
+
 def _modality_problems(kind: ChainKind, module: ModuleSpec) -> list[str]:
     """Text or chat messages; or CLIP-style text and image, each to one embedding, in a
     SentenceTransformer without a Router."""
     modalities = module.modalities
     if modalities in _TEXT_MODALITIES:
         return []
+    if module.takes_vision_messages:
+        return []  # checked with the model's type (_vision_problems)
     if modalities != _IMAGE_AND_TEXT:
         other = sorted(str(m) for m in modalities - {"text", "message", "image"})
         shown = other if other else f"the combination {sorted(str(m) for m in modalities)}"

@@ -21,9 +21,12 @@ from packager.chain.spec import ChainSpec, ModuleSpec
 from packager.chain.st_internals import resolve_route
 from packager.chain.steps import SCORING_MASKS, PromptExcludingPooling, ScoringMasks, export_steps
 from packager.chain.tokenizer import resolve_tokenizer
+from packager.chain.vision_graph import QwenVisionLanguage, resolve_vision
 from packager.errors import ArtifactIntegrityError, InvalidInputError, SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
 from packager.runtime.enums import ChainKind, Modality, ModuleKind, OutputMeaning
+from packager.runtime.image_inputs import ImagePipeline
+from packager.runtime.messages import conversation
 from packager.runtime.routes import (
     PIXEL_VALUES,
     PROMPT_LENGTH,
@@ -32,8 +35,10 @@ from packager.runtime.routes import (
     OutputSpec,
     TokenizerSpec,
     VerbSpec,
+    VisionSpec,
 )
 from packager.runtime.text import EXPANSION_POSITIONS, TextEncoder
+from packager.runtime.vision_route import VisionEncoder
 from packager.runtime.words import WordTokenizer
 
 log = logging.getLogger(__name__)
@@ -95,7 +100,8 @@ class RouteGraph:
     chat_template: str | None  # its source
     encoder: TextEncoder | None  # the runtime's own tokenizer (and renderer) for this route
     modality: Modality = Modality.TEXT
-    image: ImageSpec | None = None  # ...an image route's preprocessing
+    image: ImageSpec | None = None  # ...an image route's preprocessing (or a vision-language route's images)
+    vision: VisionSpec | None = None  # a vision-language route's model settings
 
     @property
     def parameter_bytes(self) -> int:
@@ -155,6 +161,8 @@ def _compile_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
                    token_embeddings: bool, image: bool = False) -> RouteGraph:
     if image:
         return _compile_image_route(name, kind, specs=specs, modules=modules)
+    if specs[0].takes_vision_messages:
+        return _compile_vision_route(name, kind, specs=specs, modules=modules)
     input_module, input_spec = modules[0], specs[0]
     tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)  # settings checked before they are used
     encoder, chat = _encoder(name, input_spec, input_module, tokenizer, tokenizer_json)
@@ -215,6 +223,39 @@ def _compile_image_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec,
                       outputs=_output_specs((key,), values, meaning), sample_inputs=tuple(sample), tokenizer=None,
                       tokenizer_json=None, chat=None, chat_template=None, encoder=None, modality=Modality.IMAGE,
                       image=image)
+
+
+def _compile_vision_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec, ...],
+                          modules: list[Any]) -> RouteGraph:
+    """A Qwen-VL chain's message route: ids and patches in (the runtime makes them as the saved
+    processor does, by the route's tokenizer, chat template, ``ImageSpec`` and ``VisionSpec``),
+    the chain's output out. Traced with the runtime's own inputs for a text, an image and a text
+    with an image (a batch with padding, and images of two sizes)."""
+    input_module, input_spec = modules[0], specs[0]
+    tokenizer, tokenizer_json = resolve_tokenizer(input_spec, input_module)
+    encoder, chat = _encoder(name, input_spec, input_module, tokenizer, tokenizer_json)
+    image, vision = resolve_image_spec(name, input_module), resolve_vision(name, input_module)
+    assert chat is not None  # a message route has a template (resolve_chat refuses one without)
+    runtime = VisionEncoder(encoder, ImagePipeline(image), vision)
+    first, second = sample_images()
+    conversations = [conversation(item, i, None) for i, item in enumerate(
+        [_SAMPLE_TEXTS[1], first, {"text": _SAMPLE_TEXTS[0], "image": second}])]
+    try:
+        tokens, pixels = runtime.encode(conversations, list(range(len(conversations))),
+                                        max_length=tokenizer.max_length, task=None)
+    except InvalidInputError as e:
+        raise UnsupportedModuleError(f"route {name!r}: the chat template cannot be compiled: {e}") from None
+    feeds = runtime.feeds(encoder.pad(tokens), pixels)
+    step = QwenVisionLanguage(input_module, vision)
+    sample = [torch.from_numpy(feeds[n]) for n in step.input_names]
+    key, meaning = _OUTPUTS[kind]
+    graph = ChainGraph([step, *export_steps(specs[1:], modules[1:], prompt_length=False)], step.input_names, (key,),
+                       {}).eval()
+    values = _run(name, specs, kind, graph, sample)
+    return RouteGraph(name=name, modules=specs, module=graph, input_names=step.input_names,
+                      outputs=_output_specs((key,), values, meaning), sample_inputs=tuple(sample), tokenizer=tokenizer,
+                      tokenizer_json=tokenizer_json, chat=chat[0], chat_template=chat[1], encoder=encoder, image=image,
+                      vision=vision)
 
 
 def _output_specs(keys: tuple[str, ...], values: tuple[torch.Tensor, ...],

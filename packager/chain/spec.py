@@ -13,6 +13,10 @@ from packager.runtime.manifest import FileDigest
 DEFAULT_ROUTE = "default"
 # A CLIP-style Transformer's modalities: each becomes a route of its own, named by its modality.
 IMAGE_AND_TEXT = ("text", "image")
+# A vision-language Transformer's (Qwen-VL's): every input becomes chat messages, whose images
+# are tokens of the text. Video is among them as sentence-transformers saves such a model; the
+# runtime takes no videos.
+VISION_MESSAGES = frozenset({"text", "image", "message", "video"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class ModuleSpec:
         if self.kind not in (ModuleKind.TRANSFORMER, ModuleKind.MLM_TRANSFORMER):
             return set()
         return set(self.config.get("modality_config") or {"text": None})
+
+    @property
+    def takes_vision_messages(self) -> bool:
+        """A vision-language Transformer: its chat messages carry images."""
+        return {"image", "message"} <= self.modalities <= VISION_MESSAGES
 
     @property
     def transformer_task(self) -> str | None:

@@ -27,9 +27,11 @@ SCORING_MASKS = {"query": "scoring_mask_query", "document": "scoring_mask_docume
 
 
 def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], *,
-                 slice_head: bool = True) -> list[torch.nn.Module]:
+                 slice_head: bool = True, prompt_length: bool | None = None) -> list[torch.nn.Module]:
     """One step per module, except that a causal LM followed by the LogitScore that reads its
-    logits becomes one step computing only the rows LogitScore reads (``slice_head``)."""
+    logits becomes one step computing only the rows LogitScore reads (``slice_head``). Pooling
+    excludes the prompt where the route gives its length (``prompt_length``; by default where
+    the route starts with a Transformer)."""
     steps: list[torch.nn.Module] = []
     index = 0
     while index < len(modules):
@@ -42,7 +44,8 @@ def export_steps(specs: tuple[ModuleSpec, ...], modules: list[torch.nn.Module], 
             check_zero_padding(specs, modules, index)
         # Only a Transformer gives Pooling the prompt's length; after any other input module
         # (WordEmbeddings...) include_prompt=False changes nothing, in sentence-transformers too.
-        steps.append(export_step(specs[index], modules[index], prompt_length=specs[0].transformer_task is not None))
+        steps.append(export_step(specs[index], modules[index], prompt_length=specs[0].transformer_task is not None
+                                 if prompt_length is None else prompt_length))
         index += 1
     return steps
 

@@ -21,6 +21,7 @@ from packager.exporters.recipe import RecipeContext, RecipeResult
 from packager.quiet import quiet
 from packager.runtime.enums import Format, Int8Arithmetic, ModuleKind, Precision
 from packager.runtime.routes import PIXEL_VALUES, PROMPT_LENGTH
+from packager.runtime.vision_inputs import DYNAMIC_AXES
 from packager.scratch import scratch_dir
 
 if TYPE_CHECKING:
@@ -194,13 +195,7 @@ def _export(graph: RouteGraph, path: Path) -> None:
 
     # The sequence axis is bounded by the truncation length: position embeddings end there, and an
     # unbounded Dim would conflict with the model's own range checks.
-    batch = torch.export.Dim("batch")
-    limit = graph.tokenizer.max_length if graph.tokenizer else NO_LENGTH_LIMIT
-    sequence = torch.export.Dim("sequence", max=limit) if limit < NO_LENGTH_LIMIT else torch.export.Dim("sequence")
-    # ChainGraph.forward takes *tensors: one positional parameter holding a tuple of inputs. Pixel
-    # values have a fixed image size (the processor's crop): only their batch axis is dynamic.
-    dynamic_shapes = (tuple({0: batch} if _dynamic_axes(name) == 1 else {0: batch, 1: sequence}
-                            for name in graph.input_names),)
+    dynamic_shapes = _dynamic_shapes(graph)
     # The exporter prints reports and graph dumps: kept for the error only.
     chatter = io.StringIO()
     try:
@@ -260,6 +255,25 @@ def _drop_stack_traces(model: Any) -> None:
             node.metadata_props.pop(_STACK_TRACE, None)
 
 
+def _dynamic_shapes(graph: RouteGraph) -> tuple[tuple[dict[int, Any], ...]]:
+    """Each input's dynamic axes: batch and sequence of token inputs, the batch of a prompt length
+    or of pixel values (their image size is the processor's crop); a vision-language route's
+    inputs by ``vision_inputs.DYNAMIC_AXES``, its patches a merge block's worth of its merged
+    patches. ChainGraph.forward takes *tensors: one positional parameter holding the tuple."""
+    import torch
+
+    limit = graph.tokenizer.max_length if graph.tokenizer else NO_LENGTH_LIMIT
+    merged = torch.export.Dim("merged")
+    dims = {"batch": torch.export.Dim("batch"), "merged": merged,
+            "sequence": torch.export.Dim("sequence", max=limit) if limit < NO_LENGTH_LIMIT
+            else torch.export.Dim("sequence")}
+    if graph.vision is not None:
+        dims["patches"] = graph.vision.merge_size**2 * merged
+        return (tuple({axis: dims[dim] for axis, dim in DYNAMIC_AXES[name].items()} for name in graph.input_names),)
+    return (tuple({0: dims["batch"]} if _dynamic_axes(name) == 1 else {0: dims["batch"], 1: dims["sequence"]}
+                  for name in graph.input_names),)
+
+
 def _dynamic_axes(name: str) -> int:
     """How many leading axes of an input are dynamic: the batch of a prompt length or of pixel
     values (their image size is the processor's crop), batch and sequence of token inputs."""
@@ -288,8 +302,11 @@ def _suspects(graph: RouteGraph) -> str:
 def _check_dynamic(graph: RouteGraph, model: Any) -> None:
     """An exporter falling back to a draft trace can freeze an axis to the sample's size without
     failing; such a graph would refuse every other batch shape, so refuse it here."""
+    def axes(name: str) -> list[int]:
+        return list(DYNAMIC_AXES[name]) if graph.vision is not None else list(range(_dynamic_axes(name)))
+
     frozen = [f"{value.name}{list(value.shape)}" for value in model.graph.inputs
-              if any(isinstance(dim, int) for dim in list(value.shape)[: _dynamic_axes(value.name)])]
+              if any(isinstance(list(value.shape)[axis], int) for axis in axes(value.name))]
     if frozen:
         raise ExportError(f"route {graph.name!r}: the exporter froze input axes to the sample's sizes "
                           f"({', '.join(frozen)}); a module uses Python control flow over the batch or sequence length")

@@ -66,12 +66,37 @@ def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> 
 
     if context.tokenizer is None:
         return _image_feeds(graph)
+    if graph.vision is not None:
+        return _message_feeds(graph, root, context)
     encoder = TextEncoder.open(root, context.tokenizer, graph.input_names, context.chat)
     encodings, _ = encoder.encode(context.calibration, max_length=context.tokenizer.max_length)
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
     feeds = [encoder.pad([encodings[i] for i in order[start : start + CALIBRATION_BATCH]])
              for start in range(0, len(order), CALIBRATION_BATCH)]
     return feeds, [context.calibration[i] for i in order]
+
+
+def _message_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tuple[list[dict], list]:
+    """A vision-language route's calibration inputs: the texts, the calibration images, and each
+    image with a text, through the runtime's own processing, in batches sorted by length."""
+    from packager.runtime.image_inputs import ImagePipeline
+    from packager.runtime.messages import conversation
+    from packager.runtime.text import TextEncoder
+    from packager.runtime.vision_route import VisionEncoder
+    from packager.validators.image_samples import calibration_images
+
+    assert context.tokenizer is not None and graph.image is not None and graph.vision is not None
+    encoder = TextEncoder.open(root, context.tokenizer, ("input_ids", "attention_mask"), context.chat)
+    vision = VisionEncoder(encoder, ImagePipeline(graph.image), graph.vision)
+    images = calibration_images()
+    inputs = [*context.calibration, *images, *({"text": text, "image": image}
+                                               for text, image in zip(context.calibration, images, strict=False))]
+    tokens, pixels = vision.encode([conversation(x, i, None) for i, x in enumerate(inputs)], list(range(len(inputs))),
+                                   max_length=context.tokenizer.max_length, task=None)
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i].ids))
+    batches = [order[start : start + CALIBRATION_BATCH] for start in range(0, len(order), CALIBRATION_BATCH)]
+    feeds = [vision.feeds(encoder.pad([tokens[i] for i in batch]), [pixels[i] for i in batch]) for batch in batches]
+    return feeds, [inputs[i] for i in order]
 
 
 def _image_feeds(graph: RouteGraph) -> tuple[list[dict], list]:

@@ -90,6 +90,15 @@ class Modality(str, Enum):
     IMAGE = "image"
 
 
+class VisionFamily(str, Enum):
+    """The vision-language model families whose message routes the runtime runs (transformers'
+    model types): the vision tower's positions differ by family."""
+
+    QWEN2_VL = "qwen2_vl"
+    QWEN2_5_VL = "qwen2_5_vl"
+    QWEN3_VL = "qwen3_vl"
+
+
 class MessageFormat(str, Enum):
     """How a chat message's content is written: a string, or a list of typed parts."""
 

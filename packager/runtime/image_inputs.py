@@ -82,7 +82,8 @@ class ImagePipeline:
         """``[len(images), 3, height, width]`` float32, as the reference's processor makes them."""
         return np.stack([self.one(image, i, fetch_urls=fetch_urls) for i, image in enumerate(images)])
 
-    def patches(self, images: list[Any], *, fetch_urls: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def patches(self, images: list[Any], *, fetch_urls: bool = False,
+                where: str = "item") -> tuple[np.ndarray, np.ndarray]:
         """A patched route's ``pixel_values`` ``[sum of grid_h * grid_w, channels * temporal_patch_size *
         patch_size**2]`` float32 and ``image_grid_thw`` ``[len(images), 3]`` int64 (one frame, the
         grid's height and width in patches), as the reference's processor makes them."""
@@ -92,13 +93,13 @@ class ImagePipeline:
         width = 3 * patching.temporal_patch_size * patching.patch_size**2
         rows, grids = [np.zeros((0, width), np.float32)], []
         for i, image in enumerate(images):
-            flat, grid_h, grid_w = patchify(self.one(image, i, fetch_urls=fetch_urls), patching)
+            flat, grid_h, grid_w = patchify(self.one(image, i, fetch_urls=fetch_urls, where=f"{where} {i}"), patching)
             rows.append(flat)
             grids.append((1, grid_h, grid_w))
         return np.concatenate(rows), np.array(grids, np.int64).reshape(-1, 3)
 
-    def one(self, item: Any, index: int = 0, *, fetch_urls: bool = False) -> np.ndarray:
-        where = f"item {index}"
+    def one(self, item: Any, index: int = 0, *, fetch_urls: bool = False, where: str | None = None) -> np.ndarray:
+        where = where or f"item {index}"
         image = self._decode(item, where, fetch_urls)
         spec = self.spec
         try:

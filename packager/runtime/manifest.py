@@ -251,10 +251,10 @@ class Manifest:
         """What belongs to one chain kind only: image routes (which require pillow) to
         SentenceTransformer chains, MaxSim and scoring masks to multi-vector encoders, scoring to
         cross-encoders, sparse to sparse encoders."""
-        if any(r.modality is Modality.IMAGE for r in self.routes) and (
-                self.chain_kind is not ChainKind.SENTENCE_TRANSFORMER or "pillow" not in self.requires):
-            raise ArtifactIntegrityError("manifest: image routes belong to SentenceTransformer chains and require "
-                                         "pillow")
+        if self.takes_images and (self.chain_kind is not ChainKind.SENTENCE_TRANSFORMER
+                                  or "pillow" not in self.requires):
+            raise ArtifactIntegrityError("manifest: routes that take images belong to SentenceTransformer chains and "
+                                         "require pillow")
         multi_vector = self.chain_kind is ChainKind.MULTI_VECTOR_ENCODER
         if multi_vector != (self.similarity in (Similarity.MAXSIM, Similarity.MEAN_MAXSIM)):
             function = getattr(self.similarity, "value", None)
@@ -310,6 +310,12 @@ class Manifest:
         OMIT_DEFAULT (left out while empty), so a manifest sealed before them keeps its digest."""
         data: dict[str, Any] = to_jsonable(self)
         return data
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether the verbs take images: through an image route (CLIP-style), or in the messages of
+        a vision-language route."""
+        return any(r.modality is Modality.IMAGE or r.vision is not None for r in self.routes)
 
     def route(self, name: str) -> RouteSpec:
         for route in self.routes:

@@ -15,6 +15,7 @@ from .errors import InvalidInputError, UnsupportedVerbError
 from .image_inputs import is_image
 from .inputs import as_items, as_texts, check_positive, check_unicode
 from .manifest import Manifest
+from .messages import as_messages
 from .routes import VerbSpec
 from .runner import RouteRunner
 
@@ -117,10 +118,23 @@ class Model:
         if not runner.has(meaning):
             available = [o.meaning.value for o in runner.spec.outputs]
             raise InvalidInputError(f"output_value {meaning.value!r} is not in this artifact; it has: {available}")
+        if runner.vision is not None:  # every input a conversation, images inside it
+            items, single = as_messages(inputs)
+            check_positive(batch_size, "batch_size")
+            return runner.run_messages(items, meaning, batch_size=batch_size, verb=spec, fetch_urls=fetch_urls,
+                                       strings=image_strings, prompt=self.prompt_for(verb, prompt, prompt_name)), single
         if spec.image_route is None:
             texts, single = as_texts(inputs)
             return self._run(verb, texts, meaning, prompt_name=prompt_name, prompt=prompt,
                              batch_size=batch_size), single
+        return self._embed_mixed(inputs, verb, spec, meaning, prompt_name=prompt_name, prompt=prompt,
+                                 batch_size=batch_size, fetch_urls=fetch_urls, image_strings=image_strings)
+
+    def _embed_mixed(self, inputs: Any, verb: str, spec: VerbSpec, meaning: OutputMeaning, *,
+                     prompt_name: str | None, prompt: str | None, batch_size: int, fetch_urls: bool,
+                     image_strings: bool) -> tuple[list[np.ndarray], bool]:
+        """Texts through the verb's route and images through its image route (a CLIP-style chain)."""
+        assert spec.image_route is not None
 
         def image(item: Any) -> bool:
             return is_image(item, strings=image_strings)

@@ -78,7 +78,7 @@ def recorded_ranges(manifest: Manifest, verb: str, normalize_embeddings: bool,
     recorded = manifest.embedding_ranges.get(verb)
     if recorded is None:
         return None
-    if manifest.verbs[verb].image_route is not None:
+    if manifest.takes_images:
         raise InvalidInputError("int8/uint8 on a text-and-image model needs ranges=: the recorded ranges are of "
                                 "text embeddings, and its images' embeddings lie elsewhere")
     normalizes = any(m.kind is ModuleKind.NORMALIZE for m in manifest.modules)

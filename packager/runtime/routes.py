@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .enums import ExpansionStrategy, MessageFormat, Modality, OutputMeaning, Side
+from .enums import ExpansionStrategy, MessageFormat, Modality, OutputMeaning, Side, VisionFamily
 from .errors import ArtifactIntegrityError
 from .files import check_relative_path
 from .jsonable import OMIT_DEFAULT
@@ -104,6 +104,10 @@ class ChatSpec:
     variables: dict[str, str | bool | int | float]
     task_variable: bool
     restore_suffix: bool
+    # Rendered by a processor's apply_chat_template (a vision-language route), which tokenizes the
+    # render with the tokenizer's special tokens unless it starts with the bos_token variable; a
+    # tokenizer's apply_chat_template adds none.
+    special_tokens: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         check_relative_path(self.template)
@@ -138,6 +142,33 @@ class PatchSpec:
     def factor(self) -> int:
         """What both sides of a resized image are multiples of."""
         return self.patch_size * self.merge_size
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """A message route whose images are part of the text: a Qwen-VL model's (``family``). Each
+    image of a message is patched (the route's ``ImageSpec.patches``) and stands in the rendered
+    text as one ``image_token_id`` per merged patch (``merge_size`` x ``merge_size`` patches);
+    the graph takes the patches and the positions ``runtime.vision_inputs`` computes, with
+    Qwen2.5-VL's windows of ``window`` x ``window`` merged patches or Qwen3-VL's square table of
+    ``table_side`` x ``table_side`` learned patch positions."""
+
+    family: VisionFamily
+    image_token_id: int
+    merge_size: int
+    window: int | None = None
+    table_side: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.image_token_id <= INT32_LIMIT or not 1 <= self.merge_size <= 1 << 10:
+            raise ArtifactIntegrityError(f"manifest: vision image token {self.image_token_id} / merge size "
+                                         f"{self.merge_size}")
+        wants = {"window": self.family is VisionFamily.QWEN2_5_VL, "table_side": self.family is VisionFamily.QWEN3_VL}
+        for name, wanted in wants.items():
+            value = getattr(self, name)
+            if wanted != (value is not None) or not 1 <= (value or 1) <= 1 << 14:
+                raise ArtifactIntegrityError(f"manifest: a {self.family.value} route {'needs' if wanted else 'has no'} "
+                                             f"{name} (1..16384), got {value}")
 
 
 @dataclass(frozen=True)
@@ -198,20 +229,25 @@ class RouteSpec:
     chat: ChatSpec | None = None
     modality: Modality = Modality.TEXT
     image: ImageSpec | None = None
+    vision: VisionSpec | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self) -> None:
         check_relative_path(self.graph)
+        patched = self.image is not None and self.image.patches is not None
         if self.modality is Modality.TEXT and (self.tokenizer is None or "input_ids" not in self.inputs
-                                               or self.image is not None):
+                                               or (self.image is not None) != (self.vision is not None)):
             raise ArtifactIntegrityError(f"manifest: text route {self.name!r} needs a tokenizer and an input_ids "
-                                         "input, and no image pipeline")
+                                         "input, and an image pipeline only with a vision model's settings")
+        if self.vision is not None and (not patched or self.chat is None):
+            raise ArtifactIntegrityError(f"manifest: route {self.name!r} puts images into its messages: it needs a "
+                                         "chat template and images cut into patches")
         if self.modality is Modality.IMAGE and (self.image is None or self.inputs != (PIXEL_VALUES,)
                                                 or self.tokenizer is not None or self.chat is not None):
             raise ArtifactIntegrityError(f"manifest: image route {self.name!r} needs an image pipeline and the "
                                          f"{PIXEL_VALUES} input only")
-        if self.image is not None and self.image.patches is not None:  # no route runs patches yet (issue 36)
-            raise ArtifactIntegrityError(f"manifest: route {self.name!r} cuts images into patches, which this "
-                                         "runtime version does not run")
+        if patched and self.vision is None:
+            raise ArtifactIntegrityError(f"manifest: route {self.name!r} cuts images into patches, which only a "
+                                         "vision-language message route runs")
 
     @property
     def text(self) -> TokenizerSpec:

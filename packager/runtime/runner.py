@@ -11,10 +11,12 @@ import numpy as np
 
 from .backends import Compute, open_session
 from .chat import TextInput
-from .enums import Format, Modality, OutputMeaning, Side
+from .enums import Format, OutputMeaning, Side
 from .image_inputs import ImagePipeline
+from .messages import Conversation, conversation
 from .routes import PIXEL_VALUES, RouteSpec, VerbSpec
 from .text import TextEncoder
+from .vision_route import VisionEncoder
 
 
 class RouteRunner:
@@ -23,8 +25,10 @@ class RouteRunner:
     def __init__(self, root: Path, fmt: Format, spec: RouteSpec, *, threads: int | None = None,
                  compute: Compute) -> None:
         self.spec = spec
-        self._text = TextEncoder.open(root, spec.tokenizer, spec.inputs, spec.chat) if spec.tokenizer else None
-        self.images = ImagePipeline(spec.image) if spec.modality is Modality.IMAGE and spec.image else None
+        token_inputs = ("input_ids", "attention_mask") if spec.vision else spec.inputs
+        self._text = TextEncoder.open(root, spec.tokenizer, token_inputs, spec.chat) if spec.tokenizer else None
+        self.images = ImagePipeline(spec.image) if spec.image else None
+        self.vision = VisionEncoder(self.text, self.images, spec.vision) if spec.vision and self.images else None
         self._session = open_session(root, fmt, spec, threads=threads, compute=compute)
         # Extra padding on the right is masked by the attention mask and leaves every real token's
         # position as it was; on the left it would move a left-padded decoder's positions.
@@ -71,6 +75,32 @@ class RouteRunner:
                     rows[row] = values[position][outputs[verb.scoring_mask][position].astype(bool)]
                 elif meaning is OutputMeaning.TOKEN_EMBEDDINGS:
                     rows[row] = _trim(values[position], feeds["attention_mask"][position])
+        return rows
+
+    def run_messages(self, items: list[Any], meaning: OutputMeaning, *, batch_size: int, verb: VerbSpec,
+                     prompt: str | None, fetch_urls: bool = False, strings: bool = True) -> list[np.ndarray]:
+        """A vision-language route's output rows, one per input (``messages``; ``strings`` as there),
+        in input order.
+        Every input is checked first; then consecutive chunks of at most ``batch_size`` inputs and
+        MAX_BATCH_IMAGES images are decoded, tokenized and run in batches by token length, so
+        memory holds one chunk's patches."""
+        output = self.spec.output(meaning)
+        if self.vision is None or output is None:
+            raise ValueError(f"route {self.spec.name!r} has no {meaning.value} output for messages")
+        conversations = [conversation(item, i, prompt, strings=strings) for i, item in enumerate(items)]
+        max_length = verb.max_length or self.spec.text.max_length
+        rows: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
+        for chunk in _chunks(conversations, batch_size):
+            tokens, pixels = self.vision.encode([conversations[i] for i in chunk], chunk, max_length=max_length,
+                                                task=verb.task, fetch_urls=fetch_urls)
+            lengths = [len(t.ids) for t in tokens]
+            order = sorted(range(len(chunk)), key=lambda i: -lengths[i])
+            for batch, width, _ in batches(order, lengths, batch_size):
+                padded = self.text.pad([tokens[i] for i in batch], width=width)
+                values = self._session.run(self.vision.feeds(padded, [pixels[i] for i in batch]))[output.name]
+                for position, i in enumerate(batch):
+                    rows[chunk[i]] = values[position] if meaning is not OutputMeaning.TOKEN_EMBEDDINGS \
+                        else _trim(values[position], padded["attention_mask"][position])
         return rows
 
     def run_images(self, images: list[Any], meaning: OutputMeaning, *, batch_size: int, fetch_urls: bool = False,
@@ -146,6 +176,21 @@ def batches(order: list[int], lengths: list[int], batch_size: int, *,
         rows = min(size, bucket_rows(len(batch))) if bucket_limit is not None else len(batch)
         yield batch, width, rows
         start += size
+
+
+def _chunks(conversations: list[Conversation], batch_size: int) -> Iterator[list[int]]:
+    """Consecutive runs of the conversations' indices, each at most ``batch_size`` of them and at
+    most MAX_BATCH_IMAGES images (at least one conversation)."""
+    chunk: list[int] = []
+    images = 0
+    for index, item in enumerate(conversations):
+        if chunk and (len(chunk) == batch_size or images + len(item.images) > MAX_BATCH_IMAGES):
+            yield chunk
+            chunk, images = [], 0
+        chunk.append(index)
+        images += len(item.images)
+    if chunk:
+        yield chunk
 
 
 def _trim(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ template renders them first (the ``chat`` package); this module tokenizes and pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +41,11 @@ class Tokens(NamedTuple):
 
     ids: list[int]
     type_ids: list[int]
+
+
+def _has_images(conversation: list[dict[str, Any]]) -> bool:
+    return any(isinstance(m["content"], list) and any(p.get("type") != "text" for p in m["content"])
+               for m in conversation)
 
 
 def load_tokenizer(root: Path, spec: TokenizerSpec) -> Any:
@@ -127,25 +133,47 @@ class TextEncoder:
 
     def _encode_chat(self, inputs: list[TextInput], *, max_length: int, prompt: str | None,
                      task: str | None) -> list[Tokens]:
-        """Rendered conversations, tokenized as they are (the template wrote the special tokens)
-        and truncated; a truncated one gets the template's tail written back over its last tokens
-        (sentence-transformers' restore_suffix), so the position a scorer reads is the template's
-        last token again."""
         chat = self.chat
         assert chat is not None
-        conversations = [chat.conversation(x, prompt) for x in inputs]
+        return self.encode_conversations([chat.conversation(x, prompt) for x in inputs], max_length=max_length,
+                                         task=task)
+
+    def encode_conversations(self, conversations: list[list[dict[str, Any]]], *, max_length: int, task: str | None,
+                             expand: Callable[[int, str], str] | None = None) -> list[Tokens]:
+        """Rendered conversations, tokenized and truncated; a truncated one gets the template's tail
+        written back over its last tokens (sentence-transformers' restore_suffix), so the position a
+        scorer reads is the template's last token again. The template writes the special tokens, as
+        a tokenizer's apply_chat_template does; a processor's (``ChatSpec.special_tokens``) adds the
+        tokenizer's own unless the render starts with the bos token. ``expand`` rewrites the n-th
+        render first (its image placeholders into image tokens). A conversation with images gets no
+        tail back, as in sentence-transformers."""
+        chat = self.chat
+        assert chat is not None
         texts = [chat.render(c, task=task) for c in conversations]
-        encodings = self.truncating(max_length).encode_batch(texts, add_special_tokens=False)
+        if expand is not None:
+            texts = [expand(n, text) for n, text in enumerate(texts)]
+        tokenizer = self.truncating(max_length)
+        if chat.spec.special_tokens:
+            encodings = [tokenizer.encode(text, add_special_tokens=self._special_tokens(text)) for text in texts]
+        else:
+            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
         batch = [Tokens(list(e.ids), list(e.type_ids)) for e in encodings]
         if chat.spec.restore_suffix:
             suffixes: dict[Any, list[int]] = {}  # this call's, whatever the shared cache keeps
             for conversation, tokens in zip(conversations, batch, strict=True):
-                if len(tokens.ids) >= max_length:
+                if len(tokens.ids) >= max_length and not _has_images(conversation):
                     suffix = self._suffix(conversation, task, suffixes)
                     keep = min(len(suffix), len(tokens.ids))
                     if keep:
                         tokens.ids[-keep:] = suffix[-keep:]
         return batch
+
+    def _special_tokens(self, text: str) -> bool:
+        """Whether a render is tokenized with the tokenizer's special tokens (``ChatSpec.special_tokens``)."""
+        chat = self.chat
+        assert chat is not None
+        bos = chat.spec.variables.get("bos_token")
+        return chat.spec.special_tokens and not (isinstance(bos, str) and bos and text.startswith(bos))
 
     def _suffix(self, conversation: list[dict[str, Any]], task: str | None,
                 suffixes: dict[Any, list[int]]) -> list[int]:
@@ -171,8 +199,9 @@ class TextEncoder:
         chat = self.chat
         assert chat is not None
         try:
-            first, second = (self._tokenizer.encode(chat.render(chat.skeleton(conversation, filler), task=task),
-                                                    add_special_tokens=False).ids for filler in SKELETON_FILLERS)
+            renders = [chat.render(chat.skeleton(conversation, filler), task=task) for filler in SKELETON_FILLERS]
+            first, second = (self._tokenizer.encode(text, add_special_tokens=self._special_tokens(text)).ids
+                             for text in renders)
         except TemplateFailedError:  # as sentence-transformers: a skeleton that fails to render restores nothing
             first = second = []
         count = 0

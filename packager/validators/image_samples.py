@@ -75,6 +75,32 @@ def parity_images(folder: Path) -> dict[str, Any]:
     }
 
 
+def parity_messages(images: dict[str, Any]) -> dict[str, Any]:
+    """Inputs of a vision-language route that mix the parity images with texts, by label: a text
+    with an image, an image before its text, several images in one message (odd modes among
+    them), a system turn, images at both pixel limits (the very large photo and the 1x1 one), and
+    an image as an array."""
+    import numpy as np
+
+    photo, logo, drawing = (images[n] for n in _REAL)
+
+    def user(*parts: Any) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": [{"type": "text", "text": p} if isinstance(p, str)
+                                             else {"type": "image", "image": p} for p in parts]}]
+
+    return {
+        "a caption with the photo (dict)": {"text": CAPTIONS[0], "image": photo},
+        "the logo before its caption (dict)": {"image": logo, "text": CAPTIONS[1]},
+        "three images in one message": user("Compare these:", drawing, images["photo grayscale (L)"], "and",
+                                            images["drawing as a palette with a transparent colour"]),
+        "a system turn, then a text and an image": [{"role": "system", "content": "Describe pictures."},
+                                                    *user("What is this?", logo)],
+        "images at both pixel limits": user(images["photo very large (2560x3000)"], images["photo 1x1"], "sizes"),
+        "the drawing as an HWC uint8 array, with a text (dict)": {"image": np.asarray(drawing.convert("RGB")),
+                                                                  "text": CAPTIONS[2]},
+    }
+
+
 def calibration_images() -> list[Any]:
     """What an image route's int8 recipes calibrate on: the real images and crops of them at
     several scales (none of the parity set's extremes)."""

@@ -22,7 +22,7 @@ from packager.runtime.manifest import Manifest
 from packager.runtime.model import resolve_prompt
 from packager.runtime.routes import VerbSpec
 from packager.scratch import scratch_dir
-from packager.validators.image_samples import CAPTIONS, parity_images
+from packager.validators.image_samples import CAPTIONS, parity_images, parity_messages
 from packager.validators.metrics import (
     dense_metrics,
     groups,
@@ -220,7 +220,7 @@ def check_parity(reference: Any, candidate: Any, inputs: list, *, gate: Gate,
             samples[call.label] = sample
         if advance is not None:
             advance(len(same))
-    if any(verb.image_route for verb in manifest.verbs.values()):
+    if manifest.takes_images:
         log.info("parity: images, torch reference vs the artifact's loader")
         found, found_problems, found_worst, sample = _images(runs, candidate)
         metrics.update({f"images.{k}": v for k, v in found.items()})
@@ -264,9 +264,9 @@ def run_gate_references(reference: ReferenceRuns, manifest: Manifest, inputs: li
         else:
             _multi_vector_reference(reference, call.verb_name, inputs, call.kwargs)
             _multi_vector_reference(reference, "encode_document", inputs, {})
-    if any(verb.image_route for verb in manifest.verbs.values()):
+    if manifest.takes_images:
         with scratch_dir("parity-images") as folder:
-            _image_references(reference, parity_images(Path(folder)))
+            _image_references(reference, _gate_images(manifest, Path(folder)))
 
 
 def _trim_heap() -> None:
@@ -308,7 +308,13 @@ def _images(reference: ReferenceRuns, candidate: Any) -> Compared:
     similarity matrix of the captions against the images, each side scored by its own
     ``similarity``. Images take no prompt, so ``encode`` stands for every verb."""
     with scratch_dir("parity-images") as folder:
-        return _compare_images(reference, candidate, parity_images(Path(folder)))
+        return _compare_images(reference, candidate, _gate_images(candidate.manifest, Path(folder)))
+
+
+def _gate_images(manifest: Manifest, folder: Path) -> dict[str, Any]:
+    """The parity images; for a vision-language route, with messages that mix them with texts."""
+    images = parity_images(folder)
+    return {**images, **parity_messages(images)} if any(r.vision for r in manifest.routes) else images
 
 
 def _compare_images(reference: ReferenceRuns, candidate: Any, images: dict[str, Any]) -> Compared:
@@ -328,10 +334,20 @@ def _compare_images(reference: ReferenceRuns, candidate: Any, images: dict[str, 
 
 
 def _image_references(reference: ReferenceRuns, images: dict[str, Any]) -> tuple[np.ndarray, Any]:
-    """The reference's embeddings of the parity images, and of the captions."""
+    """The reference's embeddings of the parity images, and of the captions. Chat messages (lists
+    of message dicts) are encoded in a call of their own: in a batch that mixes them with other
+    inputs, sentence-transformers 6.2 wraps each conversation as a content part of type "message",
+    which templates skip, and embeds an empty message (its text and images dropped)."""
     settings: dict[str, Any] = {"batch_size": BATCH_SIZE, "convert_to_numpy": True, "show_progress_bar": False}
-    return (np.asarray(reference.images(list(images), list(images.values()), **settings)),
-            reference("encode", list(CAPTIONS), **settings))
+    rows: list[Any] = [None] * len(images)
+    labels, values = list(images), list(images.values())
+    for conversations in (False, True):
+        at = [i for i, value in enumerate(values) if isinstance(value, list) == conversations]
+        if at:
+            found = reference.images([labels[i] for i in at], [values[i] for i in at], **settings)
+            for i, row in zip(at, found, strict=True):
+                rows[i] = row
+    return np.asarray(rows), reference("encode", list(CAPTIONS), **settings)
 
 
 def _sparse(reference: ReferenceRuns, candidate: Any, call: ParityCall, texts: list[str]) -> Compared:

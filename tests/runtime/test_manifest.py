@@ -81,8 +81,9 @@ def test_dataclasses_are_frozen(manifest_text):
         FileDigest(path="a", sha256="not-a-digest", size=1)
 
 
-# A Qwen-VL patch rule (issue 36): read and checked, but no route runs patches yet.
+# A Qwen-VL patch rule and model settings (issue 36): patches run only in a vision-language message route.
 PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": 3136, "max_pixels": 1003520}
+VISION = {"family": "qwen2_vl", "image_token_id": 5, "merge_size": 2}
 
 
 @pytest.mark.parametrize("edit,match", [
@@ -91,7 +92,17 @@ PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "min_pix
     (lambda d: d["routes"][1]["image"].update(mean=[float("nan"), 0.5, 0.5]), "finite"),
     (lambda d: d["routes"][1]["image"].update(std=[1.0, 0.0, 1.0]), "std > 0"),
     (lambda d: d["routes"][1]["image"].update(resample=9), "resample filter"),
-    (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=PATCHES), "does not run"),
+    (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=PATCHES),
+     "only a vision-language message route runs"),
+    (lambda d: d["routes"][0].update(vision=VISION), "an image pipeline only with a vision model's settings"),
+    (lambda d: d["routes"][0].update(vision=VISION, image=d["routes"][1]["image"]),
+     "needs a chat template and images cut into patches"),
+    (lambda d: d["routes"][0].update(vision=dict(VISION, family="qwen2_5_vl")), "needs window"),
+    (lambda d: d["routes"][0].update(vision=dict(VISION, window=4)), "has no window"),
+    (lambda d: d["routes"][0].update(vision=dict(VISION, family="qwen3_vl", table_side=1 << 20)),
+     r"needs table_side \(1..16384\)"),
+    (lambda d: d["routes"][0].update(vision=dict(VISION, merge_size=0)), "merge size"),
+    (lambda d: d["routes"][0].update(vision=dict(VISION, image_token_id=-1)), "image token"),
     (lambda d: d["routes"][1]["image"].update(patches=PATCHES), "patch rule only"),
     (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=dict(
         PATCHES, temporal_patch_size=1024)), "temporal patch size 1..16"),

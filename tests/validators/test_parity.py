@@ -41,7 +41,7 @@ class Candidate:
         verb = VerbSpec(route="default")
         verbs = {"predict": verb} if kind is ChainKind.CROSS_ENCODER else {"encode": verb}
         self.manifest = SimpleNamespace(chain_kind=kind, verbs=verbs, prompts={}, default_prompt_name=None, modules=(),
-                                        routes=())
+                                        routes=(), takes_images=False)
         self.distort = distort
 
     def has_output(self, verb, meaning):
