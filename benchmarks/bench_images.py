@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+from throughput import measure
 from variants import build_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,31 +107,11 @@ def _build(source: Path, fmt: str, precision: str, dist: Path) -> dict:
 
 def _measure(target: str, count: int) -> dict:
     """``encode`` throughput of ``count`` images in a fresh process."""
-    code = textwrap.dedent(f"""
-        import json, sys, time
+    found = measure(target, f"""
         from packager.validators.image_samples import calibration_images
-        images = (calibration_images() * 10)[:{count}]
-        kind, _, path = {target!r}.partition(":")
-        if kind == "reference":
-            import torch
-            from sentence_transformers import SentenceTransformer
-            torch.set_num_threads(2)
-            model = SentenceTransformer(path, device="cpu")
-            encode = lambda: model.encode(images, batch_size=32, show_progress_bar=False)
-        else:
-            from packager.runtime import load
-            model = load(path)
-            encode = lambda: model.encode(images, batch_size=32)
-        encode()
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            encode()
-            times.append(time.perf_counter() - start)
-        print(json.dumps(times))
-    """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seconds = statistics.median(json.loads(done.stdout.strip().splitlines()[-1]))
+        inputs = (calibration_images() * 10)[:{count}]
+    """, batch_size=32, passes=3)
+    seconds = statistics.median(found["times"])
     return {"images_per_second": round(count / seconds, 1), "seconds": round(seconds, 3)}
 
 

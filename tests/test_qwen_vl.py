@@ -31,6 +31,20 @@ INPUTS = ["what is a compiler?", PHOTO, {"text": "a logo", "image": LOGO},
 VARIANTS = ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8")
 
 
+def _gated_images() -> int:
+    """How many images and messages mixing them the gate compares: the parity images and messages."""
+    import tempfile
+
+    from packager.validators.image_samples import parity_images, parity_messages
+
+    with tempfile.TemporaryDirectory() as folder:
+        images = parity_images(Path(folder))
+        return len(images) + len(parity_messages(images))
+
+
+GATED_IMAGES = _gated_images()
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("vl")
@@ -112,6 +126,8 @@ def test_a_qwen_vl_sentence_transformer_builds_and_passes_every_gate_on_texts_im
         assert parity["status"] == "passed", parity
         gated = {metric for metric in parity["metrics"] if metric.startswith("images.")}
         assert {"images.min_cosine", "images.mean_cosine"} <= gated, sorted(parity["metrics"])
+        samples = json.loads((built[family] / f"{family}-{variant}" / "parity.json").read_text())["samples"]
+        assert len(samples["images"]["cosine"]) == GATED_IMAGES, len(samples["images"]["cosine"])
 
 
 @pytest.mark.slow  # needs .venv-vl (see above)
@@ -119,8 +135,9 @@ def test_the_artifacts_embed_as_sentence_transformers_does_in_a_process_without_
                                                                                      serving_python, tmp_path):
     """The artifacts' own loader, in a venv with the runtime's packages and no torch: texts, an image
     path, a text+image dict and a message with two images, against sentence-transformers' embeddings
-    of each; and what it refuses: encoded bytes in a message, a video part, and images whose tokens
-    do not fit the route's 256."""
+    of each, in one batch and one input at a time (a chunk each; OpenVINO's bucketed widths, rows
+    and patches differ between the two); and what it refuses: encoded bytes in a message, a video
+    part, and images whose tokens do not fit the route's 256."""
     paths = {f"{family} {variant}": str(built[family] / f"{family}-{variant}")
              for family in VL_FAMILIES for variant in VARIANTS}
     code = textwrap.dedent(f"""
@@ -131,10 +148,11 @@ def test_the_artifacts_embed_as_sentence_transformers_does_in_a_process_without_
         found = {{}}
         for name, path in {paths!r}.items():
             model = load(path)
-            found[name] = {{"values": model.encode(inputs).tolist(), "errors": []}}
+            found[name] = {{"values": model.encode(inputs).tolist(), "errors": [],
+                           "one_by_one": model.encode(inputs, batch_size=1).tolist()}}
             for bad in ([{{"role": "user", "content": [{{"type": "image", "image": b"PNG"}}]}}],
                         [{{"role": "user", "content": [{{"type": "video", "video": "a.mp4"}}]}}],
-                        {{"text": "six", "image": [{PHOTO!r}] * 6}}):
+                        {{"text": "seven", "image": [{PHOTO!r}] * 7}}):
                 try:
                     model.encode(["fine", bad])
                     found[name]["errors"].append(None)
@@ -150,7 +168,8 @@ def test_the_artifacts_embed_as_sentence_transformers_does_in_a_process_without_
         family, variant = name.split()
         expected = np.array(compared[family]["encoded"])
         values = np.array(got["values"])
-        if variant.endswith("fp32"):
+        if variant.endswith("fp32"):  # (dynamic int8 quantizes activations per batch: batches differ there)
+            np.testing.assert_allclose(got["one_by_one"], values, atol=1e-5, err_msg=name)  # a chunk per input
             np.testing.assert_allclose(values, expected, atol=1e-5, err_msg=name)
         else:
             assert (np.sum(values * expected, axis=1) >= 0.99).all(), (name, np.sum(values * expected, axis=1))
@@ -159,4 +178,22 @@ def test_the_artifacts_embed_as_sentence_transformers_does_in_a_process_without_
         messages = [error[1] for error in got["errors"]]
         assert "item 1" in messages[0] and "encoded image bytes" in messages[0], messages
         assert "videos and audio are not taken" in messages[1], messages
-        assert "route's max length of 256 tokens keeps" in messages[2], messages
+        assert "its images take more than the route's max length of 256 tokens" in messages[2], messages
+
+
+@pytest.mark.slow  # needs .venv-vl (see above)
+def test_the_pyfunc_reads_no_path_a_caller_names(built):
+    """Served through the pyfunc, a string naming an image file on the server is a text: its
+    embedding is the loader's with ``image_strings=False``, not the image's."""
+    from types import SimpleNamespace
+
+    from packager.registry.pyfunc import ArtifactModel
+    from packager.runtime import load
+
+    artifact = built["qwen2-vl"] / "qwen2-vl-onnx-fp32"
+    served = ArtifactModel()
+    served.load_context(SimpleNamespace(artifacts={"artifact": str(artifact)}, model_config={}))
+    got = np.asarray(served.predict(None, [PHOTO], params={"verb": "encode"}))
+    model = load(artifact)
+    np.testing.assert_allclose(got, model.encode([PHOTO], image_strings=False), atol=1e-6)
+    assert np.abs(got - model.encode([PHOTO])).max() > 1e-2  # the image itself embeds elsewhere

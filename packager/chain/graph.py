@@ -24,7 +24,7 @@ from packager.chain.tokenizer import resolve_tokenizer
 from packager.chain.vision_graph import QwenVisionLanguage, resolve_vision
 from packager.errors import ArtifactIntegrityError, InvalidInputError, SourceError, UnsupportedModuleError
 from packager.runtime.chat import ChatTemplate
-from packager.runtime.enums import ChainKind, Modality, ModuleKind, OutputMeaning
+from packager.runtime.enums import ChainKind, MessageFormat, Modality, ModuleKind, OutputMeaning
 from packager.runtime.image_inputs import ImagePipeline
 from packager.runtime.messages import conversation
 from packager.runtime.routes import (
@@ -236,16 +236,18 @@ def _compile_vision_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec
     encoder, chat = _encoder(name, input_spec, input_module, tokenizer, tokenizer_json)
     image, vision = resolve_image_spec(name, input_module), resolve_vision(name, input_module)
     assert chat is not None  # a message route has a template (resolve_chat refuses one without)
+    if chat[0].message_format is not MessageFormat.STRUCTURED:
+        raise UnsupportedModuleError(f"route {name!r}: a Qwen-VL Transformer with {chat[0].message_format.value} "
+                                     "messages; its images are parts of structured messages")
     runtime = VisionEncoder(encoder, ImagePipeline(image), vision)
     first, second = sample_images()
     conversations = [conversation(item, i, None) for i, item in enumerate(
         [_SAMPLE_TEXTS[1], first, {"text": _SAMPLE_TEXTS[0], "image": second}])]
-    try:
-        tokens, pixels = runtime.encode(conversations, list(range(len(conversations))),
-                                        max_length=tokenizer.max_length, task=None)
+    try:  # the first batch: all three, unless the template's own text passes the runtime's token budget
+        _, feeds = next(runtime.batches(conversations, batch_size=len(conversations), max_length=tokenizer.max_length,
+                                        task=None))
     except InvalidInputError as e:
         raise UnsupportedModuleError(f"route {name!r}: the chat template cannot be compiled: {e}") from None
-    feeds = runtime.feeds(encoder.pad(tokens), pixels)
     step = QwenVisionLanguage(input_module, vision)
     sample = [torch.from_numpy(feeds[n]) for n in step.input_names]
     key, meaning = _OUTPUTS[kind]

@@ -87,10 +87,13 @@ class QwenVisionLanguage(torch.nn.Module):
         merged, stacked = self._images(features)
         embeds = self.language_model.get_input_embeddings()(ids)
         image_tokens = ids == self.spec.image_token_id
-        embeds = embeds.masked_scatter(image_tokens.unsqueeze(-1).expand_as(embeds), merged.to(embeds.dtype))
+        mask = image_tokens.unsqueeze(-1).expand_as(embeds)
+        embeds = embeds.masked_scatter(mask, merged.to(embeds.dtype))
         extra: dict[str, Any] = {}
-        if self.deepstack:
-            extra = {"visual_pos_masks": image_tokens, "deepstack_visual_embeds": stacked}
+        if self.deepstack:  # one row per image token, as the model adds them (not the blank image's rows)
+            placed = [embeds.new_zeros(embeds.shape).masked_scatter(mask, features.to(embeds.dtype))[image_tokens]
+                      for features in stacked]
+            extra = {"visual_pos_masks": image_tokens, "deepstack_visual_embeds": placed}
         output = self.language_model(inputs_embeds=embeds, attention_mask=features["attention_mask"],
                                      position_ids=features[ROPE_POSITIONS], use_cache=False, **extra)
         features["token_embeddings"] = output.last_hidden_state

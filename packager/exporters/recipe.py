@@ -78,7 +78,9 @@ def calibration_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> 
 
 def _message_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tuple[list[dict], list]:
     """A vision-language route's calibration inputs: the texts, the calibration images, and each
-    image with a text, through the runtime's own processing, in batches sorted by length."""
+    image with a text, through the runtime's own processing, in batches as the runtime makes them
+    (longest first, within its token budget: the vision tower's attention is quadratic in a batch's
+    patches)."""
     from packager.runtime.image_inputs import ImagePipeline
     from packager.runtime.messages import conversation
     from packager.runtime.text import TextEncoder
@@ -91,12 +93,10 @@ def _message_feeds(graph: RouteGraph, root: Path, context: RecipeContext) -> tup
     images = calibration_images()
     inputs = [*context.calibration, *images, *({"text": text, "image": image}
                                                for text, image in zip(context.calibration, images, strict=False))]
-    tokens, pixels = vision.encode([conversation(x, i, None) for i, x in enumerate(inputs)], list(range(len(inputs))),
-                                   max_length=context.tokenizer.max_length, task=None)
-    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i].ids))
-    batches = [order[start : start + CALIBRATION_BATCH] for start in range(0, len(order), CALIBRATION_BATCH)]
-    feeds = [vision.feeds(encoder.pad([tokens[i] for i in batch]), [pixels[i] for i in batch]) for batch in batches]
-    return feeds, [inputs[i] for i in order]
+    conversations = [conversation(x, i, None) for i, x in enumerate(inputs)]
+    found = list(vision.batches(conversations, batch_size=CALIBRATION_BATCH, max_length=context.tokenizer.max_length,
+                                task=None))
+    return [feeds for _, feeds in found], [inputs[i] for batch, _ in found for i in batch]
 
 
 def _image_feeds(graph: RouteGraph) -> tuple[list[dict], list]:

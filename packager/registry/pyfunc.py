@@ -340,7 +340,7 @@ class ArtifactModel(PythonModel):
             _dimensions_as_truncate_dim(params, self.model.manifest)
             if verb not in ENCODE_VERBS:
                 raise _refuse(f"verb {verb!r}: use one of {', '.join(ENCODE_VERBS)}")
-            if any(spec.image_route for spec in self.model.manifest.verbs.values()):  # texts and images
+            if self.model.manifest.takes_images:  # texts and images; a caller's string is a text, never a path
                 params = {**params, "image_strings": False}
                 embeddings = _call(getattr(self.model, verb), items_of(model_input), params)
             else:

@@ -71,7 +71,7 @@ def input_example(manifest: Manifest) -> Any:
 
         return pd.DataFrame({"query": ["What is a packaged model?"], "document": ["A model with its own loader."]})
     verb = "encode_query" if manifest.verbs.get("encode_query") != manifest.verbs.get("encode_document") else "encode"
-    if any(spec.image_route for spec in manifest.verbs.values()):  # texts and images, one per row
+    if manifest.takes_images:  # texts and images, one per row
         import pandas as pd
 
         return pd.DataFrame({"text": ["a photo of an orange square", None],

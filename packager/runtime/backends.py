@@ -41,7 +41,7 @@ F32 = Compute()
 
 
 class GraphSession(Protocol):
-    compiles_per_shape: bool  # keeps kernels and buffers for every input shape it runs (runner.batches)
+    compiles_per_shape: bool  # keeps kernels and buffers for every input shape it runs (batching.batches)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -60,7 +60,7 @@ class OnnxSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # onnxruntime's defaults (CPU arena and memory patterns on): its arena keeps the blocks of the
-        # largest batch seen, and runner.MAX_BATCH_TOKENS bounds that batch. Measured over hundreds
+        # largest batch seen, and batching.MAX_BATCH_TOKENS bounds that batch. Measured over hundreds
         # of calls of varying shapes (benchmarks/bench_memory.py), turning either off saved nothing.
         if threads:
             options.intra_op_num_threads = threads

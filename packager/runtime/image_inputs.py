@@ -82,18 +82,20 @@ class ImagePipeline:
         """``[len(images), 3, height, width]`` float32, as the reference's processor makes them."""
         return np.stack([self.one(image, i, fetch_urls=fetch_urls) for i, image in enumerate(images)])
 
-    def patches(self, images: list[Any], *, fetch_urls: bool = False,
-                where: str = "item") -> tuple[np.ndarray, np.ndarray]:
+    def patches(self, images: list[Any], *, fetch_urls: bool = False, where: str = "item",
+                start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A patched route's ``pixel_values`` ``[sum of grid_h * grid_w, channels * temporal_patch_size *
         patch_size**2]`` float32 and ``image_grid_thw`` ``[len(images), 3]`` int64 (one frame, the
-        grid's height and width in patches), as the reference's processor makes them."""
+        grid's height and width in patches), as the reference's processor makes them. Errors name
+        the n-th image ``where`` and its number, counted from ``start``."""
         patching = self.spec.patches
         if patching is None:
             raise ValueError("this image route takes whole images (pixel_values), not patches")
         width = 3 * patching.temporal_patch_size * patching.patch_size**2
         rows, grids = [np.zeros((0, width), np.float32)], []
         for i, image in enumerate(images):
-            flat, grid_h, grid_w = patchify(self.one(image, i, fetch_urls=fetch_urls, where=f"{where} {i}"), patching)
+            flat, grid_h, grid_w = patchify(self.one(image, fetch_urls=fetch_urls, where=f"{where} {start + i}"),
+                                            patching)
             rows.append(flat)
             grids.append((1, grid_h, grid_w))
         return np.concatenate(rows), np.array(grids, np.int64).reshape(-1, 3)

@@ -36,6 +36,7 @@ from .errors import ArtifactIntegrityError
 from .files import check_relative_path, read_text
 from .jsonable import OMIT_DEFAULT, from_jsonable, to_jsonable
 from .routes import INT32_LIMIT, RouteSpec, VerbSpec
+from .vision_inputs import vision_input_names
 
 SCHEMA_VERSION = 6  # 2: recipe and calibration; 3: sealed_sha256; 4: verb settings, chat templates;
 # 5: multi-vector encoders (scoring masks, MaxSim); 6: image routes
@@ -183,6 +184,21 @@ class ParitySummary:
     failures: tuple[str, ...] = ()
 
 
+def _check_vision(route: RouteSpec) -> None:
+    """A vision-language route's parts agree: the graph's inputs are its family's, the merge size is
+    the patch rule's, and only such a route has a processor's special tokens."""
+    vision, image, chat = route.vision, route.image, route.chat
+    if vision is None:
+        if chat is not None and chat.special_tokens:
+            raise ArtifactIntegrityError(f"manifest: route {route.name!r}: special_tokens belong to a vision-language "
+                                         "route's chat template")
+        return
+    patches = image.patches if image else None
+    if route.inputs != vision_input_names(vision) or patches is None or patches.merge_size != vision.merge_size:
+        raise ArtifactIntegrityError(f"manifest: route {route.name!r}: a {vision.family.value} route takes "
+                                     f"{vision_input_names(vision)} and merges patches as its patch rule does")
+
+
 @dataclass(frozen=True)
 class Manifest:
     schema_version: int
@@ -229,6 +245,8 @@ class Manifest:
         names = [r.name for r in self.routes]
         if not self.routes:
             raise ArtifactIntegrityError("manifest: no routes")
+        for route in self.routes:
+            _check_vision(route)
         if len(set(names)) != len(names):
             raise ArtifactIntegrityError(f"manifest: duplicate route names {names}")
 

@@ -19,11 +19,15 @@ are refused: the runtime takes images only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from .batching import MAX_BATCH_IMAGES
 from .errors import InvalidInputError
+from .image_fetch import is_url, url_path
 from .image_inputs import is_image
 from .inputs import check_unicode
 
@@ -32,6 +36,10 @@ from .inputs import check_unicode
 RENDERED_IMAGE = {"type": "image", "image": "<image>"}
 _ROLES = ("system", "user", "assistant", "query", "document")
 _PARTS = ("text", "image")
+# Strings sentence-transformers reads as a video or audio (a URL or an existing file with these
+# suffixes, a YouTube URL): refused, as the runtime takes neither.
+_MEDIA_SUFFIXES = (".mp4", ".avi", ".mov", ".wmv", ".flv", ".mkv", ".mp3", ".wav", ".ogg", ".flac", ".aac")
+_VIDEO_HOSTS = ("www.youtube.com", "youtube.com", "youtu.be", "m.youtube.com")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ def conversation(item: Any, index: int, prompt: str | None, *, strings: bool = T
         messages, images = [{"role": "user", "content": [dict(RENDERED_IMAGE)]}], [item]
     elif isinstance(item, str):
         check_unicode(item, where)
+        if strings and _is_video_or_audio(item):
+            raise InvalidInputError(f"{where}: sentence-transformers reads this string as a video or audio, which "
+                                    "the runtime does not take; it takes texts and images")
         messages, images = [{"role": "user", "content": [{"type": "text", "text": item}]}], []
     elif isinstance(item, dict) and "role" not in item:
         messages, images = _typed_message(item, where, strings)
@@ -71,6 +82,8 @@ def conversation(item: Any, index: int, prompt: str | None, *, strings: bool = T
     else:
         raise InvalidInputError(f"{where}: expected a text, an image, a dict of text and image or chat messages, got "
                                 f"{type(item).__name__}")
+    if len(images) > MAX_BATCH_IMAGES:
+        raise InvalidInputError(f"{where}: {len(images)} images; an input takes at most {MAX_BATCH_IMAGES}")
     if prompt:
         messages = [{"role": "system", "content": [{"type": "text", "text": prompt}]}, *messages]
     return Conversation(messages, images)
@@ -86,6 +99,9 @@ def _typed_message(item: dict[str, Any], where: str, strings: bool) -> tuple[lis
     if unknown or not item:
         raise InvalidInputError(f"{where}: a dict input takes 'text' and 'image' (or is a message with 'role' and "
                                 f"'content'); got keys {unknown or 'none'}")
+    if set(item) == {"text"} and isinstance(item["text"], (list, tuple)):
+        raise InvalidInputError(f"{where}: a dict of texts alone is not taken (sentence-transformers reads two "
+                                "as a query and document pair); pass each text as an input")
     parts: list[dict[str, Any]] = []
     images: list[Any] = []
     for kind, value in item.items():
@@ -131,3 +147,14 @@ def _check_not_bytes(item: Any, where: str) -> None:
     if isinstance(item, (bytes, bytearray, memoryview)):
         raise InvalidInputError(f"{where}: encoded image bytes are not taken by a message route (sentence-transformers "
                                 "refuses them there); pass a PIL image, an array, a path or a data URI")
+
+
+def _is_video_or_audio(text: str) -> bool:
+    """Whether sentence-transformers reads ``text`` as a video or audio (its modality rules)."""
+    if is_url(text):
+        split = getattr(urlsplit, "__wrapped__", urlsplit)  # without urllib's cache, as url_path
+        try:
+            return url_path(text).lower().endswith(_MEDIA_SUFFIXES) or split(text).netloc in _VIDEO_HOSTS
+        except ValueError:
+            return False
+    return text.lower().endswith(_MEDIA_SUFFIXES) and os.path.isfile(text)

@@ -39,17 +39,21 @@ def vision_input_names(spec: VisionSpec) -> tuple[str, ...]:
     return names
 
 
-def vision_feeds(spec: VisionSpec, ids: np.ndarray, mask: np.ndarray, patches: np.ndarray,
-                 grid: np.ndarray) -> dict[str, np.ndarray]:
+def vision_feeds(spec: VisionSpec, ids: np.ndarray, mask: np.ndarray, patches: np.ndarray, grid: np.ndarray, *,
+                 blank: int = 0) -> dict[str, np.ndarray]:
     """Every input of the graph for a batch of padded ``ids`` and ``mask`` whose images are
-    ``patches`` with grids ``grid`` (``ImagePipeline.patches``). A batch without images runs the
-    tower on one blank merge block, whose features no token takes: the tower's own reshapes
-    cannot take zero patches."""
+    ``patches`` with grids ``grid`` (``ImagePipeline.patches``), with ``blank`` patches (whole
+    merge blocks) of a blank image after them, whose features no token takes: for a batch without
+    images at least one block (the tower's own reshapes cannot take zero patches), and more to
+    bucket the patch count for a session that compiles per shape."""
     merge = spec.merge_size
     rope = rope_positions(ids == spec.image_token_id, mask, grid, merge)
-    if not len(grid):
-        grid = np.array([[1, merge, merge]], np.int64)
-        patches = np.zeros((merge * merge, patches.shape[1]), np.float32)
+    blank = max(blank, 0 if len(grid) else merge * merge)
+    if blank % (merge * merge):
+        raise ValueError(f"blank patches come in whole merge blocks of {merge * merge}, not {blank}")
+    if blank:
+        grid = np.concatenate([grid, np.array([[1, merge, blank // merge]], np.int64)])
+        patches = np.concatenate([patches, np.zeros((blank, patches.shape[1]), np.float32)])
     feeds = {"input_ids": ids, "attention_mask": mask, ROPE_POSITIONS: rope, PIXEL_PATCHES: patches,
              PATCH_POSITIONS: patch_positions(grid, merge), IMAGE_SEGMENTS: image_segments(grid)}
     if spec.window is not None:

@@ -124,7 +124,7 @@ def test_an_openvino_route_that_cannot_bucket_is_compiled_again_at_its_shape_lim
 def test_a_bucketed_route_never_reaches_the_shape_limit(max_length):
     """Every (rows, width) the runner can pad a batch to, for any texts and any batch_size, is
     fewer than SHAPE_LIMIT: a right-padded OpenVINO route is never compiled again."""
-    from packager.runtime.runner import MAX_BATCH_TOKENS, batches, bucket_width
+    from packager.runtime.batching import MAX_BATCH_TOKENS, batches, bucket_width
 
     widths = {max(n, min(bucket_width(n), max_length)) for n in range(1, max_length + 1)}
     shapes = set()

@@ -198,11 +198,11 @@ def test_loader_reads_settings_from_the_manifest_only(copy_artifact):
 
 
 def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
-    from packager.runtime import runner
-    from packager.runtime.runner import batches
+    from packager.runtime import batching
+    from packager.runtime.batching import batches
 
     max_batch_tokens = 1024  # the lengths below are chosen around this budget
-    monkeypatch.setattr(runner, "MAX_BATCH_TOKENS", max_batch_tokens)
+    monkeypatch.setattr(batching, "MAX_BATCH_TOKENS", max_batch_tokens)
     lengths = [5000, 300, 256, 256, 100, 100, 50, 10, 10, 10, 10, 3]  # longest first, as the runner sorts
     order = list(range(len(lengths)))
     plain = list(batches(order, lengths, 4))
@@ -215,7 +215,7 @@ def test_batches_are_bounded_in_inputs_and_padded_tokens(monkeypatch):
 
 
 def test_bucketed_batches_come_in_few_shapes():
-    from packager.runtime.runner import MAX_BATCH_TOKENS, batches, bucket_rows, bucket_width
+    from packager.runtime.batching import MAX_BATCH_TOKENS, batches, bucket_rows, bucket_width
 
     limit = 256
     lengths = sorted(((i * 37) % limit + 1 for i in range(1000)), reverse=True)  # every length 1..256
@@ -255,7 +255,7 @@ def test_bucketed_shapes_change_no_output(tiny_artifacts, monkeypatch, chain):
     """What a session that compiles per shape (OpenVINO) is given, run here through onnxruntime:
     wider padding and filler rows, none of which may reach the outputs."""
     from packager.runtime.backends import OnnxSession
-    from packager.runtime.runner import bucket_width
+    from packager.runtime.batching import bucket_width
 
     texts = [*real_sentences()[:18], "", "a", real_sentences()[40] * 3]  # 21: 8 + 8 + 5 run as 6
     call = BUCKETED_CALLS[chain]

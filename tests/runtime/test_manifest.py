@@ -84,6 +84,16 @@ def test_dataclasses_are_frozen(manifest_text):
 # A Qwen-VL patch rule and model settings (issue 36): patches run only in a vision-language message route.
 PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "min_pixels": 3136, "max_pixels": 1003520}
 VISION = {"family": "qwen2_vl", "image_token_id": 5, "merge_size": 2}
+CHAT = {"template": "chat_template.jinja", "message_format": "structured", "variables": {}, "task_variable": False,
+        "restore_suffix": True}
+VISION_INPUTS = ["input_ids", "attention_mask", "position_ids", "pixel_patches", "patch_positions", "image_segments"]
+
+
+def _vision_route(data: dict, **changes: object) -> None:
+    """The clip fixture's text route made a Qwen2-VL message route, with ``changes``."""
+    image = dict(data["routes"][1]["image"], crop=None, shortest_edge=None, patches=PATCHES)
+    data["requires"] = sorted({*data["requires"], "jinja2"})
+    data["routes"][0].update({"vision": VISION, "image": image, "chat": CHAT, "inputs": VISION_INPUTS, **changes})
 
 
 @pytest.mark.parametrize("edit,match", [
@@ -102,6 +112,10 @@ VISION = {"family": "qwen2_vl", "image_token_id": 5, "merge_size": 2}
     (lambda d: d["routes"][0].update(vision=dict(VISION, family="qwen3_vl", table_side=1 << 20)),
      r"needs table_side \(1..16384\)"),
     (lambda d: d["routes"][0].update(vision=dict(VISION, merge_size=0)), "merge size"),
+    (lambda d: _vision_route(d, inputs=VISION_INPUTS[:-1]), "a qwen2_vl route takes"),
+    (lambda d: _vision_route(d, vision=dict(VISION, merge_size=4)), "merges patches as its patch rule does"),
+    (lambda d: (d["routes"][0].update(chat=dict(CHAT, special_tokens=True)), d.update(requires=["jinja2", "pillow"])),
+     "special_tokens belong"),
     (lambda d: d["routes"][0].update(vision=dict(VISION, image_token_id=-1)), "image token"),
     (lambda d: d["routes"][1]["image"].update(patches=PATCHES), "patch rule only"),
     (lambda d: d["routes"][1]["image"].update(crop=None, shortest_edge=None, patches=dict(
@@ -120,6 +134,14 @@ def test_forged_image_routes_are_refused(tiny_artifacts, edit, match):
     edit(data)
     with pytest.raises(ArtifactIntegrityError, match=match):
         Manifest.from_json(json.dumps(data))
+
+
+def test_the_forged_vision_routes_differ_from_a_valid_one_only_by_their_edit(tiny_artifacts):
+    """The vision cases above start from a route the manifest accepts: each refusal is its edit's."""
+    data = json.loads((tiny_artifacts["clip"] / "manifest.json").read_text())
+    _vision_route(data)
+    route = Manifest.from_json(json.dumps(data)).routes[0]
+    assert route.vision is not None and route.vision.merge_size == 2 and route.chat is not None
 
 
 def test_an_artifact_sealed_before_embedding_ranges_still_loads(copy_artifact):

@@ -103,6 +103,10 @@ def test_single_inputs_and_lists_of_inputs():
     ([{"role": "user", "content": "hi", "name": "x"}], "a dict of 'role' and 'content'"),
     ([{"role": "user", "content": 3}], "content must be a string or a list"),
     (3.5, "expected a text, an image"),
+    ({"text": ["a query", "a document"]}, "a dict of texts alone is not taken"),
+    ("https://www.youtube.com/watch?v=x", "as a video or audio"),
+    ("https://example.com/talk.MP3?x=1", "as a video or audio"),
+    ({"text": "many", "image": [PHOTO] * 33}, "33 images; an input takes at most 32"),
     ({"role": "user", "content": "\ud800"}, "surrogate"),
 ])
 def test_what_a_message_route_refuses_names_the_item(item, match):
@@ -121,3 +125,16 @@ def test_for_a_service_strings_are_texts_and_image_parts_only_data_uris():
     for named in (str(PHOTO), "https://example.com/a.png"):
         with pytest.raises(InvalidInputError, match="image paths and URLs are not read"):
             conversation([{"role": "user", "content": [{"type": "image", "image": named}]}], 2, None, strings=False)
+
+
+def test_a_video_or_audio_file_is_refused_where_sentence_transformers_reads_one(tmp_path):
+    """A string naming an existing .mp4 or .wav is a video or audio to sentence-transformers, not a
+    text; the same string naming no file is a text to both."""
+    from sentence_transformers.base.modality import infer_modality
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not really a video")
+    assert infer_modality(str(clip)) == "video" and infer_modality(str(tmp_path / "none.mp4")) == "text"
+    with pytest.raises(InvalidInputError, match="as a video or audio"):
+        conversation(str(clip), 0, None)
+    assert conversation(str(tmp_path / "none.mp4"), 0, None).images == []

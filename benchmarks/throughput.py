@@ -1,0 +1,39 @@
+"""One side's ``encode`` throughput in a fresh process: the reference in torch (2 threads) or a
+packaged artifact through its loader, after a warm-up pass; the times of each pass and the
+process's peak RSS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+
+def measure(target: str, inputs_code: str, *, batch_size: int, passes: int) -> dict:
+    """``target`` is ``reference:FOLDER`` or ``artifact:FOLDER``; ``inputs_code`` is Python that
+    sets ``inputs`` (run in the measuring process, so the inputs are made there)."""
+    code = textwrap.dedent("""
+        import json, resource, sys, time
+        kind, _, path = {target!r}.partition(":")
+    """).format(target=target) + textwrap.dedent(inputs_code) + textwrap.dedent(f"""
+        if kind == "reference":
+            import torch
+            from sentence_transformers import SentenceTransformer
+            torch.set_num_threads(2)
+            model = SentenceTransformer(path, device="cpu")
+            encode = lambda: model.encode(inputs, batch_size={batch_size}, show_progress_bar=False)
+        else:
+            from packager.runtime import load
+            model = load(path)
+            encode = lambda: model.encode(inputs, batch_size={batch_size})
+        encode()
+        times = []
+        for _ in range({passes}):
+            start = time.perf_counter()
+            encode()
+            times.append(time.perf_counter() - start)
+        print(json.dumps({{"times": times, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
