@@ -25,7 +25,7 @@ def measure(target: str, inputs_code: str, *, batch_size: int, passes: int) -> d
             encode = lambda: model.encode(inputs, batch_size={batch_size}, show_progress_bar=False)
         else:
             from packager.runtime import load
-            model = load(path)
+            model = load(path, threads=2)
             encode = lambda: model.encode(inputs, batch_size={batch_size})
         encode()
         times = []

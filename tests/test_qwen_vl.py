@@ -182,12 +182,15 @@ def test_the_artifacts_embed_as_sentence_transformers_does_in_a_process_without_
 
 
 @pytest.mark.slow  # needs .venv-vl (see above)
-def test_the_pyfunc_reads_no_path_a_caller_names(built):
+def test_the_pyfunc_reads_no_path_a_caller_names_and_takes_image_rows(built):
     """Served through the pyfunc, a string naming an image file on the server is a text: its
-    embedding is the loader's with ``image_strings=False``, not the image's."""
+    embedding is the loader's with ``image_strings=False``, not the image's; the logged request
+    example (a text row, an image row in base64) embeds as the loader embeds the same inputs."""
+    import base64
     from types import SimpleNamespace
 
     from packager.registry.pyfunc import ArtifactModel
+    from packager.registry.signature import input_example
     from packager.runtime import load
 
     artifact = built["qwen2-vl"] / "qwen2-vl-onnx-fp32"
@@ -197,3 +200,9 @@ def test_the_pyfunc_reads_no_path_a_caller_names(built):
     model = load(artifact)
     np.testing.assert_allclose(got, model.encode([PHOTO], image_strings=False), atol=1e-6)
     assert np.abs(got - model.encode([PHOTO])).max() > 1e-2  # the image itself embeds elsewhere
+    # the logged request example, a text row and an image row (base64), as a served model takes it
+    frame, params = input_example(model.manifest)
+    rows = np.asarray(served.predict(None, frame, params=params))
+    image = "data:image/png;base64," + frame["image"][1]
+    np.testing.assert_allclose(rows, model.encode([frame["text"][0], {"image": image}]), atol=1e-6)
+    assert base64.b64decode(frame["image"][1])[:4] == b"\x89PNG"

@@ -28,6 +28,7 @@ from packager.runtime.enums import ChainKind, MessageFormat, Modality, ModuleKin
 from packager.runtime.image_inputs import ImagePipeline
 from packager.runtime.messages import conversation
 from packager.runtime.routes import (
+    INT32_LIMIT,
     PIXEL_VALUES,
     PROMPT_LENGTH,
     ChatSpec,
@@ -243,9 +244,9 @@ def _compile_vision_route(name: str, kind: ChainKind, *, specs: tuple[ModuleSpec
     first, second = sample_images()
     conversations = [conversation(item, i, None) for i, item in enumerate(
         [_SAMPLE_TEXTS[1], first, {"text": _SAMPLE_TEXTS[0], "image": second}])]
-    try:  # the first batch: all three, unless the template's own text passes the runtime's token budget
-        _, feeds = next(runtime.batches(conversations, batch_size=len(conversations), max_length=tokenizer.max_length,
-                                        task=None))
+    try:  # all three in one batch, whatever the runtime's token budget
+        (_, feeds), = runtime.batches(conversations, batch_size=len(conversations), max_length=tokenizer.max_length,
+                                      task=None, max_tokens=INT32_LIMIT)
     except InvalidInputError as e:
         raise UnsupportedModuleError(f"route {name!r}: the chat template cannot be compiled: {e}") from None
     step = QwenVisionLanguage(input_module, vision)

@@ -91,8 +91,8 @@ class QwenVisionLanguage(torch.nn.Module):
         embeds = embeds.masked_scatter(mask, merged.to(embeds.dtype))
         extra: dict[str, Any] = {}
         if self.deepstack:  # one row per image token, as the model adds them (not the blank image's rows)
-            placed = [embeds.new_zeros(embeds.shape).masked_scatter(mask, features.to(embeds.dtype))[image_tokens]
-                      for features in stacked]
+            placed = [embeds.new_zeros(embeds.shape).masked_scatter(mask, layer.to(embeds.dtype))[image_tokens]
+                      for layer in stacked]
             extra = {"visual_pos_masks": image_tokens, "deepstack_visual_embeds": placed}
         output = self.language_model(inputs_embeds=embeds, attention_mask=features["attention_mask"],
                                      position_ids=features[ROPE_POSITIONS], use_cache=False, **extra)

@@ -21,6 +21,7 @@ type (``1`` -> ``"1"``, ``null`` -> ``"None"``) and drops undeclared columns bef
 could see them.
 """
 
+import base64
 import hashlib
 import importlib.util
 import inspect
@@ -342,7 +343,11 @@ class ArtifactModel(PythonModel):
                 raise _refuse(f"verb {verb!r}: use one of {', '.join(ENCODE_VERBS)}")
             if self.model.manifest.takes_images:  # texts and images; a caller's string is a text, never a path
                 params = {**params, "image_strings": False}
-                embeddings = _call(getattr(self.model, verb), items_of(model_input), params)
+                items = items_of(model_input)
+                if any(route.vision for route in self.model.manifest.routes):  # images as message parts take a URI
+                    items = [{"image": "data:image/*;base64," + base64.b64encode(item).decode()}
+                             if isinstance(item, bytes) else item for item in items]
+                embeddings = _call(getattr(self.model, verb), items, params)
             else:
                 embeddings = _call(getattr(self.model, verb), texts_of(model_input), params)
         except self._invalid_input as e:  # the loader's own input errors: a bad request, not a failure

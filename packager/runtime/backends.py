@@ -73,8 +73,10 @@ class OnnxSession:
 
 # An OpenVINO model is compiled afresh once it has run this many input shapes: its CPU plugin keeps
 # kernels and buffers for every shape it runs, and a route the runner cannot bucket (left padding)
-# runs one shape per (texts, length) a caller sends. A bucketed route runs fewer (runner.py: 126 at
-# most, for any max_length up to 32768 and any batch_size), so it is never recompiled.
+# runs one shape per (texts, length) a caller sends. A bucketed text route runs fewer (batching.py:
+# 126 at most, for any max_length up to 32768 and any batch_size), so it is never recompiled; a
+# vision-language route, bucketed in its patch counts too, can pass the limit and is then compiled
+# again, as an unbucketed route is.
 SHAPE_LIMIT = 256
 
 

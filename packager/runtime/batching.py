@@ -16,7 +16,8 @@ MAX_BATCH_TOKENS = 256
 
 
 # An image batch holds at most this many images, whatever batch_size asks (a request cannot make
-# the runtime hold thousands of images' pixels and activations at once).
+# the runtime hold thousands of images' pixels and activations at once); so does one input of a
+# vision-language route (messages.conversation), whose images run in one batch.
 MAX_BATCH_IMAGES = 32
 
 
@@ -42,20 +43,20 @@ def _round_up(n: int, *, steps: int, least: int) -> int:
     return -(-n // step) * step
 
 
-def batches(order: list[int], lengths: list[int], batch_size: int, *,
-            bucket_limit: int | None = None) -> Iterator[tuple[list[int], int, int]]:
+def batches(order: list[int], lengths: list[int], batch_size: int, *, bucket_limit: int | None = None,
+            max_tokens: int | None = None) -> Iterator[tuple[list[int], int, int]]:
     """Consecutive slices of ``order`` (longest first), each with the width to pad it to and the
-    number of rows to run it as: at most ``batch_size`` inputs, and no more than MAX_BATCH_TOKENS
-    tokens once padded (at least one input). Without ``bucket_limit`` a slice is padded to its
-    longest input and runs as is; with it, the width is bucket_width's (not past ``bucket_limit``,
-    the route's max length, unless the input already is) and a short slice runs as bucket_rows'
-    rows (not past the full slice's)."""
+    number of rows to run it as: at most ``batch_size`` inputs, and no more than ``max_tokens``
+    (by default MAX_BATCH_TOKENS) tokens once padded (at least one input). Without
+    ``bucket_limit`` a slice is padded to its longest input and runs as is; with it, the width is
+    bucket_width's (not past ``bucket_limit``, the route's max length, unless the input already is)
+    and a short slice runs as bucket_rows' rows (not past the full slice's)."""
     start = 0
     while start < len(order):
         width = lengths[order[start]]
         if bucket_limit is not None:
             width = max(width, min(bucket_width(width), bucket_limit))
-        size = min(batch_size, max(1, MAX_BATCH_TOKENS // max(width, 1)))
+        size = min(batch_size, max(1, (max_tokens or MAX_BATCH_TOKENS) // max(width, 1)))
         batch = order[start : start + size]
         rows = min(size, bucket_rows(len(batch))) if bucket_limit is not None else len(batch)
         yield batch, width, rows

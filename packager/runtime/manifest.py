@@ -24,6 +24,7 @@ from .enums import (
     ChainKind,
     Format,
     Int8Arithmetic,
+    MessageFormat,
     Modality,
     ModuleKind,
     OutputMeaning,
@@ -194,6 +195,9 @@ def _check_vision(route: RouteSpec) -> None:
                                          "route's chat template")
         return
     patches = image.patches if image else None
+    if chat is None or chat.message_format is not MessageFormat.STRUCTURED:
+        raise ArtifactIntegrityError(f"manifest: route {route.name!r}: a vision-language route's images are parts of "
+                                     "structured chat messages")
     if route.inputs != vision_input_names(vision) or patches is None or patches.merge_size != vision.merge_size:
         raise ArtifactIntegrityError(f"manifest: route {route.name!r}: a {vision.family.value} route takes "
                                      f"{vision_input_names(vision)} and merges patches as its patch rule does")

@@ -36,9 +36,10 @@ from .inputs import check_unicode
 RENDERED_IMAGE = {"type": "image", "image": "<image>"}
 _ROLES = ("system", "user", "assistant", "query", "document")
 _PARTS = ("text", "image")
-# Strings sentence-transformers reads as a video or audio (a URL or an existing file with these
-# suffixes, a YouTube URL): refused, as the runtime takes neither.
-_MEDIA_SUFFIXES = (".mp4", ".avi", ".mov", ".wmv", ".flv", ".mkv", ".mp3", ".wav", ".ogg", ".flac", ".aac")
+# Strings sentence-transformers reads as a video (a URL or an existing file with these suffixes, a
+# YouTube URL) for a model that takes videos, as a Qwen-VL Transformer does: refused, as the runtime
+# takes none. (Audio strings are texts to it: such a model takes no audio.)
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".wmv", ".flv", ".mkv")
 _VIDEO_HOSTS = ("www.youtube.com", "youtube.com", "youtu.be", "m.youtube.com")
 
 
@@ -69,9 +70,9 @@ def conversation(item: Any, index: int, prompt: str | None, *, strings: bool = T
         messages, images = [{"role": "user", "content": [dict(RENDERED_IMAGE)]}], [item]
     elif isinstance(item, str):
         check_unicode(item, where)
-        if strings and _is_video_or_audio(item):
-            raise InvalidInputError(f"{where}: sentence-transformers reads this string as a video or audio, which "
-                                    "the runtime does not take; it takes texts and images")
+        if strings and _is_video(item):
+            raise InvalidInputError(f"{where}: sentence-transformers reads this string as a video, which the "
+                                    "runtime does not take; it takes texts and images")
         messages, images = [{"role": "user", "content": [{"type": "text", "text": item}]}], []
     elif isinstance(item, dict) and "role" not in item:
         messages, images = _typed_message(item, where, strings)
@@ -149,12 +150,12 @@ def _check_not_bytes(item: Any, where: str) -> None:
                                 "refuses them there); pass a PIL image, an array, a path or a data URI")
 
 
-def _is_video_or_audio(text: str) -> bool:
-    """Whether sentence-transformers reads ``text`` as a video or audio (its modality rules)."""
+def _is_video(text: str) -> bool:
+    """Whether sentence-transformers reads ``text`` as a video (its modality rules)."""
     if is_url(text):
         split = getattr(urlsplit, "__wrapped__", urlsplit)  # without urllib's cache, as url_path
         try:
-            return url_path(text).lower().endswith(_MEDIA_SUFFIXES) or split(text).netloc in _VIDEO_HOSTS
+            return url_path(text).lower().endswith(_VIDEO_SUFFIXES) or split(text).netloc in _VIDEO_HOSTS
         except ValueError:
             return False
-    return text.lower().endswith(_MEDIA_SUFFIXES) and os.path.isfile(text)
+    return text.lower().endswith(_VIDEO_SUFFIXES) and os.path.isfile(text)

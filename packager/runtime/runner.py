@@ -31,7 +31,8 @@ class RouteRunner:
         self.vision = VisionEncoder(self.text, self.images, spec.vision) if spec.vision and self.images else None
         self._session = open_session(root, fmt, spec, threads=threads, compute=compute)
         # Extra padding on the right is masked by the attention mask and leaves every real token's
-        # position as it was; on the left it would move a left-padded decoder's positions.
+        # position as it was; on the left it would move a left-padded decoder's positions (not a
+        # vision-language route's, which are inputs: run_messages buckets whatever the side).
         self._bucketed = (self._session.compiles_per_shape and self._text is not None
                           and self._text.spec.padding_side is Side.RIGHT and "attention_mask" in spec.inputs)
 

@@ -39,15 +39,19 @@ class VisionEncoder:
         self._token = text.id_to_token(spec.image_token_id)
 
     def batches(self, conversations: list[Conversation], *, batch_size: int, max_length: int, task: str | None,
-                fetch_urls: bool = False, bucket: bool = False) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+                fetch_urls: bool = False, bucket: bool = False,
+                max_tokens: int | None = None) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
         """The graph's inputs batch by batch, each with the conversations its rows hold (indices
-        into ``conversations``, which errors name as items). With ``bucket`` (a session that
-        compiles per input shape) the widths, row counts and patch counts are bucketed."""
+        into ``conversations``, which errors name as items), within ``max_tokens`` (the runtime's
+        budget by default). With ``bucket`` (a session that compiles per input shape) the widths,
+        row counts and patch counts are bucketed: a route whose positions are inputs can be padded
+        on either side."""
         for chunk, pixels in self._chunks(conversations, batch_size, max_length, fetch_urls):
             tokens = self._tokens([conversations[i] for i in chunk], chunk, pixels, max_length=max_length, task=task)
             lengths = [len(t.ids) for t in tokens]
             order = sorted(range(len(chunk)), key=lambda i: -lengths[i])
-            for batch, width, size in batches(order, lengths, batch_size, bucket_limit=max_length if bucket else None):
+            for batch, width, size in batches(order, lengths, batch_size, bucket_limit=max_length if bucket else None,
+                                              max_tokens=max_tokens):
                 members = batch + batch[-1:] * (size - len(batch))  # filler rows, dropped by the caller
                 padded = self.text.pad([tokens[i] for i in members], width=width)
                 yield [chunk[i] for i in batch], self._feeds(padded, [pixels[i] for i in members], bucket=bucket)
@@ -56,12 +60,14 @@ class VisionEncoder:
                 fetch_urls: bool) -> Iterator[tuple[list[int], list[Patches]]]:
         chunk: list[int] = []
         pixels: list[Patches] = []
+        patches = 0
         for index, item in enumerate(conversations):
             pixels.append(self._patches(item, index, max_length, fetch_urls))
             chunk.append(index)
-            if len(chunk) == batch_size or sum(len(rows) for rows, _ in pixels) >= MAX_CHUNK_PATCHES:
+            patches += len(pixels[-1][0])
+            if len(chunk) == batch_size or patches >= MAX_CHUNK_PATCHES:
                 yield chunk, pixels
-                chunk, pixels = [], []
+                chunk, pixels, patches = [], [], 0
         if chunk:
             yield chunk, pixels
 

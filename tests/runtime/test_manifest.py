@@ -113,6 +113,7 @@ def _vision_route(data: dict, **changes: object) -> None:
      r"needs table_side \(1..16384\)"),
     (lambda d: d["routes"][0].update(vision=dict(VISION, merge_size=0)), "merge size"),
     (lambda d: _vision_route(d, inputs=VISION_INPUTS[:-1]), "a qwen2_vl route takes"),
+    (lambda d: _vision_route(d, chat=dict(CHAT, message_format="flat")), "parts of structured chat messages"),
     (lambda d: _vision_route(d, vision=dict(VISION, merge_size=4)), "merges patches as its patch rule does"),
     (lambda d: (d["routes"][0].update(chat=dict(CHAT, special_tokens=True)), d.update(requires=["jinja2", "pillow"])),
      "special_tokens belong"),

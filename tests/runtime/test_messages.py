@@ -17,6 +17,8 @@ from packager.runtime.messages import RENDERED_IMAGE, as_messages, conversation
 from packager.validators.image_samples import real_image_files
 
 PHOTO, LOGO, _ = real_image_files()
+# A Qwen-VL Transformer's modalities, as sentence-transformers gives them to its input formatter.
+MODALITIES = ["text", "image", "video", "message"]
 
 
 def _png() -> str:
@@ -35,6 +37,7 @@ def _inputs() -> dict[str, Any]:
         "an image path": str(LOGO),
         "a data URI": _png(),
         "a path that is not a file (a text)": "/no/such/picture.png",
+        "an audio URL (a text to a model without audio)": "https://example.com/talk.MP3?x=1",
         "text then image (dict)": {"text": "a caption", "image": photo},
         "image then text (dict)": {"image": photo, "text": "a caption"},
         "lists in a dict": {"text": ["one", "two"], "image": [photo, array]},
@@ -51,7 +54,7 @@ def _sentence_transformers(item: Any, prompt: str | None) -> tuple[list[dict], l
     """sentence-transformers' messages for one input, with its images taken out as the runtime's are."""
     from sentence_transformers.base.modality import InputFormatter
 
-    formatter = InputFormatter(model_type="qwen2_vl", message_format="structured")
+    formatter = InputFormatter(model_type="qwen2_vl", message_format="structured", supported_modalities=MODALITIES)
     modality, inputs, _ = formatter.parse_inputs([item])
     if modality != "message":
         modality, inputs = formatter.batch_to_message(modality, inputs)
@@ -104,8 +107,8 @@ def test_single_inputs_and_lists_of_inputs():
     ([{"role": "user", "content": 3}], "content must be a string or a list"),
     (3.5, "expected a text, an image"),
     ({"text": ["a query", "a document"]}, "a dict of texts alone is not taken"),
-    ("https://www.youtube.com/watch?v=x", "as a video or audio"),
-    ("https://example.com/talk.MP3?x=1", "as a video or audio"),
+    ("https://www.youtube.com/watch?v=x", "as a video"),
+    ("https://example.com/clip.MKV?x=1", "as a video"),
     ({"text": "many", "image": [PHOTO] * 33}, "33 images; an input takes at most 32"),
     ({"role": "user", "content": "\ud800"}, "surrogate"),
 ])
@@ -127,14 +130,17 @@ def test_for_a_service_strings_are_texts_and_image_parts_only_data_uris():
             conversation([{"role": "user", "content": [{"type": "image", "image": named}]}], 2, None, strings=False)
 
 
-def test_a_video_or_audio_file_is_refused_where_sentence_transformers_reads_one(tmp_path):
-    """A string naming an existing .mp4 or .wav is a video or audio to sentence-transformers, not a
-    text; the same string naming no file is a text to both."""
+def test_a_video_file_is_refused_where_sentence_transformers_reads_one(tmp_path):
+    """A string naming an existing .mp4 is a video to sentence-transformers, not a text; the same
+    string naming no file, and an existing .wav (the model takes no audio), are texts to both."""
     from sentence_transformers.base.modality import infer_modality
 
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"not really a video")
-    assert infer_modality(str(clip)) == "video" and infer_modality(str(tmp_path / "none.mp4")) == "text"
-    with pytest.raises(InvalidInputError, match="as a video or audio"):
+    clip, sound = tmp_path / "clip.mp4", tmp_path / "sound.wav"
+    for file in (clip, sound):
+        file.write_bytes(b"not really media")
+    assert infer_modality(str(clip), supported_modalities=MODALITIES) == "video"
+    with pytest.raises(InvalidInputError, match="as a video"):
         conversation(str(clip), 0, None)
-    assert conversation(str(tmp_path / "none.mp4"), 0, None).images == []
+    for text in (str(tmp_path / "none.mp4"), str(sound)):
+        assert infer_modality(text, supported_modalities=MODALITIES) == "text"
+        assert conversation(text, 0, None).messages == [{"role": "user", "content": [{"type": "text", "text": text}]}]

@@ -38,3 +38,18 @@ def test_blank_patches_follow_the_images_and_leave_the_text_positions(images, bl
 def test_blank_patches_come_in_whole_merge_blocks():
     with pytest.raises(ValueError, match="whole merge blocks of 4"):
         vision_feeds(SPEC, *_batch(1), blank=6)
+
+
+def test_inputs_are_decoded_a_chunk_at_a_time(monkeypatch):
+    """A chunk closes at batch_size inputs or once its patches reach MAX_CHUNK_PATCHES, whichever
+    comes first, and holds at least one input: the decoded patches of a call stay bounded."""
+    from packager.runtime import vision_route
+    from packager.runtime.messages import Conversation
+
+    monkeypatch.setattr(vision_route, "MAX_CHUNK_PATCHES", 40)
+    encoder = object.__new__(vision_route.VisionEncoder)
+    sizes = [16, 16, 16, 64, 0, 0, 0, 0, 8]  # patches of each input's images
+    monkeypatch.setattr(encoder, "_patches", lambda item, index, *_: (np.zeros((sizes[index], 3)), None))
+    conversations = [Conversation([], [])] * len(sizes)
+    chunks = [chunk for chunk, _ in encoder._chunks(conversations, 3, 256, False)]
+    assert chunks == [[0, 1, 2], [3], [4, 5, 6], [7, 8]]
