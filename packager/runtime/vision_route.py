@@ -74,10 +74,8 @@ class VisionEncoder:
     def _patches(self, item: Conversation, index: int, max_length: int, fetch_urls: bool) -> Patches:
         """One input's patches, its images decoded one by one; refused once their tokens alone pass
         ``max_length`` (sentence-transformers fails on such an input too)."""
-        patching = self.images.spec.patches
-        assert patching is not None  # a vision route's images are patched (the manifest checked it)
-        width = 3 * patching.temporal_patch_size * patching.patch_size**2
-        rows, grids, tokens = [np.zeros((0, width), np.float32)], [np.zeros((0, 3), np.int64)], 0
+        empty, no_grid = self.images.patches([])  # the pipeline's own shapes for no image
+        rows, grids, tokens = [empty], [no_grid], 0
         for number, image in enumerate(item.images):
             found, grid = self.images.patches([image], fetch_urls=fetch_urls, where=f"item {index}, image",
                                               start=number)
